@@ -3,14 +3,10 @@
     python scripts/dashboard_walk.py            # refresh the README screenshots on purpose
     python scripts/dashboard_walk.py --shots /tmp/shots
 
-From a copy of this checkout's ``make demo`` site (``var/``, ``configs/``, ``datasets/``) in a
-temporary folder, it runs the shell lines of the README block between ``<!-- first-use -->``
-markers as written (``inspection`` on PATH; the only change: free ports for ``serve`` and
-``dashboard``; ``users add`` gets its password on stdin), then drives the dashboard: a deep
-link signs in and keeps its page, a reload stays signed in, the grass alarm shows, a false-reject
-budget is set and saved and the page shows it, an item is reviewed, and signing out ends the
-session. It returns what it saw; ``tests/dashboard/test_first_use.py`` asserts on it, and
-``main`` writes the README screenshots to reports/dashboard/screenshots/.
+On a copy of this checkout's ``make demo`` site it runs the README's ``<!-- first-use -->``
+shell lines as written (only the ports changed, the password on stdin), then drives the
+dashboard: a deep link through sign-in, a reload, the grass alarm, a budget saved, an item
+reviewed, sign-out. ``tests/dashboard/test_first_use.py`` asserts on what it saw.
 """
 
 from __future__ import annotations
@@ -39,8 +35,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 MARKER = "<!-- first-use -->"
 USER, PASSWORD = "alice", "first use password"
 ALARM_PRODUCT = "grass"
-"""The demo product whose live bundle the README says is not line-ready (the walk checks the
-alarm the dashboard derives from measured rates; it does not decide it)."""
+"""The demo product whose live bundle the README says is not line-ready."""
 WATCHED = 30
 """Images the README line copies into the watch folder (datasets/grass/test/hole)."""
 
@@ -65,8 +60,7 @@ class Walk:
 
 
 def readme_lines(readme: Path = README) -> list[str]:
-    """The shell lines of the README's first-use block (comments stripped, ``make demo`` left
-    out: the walk starts from its result)."""
+    """The shell lines of the README's first-use block, without comments and ``make demo``."""
     text = readme.read_text(encoding="utf-8")
     parts = text.split(MARKER)
     if len(parts) != 3:
@@ -86,8 +80,7 @@ def has_demo_site(root: Path) -> bool:
 
 
 def build_demo_site(workdir: Path, repo: Path = REPO) -> Path:
-    """The README's ``make demo`` step, PatchCore only, run in ``workdir`` with this checkout's
-    configs: a clean clone (CI) has no demo site, so the walk makes its own."""
+    """``make demo``, PatchCore only, in ``workdir``: for a clean clone without a demo site."""
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(repo / "configs", workdir / "configs")
     command = [sys.executable, "-m", "inspection", "demo", "--models", "patchcore"]
@@ -270,13 +263,10 @@ DRAWN_JS = """
   };
 })();
 """
-"""Records in the page, on the page's clock (``Date.now()``, ms): ``action``, the last click or
-Enter key (a new document: when its navigation started); ``changed``, the last DOM mutation;
-``drawn``, when the frame after it was painted; ``long``, the main thread's long tasks (start,
-ms); ``messages``, each websocket message from the server (s, bytes); ``running``, between a
-script run's start (``new_session``) and its ``script_finished``. Installed before the page's
-own code (``watch``) it sees the server's runs; installed later, only the page. Reading these
-costs the page nothing; reading the page's text would lay the whole page out."""
+"""Records in the page (ms, the page's clock): the last click or Enter (``action``), DOM
+mutation (``changed``) and frame painted after it (``drawn``), long tasks, websocket messages,
+and whether a script run is under way (``running``; seen only when installed before the page's
+code, ``watch``). Reading these costs the page nothing; reading its text would lay it out."""
 BUSY_CSS = '[data-testid="stStatusWidget"], [data-stale="true"], [data-testid="stSkeleton"]'
 """Streamlit's script run is not finished while one of these shows."""
 
@@ -288,11 +278,8 @@ def watch(driver) -> None:
 
 
 def settle(driver, timeout: float = 60, quiet: float = 0.8) -> float:
-    """Wait until Streamlit finished its script run and the page stopped changing for
-    ``quiet`` s; returns when (``time.monotonic()``) it last changed: when the page last painted
-    a DOM mutation, once the server's script run finished (``DRAWN_JS``; installed here if
-    ``watch`` did not: then Streamlit's running indicator, shown after 0.5 s, is all it knows
-    of the server)."""
+    """Wait until Streamlit's script run finished and the page stopped changing for ``quiet``
+    s; returns when (``time.monotonic()``) it last painted a change (``DRAWN_JS``)."""
     probe = f"""const seen = window.__drawn;
         return seen && [seen.running || !!document.querySelector('{BUSY_CSS}'),
                         Math.max(seen.changed, seen.drawn), Date.now()];"""
@@ -444,8 +431,7 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
 
 
 def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO, demo: Path | None = None) -> Walk:
-    """Run the whole walk in ``workdir`` (empty) on a copy of the demo site ``demo`` (default:
-    this checkout's), screenshots to ``shots``."""
+    """Run the whole walk in an empty ``workdir`` on a copy of ``demo`` (default: this one)."""
     started = time.monotonic()
     walk = Walk()
     if demo is None and not has_demo_site(repo):

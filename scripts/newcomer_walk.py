@@ -1,19 +1,10 @@
 """Walk the README's first day (CLI and API) exactly as written, then a first week, in a
-scratch site.
+scratch site; writes reports/newcomer_walk.md.
 
-    python scripts/newcomer_walk.py               # full size: writes reports/newcomer_walk.md
-    python scripts/newcomer_walk.py --report /tmp/walk.md
-
-The command blocks between ``<!-- walkthrough -->`` and ``<!-- /walkthrough -->`` in README.md
-run in order in one bash shell (``set -euo pipefail``; variables and ``&`` jobs carry from block
-to block) in a temporary folder holding a copy of ``configs/`` and a link to ``scripts/``. The
-only changes: free ports for ``serve`` and ``dashboard``, and the password ``users add`` asks
-for on stdin. A block after ``<!-- needs: mosquitto -->`` needs that broker (scripts/services.sh).
-The log names each step with its time; ``tests/test_readme_walkthrough.py`` runs the same walk
-(at 128 px) and asserts on it. Before the last block (which stops the servers) the script runs
-``FIRST_WEEK``: a camera at the wrong bit depth, ``train --update``, a held-out copy, export and
-promote, retrain with nothing new, reviews through the API, retrain again, a busy port
-(``--no-week``: the README's blocks only; ``tests/test_first_week.py`` asserts the same week).
+The README's ``<!-- walkthrough -->`` blocks run in order in one bash shell in a temporary
+folder with a copy of ``configs/``; only the ports and the password on stdin change. Before the
+last block (which stops the servers) it runs ``FIRST_WEEK`` (``--no-week``: not). The tests
+``test_readme_walkthrough.py`` and ``test_first_week.py`` run the same walk at 128 px.
 """
 
 from __future__ import annotations
@@ -44,7 +35,6 @@ data: datasets/brick
 models:
   patchcore: {image_size: [128, 128]}
 """
-"""``configs/products/brick.yaml`` of a short walk (the suite's): train at 128 px."""
 
 
 FIRST_WEEK = [
@@ -97,9 +87,8 @@ class WalkError(RuntimeError):
 
 @dataclass(frozen=True)
 class Block:
-    """One shell block of a document: its mark or, in the walkthrough, its step (``**N.
-    Title.**``), code, the service it needs (``""``: none), the section around it and the last
-    numbered step before it."""
+    """One shell block of a document: its mark (the walkthrough: its step), code, the service
+    it needs, the section around it and the last numbered step before it."""
 
     step: str
     code: str
@@ -150,9 +139,8 @@ STEP = r"\*\*(\d+\. [^*]+?)\.?\*\*"
 
 
 def command_blocks(doc: Path) -> list[Block]:
-    """Every fenced shell block of ``doc``, each with its mark (``step``): the comment right
-    before its fence (``<!-- run: plant -->``, ``<!-- not run -->``, ``<!-- needs: ... -->``)
-    or the section around it (``walkthrough``, ``first-use``); ``""`` when unmarked."""
+    """Every fenced shell block of ``doc``, each with its mark: the comment right before its
+    fence (``<!-- run: plant -->``, ...) or the section around it; ``""`` when unmarked."""
     text = doc.read_text(encoding="utf-8")
     blocks = []
     pattern = rf"(?:<!-- ([\w: -]+?) -->\n)?```(?:{SHELLS})\n(.*?)```"
@@ -180,9 +168,7 @@ def free_port() -> int:
 
 
 def prepare_site(site: Path, *, small: bool) -> dict[str, int]:
-    """A scratch site in ``site``: this checkout's configs (no trust file: ``keys init`` writes
-    it), ``scripts/`` linked, ``serve`` on a free port; ``small``: brick trains at 128 px.
-    Returns the ports ``{"serve": ..., "dashboard": ...}``."""
+    """A scratch site in ``site`` (``small``: brick at 128 px); returns its free ports."""
     site.mkdir(parents=True, exist_ok=True)
     shutil.copytree(
         REPO / "configs", site / "configs", ignore=shutil.ignore_patterns("site-trust.*")
@@ -207,9 +193,8 @@ def walk_replacements(ports: dict[str, int]) -> dict[str, str]:
 
 
 def shell_script(blocks: list[Block], replace: dict[str, str]) -> str:
-    """The blocks as one bash script (each ``replace`` key replaced by its value), each
-    preceded by a ``MARK`` line with the clock (on a line of its own: curl's answer ends
-    without a newline)."""
+    """The blocks as one bash script, each after a ``MARK`` line with the clock (on a line of
+    its own: curl's answer ends without a newline)."""
     lines = ["set -euo pipefail"]
     for number, block in enumerate(blocks):
         code = block.code
@@ -221,8 +206,7 @@ def shell_script(blocks: list[Block], replace: dict[str, str]) -> str:
 
 
 def walk_env() -> dict[str, str]:
-    """The walk's environment: this interpreter's ``inspection`` first on ``PATH``, no site
-    named by the caller's shell, offline."""
+    """This interpreter's ``inspection`` first on ``PATH``, no caller's site, offline."""
     env = {key: value for key, value in os.environ.items() if key != "INSPECTION_SITE_CONFIG"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHON"] = sys.executable  # scripts/softplc_local.sh
@@ -234,8 +218,7 @@ def run_walk(
     site: Path, blocks: list[Block], ports: dict[str, int], timeout: float,
     replace: dict[str, str] | None = None,
 ) -> Walk:  # fmt: skip
-    """Run ``blocks`` in ``site`` (``replace``: instead of ``walk_replacements(ports)``);
-    every process the walk started is stopped at the end."""
+    """Run ``blocks`` in ``site``; every process the walk started is stopped at the end."""
     env = walk_env()
     walk = Walk(blocks)
     log_path = site / "walk.log"

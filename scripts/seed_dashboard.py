@@ -2,21 +2,11 @@
 
     python scripts/seed_dashboard.py var/dashboard-demo --inspections 5000
     INSPECTION_SITE_CONFIG=var/dashboard-demo/site.yaml inspection dashboard
-    python scripts/seed_dashboard.py /tmp/plant --inspections 50000000 --stations 10 \
-        --days 118 --store-url postgresql+psycopg://...    # a plant's central store
 
-On PostgreSQL the rows go in by ``COPY`` (``copy_inspections``), a million at a time, with the
-results table's indexes built after; rows older than the default retention's blob ages come
-with their blobs already pruned, as a store under retention holds them.
-
-It creates an admin login (``--user``, default ``admin``, with a random password unless
-``--password-stdin``) and prints the sign-in.
-
-SEEDED DATA, NOT MODEL OUTPUT: images are real demo samples (``inspection.data.demo``, the
-scikit-image texture photos with synthetic defects) and masks are their ground truth, but the
-scores, anomaly maps, metrics and bundles are generated here: bundles hold placeholder model
-files and every seeded JSON carries ``"seeded": true``. Used by the dashboard tests and
-``bench/dashboard_scale.py``.
+On PostgreSQL the rows go in by ``COPY``, with old rows' blobs already pruned as retention
+would. It creates an admin login and prints the sign-in. SEEDED DATA, NOT MODEL OUTPUT: images
+and masks are real demo samples, but scores, maps, metrics and bundles (placeholder model
+files) are generated here, and every seeded JSON carries ``"seeded": true``.
 """
 
 from __future__ import annotations
@@ -81,8 +71,7 @@ class Sample:
 
 
 def write_site(root: Path, products: list[str], store_url: str | None = None) -> Path:
-    """Write ``root/site.yaml`` pointing every path inside ``root`` (the store: ``store_url``,
-    default a SQLite file there); returns its path."""
+    """Write ``root/site.yaml`` pointing every path inside ``root``; returns its path."""
     root.mkdir(parents=True, exist_ok=True)
     site = {
         "registry_dir": str(root / "registry"),
@@ -173,8 +162,7 @@ def seed_inspections(
     stations: dict[str, list[str]] = STATIONS,
 ) -> None:
     """Insert ``n`` inspections spread over the last ``days`` through the real schema (bulk
-    ``INSERT`` of ``batch`` rows per transaction), then rebuild the rollups from them. One in
-    ``AUDIT_EVERY`` is flagged ``audit_sample`` (the station's random audit sample)."""
+    ``INSERT`` of ``batch`` rows), then rebuild the rollups from them."""
     now = now or datetime.now(timezone.utc)
     rng = np.random.default_rng(seed)
     pairs = [(p, s) for p, names in stations.items() if p in pictures for s in names]
@@ -232,14 +220,6 @@ def seed_inspections(
         rollups.rebuild(session)
 
 
-COPY_COLUMNS = (
-    "id", "request_id", "created_at", "product", "station_id", "part_id", "source",
-    "source_name", "score", "threshold", "verdict", "model_version", "bundle_id", "latency_ms",
-    "mask_source", "regions", "width", "height", "image_sha", "map_sha", "mask_sha",
-    "overlay_sha", "audit_sample", "blobs_pruned_at",
-)  # fmt: skip
-
-
 def copy_inspections(
     store: Store,
     pictures: dict[str, list[Sample]],
@@ -251,11 +231,9 @@ def copy_inspections(
     seed: int = 0,
     chunk: int = 1_000_000,
 ) -> None:
-    """``seed_inspections`` for a plant's PostgreSQL: ``n`` rows spread evenly over the last
-    ``days`` by ``COPY``, ``chunk`` rows per transaction, the results table's keys and indexes
-    dropped before and built after; good parts older than ``KeepPolicy.blob_days`` and kept
-    ones older than its ``kept_blob_days`` come with their blobs pruned. Then the rollups, a
-    ``VACUUM ANALYZE`` (the visibility map a running store's autovacuum keeps)."""
+    """``seed_inspections`` for a plant's PostgreSQL: ``COPY`` of ``chunk`` rows per
+    transaction with the keys and indexes built after, blobs pruned past ``KeepPolicy``'s
+    ages; then the rollups and a ``VACUUM ANALYZE``."""
     import psycopg
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -338,7 +316,7 @@ def copy_inspections(
             )
             buffer = io.BytesIO()
             pcsv.write_csv(table, buffer, pcsv.WriteOptions(include_header=False))
-            copy = f"COPY inspections ({', '.join(COPY_COLUMNS)}) FROM STDIN (FORMAT csv)"
+            copy = f"COPY inspections ({', '.join(table.column_names)}) FROM STDIN (FORMAT csv)"
             with connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit = off")
                 with cursor.copy(copy) as sink:
@@ -380,8 +358,7 @@ def _drop_keys(connection: Any) -> Callable[[], None]:
 
 
 def seed_reviews(store: Store, n: int, *, audits: int = 0, seed: int = 0) -> int:
-    """Label up to ``n`` of the oldest NG/borderline inspections like a reviewer would (a
-    biased sample: only high scores), and up to ``audits`` random audit-sample parts."""
+    """Label up to ``n`` of the oldest NG/borderline inspections and ``audits`` audit parts."""
     from inspection.store.queries import QueueQuery, review_queue
 
     rng = np.random.default_rng(seed)
@@ -518,9 +495,8 @@ def seed_site(
     stations: int | None = None,
     days: float = 6.5,
 ) -> Path:
-    """Seed everything under ``root`` (the store at ``store_url``, default SQLite in ``root``;
-    ``seed`` draws the inspections and reviews; ``stations``: that many lines instead of
-    ``STATIONS``, over the last ``days``); returns the site YAML path."""
+    """Seed everything under ``root`` (``stations``: that many lines instead of ``STATIONS``);
+    returns the site YAML path."""
     root = Path(root).resolve()
     site = write_site(root, list(products), store_url)
     store = Store.migrated(store_url or f"sqlite:///{root / 'inspection.db'}", root / "blobs")

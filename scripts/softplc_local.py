@@ -1,13 +1,9 @@
 """Run a line station against the soft PLC on this machine (see docs/line-integration.md).
 
-A private Mosquitto and the soft PLC (an OPC UA server) on free loopback ports, then
-``inspection station run`` on a copy of ``configs/line.yaml`` pointed at both; fires triggers
-over OPC UA and over MQTT, prints every answer, and stops everything. Needs a site with a
-signed live bundle for the config's products (``make demo``) and Mosquitto
-(``scripts/services.sh``). Exit code 1 when a trigger got no verdict, 2 when the station
-exited or never became Ready (its last lines printed).
-
-    python scripts/softplc_local.py --config configs/line.yaml --triggers 5
+A private Mosquitto and the soft PLC on free loopback ports, ``inspection station run`` on a
+copy of ``configs/line.yaml`` pointed at both; fires triggers over OPC UA and MQTT and prints
+every answer. Needs ``make demo``'s site and Mosquitto. Exit code 1 when a trigger got no
+verdict, 2 when the station exited or never became Ready.
 """
 
 from __future__ import annotations
@@ -29,8 +25,7 @@ from inspection.line.softplc import HandshakeTimeout, SoftPlc
 
 
 def local_config(source: Path, workdir: Path, broker_port: int, endpoint: str) -> Path:
-    """``source`` with its triggers and MQTT sinks pointed at the local broker and soft PLC;
-    the files it names beside itself (trust file, configs folder) stay where they are."""
+    """``source`` with its triggers and MQTT sinks pointed at the local broker and soft PLC."""
     data = yaml.safe_load(source.read_text(encoding="utf-8"))
     core = data.setdefault("core", {})
     beside = source.resolve().parent

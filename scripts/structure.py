@@ -1,13 +1,8 @@
 """Measure the code's shape for ``docs/architecture.md``'s before/after table.
 
-    python scripts/structure.py [--root .] [--out reports/structure] [--name after]
-
-Lines per package (``wc -l`` of ``*.py``), bench files and lines, function-local imports
-(``import`` statements inside a function body; those of ``inspection`` modules and those with
-no reason comment counted apart),
-the largest files and classes, the longest function per package, the files that name each
-PLC link (what a new link touches), and the public members of ``Inspector``, ``BundleModel``
-and ``Registry``. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``. Torch-free, quick.
+Lines per package, bench files and lines, function-local imports, the largest files and
+classes, the longest function per package, the files that name each PLC link and the public
+members of the main classes. Writes ``<out>/<name>.json`` and ``<out>/<name>.md``.
 """
 
 from __future__ import annotations
@@ -28,13 +23,11 @@ def lines(path: Path) -> int:
 
 
 def function_local_imports(tree: ast.AST, source: list[str]) -> tuple[int, int, int]:
-    """Each import statement once, if any enclosing node is a function: (all, of project
-    modules, without a reason: no comment on its line or above its block of imports)."""
+    """Imports inside functions: (all, of project modules, without a reason comment)."""
     total = project = unexplained = 0
 
     def explained(line: int) -> bool:
-        """A comment on the statement's line, or above its block of imports (blank lines
-        between isort's groups belong to the block)."""
+        """A comment on the statement's line, or above its block of imports."""
         above = line - 2
         block = ("from ", "import ", ")")
         while above >= 0 and (not source[above].strip() or source[above].strip().startswith(block)):
@@ -59,8 +52,7 @@ def function_local_imports(tree: ast.AST, source: list[str]) -> tuple[int, int, 
 
 
 def module_name(root: Path, path: Path) -> str:
-    """``inspection.core.registry`` for a package file; ``bench._report`` for a bench script
-    (the benches import each other by bare name, ``from _report import ...``)."""
+    """``inspection.core.registry`` for a package file; ``bench._report`` for a bench script."""
     parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -77,8 +69,7 @@ def imported(tree: ast.AST, folder: str) -> set[str]:
 
 
 def import_cycle(root: Path, trees: dict[Path, ast.AST]) -> list[str]:
-    """One import cycle among the project's modules (imports inside functions count too), or
-    ``[]`` when there is none."""
+    """One import cycle among the project's modules (function-local imports too), or ``[]``."""
     modules = {module_name(root, p): p for p in trees}
     graph = {
         name: imported(trees[path], name.split(".")[0]) & modules.keys() - {name}
@@ -113,9 +104,8 @@ def longest_functions(root: Path, trees: dict[Path, ast.AST]) -> dict[str, list]
 
 
 def link_files(root: Path, trees: dict[Path, ast.AST]) -> dict[str, list[str]]:
-    """Per PLC link registered in ``inspection/line/links.py`` (``LinkKind("<name>", ...)``):
-    the files of ``inspection/`` that name it in a string, its own module and registration
-    included: what adding a link like it touches (each file that switches on its name)."""
+    """Per PLC link registered in ``inspection/line/links.py``: the files of ``inspection/``
+    that name it in a string (what adding a link like it touches)."""
     registry = root / "inspection" / "line" / "links.py"
     if registry not in trees:
         return {}
@@ -167,14 +157,12 @@ def measure(root: Path) -> dict:
                 size = (node.end_lineno or node.lineno) - node.lineno + 1
                 classes.append((f"{path.relative_to(root)}:{node.name}", size))
                 if node.name in CLASSES:
-                    members[node.name] = sorted(
-                        {
-                            n.name
-                            for n in node.body
-                            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
-                            and not n.name.startswith("_")
-                        }
-                    )
+                    methods = [
+                        n
+                        for n in node.body
+                        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+                    ]
+                    members[node.name] = sorted({n.name for n in methods if n.name[0] != "_"})
     bench = [p for p in files if p.relative_to(root).parts[0] == "bench"]
     largest = sorted(files.items(), key=lambda kv: -kv[1])[:8]
     return {

@@ -1,10 +1,6 @@
-"""The ``inspection`` command. Each module in this package adds its commands.
-
-A command module's ``typer.Typer`` objects are found automatically (a named one is a command
-group, a nameless one's commands stand at the top level), so adding a command group never
-edits this file. Heavy imports (torch, anomalib, openvino) stay inside the command functions
-so ``--help`` is fast and station commands never import torch.
-"""
+"""The ``inspection`` command: each module's ``typer.Typer`` objects are found automatically (a
+named one is a group), and heavy imports stay inside the commands so ``--help`` is fast and
+station commands never import torch."""
 
 from __future__ import annotations
 
@@ -69,8 +65,7 @@ def _root(
 
 
 def _no_flag_types() -> None:
-    """``--help`` shows no ``<bool>`` type beside a flag (typer 0.29 does): a flag takes no
-    value, so the column stays empty, as for ``--help`` itself."""
+    """``--help`` shows no ``<bool>`` type beside a flag (typer 0.29 does)."""
     shown = typer.core.TyperOption.display_type_rich
 
     def display_type_rich(self: typer.core.TyperOption, ctx: click.Context) -> str | None:
@@ -107,10 +102,8 @@ def main() -> None:
 
 def _exit_fast(code: int) -> None:
     """Once torch is loaded, end the process without the interpreter's slow teardown of its
-    modules, only when this ``main`` is the program (``python -m
-    inspection``, the ``inspection`` script; never a caller such as a test). What comes before
-    the teardown still runs, in the interpreter's order: non-daemon threads are waited for
-    (thread pools finish their work), then atexit handlers (log files, temporary folders)."""
+    modules, when this ``main`` is the program (never a caller such as a test); threads and
+    atexit handlers still run first, in the interpreter's order."""
     entry = getattr(sys.modules.get("__main__"), "main", None) is main
     if not entry or "torch" not in sys.modules:
         return

@@ -23,8 +23,7 @@ def stop_on_signals() -> threading.Event:
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Inside: SIGTERM raises ``Terminated``, so ``finally`` blocks and failure records run
-    (SIGTERM's default action ended the process on the spot: no record, temp folders left)."""
+    """Inside: SIGTERM raises ``Terminated``, so ``finally`` blocks and failure records run."""
 
     def _raise(signum: int, _frame: FrameType | None) -> None:
         raise Terminated(f"stopped by {signal.Signals(signum).name}")

@@ -1,8 +1,6 @@
-"""``--site``, the option of every command that works on a site (``site: str = site_option()``
-in its signature): the site YAML given, else the file named by ``INSPECTION_SITE_CONFIG``, else
-``configs/site.yaml`` of the working directory when present. A site taken from the variable is
-said on stderr, so a command never works on another site than the operator thinks unannounced.
-``group`` makes a module's command group.
+"""``--site``, the option of every command that works on a site: the YAML given, else
+``INSPECTION_SITE_CONFIG`` (announced on stderr), else ``configs/site.yaml``. ``group`` makes
+a module's command group.
 """
 
 from __future__ import annotations
@@ -19,8 +17,8 @@ err_console = Console(stderr=True)
 
 
 def site_option(what: str = "Site config YAML", *, announce: bool = True) -> Any:
-    """The ``--site`` option; ``what`` starts its help text (the default is appended).
-    ``announce=False``: the command says itself which site it used (``announce_env_site``)."""
+    """The ``--site`` option; ``what`` starts its help text. ``announce=False``: the command
+    says itself which site it used (``announce_env_site``)."""
     return typer.Option(
         None,
         "--site",
@@ -43,7 +41,6 @@ def _announce(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any
 
 
 def announce_env_site(site: object) -> None:
-    """Say on stderr that the site file came from ``INSPECTION_SITE_CONFIG``."""
     err_console.print(
         f"[dim]site config: {escape(str(site))} (from {SITE_CONFIG_ENV})[/]",
         highlight=False,

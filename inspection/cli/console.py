@@ -34,18 +34,15 @@ TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width
 
 
 def log_dir(site: SiteConfig) -> Path:
-    """``var/logs`` next to the site's registry (``var/registry``)."""
     return logs_beside(site.registry_dir)
 
 
 def logs_beside(registry_dir: str | Path) -> Path:
-    """``logs`` next to a registry folder (a station's ``core.registry_dir`` too)."""
     return Path(registry_dir).parent / "logs"
 
 
 def configs_line(site: SiteConfig) -> str:
-    """Which configs folder a command reads (``products/``, ``models/``, ``refine.yaml``)
-    and why: the site config's, else ``./configs``, else the checkout's."""
+    """Which configs folder a command reads, and why."""
     if site.configs_dir is not None:
         return f"configs: {Path(site.configs_dir).resolve()} (site config)"
     return f"configs: {site.configs.resolve()} (no site file)"
@@ -59,9 +56,8 @@ def verbose_requested(flag: bool) -> bool:
 @contextmanager
 def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[Path | None]:
     """Send INFO logs, library warnings and Lightning's banners to ``<log_dir>/<name>-<UTC
-    time>.log`` for the block (WARNING and above still reach the screen; all is restored on
-    exit); yields its path (None: verbose, or the file cannot be written: then INFO logs and
-    library warnings are dropped, said once on the screen)."""
+    time>.log`` for the block (WARNING and above still reach the screen); yields its path
+    (None: verbose, or unwritable)."""
     if verbose:
         yield None
         return
@@ -112,11 +108,7 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
 
 
 class StepProgress:
-    """One progress display for a step of ``total`` tasks: ``with StepProgress(...) as p:``.
-
-    ``p.task(text)`` names the task under way; ``p.stage(name, done, total)`` a long stage's
-    own bar and time remaining; ``p.done()`` counts it finished.
-    """
+    """One progress display for a step of ``total`` tasks, with a bar for a long stage."""
 
     def __init__(self, console: Console, title: str, total: int) -> None:
         self.title = title
@@ -146,8 +138,7 @@ class StepProgress:
         self._progress.update(self._task, description=text)
 
     def stage(self, name: str, done: int, total: int) -> None:
-        """Show ``done`` of ``total`` units of a long stage (e.g. feature batches) with its
-        time remaining, on a line under the step's (``training.train.StageProgress``)."""
+        """Show ``done`` of ``total`` units of a long stage on a line under the step's."""
         if self._stage is None:
             self._stage = self._progress.add_task(name, total=total, title="")
         self._progress.update(self._stage, description=name, completed=done, total=total)
@@ -157,7 +148,7 @@ class StepProgress:
 
 
 def file_progress() -> Progress:
-    """A transient bar over files (``progress.add_task(text, total=n)``), drawn on stderr."""
+    """A transient bar over files, drawn on stderr."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -179,17 +170,21 @@ def summary_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
 
 
 def print_table(console: Console, table: Table, *, width: int = TABLE_WIDTH) -> None:
-    """Print ``table`` uncut: off a terminal (CI log, pipe) rich assumes 80 columns and would
-    crop it, so there it gets at least ``width`` columns; a terminal keeps its own width."""
+    """Print ``table`` uncut: off a terminal rich assumes 80 columns and would crop it."""
     if console.is_terminal or console.width >= width:
         console.print(table)
         return
     Console(file=console.file, width=width, color_system=None, force_terminal=False).print(table)
 
 
+def print_log_file(console: Console, path: Path | None) -> None:
+    """The log file's path on one unwrapped line, easy to copy (None: nothing)."""
+    if path is not None:
+        console.print(f"library logs and warnings: {path}", soft_wrap=True, highlight=False)
+
+
 def ready_to_write(path: Path, hint: str, *, folder: bool = False) -> None:
-    """Create the folder of file ``path`` (``path`` itself when ``folder``), or stop with one
-    line saying why it cannot be written (``hint``: the option that named it)."""
+    """Create the folder of ``path`` (itself when ``folder``), or stop saying why it cannot."""
     if not folder and path.is_dir():
         raise typer.BadParameter(f"{path} is a folder, not a file", param_hint=hint)
     target = path if folder else path.parent
@@ -211,8 +206,7 @@ def os_error_line(exc: OSError) -> str:
 
 
 def check_port_free(host: str, port: int) -> None:
-    """``typer.BadParameter`` naming ``--port`` when ``host:port`` cannot be bound (another
-    server holds it): checked before anything is loaded, not after minutes of model loading."""
+    """Refuse ``--port`` when ``host:port`` cannot be bound, before anything is loaded."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:

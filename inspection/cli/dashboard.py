@@ -20,9 +20,8 @@ commands = typer.Typer()
 
 
 def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
-    """The ``streamlit run`` command line for ``app`` on ``host:port`` (headless, no telemetry,
-    no file watcher: a served dashboard does not re-import its code when a source file changes),
-    through ``inspection.dashboard.serve``: the pages' imports are done before a browser comes."""
+    """``streamlit run`` of ``app`` on ``host:port`` (headless, no file watcher), through
+    ``inspection.dashboard.serve``: the pages' imports are done before a browser comes."""
     options = {
         "server.address": host,
         "server.port": str(port),
@@ -37,9 +36,8 @@ def streamlit_command(app: Path, *, host: str, port: int) -> list[str]:
 
 def dashboard_env(site: Path | None) -> dict[str, str]:
     """Environment for the dashboard process: site config, an importable ``inspection``, and
-    the dashboard's own decision key when the site has one (``core.signing.SIGNING_KEY_ENV``:
-    its decisions are signed with it, never with the site's bundle key)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    the dashboard's own decision key when the site has one (never the site's bundle key)."""
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.dashboard.context import SITE_ENV
 
     env = dict(os.environ)
@@ -58,12 +56,8 @@ HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopbac
 
 
 def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str:
-    """Refuse a bind nobody could log in to; returns a warning for the operator ('' if none).
-
-    Every address but loopback always needs a login (``inspection users add``); loopback
-    skips it only when the site config sets ``dashboard_open_on_localhost: true``.
-    """
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    """Refuse a bind nobody could log in to; returns a warning for the operator ('' if none)."""
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.dashboard.context import LOOPBACK
 
     if host in LOOPBACK and open_on_localhost:
@@ -79,7 +73,7 @@ def check_bind(host: str, users: int, *, open_on_localhost: bool = False) -> str
 
 
 def _user_count(site: SiteConfig) -> int:
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.store import Store
     from inspection.store.users import list_users
 

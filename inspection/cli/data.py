@@ -99,7 +99,6 @@ def demo(
     ),
 ) -> None:
     """Write the deterministic demo products (MVTec AD layout) from scikit-image textures."""
-
     names = [p.strip() for p in products.split(",") if p.strip()]
     total = demo_image_count(names, n_train, n_test_good, n_per_defect, None, n_calibration)
     logs_to = log_dir(load_site_config(None))
@@ -135,7 +134,6 @@ def hires(
     n_per_defect: int = typer.Option(5, "--per-defect", min=0, help="Test images per defect type."),
 ) -> None:
     """Write the high-resolution ``plate`` product (MVTec layout + reference.png)."""
-
     counts = PlateCounts(n_train, n_test_good, n_per_defect)
     with file_progress() as progress:
         task = progress.add_task(f"writing {size} px plate images", total=counts.total)
@@ -153,14 +151,15 @@ def check(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Validate a dataset; exit 0 when it is usable, 1 when problems were found."""
-
     if json_out is not None:
         ready_to_write(json_out, "--json")  # before the check: a bad path must not cost it
     dataset = load_dataset(path)
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
     declared = _declared_image_bits(dataset.name, configs) if image_bits is None else None
-    budget = _product_budget(dataset.name, configs)
+    # the false-reject budget ``train --product`` sets its threshold at
+    model = load_model_config("patchcore", product=dataset.name, directory=configs)
+    budget = model.operating_point.budget
     report = check_with_progress(
         dataset, "reading", image_bits=image_bits or declared, product_file=product_file,
         budget=budget,
@@ -183,20 +182,10 @@ def check_with_progress(dataset: Dataset, doing: str, **options: Any) -> CheckRe
 
 
 def _declared_image_bits(product: str, configs: Path) -> int | None:
-    """``image_bits`` of ``products/<product>.yaml`` in the site's configs folder ``configs``;
-    None when the product has no config file there (a config error is one line naming the
-    file)."""
-
+    """``image_bits`` of ``products/<product>.yaml`` in ``configs`` (None: no such file)."""
     if not product_config_path(product, configs).is_file():
         return None
     return load_product_config(product, configs).image_bits
-
-
-def _product_budget(product: str, configs: Path) -> float:
-    """The false-reject budget ``train --product <product>`` sets its threshold at (PatchCore's
-    operating point after ``products/<product>.yaml`` in the site's configs folder)."""
-
-    return load_model_config("patchcore", product=product, directory=configs).operating_point.budget
 
 
 @data_app.command("sheet")
@@ -209,7 +198,6 @@ def sheet(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
-
     ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
     bits = _image_bits_by_name(datasets, image_bits, site)
@@ -225,7 +213,6 @@ def summary(
     site: Path | None = SITE_OPTION,
 ) -> None:
     """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
-
     ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
     result = summarise(datasets, _image_bits_by_name(datasets, image_bits, site))
@@ -239,11 +226,9 @@ def summary(
 def _image_bits_by_name(
     datasets: Sequence[Dataset], image_bits: int | None, site: Path | None
 ) -> dict[str, int]:
-    """Per dataset name: ``image_bits`` when given, else the product's declared one; a
-    dataset with neither is left out (its 16-bit images read at the default)."""
+    """Per dataset name: ``image_bits`` when given, else the product's declared one if any."""
     if image_bits is not None:
         return {d.name: image_bits for d in datasets}
-
     configs = load_site_config(site).configs
     declared = {d.name: _declared_image_bits(d.name, configs) for d in datasets}
     return {name: bits for name, bits in declared.items() if bits is not None}

@@ -1,11 +1,6 @@
-"""``inspection db``: the results database's schema, upgraded explicitly; ``inspection store``:
-what it keeps.
-
-Opening a store never migrates it. ``inspection db upgrade`` does (``serve`` also upgrades at
-start-up, and ``make demo`` at set-up); ``inspection db status`` tells whether it is needed.
-``inspection store prune`` enforces ``retention.yaml`` (a separate group: it deletes results
-and files, which schema commands never do). The database is the station's (``--config``) or,
-with ``--site``, the central site's.
+"""``inspection db``: the results database's schema, upgraded explicitly (opening a store never
+migrates it); ``inspection store``: what it keeps (a separate group: it deletes). The database
+is the station's (``--config``) or, with ``--site``, the central site's.
 """
 
 from __future__ import annotations
@@ -57,7 +52,7 @@ def upgrade(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE
 @db_app.command("status")
 def status(ctx: typer.Context, config: Path = STATION_OPTION, site: Path = SITE_OPTION) -> None:
     """Print the schema revision; exit 1 when an upgrade is needed."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.store import schema_head
 
     store = _target(ctx, config, site).store
@@ -80,7 +75,7 @@ def station_role(
     security lets it read and write only its own stations' rows. Run as the tables' owner
     (which needs CREATEROLE); prints the new password once (the server gets only its SCRAM
     verifier)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.central_roles import grant_station
 
     store = _target(ctx, config, site).store
@@ -113,7 +108,7 @@ def prune(
     Rows lose their blobs first and are deleted later; inspections a retraining run used are
     never touched; blob files no row references are removed; rows age by the trusted time (a
     clock that jumped ahead is refused). Writes the storage gauges; exits 1 when refused."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store import retention as kept
 
     target = _target(ctx, config, site)
@@ -143,7 +138,7 @@ class _Target:
 def _target(ctx: typer.Context, config: Path | None, site: Path | None) -> _Target:
     """The store of the station ``config`` or of the ``site`` (a site from
     ``INSPECTION_SITE_CONFIG`` gives way to ``--config``)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.store import Store
 
     from_env = site_from_env(ctx)

@@ -1,10 +1,8 @@
 """``inspection demo``: the README main job, from demo data to a checked live bundle.
 
-It runs ``DEMO_STEPS`` in order, each a function of a ``DemoContext``; a step whose modules
-are not installed is skipped with a log line. STFPM trains on brick only (``DEMO_PLAN``): it
-shows a second model family cheaply; on grass and gravel it scores below PatchCore
-(``docs/measurements.md``). Every product is exported to FP32 and INT8, the first also
-to bf16 where the CPU runs it (``demo_precisions``); each gate verdict is printed.
+It runs ``DEMO_STEPS`` in order (a step whose modules are not installed is skipped). STFPM
+trains on brick only (``DEMO_PLAN``): a second model family, cheaply; on grass and gravel it
+scores below PatchCore (``docs/measurements.md``).
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from inspection.cli.console import (
     StepProgress,
     configs_line,
     log_dir,
+    print_log_file,
     print_table,
     quiet_logs,
     summary_table,
@@ -36,7 +35,6 @@ from inspection.cli.train import (
     VERBOSE_OPTION,
     _closing_rows,
     _offline,
-    _print_log_file,
     _print_metrics,
     _report_dir,
     console,
@@ -93,14 +91,12 @@ class DemoContext:
 
 
 def plan_models(products: list[str], models: str | None) -> dict[str, tuple[str, ...]]:
-    """Per product, the kinds to train: ``models`` (comma-separated) on every product when
-    given, else ``DEMO_PLAN``'s (``DEFAULT_MODELS`` for a product it does not name)."""
+    """Per product, the kinds to train: ``models`` on every product when given, else the plan."""
     chosen = tuple(m.strip() for m in (models or "").split(",") if m.strip())
     return {p: chosen or DEMO_PLAN.get(p, DEFAULT_MODELS) for p in products}
 
 
 def step_data(ctx: DemoContext) -> None:
-    """Write the demo products (MVTec AD layout) that are not there yet."""
     missing = [p for p in ctx.products if not (ctx.site.datasets_dir / p / "train").is_dir()]
     if not missing:
         console.print(f"demo data present in {ctx.site.datasets_dir}")
@@ -111,8 +107,7 @@ def step_data(ctx: DemoContext) -> None:
 
 
 def step_train(ctx: DemoContext) -> None:
-    """Train every model on every product, evaluate, write the reports, register."""
-    # deferred: torch, anomalib, lightning, timm (~7 s), spared by the demo's other steps and --help
+    # deferred: torch, anomalib, lightning, timm, spared by the demo's other steps and --help
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -140,26 +135,22 @@ def step_train(ctx: DemoContext) -> None:
 
 
 def demo_precisions(product: str, products: list[str]) -> tuple[str, ...]:
-    """FP32 and INT8; the first product also bf16 where this CPU executes it (the tuner then
-    measures all; the demo's time budget; ``inspection export`` does any)."""
+    """FP32 and INT8; the first product also bf16 where this CPU executes it."""
     if product != products[0] or cpu_info().unavailable("bf16"):
         return ("fp32", "int8")
     return ("fp32", "bf16", "int8")
 
 
 def step_export(ctx: DemoContext) -> None:
-    """Export each product's best model (image AUROC) to its ``demo_precisions``, then serve
-    the precision that is fastest on this CPU among those that passed the accuracy gate. The
-    FP32 bundle's figures are the others' gate reference (not calibrated and measured again)."""
+    """Export each product's best model to its ``demo_precisions``, then serve the gated one
+    fastest on this CPU."""
     try:
-        # deferred: torch, anomalib, openvino, nncf (~8 s), spared by --help; absent without
-        # the training extra
+        # deferred: torch, anomalib, openvino, nncf; absent without the training extra
         from inspection.training.export import ExportOptions
         from inspection.training.registry_export import RegistryExport, export_gated
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
-    # deferred: openvino (~0.2 s), spared by --help and the other commands
     from inspection.runtime.tuning import promote_fastest
 
     signing_key = _site_signing_key(ctx)
@@ -191,12 +182,9 @@ def step_export(ctx: DemoContext) -> None:
             product, gated.results[0].bundle_id, actor="demo", reason="inspection demo"
         )
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
+            key = signing_key.public_key()
             record = promote_fastest(
-                ctx.registry,
-                product,
-                actor="demo",
-                progress=status.update,
-                public_key=signing_key.public_key(),
+                ctx.registry, product, actor="demo", progress=status.update, public_key=key
             )
         timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
         ctx.notes.append(
@@ -206,7 +194,6 @@ def step_export(ctx: DemoContext) -> None:
 
 
 def gate_text(gate: GateRecord) -> str:
-    """A gated bundle's verdict: passed (its false-reject and miss rates against FP32's)."""
     own, fp32 = gate.figures, gate.reference_fp32
     figures = (
         f"false reject {own.rejected_good()}/{own.n_good} vs FP32 "
@@ -216,10 +203,8 @@ def gate_text(gate: GateRecord) -> str:
 
 
 def _site_signing_key(ctx: DemoContext) -> Ed25519PrivateKey:
-    """The site's Ed25519 signing key (``<var>/keys``) and the dashboard's decision key,
-    created on the first run and pinned by fingerprint in the station and line configs beside
-    the site config. ``export_bundle`` signs each bundle with the site key before the bundle
-    enters the registry."""
+    """The site's signing key (and the dashboard's decision key), created on the first run and
+    pinned in the station and line configs beside the site config."""
     folder = site_keys_dir(ctx.site.registry_dir)
     pins, notes = ensure_site_keys(folder)
     ctx.notes.extend(notes)
@@ -228,18 +213,14 @@ def _site_signing_key(ctx: DemoContext) -> Ed25519PrivateKey:
 
 
 def step_inspect(ctx: DemoContext) -> None:
-    """Judge each product's labelled parts with its live bundle on the torch-free runtime.
-
-    The live bundle must judge them as its export gate measured (false-reject and miss rates
-    within tolerance of FP32, no NG without a region); otherwise the demo fails at the end.
-    """
+    """Judge each product's held-out parts with its live bundle on the torch-free runtime:
+    they must be judged as its export gate measured, or the demo fails at the end."""
     try:
-        # deferred: openvino (~0.2 s), spared by --help; absent without the runtime extra
+        # deferred: openvino; absent without the runtime extra
         from inspection.runtime.self_check import LabelledPath, check_live_bundle
     except ImportError as exc:
         log.info("inspect step skipped: %s", exc)
         return
-    # deferred: torch, anomalib, openvino (~8 s), spared by --help and the other commands
     from inspection.training.registry_export import held_out_test_samples
 
     for product in ctx.products:
@@ -322,7 +303,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
     exported = "inspection dashboard   (review results, models, thresholds)"
     rows = _closing_rows(ctx.site, log_file, ctx.results, next_step=exported)
     print_table(console, summary_table(title, rows))
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     for warning in ctx.warnings:
         console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
     if ctx.failures:
@@ -332,8 +313,7 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
 
 
 def station_check_table(checks: list[LiveCheck]) -> Table:
-    """Live bundles on held-out parts through the station runtime: operating point, good
-    parts rejected, miss per defect kind with its 95 % interval."""
+    """Live bundles on held-out parts through the station runtime."""
     table = Table("live bundle", "operating point", "good rejected", "miss per defect kind")
     for check in checks:
         f, op = check.figures, check.operating

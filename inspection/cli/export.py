@@ -14,7 +14,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._site import site_option
-from inspection.cli.console import configs_line, log_dir, print_table, quiet_logs, verbose_requested
+from inspection.cli.console import (
+    configs_line,
+    log_dir,
+    print_log_file,
+    print_table,
+    quiet_logs,
+    verbose_requested,
+)
 from inspection.cli.operating import export_advice, fmt, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS, BundleMetadata
@@ -112,7 +119,6 @@ def export_command(
     Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
     registered; --force, by an admin logged in, registers it anyway).
     """
-
     if precision not in PRECISIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"
@@ -207,8 +213,7 @@ def export_command(
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate (same figures as its FP32 model): {verdict}")
     console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
-    if log_file is not None:
-        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
+    print_log_file(console, log_file)
     advice = export_advice(
         product, result.bundle_id, concerns=_line_concerns(result.metadata), signed=signed,
         live=promote,
@@ -217,9 +222,9 @@ def export_command(
 
 
 def _line_concerns(metadata: BundleMetadata) -> str | None:
-    """Why the bundle is not fit for a line on the held-out figures its export measured (the
-    gate compares a bundle with FP32, so a product FP32 itself misses passes it); None: fit."""
-    # deferred: pulls OpenVINO (0.3 s), not needed for --help
+    """Why the bundle is not fit for a line on its held-out figures (the gate compares with
+    FP32, so a product FP32 itself misses passes it); None: fit."""
+    # deferred: OpenVINO, not needed for --help
     from inspection.runtime.self_check import recorded_check
 
     concerns = recorded_check(metadata).line_concerns()
@@ -227,8 +232,7 @@ def _line_concerns(metadata: BundleMetadata) -> str | None:
 
 
 def _refuse_kept_out(registry: Registry, product: str) -> None:
-    """Without ``--version``, export takes the latest version; when a retrain kept that one out
-    (its challenger, worse than the champion), stop and say which versions to name instead."""
+    """Stop when the latest version (export's default) is a challenger a retrain kept out."""
     versions = registry.bundles.versions(product)
     if not versions:
         return  # export says there is nothing to export
@@ -257,8 +261,7 @@ def _gate_refusal_exits(log_file: Path | None) -> Iterator[None]:
     except GateRefusal as exc:
         line = f"[bold red]export gate:[/] {escape(str(exc))}"
         err_console.print(line, highlight=False, soft_wrap=True)
-        if log_file is not None:
-            err_console.print(f"library logs and warnings: {log_file}", highlight=False)
+        print_log_file(err_console, log_file)
         raise typer.Exit(EXIT_GATE_REFUSED) from exc
 
 

@@ -54,14 +54,12 @@ MAX_OVERLAY_NAME = 200  # bytes: file systems allow 255 per name
 
 
 def _check_threshold(value: float | None) -> float | None:
-    """Typer callback: an image threshold lies strictly between 0 and 1."""
     if value is not None and not 0.0 < value < 1.0:
         raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {value}")
     return value
 
 
 def _check_budget(value: float | None) -> float | None:
-    """Typer callback: a latency budget is a positive number of milliseconds."""
     if value is not None and not 0.0 < value < float("inf"):
         raise typer.BadParameter(f"must be a positive number of ms, got {value}")
     return value
@@ -140,7 +138,7 @@ def inspect_command(
 ) -> None:
     """Inspect images with a bundle; unreadable and refused files are listed as errors, never
     abort the batch."""
-    # deferred: runtime.paths and predictor pull OpenVINO (0.3 s), not needed for --help
+    # deferred: OpenVINO, not needed for --help
     from inspection.runtime.paths import find_files
     from inspection.runtime.predictor import load_inspector
 
@@ -190,7 +188,7 @@ def inspect_command(
 
 def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | None) -> list[dict]:
     """One result row per file, in order; overlays written into ``overlay_dir`` when given."""
-    # deferred: pulls OpenVINO (0.3 s), not needed for --help
+    # deferred: OpenVINO, not needed for --help
     from inspection.runtime.paths import iter_paths
 
     targets = overlay_paths(found, overlay_dir) if overlay_dir else [None] * len(found)
@@ -207,8 +205,7 @@ def _inspect(inspector: Predictor, found: list[FoundFile], overlay_dir: Path | N
 
 
 def _check_gate(inspector: Predictor, *, allow_refused: bool) -> None:
-    """Stop (exit 2) on a bundle its export gate refused, unless ``--allow-refused``, which is
-    announced on stderr: such a bundle judges parts worse than its gate allowed."""
+    """Stop (exit 2) on a bundle its export gate refused, unless ``--allow-refused``."""
     # deferred: station.trust pulls OpenVINO, already loaded by the inspector
     from inspection.station.trust import gate_refusal
 
@@ -231,9 +228,8 @@ def _check_gate(inspector: Predictor, *, allow_refused: bool) -> None:
 def _pinned_key(
     given: Path | None, station_config: Path | None, site: SiteConfig, *, allow_unsigned: bool
 ) -> Ed25519PublicKey | Keyring | None:
-    """The key the bundle must be signed with: ``--public-key``, else the one the station
-    config pins. Fails closed: no key stops the command (``typer.Exit(2)``) unless
-    ``--allow-unsigned``, which is announced on stderr and returns None (checksums only)."""
+    """``--public-key``, else the key the station config pins; fails closed (exit 2) unless
+    ``--allow-unsigned`` (None: checksums only)."""
     if allow_unsigned:
         errors.print("[bold red]--allow-unsigned: the bundle's signature is NOT checked[/]")
         return None
@@ -254,17 +250,14 @@ def _pinned_key(
 
 
 def _station_keys(config: Path) -> Keyring | None:
-    """The keys the station config at ``config`` (a file, or the folder of station.yaml) pins,
-    each checked against its fingerprint (None: no config, or it allows unsigned bundles)."""
+    """The keys the station config (a file, or the folder of station.yaml) pins, if any."""
     config = config / "station.yaml" if config.is_dir() else config
     return pinned_key(load_station_config(config).core) if config.is_file() else None
 
 
 def overlay_paths(found: list[FoundFile], folder: Path) -> list[Path]:
-    """One overlay file per input, unique within the run, named after its relative path.
-
-    ``lineA/cam1/000.png`` becomes ``lineA_cam1_000.png_overlay.png``; a name already taken
-    (the same file given twice, ``a_b/c`` and ``a/b_c``) gets ``-2``, ``-3``, ... ."""
+    """One overlay file per input named after its relative path (``lineA/cam1/000.png``:
+    ``lineA_cam1_000.png_overlay.png``), ``-2``, ``-3``, ... when already taken."""
     taken: set[str] = set()
     paths = []
     for file in found:
@@ -304,8 +297,7 @@ def _row(outcome: PathOutcome, model: str, overlay: Path | None) -> dict:
 
 
 def display_names(found: list[FoundFile]) -> list[str]:
-    """Table names: each file's path below its folder argument when those are unique in the
-    run (``dent/part_005.png``), else the paths as given (the results file keeps full paths)."""
+    """Table names: paths below their folder argument when unique in the run, else as given."""
     relative = [file.relative for file in found]
     if len(set(relative)) == len(relative):
         return relative

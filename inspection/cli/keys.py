@@ -1,8 +1,5 @@
-"""``inspection keys init|show|pin|rotate|retire|revoke`` and ``inspection bundle sign|verify``.
-
-Stations trust keys by fingerprint (``core.signing_keys`` in their configs, docs/security.md);
-a rotated key verifies until it is retired; ``core.revoked`` refuses a key or a bundle.
-"""
+"""``inspection keys init|show|pin|rotate|retire|revoke`` and ``inspection bundle sign|verify``:
+stations trust keys by fingerprint (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -61,13 +58,12 @@ ConfigsOption = Annotated[
 
 
 def _site_keys(site: str | None) -> Path:
-    """The site's key folder: ``keys/`` beside its registry, where export and retrain look."""
     return site_keys_dir(load_site_config(site).registry_dir)
 
 
 def site_station_configs(site: SiteConfig) -> list[Path]:
-    """The site's station and line configs that exist, in its configs folder (``./configs``
-    without a site file: never the checkout's, which belongs to no site)."""
+    """The site's station and line configs (``./configs`` without a site file, never the
+    checkout's)."""
     return station_configs_in(site.configs_dir or Path("configs"))
 
 
@@ -80,8 +76,7 @@ def _configs(configs: list[Path] | None, site: str | None, *, required: bool = T
 
 
 def ensure_site_keys(folder: Path, *, force: bool = False) -> tuple[list[PinnedKey], list[str]]:
-    """The site's bundle key and the dashboard's decision key in ``folder``, each created when
-    missing (or ``force``): their pins, and a note per key created."""
+    """The site's bundle and decision keys in ``folder``, created when missing (or ``force``)."""
     notes, pins = [], []
     for make, private, signs in (
         (init_keys, folder / PRIVATE_KEY_FILE, "bundles"),
@@ -95,8 +90,7 @@ def ensure_site_keys(folder: Path, *, force: bool = False) -> tuple[list[PinnedK
 
 
 def pin_in_configs(pins: list[PinnedKey], configs: list[Path], *, replace: bool) -> list[str]:
-    """Pin ``pins`` in each config: the only pins (``replace``: a new site identity), else
-    added beside the pins there (one of the same path or fingerprint is replaced)."""
+    """Pin ``pins`` in each config, as the only pins when ``replace`` (a new site identity)."""
     notes = []
     for config in trust_files(configs):
         trust = read_trust(config)

@@ -91,7 +91,7 @@ def evaluate(
     limit: Annotated[int, typer.Option(help="Use at most this many test images (0 = all).")] = 0,
 ) -> None:
     """Pixel F1 / IoU / AUPRO of the raw mask vs each refiner, and their added latency."""
-    # deferred: pulls OpenVINO (0.3 s), not needed for --help
+    # deferred: OpenVINO, not needed for --help
     from inspection.runtime.predictor import load_inspector
 
     refine_config = load_refine_config(config)
@@ -99,7 +99,7 @@ def evaluate(
     refiners = {name: build_refiner(refine_config, name) for name in names}
     latency_only: list[str] = []
     if sam_bundle is not None:
-        # deferred: pulls OpenVINO (0.3 s), only with --sam-bundle
+        # deferred: OpenVINO, only with --sam-bundle
         from inspection.refine.sam import SamRefiner
 
         sam = SamRefiner.from_bundle(sam_bundle, config=refine_config)

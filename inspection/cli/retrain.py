@@ -13,7 +13,13 @@ from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
 from inspection.cli._site import site_option
-from inspection.cli.console import log_dir, os_error_line, quiet_logs, verbose_requested
+from inspection.cli.console import (
+    log_dir,
+    os_error_line,
+    print_log_file,
+    quiet_logs,
+    verbose_requested,
+)
 from inspection.core.config import DEFAULT_SITE_CONFIG, SiteConfig, load_site_config
 from inspection.core.errors import InspectionError, RegistryError
 from inspection.core.registry import Registry
@@ -42,8 +48,7 @@ SET_OPTION = typer.Option(
 
 
 def _configs(site: str | None, config: str | None) -> tuple[SiteConfig, RetrainConfig]:
-    """The site config and the retrain config with the site's ``retrain:`` section merged in
-    (checked on its own first, so its errors name the site file)."""
+    """The site config and the retrain config with the site's ``retrain:`` section merged in."""
     site_config = load_site_config(site)
     if site_config.retrain:
         where = f"{site or DEFAULT_SITE_CONFIG}.retrain"
@@ -99,8 +104,7 @@ def retrain(
             else:
                 advice = _retrain_one(product, site_config, retrain_config, actor, overrides)
         finally:
-            if logs is not None:
-                console.print(f"library logs and warnings: {logs}", soft_wrap=True, highlight=False)
+            print_log_file(console, logs)
     if advice:
         console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
@@ -110,7 +114,7 @@ def _retrain_one(
     overrides: list[str],
 ) -> str | None:  # fmt: skip
     """Run one product's retrain and print its outcome; the plain last line (None: skipped)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     try:
@@ -207,7 +211,6 @@ def rollback(
     site: str = SITE_OPTION,
 ) -> None:
     """Make the previously live bundle live again (recorded with who and why)."""
-
     if not actor.strip() or not reason.strip():
         raise RegistryError("a rollback needs who (--actor) and why (--reason)")
     registry = Registry(load_site_config(site).registry_dir)
@@ -262,7 +265,7 @@ def scheduler(
     cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="CPU budget per job (--ray)."),
 ) -> None:
     """Retrain products on their cron schedules (retrain.yaml), one at a time."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.retrain.pipeline import retrain_product
 
     site_config, retrain_config = _configs(site, config)
@@ -291,7 +294,6 @@ def scheduler(
 
 def _store_prune(site_config: SiteConfig) -> Housekeeping:
     """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
-    # deferred: pulls SQLAlchemy and Alembic (0.6 s), not needed for --help
     from inspection.store.retention import load_retention, prune_configured
     from inspection.store.store import Store
 

@@ -52,13 +52,7 @@ def serve(
     check_registry_dir(station_config.core)
     announce_signatures(station_config.core, console)
     app = create_app(station_config)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 @commands.command("watch")
@@ -174,9 +168,7 @@ def revoke(
 
 
 def _store(config: Path, *, first_use: bool = False) -> Store:
-    """The station's store, never migrated here: ``first_use`` (creating a token) creates the
-    schema in an empty database; otherwise the schema must already be this version's
-    (``inspection db upgrade`` moves it)."""
+    """The station's store, never migrated here (``first_use``: the schema of an empty one)."""
     # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 

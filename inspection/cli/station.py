@@ -1,12 +1,5 @@
-"""``inspection station``: commands run on a line PC next to ``inspection serve``.
-
-inspection station sync --from http://central:8700   # pull the live bundles
-inspection station tune                              # time FP32/FP16/INT8 here, serve the fastest
-inspection station run --config configs/line.yaml    # PLC-driven: camera -> inspect -> sinks
-inspection station status --config configs/line.yaml # outbox backlog per sink, live models
-inspection station forward --config configs/station.yaml # the central backlog (--drain: send it)
-inspection station trigger --via mqtt                # fire one trigger as the PLC would
-"""
+"""``inspection station``: commands run on a line PC next to ``inspection serve`` (sync, tune,
+run, status, forward, trigger)."""
 
 from __future__ import annotations
 
@@ -58,8 +51,7 @@ TOKEN_FILE_OPTION = typer.Option(
 
 
 def announce_signatures(config: StationCoreConfig, console: Console) -> None:
-    """What every station command says about bundle signatures when it starts: loud when
-    unsigned bundles are allowed; otherwise the keys pinned by fingerprint and what is revoked."""
+    """What every station command says about bundle signatures when it starts."""
     if config.allow_unsigned_bundles:
         console.print(f"[bold red]WARNING: {UNSIGNED_WARNING}[/]")
         return
@@ -86,7 +78,6 @@ def sync(
     cannot reach the source (one line naming it) or did not finish for some product;
     ``--watch`` keeps retrying, with a warning once per outage.
     """
-
     station_config = load_station_config(config)
     announce_signatures(station_config.core, console)
     public_key = pinned_key(station_config.core)
@@ -170,7 +161,6 @@ def _tune_one(
     registry: Registry, product: str, probe: list[Path] | None, samples: int,
     public_key: Keyring | None, cpu: CpuInfo,
 ) -> None:  # fmt: skip
-    """Tune one product, print its table and what it serves."""
     # deferred: openvino
     from inspection.runtime.tuning import tune_product, tuning_path
 
@@ -292,7 +282,6 @@ def status(config: Path = LINE_OPTION) -> None:
 
 
 def _print_certificate(registry: Registry, store: Store | None, product: str) -> None:
-    """The live bundle's certificate: n good, the bound at the budget, what is still needed."""
     # deferred: sqlalchemy
     from inspection.station.certify import product_certificate
 
@@ -306,11 +295,9 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
 
 
-def _status_source(
-    path: Path,
-) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
-    """The station core, sink names and link security of a line config, or the core of a
-    serve config (no sinks, no links); a file that is neither raises the line config's error."""
+def _status_source(path: Path) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
+    """The core, sink names and link security of a line config, or the core of a serve
+    config; a file that is neither raises the line config's error."""
     try:
         line_config = load_line_config(path)
     except ConfigError as line_error:
@@ -323,7 +310,6 @@ def _status_source(
 
 
 def _announce_links(security: LinkSecurity) -> None:
-    """The line links' security on one line; loud when it is off (``security.mode: none``)."""
     # deferred: asyncua, paho (the line extras)
     from inspection.line.security import insecure_notice
 
@@ -337,8 +323,7 @@ def _announce_links(security: LinkSecurity) -> None:
 
 
 def _backlog(core: StationCoreConfig) -> dict[str, SinkBacklog] | None:
-    """The outbox backlog per sink, read without migrating (or creating) the database;
-    ``None``, said on the console, when there is no database or not this version's schema."""
+    """The outbox backlog per sink, read without migrating or creating the database."""
     # deferred: sqlalchemy, alembic
     from inspection.store.outbox import Outbox
     from inspection.store.store import Store, StoreError, sqlite_file
@@ -394,7 +379,6 @@ def forward(
 
 
 def _print_central(core: StationCoreConfig) -> None:
-    """One line: the central backlog, loud past ``central.alarm_after_seconds``."""
     # deferred: sqlalchemy, alembic
     from inspection.store.forward import backlog, quarantined
     from inspection.store.store import Store

@@ -19,6 +19,7 @@ from inspection.cli.console import (
     StepProgress,
     configs_line,
     log_dir,
+    print_log_file,
     print_table,
     quiet_logs,
     summary_table,
@@ -72,8 +73,7 @@ def _offline() -> None:
 
 
 LEAK_CODE = "train_test_duplicate"
-"""The ``data check`` finding that refuses training: a test image identical to a training image
-inflates every held-out figure and the threshold calibrated on them."""
+"""The ``data check`` finding that refuses training."""
 
 
 def checked_dataset(
@@ -84,9 +84,7 @@ def checked_dataset(
     product_file: Path | None = None,
 ) -> Dataset:
     """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
-    train/test duplicates refuse it (``DatasetError`` listing them); other findings are printed
-    as a summary and training goes on. ``image_bits``: the product's declared bit depth;
-    ``product_file``: its config file, which the bit-depth findings tell to edit."""
+    train/test duplicates refuse it; other findings are summarised and training goes on."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     report = check_with_progress(
@@ -188,7 +186,7 @@ def train_command(
         _train_auto(site_config, product, dataset, budget or product_config.auto_budget_s)
         return
     _print_configs(site_config, model)
-    # deferred: torch, anomalib, lightning, timm (~7 s), after the arguments and images are checked
+    # deferred: torch, anomalib, lightning, timm, after the arguments and images are checked
     from inspection.training.evaluate import write_report
     from inspection.training.train import train_model
 
@@ -218,7 +216,7 @@ def train_command(
     print_table(
         console, summary_table("next", _closing_rows(site_config, log_file, [outcome.record]))
     )
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     _print_advice(outcome.record, outcome.metrics)
 
 
@@ -227,7 +225,7 @@ def _train_tiled(
     registry: Registry,
 ) -> None:  # fmt: skip
     """The product's ``tiling`` is set: one model over every tile (``training.tiled``)."""
-    # deferred: torch, anomalib, openvino (~8 s), spared by --help and the other commands
+    # deferred: torch, anomalib, openvino, spared by --help and the other commands
     from inspection.training.tiled import train_tiled
 
     tiling = product_config.tiling
@@ -245,7 +243,7 @@ def _train_tiled(
 
 def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_s: float) -> None:
     """``train --auto``: search, report every candidate, train and register the winner."""
-    # deferred: torch, anomalib, lightning, timm (~7 s), spared by --help and the other commands
+    # deferred: torch, anomalib, lightning, timm, spared by --help and the other commands
     from inspection.training import auto
     from inspection.training.evaluate import write_report
 
@@ -282,11 +280,6 @@ def _train_auto(site_config: SiteConfig, product: str, dataset: Dataset, budget_
     _print_advice(outcome.record, outcome.metrics)
 
 
-# -------------------------------------------------------------------------- update
-# ``train --update <product>``: good images from a folder (``--images DIR``) or from the store
-# (``--reviewed``: reviewed good after the parent version was created) join a PatchCore bank.
-
-
 def update_command(
     site: SiteConfig,
     product: str,
@@ -296,7 +289,8 @@ def update_command(
     parent: str | None,
     data: Path | None,
 ) -> ModelRecord:
-    """Run the incremental update and print what changed; returns the new version."""
+    """``train --update``: good images from ``--images DIR`` or ``--reviewed`` ones (since the
+    parent version) join a PatchCore bank; prints what changed, returns the new version."""
     # deferred: torch (the training side)
     from inspection.training.evaluate import write_report
     from inspection.training.incremental import update_bank
@@ -329,7 +323,7 @@ def update_command(
         record = outcome.record
         metrics = record.evaluation()
         report = write_report(_report_dir(site, record), outcome.predictions, metrics)
-    _print_log_file(log_file)
+    print_log_file(console, log_file)
     lineage = outcome.lineage
     console.print(
         f"registered {record.model_version} from {source.version} in {outcome.seconds:.1f} s: "
@@ -343,7 +337,6 @@ def update_command(
 
 def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
     """Blob files of ``product``'s inspections reviewed good after ``since`` was created."""
-    # deferred: alembic, sqlalchemy
     from inspection.store.store import Store
 
     store = Store(site.store_url, site.blob_dir)
@@ -371,7 +364,7 @@ def evaluate_command(
 ) -> None:
     """Re-evaluate a registered version on its held-out test split and write a report."""
     _offline()
-    # deferred: torch, anomalib, lightning, timm (~7 s), spared by --help and the other commands
+    # deferred: torch, anomalib, lightning, timm, spared by --help and the other commands
     from inspection.training.evaluate import metrics_of_predictions, predict, write_report
     from inspection.training.train import evaluation_splits, load_trained_model
 
@@ -399,7 +392,7 @@ def evaluate_command(
 
 
 def _print_configs(site: SiteConfig, kind: str) -> None:
-    """The configs folder train reads, and where the model defaults came from when not there."""
+    """The configs folder train reads, and where the model defaults came from if not there."""
     line = configs_line(site)
     defaults = model_defaults_path(kind, site.configs)
     if defaults is None:
@@ -409,15 +402,9 @@ def _print_configs(site: SiteConfig, kind: str) -> None:
     console.print(line, soft_wrap=True, highlight=False)
 
 
-def _print_log_file(log_file: Path | None) -> None:
-    if log_file is not None:  # one unwrapped line, easy to copy
-        console.print(f"library logs and warnings: {log_file}", soft_wrap=True, highlight=False)
-
-
 def _closing_rows(
     site: SiteConfig, log_file: Path | None, records: list[ModelRecord], next_step: str = ""
 ) -> list[tuple[str, str]]:
-    """What was written and the next command (default: export the first record)."""
     reports = sorted({str(_report_dir(site, r)) for r in records})
     first = records[0]
     next_step = (
@@ -462,13 +449,11 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
 
 
 def _print_advice(record: ModelRecord, metrics: EvaluationMetrics | None) -> None:
-    """The last line: fine to run or not, why, and the next step (``cli.operating``)."""
     advice = train_advice(record.product, record.version, metrics)
     console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 
 def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
-    """Per model: its operating point, good parts rejected and miss per defect kind (held-out)."""
     table = Table("model", "operating point", "false reject", "miss per defect kind [95 %]")
     for record, metrics in rows:
         o = metrics.overall

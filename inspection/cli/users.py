@@ -1,9 +1,5 @@
-"""``inspection users add|list|remove``: the dashboard's reviewer and admin logins.
-
-Users live in the site's results database (its schema created by the first command on a new
-site), passwords as Argon2id hashes. Commands that need an admin (``export --force``) log one
-in with ``authenticated_admin``.
-"""
+"""``inspection users add|list|remove``: the dashboard's reviewer and admin logins, in the
+site's results database (Argon2id hashes); ``authenticated_admin`` for commands needing one."""
 
 from __future__ import annotations
 
@@ -84,11 +80,8 @@ def remove(name: NameArg, site: Path = SITE_OPTION) -> None:
 
 
 def authenticated_admin(config: SiteConfig, name: str, param_hint: str) -> str:
-    """``name`` once it is logged in as an admin of the site's user store (the dashboard's
-    logins, Argon2id, lockout after repeated failures): the password comes from
-    ``ADMIN_PASSWORD_ENV``, else is asked without echo on a terminal. Anything else (no
-    password to read, a wrong one, an unknown or locked name, a reviewer) is a
-    ``typer.BadParameter`` naming ``param_hint``."""
+    """``name`` once logged in as an admin of the site's users (password from
+    ``ADMIN_PASSWORD_ENV``, else asked on a terminal); anything else is a ``BadParameter``."""
     # deferred: alembic, sqlalchemy
     from inspection.store.users import LoginError, authenticate
 

@@ -1,14 +1,9 @@
 """Streamlit glue: one cached Store/Registry per site, short-TTL cached queries, who is signed in.
 
-Every cached function takes the site key (the site YAML path, '' for the default) first, so
-two sites in one process never share cache entries. Writes call ``invalidate()``.
-
-Login: the router calls ``identify()`` and ``signed_in()`` before any page runs. The login form
-(verified against the Argon2id hash in the store) shows until the session holds an
-``Identity``; a signed cookie (``sessions``) carries it across reloads; every run re-reads the
-user, so a removed user or a changed role takes effect on the next click. Pages ask
-``acting_as(ADMINS)`` (or ``REVIEWERS``) for the name they audit a write with. Only a site with
-``dashboard_open_on_localhost: true`` served on loopback skips the login (the typed name).
+Every cached function takes the site key first, so two sites in one process never share cache
+entries; writes call ``invalidate()``. The router calls ``identify()`` and ``signed_in()``
+before any page runs; every run re-reads the user, so a removed user or a changed role takes
+effect on the next click. Pages ask ``acting_as(ADMINS)`` for the name they audit a write with.
 """
 
 from __future__ import annotations
@@ -49,8 +44,7 @@ _Handle = Literal["store", "registry", "registry.journal", "registry.bundles"]
 
 
 def _warm_up() -> None:
-    """Import what the pages compute with but defer (scipy.stats, sklearn.metrics: slow to
-    import) while the login form shows, not on the first page after it."""
+    """Import the pages' slow deferred imports while the login form shows."""
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
 
@@ -102,18 +96,14 @@ def current() -> Identity | None:
 
 def _keep(identity: Identity) -> Identity:
     """Hold ``identity`` in the session as plain (name, role): an ``Identity`` instance would
-    stop matching its class once Streamlit re-imports changed source modules (a file watcher
-    event), and the tab would show the login form; its cookie cannot help, as
-    ``st.context.cookies`` holds what the tab sent before the login set it."""
+    stop matching its class once Streamlit re-imports changed modules, showing the login form."""
     st.session_state[IDENTITY_KEY] = (identity.name, identity.role)
     return identity
 
 
 def acting_as(roles: tuple[str, ...]) -> str | None:
-    """The name to audit a write with ('' in open mode before a name is typed), or ``None``
-    after showing why when the signed-in role may not (``roles``: ``REVIEWERS`` to label,
-    ``ADMINS`` for the rest). The guard, not the disabled buttons: it reads the user again,
-    as a button's callback runs before the page re-checks who is signed in."""
+    """The name to audit a write with ('' in open mode before one is typed), or ``None`` after
+    showing why the role may not. The guard, not the disabled buttons: it reads the user again."""
     identity = _live(current())
     if identity is None or not identity.has(*roles):
         role = identity.role if identity else "nobody"
@@ -133,16 +123,15 @@ def _live(identity: Identity | None) -> Identity | None:
     if identity is None:
         return None
     board = dashboard()
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         return identity
     return users.user_identity(board.store, identity.name)
 
 
 def identify(board: Dashboard) -> Identity | None:
-    """Who this run acts as, without drawing anything: open mode's typed name, the session's
-    login, or the signed cookie a reload brings (``sessions``), each read again from the store;
-    ``None`` means the login form."""
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    """Who this run acts as (open mode's typed name, the session's login or a reload's signed
+    cookie), read again from the store; ``None`` means the login form."""
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         return _keep(Identity(user_name_typed(), "admin"))
     identity, since = current(), st.session_state.get(LOGIN_AT_KEY)
     name = None
@@ -154,7 +143,7 @@ def identify(board: Dashboard) -> Identity | None:
     elif not st.session_state.get(SIGNED_OUT_KEY):
         name = sessions.verify_token(
             _secret(site_key(), board.site),
-            _cookies().get(_cookie()),
+            _sent("cookies").get(_cookie()),
             max_age_s=sessions.SESSION_HOURS * 3600,
         )
         if name is not None:  # a reload: the cookie's own time stamp bounds the session
@@ -170,9 +159,8 @@ def identify(board: Dashboard) -> Identity | None:
 
 
 def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
-    """Draw the account box for ``identity`` (from ``identify``), or show the login form and
-    stop the run when there is none."""
-    if login_free(board.site, st.get_option("server.address"), _headers()):
+    """Draw the account box for ``identity``, or the login form and stop the run."""
+    if login_free(board.site, st.get_option("server.address"), _sent("headers")):
         user_box()
         return current()
     pending = st.session_state.pop(COOKIE_KEY, None)
@@ -192,7 +180,6 @@ def signed_in(board: Dashboard, identity: Identity | None) -> Identity:
 
 
 def sign_out() -> None:
-    """End the session here and clear its cookie (no later run of this tab reads it again)."""
     for key in (IDENTITY_KEY, LOGIN_AT_KEY):
         st.session_state.pop(key, None)
     st.session_state[SIGNED_OUT_KEY] = True
@@ -201,7 +188,6 @@ def sign_out() -> None:
 
 @st.cache_resource(show_spinner=False)
 def _secret(site: str, _config: SiteConfig) -> str:
-    """The session secret of the site ``site`` (``site_key()``), read once per process."""
     return sessions.session_secret(_config)
 
 
@@ -209,18 +195,11 @@ def _cookie() -> str:
     return sessions.cookie_name(st.get_option("server.port"))
 
 
-def _headers() -> dict[str, str]:
-    """The browser connection's request headers (none without one: AppTest, bare mode)."""
+def _sent(what: str) -> dict[str, str]:
+    """The browser connection's request ``headers`` or ``cookies`` (none without one: AppTest)."""
     try:
-        return dict(st.context.headers)
+        return dict(getattr(st.context, what))
     except Exception:  # no browser connection
-        return {}
-
-
-def _cookies() -> dict[str, str]:
-    try:
-        return dict(st.context.cookies)
-    except Exception:  # no browser connection (AppTest, bare mode): no cookies
         return {}
 
 
@@ -251,10 +230,8 @@ def _login_form(board: Dashboard) -> None:
 
 
 PRELOADED = ("ArrowVegaLiteChart", "DataFrame", "Metric", "Selectbox", "Button", "Radio", "Slider")
-"""Streamlit's browser code for the first pages' elements, which it loads on first use: the
-charts' and tables' JavaScript, fetched and compiled after the sign-in otherwise. Not for a
-session its cookie signs in: loaded while its first run draws, it slowed the reopened Overview
-(more of the browser's main thread compiling)."""
+"""Streamlit's browser code for the first pages' elements, loaded while the login form waits
+(not for a cookie's session: loaded while its first run draws, it slowed the page)."""
 
 
 @st.cache_resource(show_spinner=False)
@@ -270,8 +247,7 @@ def user_name_typed() -> str:
 
 
 def user_box() -> None:
-    """Sidebar field for the name written to reviews, thresholds and promotions (open mode),
-    drawn by the router on every run so its value survives page switches."""
+    """Sidebar field for the name written with every change (open mode), drawn on every run."""
     st.sidebar.text_input(
         "Your name",
         key=USER_KEY,
@@ -283,10 +259,8 @@ def user_box() -> None:
 
 # --------------------------------------------------------------------------- cached reads
 def _cached(handle: _Handle, read: Callable[..., T]) -> Callable[..., T]:
-    """``read(<the site's store, registry or one of its halves>, *args, **kwargs)`` as
-    ``f(site, *args, **kwargs)``, cached for ``DATA_TTL_S`` (Streamlit keys a cache by the
-    function's qualified name: ``read``'s; and by the arguments as given: call it the same way
-    to share an entry)."""
+    """``read(<the site's store, registry or half of it>, ...)`` as ``f(site, ...)``, cached
+    for ``DATA_TTL_S`` under ``read``'s name (call it the same way to share an entry)."""
 
     def cached(site: str, *args: Any, **kwargs: Any) -> T:
         return read(attrgetter(handle)(_open(site)), *args, **kwargs)
@@ -405,10 +379,8 @@ def golden_outcome_frame(site: str, product: str) -> pd.DataFrame:
 
 
 def read_overview(site: str) -> None:
-    """Run the Overview's reads at its default filters (what a sign-in opens) through the
-    page's cached functions, in the page's order reversed: a page run that starts meanwhile
-    meets it once at most. The one list of them: ``warm_overview`` and the server's warm-up
-    (``serve``) call it."""
+    """Run the Overview's default reads through its cached functions, in the page's order
+    reversed (a page run starting meanwhile meets it once at most)."""
     now = now_minute()
     since, period = overview.window(overview.DEFAULT_WINDOW, now)
     names = products(site)
@@ -427,10 +399,8 @@ _warming = threading.Lock()
 
 
 def warm_overview(site: str) -> None:
-    """``read_overview`` on another thread, into the cache the Overview's first run reads: the
-    login form calls it while the password hash is checked. It draws and sends nothing, so a
-    failed login discloses nothing; at most one runs at a time, and its O(rollup) reads cost a
-    fraction of the hash an attempt pays."""
+    """``read_overview`` on another thread while the password hash is checked: it draws and
+    sends nothing, so a failed login discloses nothing; at most one runs at a time."""
     if not _warming.acquire(blocking=False):
         return
 

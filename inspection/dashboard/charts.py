@@ -1,9 +1,5 @@
-"""Vega-Lite chart specs for the dashboard pages (pure functions of frames and arrays).
-
-Plain dicts for ``st.vega_lite_chart``: building them with Altair cost a page's first visit
-more than a second (importing Altair and compiling its schema validators) for the same JSON.
-Frames go in ``datasets`` (Streamlit sends them as Arrow) and layers name theirs.
-"""
+"""Vega-Lite chart specs for the dashboard pages, as plain dicts: Altair would cost a page's
+first visit over a second of imports for the same JSON. Frames go in ``datasets``."""
 
 from __future__ import annotations
 
@@ -23,8 +19,7 @@ TYPES = {"T": "temporal", "Q": "quantitative", "N": "nominal"}
 UNIT = {"domain": [0, 1]}
 HISTOGRAM_BINS = 40
 CANVAS = {"embedOptions": {"renderer": "canvas"}}
-"""Streamlit draws small charts as SVG: a DOM node per tick, label and bar, which
-the browser lays out and styles again on each change of the page; a canvas is one node."""
+"""One node per chart instead of SVG's node per tick, label and bar."""
 
 Spec = dict[str, Any]
 
@@ -41,8 +36,7 @@ def chart(data: str, mark: str | dict, encoding: dict[str, Any]) -> Spec:
 
 
 def spec(datasets: dict[str, pd.DataFrame], *layers: Spec, **top: Any) -> Spec:
-    """A whole chart: its datasets, one layer or several, ``HEIGHT`` unless ``top`` says; drawn
-    on a canvas (``CANVAS``)."""
+    """A whole chart: its datasets and layers, ``HEIGHT`` unless ``top`` says, on a canvas."""
     body = layers[0] if len(layers) == 1 else {"layer": list(layers)}
     return {"height": HEIGHT, **top, "datasets": datasets, **body, "usermeta": CANVAS}
 
@@ -112,8 +106,7 @@ def drift_chart(drift: Drift) -> Spec:
 
 
 def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
-    """Overlaid score histograms of good and defective parts with the threshold as a rule
-    (binned here: the browser gets ``HISTOGRAM_BINS`` rows per class, not every score)."""
+    """Overlaid score histograms of good and defective parts (binned here) with the threshold."""
     edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
     classes = {"good": data.labels == 0, "defective": data.labels == 1}
     frame = pd.DataFrame(
@@ -144,9 +137,8 @@ def score_histogram_chart(data: LabelledScores, threshold: float) -> Spec:
 
 
 def step_corners(frame: pd.DataFrame, x: str, y: str, by: str | None = None) -> pd.DataFrame:
-    """``frame`` (in drawing order, per ``by`` group) without repeated points and the points
-    inside a horizontal or vertical run: a step line through the corners left draws the same
-    path, and the browser gets tens of rows instead of one per labelled score."""
+    """``frame`` (per ``by`` group) without the points inside a horizontal or vertical run: a
+    step line through the corners left draws the same path with far fewer rows."""
     if by is not None:
         groups = [step_corners(group, x, y) for _, group in frame.groupby(by, sort=False)]
         return pd.concat(groups) if groups else frame
@@ -206,8 +198,7 @@ def _curve_with_point(curve: pd.DataFrame, point: pd.DataFrame, x: str, y: str, 
 
 
 def operating_curve_chart(curve: pd.DataFrame, at: pd.DataFrame) -> Spec:
-    """Miss rate of each defect kind against the reject rate of good parts, over every
-    threshold (``thresholds.curve_frame``); ``at`` marks the chosen threshold's point per kind."""
+    """Miss rate per defect kind against good parts rejected; ``at`` marks the chosen point."""
     percent = {"format": "%"}
     axes = {
         "x": field("false_reject_rate:Q", title="good parts rejected", scale=UNIT, axis=percent),

@@ -33,8 +33,7 @@ class Dashboard:
 
 
 def open_dashboard(site_path: str | Path | None = None) -> Dashboard:
-    """Open the store and registry of the site at ``site_path``: an empty database gets its
-    schema here (first use); an older one raises ``StoreError`` asking for ``db upgrade``."""
+    """Open the site's store (an empty one gets its schema; an older one raises) and registry."""
     site = load_site_config(site_path or None)
     store = Store(site.store_url, site.blob_dir)
     store.ensure_schema()
@@ -48,9 +47,7 @@ FORWARDED: tuple[str, ...] = ("x-forwarded-for", "forwarded", "x-real-ip")
 def login_free(
     site: SiteConfig, address: str | None, headers: Mapping[str, str] | None = None
 ) -> bool:
-    """Whether a dashboard bound to ``address`` may run without login: only on loopback, only
-    when the site config says so, and never for a request a reverse proxy forwarded
-    (``FORWARDED`` in ``headers``: its client is not on this host). No address means every
-    interface: login needed."""
+    """Whether a dashboard bound to ``address`` may run without login: only on loopback, when
+    the site config says so, and never for a request a reverse proxy forwarded."""
     proxied = any(name.lower() in FORWARDED for name in (headers or {}))
     return site.dashboard_open_on_localhost and (address or "") in LOOPBACK and not proxied

@@ -1,16 +1,9 @@
 """Model health: is a product's live bundle line-ready at the threshold it runs at?
 
-Measured, never assumed: the live bundle's labelled held-out scores (``validation_scores.json``,
-written at export) are scored at the product's live threshold (the current threshold version,
-else the bundle's own). From them come the reject rate of good parts and the miss rate of each
-defect kind, with sample sizes and exact 95 % intervals (``core.operating_point``). A bundle
-is NOT LINE-READY when it rejects more good parts than the operating point's budget allows (the
-export gate's and station check's binomial test, ``within_budget``) or when a defect kind is
-not shown to be missed at most ``miss_bound``: the upper end of its miss-rate interval is
-above it (``lacking_kinds``; too few images of a kind to show it counts too).
-
-``outcomes`` lists every held-out image with what the live threshold did to it, for the
-per-defect-kind confusion table and the examples of misses and false alarms.
+Measured, never assumed: the live bundle's labelled held-out scores are judged at the live
+threshold. It is NOT LINE-READY when it rejects more good parts than the budget allows
+(``within_budget``) or a defect kind is not shown to be missed at most ``miss_bound``
+(``lacking_kinds``). ``outcomes`` lists each held-out image with what the threshold did to it.
 """
 
 from __future__ import annotations
@@ -57,11 +50,8 @@ _defects_needed = cache(defects_needed)  # a search over exact intervals, the sa
 
 @dataclass(frozen=True)
 class ModelHealth:
-    """The live bundle of ``product`` at its live ``threshold`` on ``n_good`` + defect images.
-
-    ``bundle_id`` None: nothing is live. ``scores`` None: the bundle ships no labelled scores
-    (health unknown). ``kinds``: per defect kind, missed of n with a 95 % interval.
-    """
+    """The live bundle of ``product`` at its live ``threshold`` (``bundle_id`` None: nothing
+    live); ``kinds``: per defect kind, missed of n with a 95 % interval."""
 
     product: str
     bundle_id: str | None
@@ -123,7 +113,6 @@ class ModelHealth:
         return not self.reasons
 
     def summary(self) -> str:
-        """One line: 'grass v0001-fp32: NOT LINE-READY — rejects 40/42 good parts ...'."""
         where = f"{self.product} `{self.bundle_id}`" if self.bundle_id else self.product
         if self.line_ready:
             return (
@@ -136,8 +125,7 @@ class ModelHealth:
 
 
 def operating_point(product: str, configs_dir: Path | None = None) -> OperatingPoint:
-    """The product's configured operating point (``operating_point:`` in its config in
-    ``configs_dir``, the site's configs folder), else the default false-reject budget."""
+    """The product's configured operating point, else the default false-reject budget."""
     try:
         point = getattr(load_product_config(product, configs_dir), "operating_point", None)
     except (ConfigError, OSError):
@@ -148,8 +136,7 @@ def operating_point(product: str, configs_dir: Path | None = None) -> OperatingP
 def live_scores(
     registry: Registry, product: str
 ) -> tuple[str | None, ValidationScores | None, str]:
-    """(live bundle id, its labelled held-out scores or None, why there are none: refused,
-    or none shipped)."""
+    """(live bundle id, its labelled held-out scores or None, why there are none)."""
     live = registry.journal.live(product)
     if live is None:
         return None, None, ""
@@ -163,9 +150,8 @@ def live_scores(
 
 
 def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -> dict[str, str]:
-    """Per kind, why the newest record a station pinning ``public_key`` would follow is
-    refused (the live pointer, the newest threshold, the newest decision of each kind);
-    shown beside the stations' own ``status()["refused"]``."""
+    """Per kind, why a station pinning ``public_key`` refuses the newest record it would
+    follow (live pointer, threshold, each kind of decision)."""
     if public_key is None:
         return {}
     newest: dict[str, object] = {"live": registry.journal.live(product)}
@@ -179,9 +165,8 @@ def _refusals(registry: Registry, product: str, public_key: PublicKeys | None) -
 def _station_keyrings(
     registry: Registry, configs_dir: Path | None
 ) -> dict[str, Keyring | SigningError | None]:
-    """What each station config in the site's configs folder pins, by file name (during a key
-    rotation the old key too, until ``keys retire``; a replaced key file is the error the
-    station itself stops on); without such a config, the site's key files."""
+    """What each station config of the site pins, by file name (a replaced key file: the
+    error the station stops on); without one, the site's key files."""
     keyrings: dict[str, Keyring | SigningError | None] = {}
     for path in station_configs_in(configs_dir) if configs_dir else []:
         try:
@@ -194,8 +179,7 @@ def _station_keyrings(
 
 
 def _station_refusals(registry: Registry, product: str, configs_dir: Path | None) -> dict[str, str]:
-    """Per kind, why a station of the site would refuse the newest record (``_refusals``),
-    naming the config that pins the keys when it is not the site's key files."""
+    """``_refusals`` over the site's stations, naming the config that pins the keys."""
     refused: dict[str, str] = {}
     for where, keyring in _station_keyrings(registry, configs_dir).items():
         named = "" if where == "site keys" else f" ({where})"
@@ -208,9 +192,8 @@ def _station_refusals(registry: Registry, product: str, configs_dir: Path | None
 
 
 def _site_keyring(registry: Registry) -> Keyring | None:
-    """What the site's stations pin by default, from its keys folder beside the registry: the
-    site key (bundles and decision records) and the dashboard's decision key when the site has
-    one (``inspection keys init`` pins both); None when the site signs nothing."""
+    """What the site's stations pin by default: the site key and the dashboard's decision
+    key when there is one (None: the site signs nothing)."""
     site = site_public_key(registry.root)
     if site is None:
         return None
@@ -227,8 +210,7 @@ def model_health(
     threshold: float | None = None,
     configs_dir: Path | None = None,
 ) -> ModelHealth:
-    """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs);
-    ``point`` defaults to the product's in ``configs_dir`` (the site's configs folder)."""
+    """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs)."""
     point = point or operating_point(product, configs_dir)
     bundle_id, data, missing = live_scores(registry, product)
     if threshold is None:
@@ -259,9 +241,8 @@ def model_health(
 
 
 def kind_table(health: ModelHealth) -> pd.DataFrame:
-    """The confusion table by kind at the live threshold: one row for good parts, one per
-    defect kind: n, flagged NG, passed OK, the error rate (false alarms or misses) and its
-    95 % interval for defect kinds."""
+    """The confusion table at the live threshold: a row for good parts and one per defect
+    kind, with the error rate and, for defects, its 95 % interval."""
     n, rejected = health.n_good, health.rejected_good
     rows = [(GOOD, n, rejected, n - rejected, "false alarm", health.reject_rate, "")] if n else []
     rows += [
@@ -274,9 +255,8 @@ def kind_table(health: ModelHealth) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One held-out image at the live threshold; ``path`` None when the image is not on disk,
-    ``mask`` its ground-truth defect mask when the dataset has one; ``bits``: the significant
-    bits its 16-bit file is read at (the live bundle's ``source_bits``)."""
+    """One held-out image at the live threshold, its file and ground-truth mask when on disk,
+    read at the live bundle's ``source_bits``."""
 
     name: str
     kind: str
@@ -290,8 +270,7 @@ class Outcome:
 def outcomes(
     registry: Registry, product: str, datasets_dir: Path, threshold: float | None = None
 ) -> list[Outcome]:
-    """Every held-out image of the live bundle with its outcome at the live threshold, worst
-    first within each outcome (misses: lowest score; false alarms: highest)."""
+    """Every held-out image of the live bundle with its outcome, worst first per outcome."""
     bundle_id, data, _missing = live_scores(registry, product)
     if data is None:
         return []
@@ -317,8 +296,7 @@ def outcomes(
 
 
 def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
-    """The significant bits the bundle reads 16-bit images at (its ``source_bits``, the
-    product's ``image_bits`` at training); the default when it is gone or unreadable."""
+    """The bundle's ``source_bits`` (the default when it is gone or unreadable)."""
     if bundle_id is None:
         return DEFAULT_SOURCE_BITS
     try:
@@ -329,8 +307,7 @@ def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
 
 
 def picture(example: Outcome) -> np.ndarray | None:
-    """The example's image ((H, W, 3) uint8 RGB, read at ``example.bits``) with its
-    ground-truth defect outlined in red."""
+    """The example's image with its ground-truth defect outlined in red."""
     if example.path is None:
         return None
     image = read_image(example.path, bits=example.bits)

@@ -81,7 +81,6 @@ COUNT_PREFIXES = ("n_", "gt_regions", "regions_found", "ng_without_region")
 
 
 def is_count(metric: str) -> bool:
-    """Whether a metric is a count (shown as an integer): n_good, gt_regions, ..."""
     return metric.startswith(COUNT_PREFIXES)
 
 
@@ -92,8 +91,7 @@ def exported_versions(registry: Registry, product: str) -> list[str]:
 
 
 def format_comparison(frame: pd.DataFrame) -> pd.DataFrame | object:
-    """A pandas Styler for ``precision_comparison``: counts as integers, rates to 4 places,
-    deltas signed (an empty frame passes through)."""
+    """A pandas Styler for ``precision_comparison``: counts as integers, rates to 4 places."""
     if frame.empty:
         return frame
     counts = [m for m in frame.index if is_count(m)]
@@ -107,8 +105,7 @@ def format_comparison(frame: pd.DataFrame) -> pd.DataFrame | object:
 
 
 def precision_comparison(registry: Registry, product: str, version: str) -> pd.DataFrame:
-    """Metrics of one version's bundles side by side (rows: metric, columns: precision), with
-    ``Δ <p> vs fp32`` columns when an FP32 bundle exists, so INT8 loss is visible."""
+    """Metrics of one version's bundles by precision, with ``Δ <p> vs fp32`` columns."""
     columns: dict[str, dict[str, float]] = {}
     for bundle_id in registry.bundles.bundle_ids(product):
         if not bundle_id.startswith(f"{version}-"):
@@ -129,8 +126,7 @@ def precision_comparison(registry: Registry, product: str, version: str) -> pd.D
 
 
 def golden_tolerance(registry: Registry, product: str, bundle_id: str) -> float | None:
-    """The bundle's golden-check tolerance (normalised units); None: it records no golden
-    outputs (older bundles) or cannot be read."""
+    """The bundle's golden-check tolerance; None: none recorded or unreadable."""
     try:
         golden = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id)).golden
     except (BundleError, RegistryError):
@@ -146,8 +142,7 @@ def golden_verdict(drift: float | None, tolerance: float | None) -> str:
 
 
 def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
-    """Each station CPU's self-benchmark: one row per measured bundle, the served one marked,
-    with the bundle's golden check on that CPU (drift in normalised units)."""
+    """Each station CPU's self-benchmark: a row per measured bundle with its golden check."""
     tolerances = {
         b: golden_tolerance(registry, product, b) for b in registry.bundles.bundle_ids(product)
     }
@@ -204,8 +199,7 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
 
 
 def control_frame(registry: Registry) -> pd.DataFrame:
-    """Line clients' control calls (OPC 40100), newest first: when, station, who, role, from
-    where, method, arguments, result, and whether the station signed the row."""
+    """Line clients' control calls (OPC 40100), newest first."""
     columns = ["at", "station", "user", "role", "peer", "method", "arguments", "result", "signed"]
     rows = [
         (c.get("at", ""), c.get("station", ""), c.get("user") or "", c.get("role") or "",
@@ -217,11 +211,8 @@ def control_frame(registry: Registry) -> pd.DataFrame:
 
 
 def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
-    """Each station CPU's last golden check at load: passed, recalibrated (drifted, fitted
-    again on the station's validation images; raw image threshold before -> after) or refused
-    (and why), with the worst drift in normalised units, and what became of the registry's
-    threshold version on a re-calibrated bundle (carried across or not applied;
-    ``station.thresholds``)."""
+    """Each station CPU's last golden check at load (passed, recalibrated or refused), and
+    what became of the registry's threshold version on a re-calibrated bundle."""
     rows = []
     for record in read_golden_outcomes(registry, product):
         recal = record.get("recalibration") or {}
@@ -256,8 +247,7 @@ def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:
 
 
 def _registry_threshold(record: dict[str, Any]) -> str:
-    """What a re-calibrated bundle serves of the registry's threshold version: 'v1 0.8000 →
-    0.6123 (carried)' or 'not applied' (the note says why); '' otherwise."""
+    """'v1 0.8000 → 0.6123 (carried)', 'not applied' or ''."""
     carried = record.get("threshold_carried")
     if isinstance(carried, dict):
         return f"v{carried['version']} {carried['from']:.4f} → {carried['to']:.4f} (carried)"

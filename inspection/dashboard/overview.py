@@ -79,9 +79,8 @@ class Kpis:
 
 
 def kpis(frame: pd.DataFrame, hourly: pd.DataFrame) -> Kpis:
-    """Totals over a volume frame; throughput is inspections per *active* hour: ``hourly`` (the
-    same window bucketed by hour) divided by the hours that had inspections, so a line that ran
-    one shift this week is not averaged over seven days."""
+    """Totals over a volume frame; throughput per *active* hour of ``hourly``, so a line that
+    ran one shift this week is not averaged over seven days."""
     if frame.empty:
         return Kpis(0, 0, 0.0, 0.0)
     total, ng = int(frame["total"].sum()), int(frame["ng"].sum())
@@ -122,11 +121,9 @@ def station_frame(
 
 
 BACKLOG_ALARM_AFTER_S = 300.0
-"""The backlog alarm of a station whose report does not carry its own
-``central.alarm_after_seconds`` (that setting's default)."""
+"""``central.alarm_after_seconds``'s default, for a report without it."""
 SILENT_REPORT_AFTER = timedelta(minutes=2)
-"""A forwarding station reports every few seconds (``store.forward.REPORT_EVERY_S``) while the
-central store answers it; not heard from for longer than this, it is alarmed."""
+"""A forwarding station reports every few seconds; silent longer than this, it is alarmed."""
 BACKLOG_COLUMNS = {
     "station_id": "station",
     "alarm": "alarm",
@@ -141,10 +138,8 @@ BACKLOG_COLUMNS = {
 
 
 def backlog_alarm(row: queries.BacklogRow, now: datetime) -> str:
-    """Why a forwarding station is alarmed ('' when it is not): its oldest waiting result is
-    older than its alarm setting (``BACKLOG_ALARM_AFTER_S`` when it sent none), or it has not
-    reported for longer than ``SILENT_REPORT_AFTER``, or the central store refused some of its
-    rows (quarantined at the station: ``inspection station forward`` lists them)."""
+    """Why a forwarding station is alarmed ('' when it is not): silent, rows quarantined, or
+    its oldest waiting result older than its alarm setting."""
     silent = now - row.reported_at
     if silent > SILENT_REPORT_AFTER:
         return f"not heard for {_duration(silent.total_seconds())}"
@@ -157,8 +152,7 @@ def backlog_alarm(row: queries.BacklogRow, now: datetime) -> str:
 
 
 def backlog_frame(store: Store, *, now: datetime | None = None) -> pd.DataFrame:
-    """Each forwarding station's last backlog report (rows, blob bytes, oldest age in s, rows
-    forwarded per s, when it was heard) with ``alarm`` (``backlog_alarm``)."""
+    """Each forwarding station's last backlog report with its ``alarm``."""
     now = now or datetime.now(timezone.utc)
     rows = queries.station_backlogs(store)
     frame = pd.DataFrame(
@@ -209,13 +203,9 @@ def _ago(delta: timedelta) -> str:
 
 @dataclass(frozen=True)
 class Drift:
-    """Production scores against the live bundle's held-out scores of good parts, like with
-    like: production leaves out parts reviewed as defects.
-
-    Histograms are (DRIFT_BINS,) fractions over [0, 1]; ``psi`` is the population stability
-    index (None without a reference): < 0.1 stable, 0.1–0.25 watch, > 0.25 drifted; with fewer
-    than ``MIN_DRIFT_PARTS`` on either side the status is 'not enough data'.
-    """
+    """Production scores (reviewed defects left out) against the live bundle's held-out good
+    scores, as (DRIFT_BINS,) fraction histograms; ``psi``: the population stability index
+    (None without a reference)."""
 
     product: str
     production: np.ndarray
@@ -258,15 +248,10 @@ def drift(
     since: datetime | None,
     station_id: str | None = None,
 ) -> Drift:
-    """Production score distribution since ``since`` (reviewed defects left out; one station's
-    with ``station_id``) vs the live bundle's held-out good scores."""
+    """Production score distribution since ``since`` vs the live bundle's held-out good scores."""
+    defects = thresholds.DEFECT_LABELS
     fine = queries.score_histogram(
-        store,
-        product,
-        bins=100,
-        since=since,
-        exclude_labels=thresholds.DEFECT_LABELS,
-        station_id=station_id,
+        store, product, bins=100, since=since, exclude_labels=defects, station_id=station_id
     )
     count = int(fine.sum())
     production = fine.reshape(DRIFT_BINS, -1).sum(axis=1) / max(count, 1)
@@ -287,7 +272,6 @@ def drift(
 
 
 def drift_line(item: Drift) -> str:
-    """One markdown line: a product's drift verdict and what it compared."""
     head = f"**{item.product}**"
     if item.psi is None:
         return (

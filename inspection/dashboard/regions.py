@@ -1,10 +1,8 @@
 """Defect regions a reviewer paints on the review page (``streamlit-drawable-canvas``).
 
-The canvas shows the inspected image, scaled to ``CANVAS_WIDTH``, with a starting region drawn
-as one filled polygon per connected blob: the latest review's painted region, else the model's
-judged mask. The reviewer paints more (free brush), or moves and deletes blobs (the canvas's
-edit toggle); the region saved with a ``defect`` review is what the canvas shows then: every
-pixel whose drawn alpha is at least half the paint's, resized to the image's own size.
+The canvas starts from the latest review's painted region, else the model's judged mask, one
+polygon per blob; the region saved with a ``defect`` review is what the canvas shows then
+(drawn alpha at least half the paint's), resized to the image's own size.
 """
 
 from __future__ import annotations
@@ -28,14 +26,12 @@ _PAINTED_LEVEL = round(255 * PAINT_ALPHA / 2)
 
 
 def canvas_size(image_shape: tuple[int, ...], width: int = CANVAS_WIDTH) -> tuple[int, int]:
-    """(width, height) of the canvas for an image of ``image_shape`` (H, W, ...)."""
     height, image_width = image_shape[:2]
     return width, max(1, round(height * width / image_width))
 
 
 def starting_region(store: Store, inspection_id: str, mask_sha: str | None) -> np.ndarray | None:
-    """The region the canvas starts from, (h, w) bool: the latest review's painted region,
-    else the model's judged mask (``mask_sha``); None when neither is stored or readable."""
+    """The latest review's painted region, else the judged mask; None when neither is readable."""
     reviews = store.reviews_of(inspection_id)
     painted = reviews[-1].region_sha if reviews else None
     for sha in (painted, mask_sha):
@@ -48,8 +44,7 @@ def starting_region(store: Store, inspection_id: str, mask_sha: str | None) -> n
 
 
 def initial_drawing(region: np.ndarray | None, size: tuple[int, int]) -> dict[str, Any]:
-    """Fabric.js JSON of ``region`` ((h, w) bool, any size) on a canvas of ``size`` (width,
-    height): one filled polygon per blob's outer contour, in the paint's colour."""
+    """Fabric.js JSON of ``region`` on a canvas of ``size`` (width, height): a polygon per blob."""
     if region is None or not region.any():
         return {"version": "5.3.0", "objects": []}
     width, height = size
@@ -74,9 +69,8 @@ def initial_drawing(region: np.ndarray | None, size: tuple[int, int]) -> dict[st
 def painted_region(
     drawn: np.ndarray | None, start: np.ndarray | None, image_shape: tuple[int, ...]
 ) -> np.ndarray:
-    """The region the canvas shows, as (H, W) bool at the image's size. ``drawn``: the
-    canvas's (h, w, 4) uint8 RGBA rendering (None: never sent, i.e. untouched, so ``start``
-    as it was drawn); ``start``: the starting region ((h', w') bool) or None."""
+    """The region the canvas shows at the image's size: ``drawn``'s (RGBA) painted pixels, or
+    ``start`` when the canvas was never touched."""
     height, width = image_shape[:2]
     if drawn is not None:
         if drawn.ndim != 3 or drawn.shape[2] != 4:
@@ -91,7 +85,6 @@ def painted_region(
 
 
 def encode_region(region: np.ndarray) -> bytes:
-    """(H, W) bool -> 0/255 8-bit PNG bytes (the layout of ground-truth masks)."""
     if region.ndim != 2 or region.dtype != bool:
         raise ValueError(f"a region is (H, W) bool, got {region.dtype} of shape {region.shape}")
     ok, buffer = cv2.imencode(".png", region.astype(np.uint8) * 255)
@@ -101,8 +94,7 @@ def encode_region(region: np.ndarray) -> bytes:
 
 
 def store_region(store: Store, region: np.ndarray | None) -> str | None:
-    """Put a painted region into the blob store (content-addressed PNG); its sha256, or None
-    when nothing is painted (the review is then an image-level label)."""
+    """Put a painted region into the blob store; its sha256 (None: nothing painted)."""
     if region is None or not region.any():
         return None
     return store.blobs.put(encode_region(region), ".png")

@@ -1,9 +1,5 @@
-"""Retraining runs: champion vs challenger, from this site's registry audit log.
-
-The site's ``retrain`` audit events say which runs happened here; a run's
-``<reports_dir>/retrain/<product>/<run>/report.json`` adds its full comparison when present. A
-report whose run is not in this site's log (e.g. committed from another machine) is never shown.
-"""
+"""Retraining runs: champion vs challenger, from this site's registry audit log; a run's
+report adds its full comparison (a report whose run is not in the log is never shown)."""
 
 from __future__ import annotations
 
@@ -73,20 +69,16 @@ def _run_from_report(report: RetrainReport, run: str, path: Path) -> RetrainRun:
     )
 
 
-def _decision_label(decision: object) -> str:
-    text = str(decision or "")
-    return DECISION_LABELS.get(text, text)
-
-
 def _run_from_event(
     product: str, run: str, typed: RetrainEvent, event: Mapping[str, Any]
 ) -> RetrainRun:
     """A run known only from its audit event (failed, or its report folder is gone)."""
+    decision = str(typed.decision or "")
     return RetrainRun(
         product=product,
         run=run,
         at=typed.at,
-        decision=_decision_label(typed.decision),
+        decision=DECISION_LABELS.get(decision, decision),
         reason=typed.reason,
         champion=typed.champion or "",
         challenger=typed.challenger or "",
@@ -111,8 +103,7 @@ def report_runs(reports_dir: Path, product: str) -> list[RetrainRun]:
 
 
 def retrain_runs(registry: Registry, reports_dir: Path, product: str) -> list[RetrainRun]:
-    """Every retraining run of ``product`` in this site's audit log, newest first; a run's
-    report, when present, gives its full comparison."""
+    """Every retraining run of ``product`` in this site's audit log, newest first."""
     reports = {r.run: r for r in report_runs(reports_dir, product)}
     runs: dict[str, RetrainRun] = {}
     for index, event in enumerate(registry.journal.events(product)):

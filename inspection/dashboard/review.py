@@ -30,8 +30,7 @@ OUTLINE_RGB = (255, 40, 40)
 
 @dataclass(frozen=True)
 class QueuePage:
-    """Page ``page`` (0-based) of the queue; ``total`` is counted up to
-    ``queries.QUEUE_COUNT_CAP``; ``next`` continues after its last row (None: the last page)."""
+    """Page ``page`` (0-based) of the queue, ``total`` counted up to ``QUEUE_COUNT_CAP``."""
 
     rows: list[queries.QueueRow]
     total: int
@@ -63,9 +62,8 @@ def queue_page(
     page: int = 0,
     total: int | None = None,
 ) -> QueuePage:
-    """The ``page_size`` rows after cursor ``after`` (keyset paging); ``page`` is only the
-    number shown (how many pages the caller stepped through); ``total``: the queue's count
-    when the caller has it (it does not change from page to page), else counted here."""
+    """The ``page_size`` rows after cursor ``after`` (keyset paging); ``page``: the number
+    shown; ``total``: the queue's count when the caller has it, else counted here."""
     if page_size < 1:
         raise StoreError(f"page size must be at least 1, got {page_size}")
     rows = queries.review_queue(store, query, limit=page_size + 1, after=after)
@@ -79,15 +77,13 @@ def queue_page(
 def page_start(
     store: Store, query: queries.QueueQuery, page: int, page_size: int
 ) -> queries.QueueCursor | None:
-    """Where page ``page`` (0-based) starts, for a jump to it: the cursor after the row before
-    it; ``None`` for the first page and past the end."""
+    """The cursor where page ``page`` starts (``None``: the first page or past the end)."""
     if page < 1:
         return None
     return queries.queue_anchor(store, query, page * page_size - 1)
 
 
 def page_frame(page: QueuePage) -> pd.DataFrame:
-    """The page as a table: time, product, station, part, score, threshold, verdict, label."""
     columns = ["time", "product", "station", "part", "score", "threshold", "verdict", "label", "id"]
     rows = [
         (r.created_at, r.product, r.station_id, r.part, r.score, r.threshold, r.verdict,
@@ -108,9 +104,8 @@ class Views:
 
 
 def load_views(store: Store, row: queries.QueueRow, registry: Registry | None = None) -> Views:
-    """The inspected image, its anomaly overlay (stored, else drawn from the map) and mask
-    outline. The image is read at the bit depth its model was trained on (``registry``: where
-    to look it up; a 12-bit upload stored as sent would show near black at the default)."""
+    """The inspected image (at its model's bit depth: a 12-bit upload would show near black
+    at the default), its anomaly overlay and mask outline."""
     missing: list[str] = []
     bits = image_bits(registry, row.model_version) if registry is not None else DEFAULT_SOURCE_BITS
     image = _blob_image(store, row.image_sha, "image", missing, bits)
@@ -128,8 +123,7 @@ def load_views(store: Store, row: queries.QueueRow, registry: Registry | None = 
 
 
 def image_bits(registry: Registry, model_version: str) -> int:
-    """The ``image_bits`` the model version ``<product>/<version>`` was trained with (the
-    default when the version is gone or unreadable: the image still shows)."""
+    """The ``image_bits`` of ``<product>/<version>`` (the default when unreadable)."""
     try:
         ref = VersionRef.parse(model_version)
         return registry.bundles.version(ref.product, ref.version).preprocessing().source_bits
@@ -151,7 +145,6 @@ def _blob_image(
 
 
 def _blob_map(store: Store, sha: str, missing: list[str]) -> np.ndarray | None:
-    """An anomaly map blob as (H, W) float32 in [0, 1] (``.npy`` or an 8-bit image)."""
     try:
         path = store.blobs.checked_path(sha)
         if path.suffix == ".npy":
@@ -193,9 +186,8 @@ def submit(
     note: str | None = None,
     region: np.ndarray | None = None,
 ) -> Review:
-    """Store a review label with the reviewer's name (appended to the audit trail);
-    ``region``: the defect region painted, (H, W) bool at the image's size, kept with a
-    ``defect`` label only (other labels mark no region; an empty one is image-level)."""
+    """Store a review label with the reviewer's name; ``region``, the painted (H, W) bool
+    defect region, is kept with a ``defect`` label only."""
     defect_type = (defect_type or "").strip() or None
     return store.add_review(
         inspection_id,
@@ -208,8 +200,7 @@ def submit(
 
 
 def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
-    """Every review of one inspection, oldest first: when, who, label, type, note, and the
-    painted region's blob (its first 12 hex digits; empty: none painted)."""
+    """Every review of one inspection, oldest first, with its painted region's blob prefix."""
     rows = [
         (r.created_at, r.reviewer, LABELS.get(r.label, r.label), r.defect_type or "",
          r.note or "", (r.region_sha or "")[:12])
@@ -220,9 +211,7 @@ def audit_frame(store: Store, inspection_id: str) -> pd.DataFrame:
 
 
 def part_frame(store: Store, row: queries.QueueRow) -> pd.DataFrame:
-    """Every view of ``row``'s part (same part id and station; several cameras per part):
-    view (its request id), product, verdict, score, threshold, id. Empty without a part id or
-    when the part has no other view."""
+    """Every view of ``row``'s part (same part id and station); empty without another view."""
     found = (
         queries.part_views(store, row.station_id, row.part_id, row.created_at)
         if row.part_id

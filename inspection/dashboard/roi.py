@@ -1,9 +1,7 @@
 """Regions of interest: the reference image with its ROI drawn over it, and audited edits.
 
-The ROI lives in ``configs/products/<product>.yaml`` (``core.roi.RoiSpec``: polygons of [x, y]
-pixels). An edit is validated like the config loader does, replaces only the file's ``roi:``
-block and is recorded as a signed ROI decision: a station pinning the site key serves a bundle
-with an ROI only when a signed ROI decision of its product carries exactly that ROI.
+An edit replaces only the ``roi:`` block of ``configs/products/<product>.yaml`` and is recorded
+as a signed ROI decision, which stations pinning the site key require for a bundle's ROI.
 """
 
 from __future__ import annotations
@@ -31,9 +29,7 @@ _ROI_BLOCK = re.compile(r"^roi:.*(?:\n[ \t]+.*)*", re.MULTILINE)  # the key and 
 def products_with_reference(
     directory: Path | None = None, site_products: tuple[str, ...] | list[str] | None = None
 ) -> list[str]:
-    """Products whose config names a reference image (the ones an ROI can be drawn on), among
-    ``site_products`` when given (a site edits only the products it serves). ``directory``:
-    the site's configs folder (``SiteConfig.configs``)."""
+    """Products whose config names a reference image, among ``site_products`` when given."""
     folder = (directory or default_configs_dir()) / "products"
     names = sorted(p.stem for p in folder.glob("*.yaml"))
     if site_products is not None:
@@ -42,16 +38,14 @@ def products_with_reference(
 
 
 def reference_image(config: ProductConfig) -> np.ndarray | None:
-    """The product's reference image ((H, W, 3) uint8 RGB, a 16-bit file read at the product's
-    ``image_bits``), None when the file is missing."""
+    """The product's reference image at its ``image_bits`` (None: the file is missing)."""
     if config.reference is None or not Path(config.reference).is_file():
         return None
     return read_image(config.reference, bits=config.image_bits)
 
 
 def overlay(image: np.ndarray, roi: RoiSpec | None, max_side: int = 1024) -> np.ndarray:
-    """``image`` shrunk to ``max_side`` with the ROI shaded and outlined (include green,
-    exclude red): (h, w, 3) uint8 RGB."""
+    """``image`` shrunk to ``max_side``, the ROI shaded and outlined (include green, exclude red)."""
     scale = min(1.0, max_side / max(image.shape[:2]))
     size = (round(image.shape[1] * scale), round(image.shape[0] * scale))
     shown = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -103,8 +97,7 @@ def save_roi(
     reason: str,
     directory: Path | None = None,
 ) -> Path:
-    """Write ``roi`` into the product's config in ``directory`` (the site's configs folder)
-    and record it as the product's next signed ROI decision (with its audit event)."""
+    """Write ``roi`` into the product's config and record it as a signed ROI decision."""
     if not actor.strip() or not reason.strip():
         raise RegistryError("an ROI change needs who (your name) and why (a reason)")
     path = product_config_path(product, directory)
@@ -138,7 +131,6 @@ LABELS = ("include", "exclude")
 
 
 def is_box(polygon: list[list[float]] | tuple) -> bool:
-    """Whether a polygon is an axis-aligned rectangle (4 corners), i.e. editable as a box."""
     points = np.asarray(polygon, dtype=np.float64)
     if points.shape != (4, 2):
         return False
@@ -147,8 +139,7 @@ def is_box(polygon: list[list[float]] | tuple) -> bool:
 
 
 def boxes_of(roi: RoiSpec | None) -> list[dict[str, float | str]] | None:
-    """The ROI as labelled boxes in reference pixels (left, top, width, height, label), or
-    ``None`` when a polygon is not a rectangle (then only the JSON editor keeps it whole)."""
+    """The ROI as labelled boxes in reference pixels; ``None`` when a polygon is no rectangle."""
     if roi is None:
         return []
     boxes = []
@@ -167,8 +158,7 @@ def boxes_of(roi: RoiSpec | None) -> list[dict[str, float | str]] | None:
 
 
 def roi_from_boxes(boxes: list[dict[str, float | str]], reference_size: tuple[int, int]) -> RoiSpec:
-    """A ``RoiSpec`` from labelled boxes in reference pixels, clipped to the (H, W) reference;
-    ``ConfigError`` for an unknown label or when nothing is included."""
+    """A ``RoiSpec`` from labelled boxes, clipped to the (H, W) reference."""
     height, width = reference_size
     include, exclude = [], []
     for box in boxes:

@@ -1,15 +1,10 @@
 """``python -m inspection.dashboard.serve run APP [options]``: ``streamlit run`` with the
 dashboard warmed up before the first browser connects.
 
-Streamlit imports what the pages use on a session's first script run (the dashboard package,
-SciPy's stats, scikit-learn's metrics), so the sign-in and the first Overview would wait on
-them, and on the first queries and SQL compilations of a new connection. Here the server's
-start pays both. No result is cached: the pages still read fresh data.
-
-Streamlit also runs a full garbage collection after every script run (``runner.postScriptGC``),
-holding the GIL while the run's last messages wait to be sent, mostly walking the objects of
-those imports (``reports/dashboard/profile_5m.md``). They live as long as the server, so the warm-up
-ends with ``gc.freeze()`` and the collection after each run walks only what the pages made.
+The sign-in and first Overview would otherwise wait on the pages' imports and a new
+connection's first queries; the server's start pays them, caching no result. Streamlit's full
+garbage collection after every script run would walk those imports' objects while holding the
+GIL: ``gc.freeze()`` leaves it only what the pages made.
 """
 
 from __future__ import annotations
@@ -20,8 +15,7 @@ import sys
 
 
 def warm_up() -> None:
-    """Import every module a page runs with; run the Overview's default reads once on the
-    site's store (``app_state.read_overview``: the engine the pages share), keeping no result."""
+    """Import every module a page runs with; run the Overview's default reads once."""
     import scipy.stats  # noqa: F401
     import sklearn.metrics  # noqa: F401
     import streamlit  # noqa: F401  (creates the logger silenced below)

@@ -1,16 +1,9 @@
 """Dashboard sessions that survive a reload: a signed, expiring token kept in a browser cookie.
 
-After a login the server sets a cookie holding an ``itsdangerous`` token (the user's name, signed
-with the site's session secret and time-stamped); a reload's new Streamlit session reads it
-back from ``st.context.cookies`` for ``SESSION_HOURS``. Signing out clears the cookie.
-
-The cookie is set by the server, never by the page's JavaScript, so it is ``HttpOnly`` (and
-``Secure`` over TLS): the page posts a one-time, short-lived nonce (``hand_over``) to
-``SESSION_PATH``, whose route (``session_route``, served beside the pages by
-``apps/dashboard/asgi.py``) answers with the ``Set-Cookie``. The token never reaches the page.
-
-The secret lives beside the site's blobs (``dashboard-session.key``, mode 0600), created on
-first use; ``INSPECTION_DASHBOARD_SECRET`` overrides it (several dashboard replicas).
+The cookie holds an ``itsdangerous`` token (the user's name, signed and time-stamped) for
+``SESSION_HOURS``. The server sets it, never the page's JavaScript, so it is ``HttpOnly``: the
+page posts a one-time nonce (``hand_over``) to ``SESSION_PATH`` and the answer carries the
+``Set-Cookie``. The secret lives beside the site's blobs (0600) unless the environment gives it.
 """
 
 from __future__ import annotations
@@ -44,7 +37,6 @@ _SALT = "inspection-dashboard-session"
 
 
 def secret_path(site: SiteConfig) -> Path:
-    """Where the site's session secret is kept: beside its blob folder."""
     return Path(site.blob_dir).resolve().parent / SECRET_FILE
 
 
@@ -71,13 +63,11 @@ def _serializer(secret: str) -> URLSafeTimedSerializer:
 
 
 def issue_token(secret: str, name: str) -> str:
-    """A URL-safe signed token naming ``name``, time-stamped now."""
     return _serializer(secret).dumps({"user": name})
 
 
 def verify_token(secret: str, token: str | None, *, max_age_s: float) -> str | None:
-    """The user name in ``token`` when its signature is good and it is younger than
-    ``max_age_s`` seconds; ``None`` otherwise (tampered, expired, another site's, empty)."""
+    """The user name in ``token`` when signed here and younger than ``max_age_s``, else None."""
     if not token:
         return None
     try:
@@ -94,8 +84,7 @@ def cookie_name(port: int | str) -> str:
 
 
 def hand_over(name: str, token: str, max_age_s: int) -> str:
-    """A one-time nonce under which ``SESSION_PATH`` sets cookie ``name`` to ``token`` for
-    ``max_age_s`` (0 clears it), within ``HANDOVER_S``."""
+    """A one-time nonce under which ``SESSION_PATH`` sets cookie ``name`` (max age 0: clear)."""
     nonce = secrets.token_urlsafe(24)
     now = time.monotonic()
     with _LOCK:
@@ -115,8 +104,7 @@ def cookie_script(nonce: str) -> str:
 
 
 async def _set_cookie(request: Request) -> Response:
-    """Answer a posted ``hand_over`` nonce with its ``Set-Cookie``: HttpOnly, SameSite=Strict,
-    Secure over TLS; 403 for a nonce unknown, used or expired."""
+    """Answer a posted ``hand_over`` nonce with its ``Set-Cookie`` (403: unknown or expired)."""
     nonce = (await request.body()).decode(errors="replace")
     with _LOCK:
         entry = _HANDOVERS.pop(nonce, None)
@@ -132,5 +120,4 @@ async def _set_cookie(request: Request) -> Response:
 
 
 def session_route() -> Route:
-    """The route that sets the session cookie (``apps/dashboard/asgi.py`` serves it)."""
     return Route(SESSION_PATH, _set_cookie, methods=["POST"])

@@ -1,18 +1,9 @@
 """Threshold trade-offs: labelled scores, ROC/PR curves, error rates and suggestions.
 
-Scores are normalised image scores in [0, 1]; a part is NG when ``score >= threshold``.
-Label 1 means defective, 0 good. Three sources of labelled scores:
-
-- *validation*: the bundle's own scores on the product's labelled test split, written at
-  export beside its ``metadata.json`` (``core.validation_scores``);
-- *audit sample*: reviewed parts of the station's random audit sample (chosen at write time
-  whatever the score): an unbiased sample of production;
-- *reviewed*: every reviewed store row (``unsure`` left out). BIASED: reviewers see NG and
-  borderline parts, so its good parts are the high-scoring ones (a budget on them rejects far
-  more of production's good parts than it states); it never feeds a budget suggestion.
-
-Thresholds come from the core's rule (``core.operating_point.choose_threshold``): the
-suggestions here only quote its choice.
+Labelled scores (1 defective, 0 good) come from the bundle's held-out split, the station's
+random audit sample (unbiased), or every reviewed row: BIASED, as reviewers see NG and
+borderline parts, so it never feeds a budget suggestion. Suggestions only quote the core's
+rule (``core.operating_point.choose_threshold``).
 """
 
 from __future__ import annotations
@@ -48,8 +39,7 @@ GOOD_LABELS = queries.GOOD_LABELS
 
 @dataclass(frozen=True)
 class LabelledScores:
-    """Scores (N,) float64 in [0, 1] with labels (N,) int8 (1 = defective) and where they came
-    from; ``kinds`` (N,) names each defect's kind ('good' for good parts) when known."""
+    """Scores with labels (1 = defective), where they came from and each one's kind if known."""
 
     scores: np.ndarray
     labels: np.ndarray
@@ -91,7 +81,6 @@ def empty_scores(source: str) -> LabelledScores:
 
 
 def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
-    """Concatenate several labelled score sets."""
     if not parts:
         return empty_scores(source)
     kinds: tuple[str, ...] = ()
@@ -150,12 +139,12 @@ def validation_scores(
 
 
 def reviewed_scores(store: Store, product: str) -> LabelledScores:
-    """Scores of reviewed inspections: ``defect`` → 1, ``false_alarm``/``good`` → 0 (biased)."""
+    """Scores of reviewed inspections (biased)."""
     return _labelled(queries.labelled_scores(store, product), "reviewed results", biased=True)
 
 
 def audit_scores(store: Store, product: str) -> LabelledScores:
-    """Reviewed parts of the random audit sample: ``defect`` → 1, ``false_alarm``/``good`` → 0."""
+    """Reviewed parts of the random audit sample."""
     pairs = queries.labelled_scores(store, product, audit_only=True)
     return _labelled(pairs, f"random audit sample ({len(pairs)} reviewed parts)", biased=False)
 
@@ -176,37 +165,29 @@ def _labelled(pairs: list[tuple[float, str]], source: str, *, biased: bool) -> L
 
 
 def reject_interval(data: LabelledScores, threshold: float, level: float = 0.95) -> Interval:
-    """The good-part reject rate at ``threshold`` on ``data``'s good parts, with its exact
-    (Clopper-Pearson) interval: what production's rate is expected within, when ``data`` is
-    an unbiased sample."""
+    """The good-part reject rate at ``threshold`` with its exact (Clopper-Pearson) interval."""
     good = data.scores[data.labels == 0]
     return count_interval(int(is_ng(good, threshold).sum()), good.size, level=level)
 
 
 def tradeoff(data: LabelledScores, threshold: float) -> Tradeoff:
-    """False-alarm and miss rates, precision, recall and F1 when NG means ``score >= threshold``."""
     flagged = is_ng(data.scores, threshold)
     defect = data.labels == 1
     tp = int(np.sum(flagged & defect))
     fp = int(np.sum(flagged & ~defect))
     fn = int(np.sum(~flagged & defect))
-    n_good, n_defect = data.n_good, data.n_defect
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / n_defect if n_defect else float("nan")
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
-    return Tradeoff(
-        threshold=float(threshold),
-        false_alarm_rate=fp / n_good if n_good else float("nan"),
-        miss_rate=fn / n_defect if n_defect else float("nan"),
-        precision=precision,
-        recall=recall,
-        f1=f1,
-    )
+    n_good, n_defect, nan = data.n_good, data.n_defect, float("nan")
+    false_alarm = fp / n_good if n_good else nan
+    miss = fn / n_defect if n_defect else nan
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / n_defect if n_defect else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else nan
+    return Tradeoff(float(threshold), false_alarm, miss, precision, recall, f1)
 
 
 def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
-    """ROC: ``fpr``, ``tpr``, ``thresholds`` (M,) float64 and ``auc``; needs both classes."""
-    # deferred: scikit-learn (0.8 s), only when a curve is drawn
+    """ROC: ``fpr``, ``tpr``, ``thresholds`` and ``auc``; needs both classes."""
+    # deferred: scikit-learn, only when a curve is drawn
     from sklearn.metrics import roc_curve as sk_roc_curve
 
     _need_both(data)
@@ -216,8 +197,8 @@ def roc_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
 
 
 def pr_curve(data: LabelledScores) -> dict[str, np.ndarray | float]:
-    """Precision-recall: ``precision``, ``recall`` (M,), ``thresholds`` (M-1,) and ``ap``."""
-    # deferred: scikit-learn (0.8 s), only when a curve is drawn
+    """Precision-recall: ``precision``, ``recall``, ``thresholds`` and ``ap``."""
+    # deferred: scikit-learn, only when a curve is drawn
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
     _need_both(data)
@@ -232,9 +213,8 @@ rates at exactly the value they would save."""
 
 
 def applied_value(data: LabelledScores, threshold: float) -> float:
-    """The value a save of ``threshold`` stores, chosen among its 4-decimal neighbours so that
-    it judges every labelled score as ``threshold`` does (when the scores leave room), and kept
-    inside the registry's (0, 1)."""
+    """The 4-decimal value a save of ``threshold`` stores, judging every labelled score as
+    ``threshold`` does when the scores leave room, inside the registry's (0, 1)."""
     step = 10.0**-SAVED_DECIMALS
     wanted = is_ng(data.scores, threshold)
     options = [round(threshold, SAVED_DECIMALS)]
@@ -247,14 +227,12 @@ def applied_value(data: LabelledScores, threshold: float) -> float:
 
 
 def suggest_max_f1(data: LabelledScores) -> Tradeoff:
-    """The core's F1 threshold (``choose_threshold``, policy ``f1``), quoted at the saved
-    value."""
+    """The core's F1 threshold, quoted at the saved value."""
     return _quoted(data, OperatingPoint(policy="f1"))
 
 
 def suggest_for_miss_rate(data: LabelledScores, target: float) -> Tradeoff:
-    """The core's highest threshold missing at most ``target`` of the defects (policy
-    ``max_miss``: fewest false alarms), quoted at the saved value."""
+    """The core's highest threshold missing at most ``target`` of the defects, quoted."""
     if not 0.0 <= target < 1.0:
         raise ValueError(f"target miss rate must be in [0, 1), got {target}")
     return _quoted(data, OperatingPoint(policy="max_miss", max_miss=target))
@@ -269,8 +247,7 @@ def _quoted(data: LabelledScores, point: OperatingPoint) -> Tradeoff:
 
 @dataclass(frozen=True)
 class BudgetPick:
-    """What the false-reject-budget control put on the slider: ``value`` (as it would be
-    saved) and the ``budget`` it was chosen for (``suggest_for_budget``)."""
+    """What the budget control put on the slider (as saved) and the budget it was chosen for."""
 
     value: float
     budget: float
@@ -281,11 +258,8 @@ class BudgetPick:
 
 
 def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, ThresholdChoice]:
-    """The operating point's false-reject budget kept with ``BUDGET_CONFIDENCE`` on the
-    labelled good scores (``core.operating_point.choose_threshold``: the most rejects among
-    them whose exact one-sided upper bound is within the budget): the trade-off at the saved
-    value and the core's choice. ``data`` must be an unbiased sample (held-out split, audit
-    sample), never reviews."""
+    """The core's threshold keeping ``budget`` with ``BUDGET_CONFIDENCE`` on the good
+    scores: the trade-off at the saved value and the choice. ``data`` must be unbiased."""
     if data.biased:
         raise ValueError(
             f"{data.source}: reviewed parts were selected by score (NG/borderline), so their "
@@ -303,8 +277,7 @@ def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, T
 
 
 def curve_frame(data: LabelledScores) -> pd.DataFrame:
-    """The operating curve: at every distinct score, the reject rate of good parts and each
-    defect kind's miss rate (long form: threshold, false_reject_rate, kind, miss_rate)."""
+    """The operating curve in long form: threshold, false_reject_rate, kind, miss_rate."""
     good = data.labels == 0
     kinds = data.kinds or tuple("good" if x == 0 else "defect" for x in data.labels)
     defect_kinds = [k for k, bad in zip(kinds, ~good, strict=True) if bad]
@@ -328,10 +301,8 @@ def _need_both(data: LabelledScores) -> None:
 def expected_ng(
     histogram: np.ndarray, threshold: float, daily_volume: float
 ) -> tuple[float, float]:
-    """(NG fraction, expected NG parts per day) at ``threshold`` from a production score histogram.
-
-    ``histogram`` is (bins,) counts over [0, 1]; bins whose lower edge is >= threshold count as NG.
-    """
+    """(NG fraction, expected NG parts per day) at ``threshold`` from a score histogram over
+    [0, 1]; bins whose lower edge is >= threshold count as NG."""
     total = int(histogram.sum())
     if total == 0:
         return 0.0, 0.0
@@ -351,9 +322,8 @@ def save_threshold(
     bundle_id: str | None = None,
     picked: BudgetPick | None = None,
 ) -> ThresholdVersion:
-    """Create a new threshold version (who, when, why) that the stations pick up. ``picked``:
-    what the budget control last chose; the version records its budget when ``value`` is the
-    value it chose (a station re-calibrating the bundle re-derives the threshold at it)."""
+    """Create a new threshold version the stations pick up; it records the budget of
+    ``picked`` when ``value`` is what the budget control chose."""
     saved = round(float(value), SAVED_DECIMALS)
     at_pick = picked is not None and saved == round(picked.value, SAVED_DECIMALS)
     return registry.journal.set_threshold(

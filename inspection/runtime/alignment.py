@@ -1,13 +1,8 @@
 """Part alignment (torch-free): register an image to the product's reference with OpenCV's ECC.
 
-    aligner = Aligner(reference, AlignmentSpec(), roi)
-    aligned = aligner.align(image)          # raises AlignmentError when it cannot
-
-Both images are reduced to ``working_size``, made grey and compared only within the
-reference's ROI (grown by ``mask_margin``), so the part steers the search, not fixture clutter;
-the transform is scaled to full resolution and the image warped into the reference frame. A
-failed search or a transform beyond the spec's limits raises ``AlignmentError``: an error,
-never a verdict.
+Both images are reduced to ``working_size``, made grey and compared only within the reference's
+ROI (grown by ``mask_margin``), so the part steers the search, not fixture clutter. A failed
+search or a transform beyond the spec's limits raises ``AlignmentError``: never a verdict.
 """
 
 from __future__ import annotations
@@ -32,9 +27,8 @@ _CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 1e-5)
 
 @dataclass(frozen=True)
 class Alignment:
-    """One registration: ``matrix`` (2, 3) maps reference pixels to image pixels (full size);
-    ``shift``: how far the image centre moved (pixels), ``rotation`` in degrees,
-    ``correlation``: the ECC value in [-1, 1]."""
+    """One registration: (2, 3) ``matrix`` from reference to image pixels, the ECC value,
+    the centre's shift (px) and the rotation (degrees)."""
 
     matrix: np.ndarray
     correlation: float
@@ -57,7 +51,6 @@ class Aligner:
         self._mask = self._template_mask(roi)
 
     def _grey(self, image: np.ndarray) -> np.ndarray:
-        """(h, w) float32 grey image at the working size (the reference's aspect)."""
         height, width = self.size
         small = (max(8, round(width * self._scale)), max(8, round(height * self._scale)))
         grey = cv2.cvtColor(
@@ -79,8 +72,7 @@ class Aligner:
         return inside * 255
 
     def register(self, image: np.ndarray) -> Alignment:
-        """Find the transform of ``image`` ((H, W, 3) uint8: the reference's frame at any
-        resolution); raises ``AlignmentError`` when the search fails or is out of bounds."""
+        """Find the transform of ``image`` (the reference's frame at any resolution)."""
         height, width = image.shape[:2]
         if abs(width / height - self.size[1] / self.size[0]) > 0.01:
             raise AlignmentError(
@@ -118,18 +110,15 @@ class Aligner:
             )
 
     def align(self, image: np.ndarray) -> np.ndarray:
-        """``image`` warped into the reference frame: (H, W, 3) uint8, same size."""
         return self.align_with_matrix(image)[0]
 
     def align_with_matrix(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(``align(image)``, the (2, 3) float64 matrix from reference to camera pixels)."""
         found = self.register(image)
         return to_reference(image, found.matrix), found.matrix
 
 
 def to_reference(image: np.ndarray, matrix: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """(H, W, ...) camera image warped into the reference frame by ``matrix`` ((2, 3) or its
-    6 numbers row-major, reference -> camera pixels): the image the model judged."""
+    """Camera image warped into the reference frame by ``matrix`` (reference -> camera)."""
     height, width = image.shape[:2]
     flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
     warp = np.asarray(matrix, dtype=np.float64).reshape(2, 3)
@@ -139,7 +128,6 @@ def to_reference(image: np.ndarray, matrix: np.ndarray | tuple[float, ...]) -> n
 
 
 def _centre_shift(matrix: np.ndarray, size: tuple[int, int]) -> float:
-    """How far the centre of an image of ``size`` (height, width) moves under ``matrix``."""
     centre = np.asarray([size[1] / 2, size[0] / 2, 1.0])
     moved = matrix @ centre
     return float(math.hypot(moved[0] - centre[0], moved[1] - centre[1]))

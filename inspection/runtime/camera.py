@@ -1,11 +1,9 @@
 """Camera resolution without stalls: every per-image stage is bounded by a working size.
 
-A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging, refining and
-drawing it at full size cost minutes. So the image is reduced once (at decode,
-``core.images.decode_reduced``, or here, ``bounded_image``) to a longer side of
-``work_max_side``; the result is judged on that copy and records the camera's size
-(``InspectionResult.camera_size``); refinement runs only when its predicted cost fits the
-latency budget (``RefineGate``), else ``timings_ms["refine_skipped"]`` says so.
+A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging it at full size
+costs minutes. So it is reduced once to a longer side of ``work_max_side`` and judged on that
+copy (recording the camera's size); refinement runs only when its predicted cost fits the
+latency budget (``RefineGate``).
 """
 
 from __future__ import annotations
@@ -35,9 +33,8 @@ measured (GrabCut, 2 iterations; taken high on purpose)."""
 
 @dataclass(frozen=True)
 class CameraOptions:
-    """Per-product bounds: ``work_max_side``, the longer side of the judged copy;
-    ``latency_budget_ms``, what the whole inspection may take, refinement skipped when its
-    predicted cost would exceed what is left (None: always refined)."""
+    """Per-product bounds: the longer side of the judged copy, and what the whole inspection
+    may take (refinement skipped when it would not fit; None: always refined)."""
 
     work_max_side: int = DEFAULT_WORK_MAX_SIDE
     latency_budget_ms: float | None = None
@@ -56,9 +53,8 @@ class CameraOptions:
 
 @dataclass(frozen=True)
 class BoundsConfig:
-    """The station core's ``bounds:`` section: default ``CameraOptions`` fields, per-product
-    overrides (``products``), ``keep_originals`` (store the upload of a reduced image, else
-    its working copy as PNG) and the stored overlays' longer side."""
+    """The station core's ``bounds:`` section: default ``CameraOptions``, per-product
+    overrides, ``keep_originals`` (store a reduced image's upload, else its working copy)."""
 
     work_max_side: int = DEFAULT_WORK_MAX_SIDE
     latency_budget_ms: float | None = None
@@ -78,8 +74,7 @@ class BoundsConfig:
 
 
 def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callable[[Path], T]:
-    """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``
-    (inspectors without a ``camera`` attribute and bundle metadata are returned as loaded)."""
+    """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``."""
 
     def load(bundle_dir: Path) -> T:
         inspector = loader(bundle_dir)
@@ -92,8 +87,7 @@ def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callabl
 
 
 def decode_side(options: CameraOptions, inspector: object) -> int | None:
-    """Longer side to decode uploads at for ``inspector``: the working side for its model's
-    input; None (full size) for a tiled bundle; ``work_max_side`` without bundle metadata."""
+    """Longer side to decode uploads at for ``inspector`` (None: full size, tiled)."""
     metadata = getattr(inspector, "metadata", None)
     if getattr(metadata, "tiling", None) is not None:
         return None
@@ -104,15 +98,13 @@ def decode_side(options: CameraOptions, inspector: object) -> int | None:
 
 
 def source_bits(inspector: object) -> int:
-    """Significant bits to decode 16-bit uploads at for ``inspector``: its bundle's
-    ``source_bits`` (as training read), 16 without bundle metadata."""
+    """Significant bits of 16-bit uploads: the bundle's ``source_bits`` (16 without one)."""
     preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
     return getattr(preprocessing, "source_bits", DEFAULT_SOURCE_BITS)
 
 
 def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:
-    """What a station stores as a result's image: None = the upload as sent (it was not
-    reduced, or ``keep_original``); else PNG bytes of the working copy (bounded size)."""
+    """PNG bytes of the working copy to store, or None to store the upload as sent."""
     if keep_original or not decoded.reduced:
         return None
     ok, buffer = cv2.imencode(".png", np.ascontiguousarray(decoded.image[:, :, ::-1]))
@@ -131,8 +123,7 @@ def work_size(shape: tuple[int, ...], max_side: int) -> tuple[int, int]:
 
 
 def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """(H, W, 3) uint8 -> (its working copy, area-resized to a longer side of ``max_side``;
-    its full (H, W), or None when it needed no reduction)."""
+    """(working copy at a longer side of ``max_side``, full (H, W) or None when not reduced)."""
     size = work_size(image.shape, max_side)
     if size == image.shape[:2]:
         return image, None
@@ -143,9 +134,8 @@ def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[i
 def with_camera_size(
     result: InspectionResult, camera_size: tuple[int, int], inspected_size: tuple[int, int]
 ) -> InspectionResult:
-    """``result`` of a working copy of ``inspected_size`` (h, w) of a ``camera_size`` (H, W)
-    image: it records ``camera_size``, or, aligned (reference frame), its alignment matrix is
-    rescaled to camera pixels."""
+    """``result`` of a working copy recording ``camera_size``, or, aligned, its alignment
+    matrix rescaled to camera pixels."""
     size = (int(camera_size[0]), int(camera_size[1]))
     if size == tuple(inspected_size):
         return result
@@ -165,11 +155,10 @@ class RefineGate:
         self._lock = threading.Lock()
 
     def predict_ms(self, result: InspectionResult) -> float:
-        """Predicted refinement time of ``result`` in ms."""
         return refine_pixels(result) * self._ns_per_pixel / 1e6
 
     def learn(self, pixels: int, elapsed_ms: float) -> None:
-        """Fold one refinement (``refine_pixels`` of its result, its time) into the estimate."""
+        """Fold one refinement's pixels and time into the estimate."""
         if pixels <= 0:
             return
         observed = elapsed_ms * 1e6 / pixels
@@ -185,9 +174,8 @@ class RefineGate:
         started: float,
         budget_ms: float | None,
     ) -> InspectionResult:
-        """``refiner.refine_result`` when it fits ``budget_ms`` (counted from ``started``, a
-        ``perf_counter`` time); otherwise ``result`` with ``timings_ms["refine_skipped"] = 1``
-        and the predicted cost in ``timings_ms["refine_predicted"]``."""
+        """``refiner.refine_result`` when it fits ``budget_ms`` (from ``started``); else
+        ``result`` with ``refine_skipped`` and ``refine_predicted`` timings."""
         predicted = self.predict_ms(result)
         if budget_ms is not None:
             spent = (time.perf_counter() - started) * 1e3

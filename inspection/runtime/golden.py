@@ -1,11 +1,7 @@
-"""Golden outputs on the station: record them at export, check them at every load.
+"""Golden outputs on the station: recorded at export (``record_golden``), checked at every load.
 
-    golden = record_golden(bundle_dir, metadata, validation_paths)   # export, last step
-    check = check_golden(model)      # at load (runtime.loader): passed, or a verdict could flip
-
-The check runs the bundle's golden images (``core.golden``) through the compiled model as it
-will serve (this CPU, pinned precision, batch of one), compares the raw outputs with the
-export's and records what OpenVINO executed (precision, CPU kernel families). Torch-free.
+The check runs the bundle's golden images through the compiled model as it will serve (this
+CPU, pinned precision, batch of one) and compares the raw outputs with the export's.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ from inspection.runtime.preprocess import at_input_size, preprocess
 __all__ = ["GoldenDriftError", "check_golden", "record_golden"]
 
 
-# ------------------------------------------------------------------- executed
 def executed_precision(compiled: ov.CompiledModel) -> str:
     """The inference precision OpenVINO runs ``compiled`` in (``f32``, ``bf16``, ``f16``)."""
     try:
@@ -49,8 +44,7 @@ def executed_precision(compiled: ov.CompiledModel) -> str:
 
 
 def executed_kernels(compiled: ov.CompiledModel) -> tuple[str, ...]:
-    """The CPU kernel families of the compiled graph (sorted, ``unknown_*`` left out): which
-    ISA and precision each layer actually runs, e.g. ``brgemm_avx512_amx_int8``."""
+    """The CPU kernel families of the compiled graph, e.g. ``brgemm_avx512_amx_int8``."""
     kinds = set()
     for op in compiled.get_runtime_model().get_ordered_ops():
         info = op.get_rt_info()
@@ -61,14 +55,12 @@ def executed_kernels(compiled: ov.CompiledModel) -> tuple[str, ...]:
     return tuple(sorted(kinds))
 
 
-# -------------------------------------------------------------------- running
 def run_golden(
     model: BundleModel, images: Sequence[np.ndarray], *, masked: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(h, w, 3) uint8 golden images -> raw scores (N,) and raw maps (N, h', w') float32, one
-    image per inference (the station's batch of one), fused as served. Not ROI-masked unless
-    ``masked`` (the served scores, for margins): a region of interest is a part setting that
-    may change after export; the check is about the graph's numerics on this CPU."""
+    """Golden images -> raw scores and maps, one image per inference, fused as served. Not
+    ROI-masked unless ``masked``: the ROI may change after export; the check is about the
+    graph's numerics on this CPU."""
     scores, maps = [], []
     for image in images:
         batch = preprocess(image, model.metadata.preprocessing)[None]
@@ -79,7 +71,6 @@ def run_golden(
 
 
 def golden_images(model: BundleModel) -> list[np.ndarray]:
-    """The bundle's golden images (checksummed with the bundle), decoded."""
     golden = model.metadata.golden
     if golden is None:
         return []
@@ -92,7 +83,6 @@ def golden_images(model: BundleModel) -> list[np.ndarray]:
     return images
 
 
-# ------------------------------------------------------------------- checking
 def check_golden(model: BundleModel) -> GoldenCheck | None:
     """Run the golden images on this station and compare; None for a bundle without them."""
     golden = model.metadata.golden
@@ -109,7 +99,6 @@ def check_golden(model: BundleModel) -> GoldenCheck | None:
     )
 
 
-# ------------------------------------------------------------------ recording
 def record_golden(
     bundle_dir: str | Path,
     metadata: BundleMetadata,
@@ -117,10 +106,8 @@ def record_golden(
     *,
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> BundleMetadata:
-    """Write golden images chosen among the candidate ``sources`` (good and defective
-    alternating, ``golden_sources``; ``core.golden.choose_golden`` adds those nearest the
-    threshold) as the bundle's golden PNGs (aligned, at the model input size) and return
-    ``metadata`` with the bundle's raw outputs and margins on them. The caller re-writes
+    """Write golden PNGs chosen among ``sources`` (``core.golden.choose_golden``) into the
+    bundle and return ``metadata`` with its outputs on them; the caller re-writes
     ``metadata.json`` so the images are checksummed (and signed) with the bundle."""
     bundle_dir = Path(bundle_dir)
     model = BundleModel.load(bundle_dir)
@@ -155,8 +142,7 @@ def record_golden(
 
 
 def golden_sources(paths_labels: Sequence[tuple[Path, int]], count: int) -> list[Path]:
-    """Up to ``count`` image paths alternating good and defective (label 0 / 1), sorted by path
-    within each label: both sides of the threshold are checked."""
+    """Up to ``count`` paths alternating good and defective: both sides of the threshold."""
     good = sorted(p for p, label in paths_labels if label == 0)
     bad = sorted(p for p, label in paths_labels if label != 0)
     chosen: list[Path] = []

@@ -1,5 +1,4 @@
-"""Load-time rewrites of a bundle's OpenVINO graph that keep its outputs and cut its cost
-(``optimize_graph``: every one that applies, in order).
+"""Load-time rewrites of a bundle's OpenVINO graph that keep its outputs and cut its cost.
 
 - ``linearise_map_heads``: anomalib's map head (upsample, reflect pad, K x K Gaussian blur) is
   linear and separable, so it becomes ``A @ m @ B.T`` with A (H, h) and B (W, w) read off the
@@ -185,7 +184,6 @@ def _probe_head(
 
 
 def _zeros(parameter: ov.Node) -> np.ndarray:
-    """A zero input for ``parameter``, dynamic dimensions set to 1."""
     dims = [d.get_length() if d.is_static else 1 for d in parameter.get_partial_shape()]
     return np.zeros(dims, dtype=parameter.get_element_type().to_dtype())
 
@@ -200,8 +198,7 @@ def fold_patch_distances(model: ov.Model) -> list[str]:
 def _rewrite_each(
     model: ov.Model, kind: str, rewrite: Callable[[ov.Node], str | None]
 ) -> list[str]:
-    """``rewrite`` every ``kind`` node of ``model`` in graph order; the notes of those it
-    changed (the model is validated again when any)."""
+    """``rewrite`` every ``kind`` node in graph order; the notes of those it changed."""
     ops_of_kind = [node for node in model.get_ordered_ops() if node.get_type_name() == kind]
     notes = [note for node in ops_of_kind if (note := rewrite(node))]
     if notes:
@@ -265,7 +262,6 @@ def _is_min_over_last(node: ov.Node, rank: int) -> bool:
 
 
 def _replace_min(node: ov.Node, best: ov.Output, index: ov.Output) -> None:
-    """Point the consumers of a min node at the folded values (and indices)."""
     if node.get_type_name() == "ReduceMin":
         values = best if node.get_attributes()["keep_dims"] else ops.squeeze(best, [-1]).output(0)
         node.output(0).replace(values)
@@ -387,21 +383,13 @@ def _separate(node: ov.Node) -> str | None:
     column = (sign * u[:, 0] * np.sqrt(s[0])).astype(np.float32)
     row = (sign * vt[0] * np.sqrt(s[0])).astype(np.float32)
     begin, end = list(attrs["pads_begin"]), list(attrs["pads_end"])
+    row_kernel = ops.constant(row.reshape(1, 1, 1, width))
     horizontal = ops.convolution(
-        node.input_value(0),
-        ops.constant(row.reshape(1, 1, 1, width)),
-        strides=[1, 1],
-        pads_begin=[0, begin[1]],
-        pads_end=[0, end[1]],
-        dilations=[1, 1],
+        node.input_value(0), row_kernel, [1, 1], [0, begin[1]], [0, end[1]], [1, 1]
     )
+    column_kernel = ops.constant(column.reshape(1, 1, height, 1))
     vertical = ops.convolution(
-        horizontal,
-        ops.constant(column.reshape(1, 1, height, 1)),
-        strides=[1, 1],
-        pads_begin=[begin[0], 0],
-        pads_end=[end[0], 0],
-        dilations=[1, 1],
+        horizontal, column_kernel, [1, 1], [begin[0], 0], [end[0], 0], [1, 1]
     )
     horizontal.set_friendly_name(f"{node.get_friendly_name()}/row")
     vertical.set_friendly_name(node.get_friendly_name())

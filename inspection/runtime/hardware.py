@@ -1,10 +1,5 @@
-"""What this CPU can do for inference: model, ISA flags, OpenVINO's own capability report.
-
-    info = cpu_info()          # CpuInfo(model="AMD EPYC", isa=("avx2", "fma", ...), ...)
-    info.key                   # "amd-epyc-2c-avx2-fma-3a1f9c02": names this station's tuning file
-
-Torch-free; reads ``/proc/cpuinfo`` (Linux) and asks OpenVINO's CPU plugin.
-"""
+"""What this CPU can do for inference: model, ISA flags, OpenVINO's own capability report
+(``/proc/cpuinfo`` and OpenVINO's CPU plugin). ``cpu_info().key`` names a station's records."""
 
 from __future__ import annotations
 
@@ -63,9 +58,7 @@ class CpuInfo:
 
     @property
     def has_bf16(self) -> bool:
-        """OpenVINO runs bf16 natively here: its CPU plugin reports ``BF16`` (when its
-        capabilities are known), else the CPU has AVX512_BF16 or AMX-BF16. Without it a bf16
-        hint silently runs f32, so bf16 is no candidate."""
+        """OpenVINO runs bf16 natively here (else a bf16 hint silently runs f32)."""
         if self.capabilities:
             return "BF16" in self.capabilities
         return any(flag in self.isa for flag in ("avx512_bf16", "amx_bf16"))
@@ -117,7 +110,6 @@ def openvino_capabilities() -> tuple[str, tuple[str, ...]]:
 
 @lru_cache(maxsize=1)
 def cpu_info() -> CpuInfo:
-    """This machine's ``CpuInfo`` (cached: the CPU does not change while we run)."""
     cpuinfo = Path("/proc/cpuinfo")
     model, isa = parse_cpuinfo(cpuinfo.read_text()) if cpuinfo.is_file() else ("", ())
     version, capabilities = openvino_capabilities()
@@ -136,14 +128,12 @@ def load_1m() -> float:
 
 
 def cpu_record_path(root: Path, product: str, kind: str, cpu: CpuInfo | None = None) -> Path:
-    """``<registry root>/<product>/<kind>/<cpu key>.json``: a record a station keeps per CPU
-    (``tuning``, ``golden``); ``cpu`` defaults to this one."""
+    """``<registry root>/<product>/<kind>/<cpu key>.json``: a station's record per CPU."""
     return root / check_name("product", product) / kind / f"{(cpu or cpu_info()).key}.json"
 
 
 def read_cpu_records(root: Path, product: str, kind: str) -> list[tuple[Path, object]]:
-    """Every CPU's ``kind`` record of ``product`` as (file, parsed JSON), sorted by file;
-    unreadable files skipped."""
+    """Every CPU's readable ``kind`` record of ``product`` as (file, JSON), sorted by file."""
     folder = root / check_name("product", product) / kind
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:

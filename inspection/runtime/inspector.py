@@ -1,13 +1,8 @@
 """The line-station predictor: an OpenVINO bundle in, ``InspectionResult`` out. Never imports torch.
 
-    inspector = Inspector.from_bundle("var/registry/brick/bundles/v0001-int8")
-    result = inspector.inspect(read_image("part.png"))      # (H, W, 3) uint8 RGB
-
-``inspect`` is for one image at a time (thread-safe, lowest latency); ``inspect_batch`` runs
-one batched inference; ``inspect_many`` keeps several requests in flight on OpenVINO's
-``AsyncInferQueue`` for throughput. All of them end in ``judge_raw``. Raw inference (typed
-``GraphOutputs`` / ``RawBatch``) is the layer below, ``inspector.model``
-(``runtime.model.BundleModel``); files and folders are judged by ``runtime.paths``.
+``inspect`` judges one image (thread-safe, lowest latency), ``inspect_batch`` one batched
+inference, ``inspect_many`` keeps requests in flight for throughput; all end in ``judge_raw``.
+Raw inference is ``inspector.model`` (``runtime.model.BundleModel``).
 """
 
 from __future__ import annotations
@@ -49,15 +44,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RawImageOutputs:
-    """One image's raw model outputs, ready to judge (``Inspector.judge_raw``).
-
-    ``image``: the (H, W, 3) uint8 RGB image as inferred (aligned); ``score``: the raw image
-    score; ``anomaly_map``: the (h, w) float32 raw map; ``start``: the ``perf_counter`` origin
-    of the latency; ``timings_ms``: the stages so far; ``components``: the fused image-level
-    components (global context), empty without one; ``alignment``: the matrix the image was
-    aligned with (``BundleModel.align``), None when not aligned; ``input_warnings``: why the
-    image is outside the bundle's input domain, judged anyway (``input_check="warn"``).
-    """
+    """One image's raw model outputs, ready to judge (``Inspector.judge_raw``): the aligned
+    image as inferred, raw score and (h, w) map, the ``perf_counter`` origin of the latency,
+    the global context's components and the ``Prepared`` alignment and warnings."""
 
     image: np.ndarray
     score: float
@@ -101,9 +90,8 @@ class Inspector:
         camera: CameraOptions | None = None,
         input_check: InputCheck = "refuse",
     ) -> None:
-        """``camera`` bounds the per-image stages (``runtime.camera``; default:
-        ``CameraOptions()``); ``input_check``: what to do with an image outside the bundle's
-        input domain (``core.input_domain``): refuse it, judge it with a warning, or not check."""
+        """``camera`` bounds the per-image stages; ``input_check``: refuse, warn on or ignore
+        an image outside the bundle's input domain (``core.input_domain``)."""
         self.model = model
         self.refiner = refiner
         self.camera = camera or CameraOptions()
@@ -133,10 +121,7 @@ class Inspector:
         input_check: InputCheck = "refuse",
         **options: Any,
     ) -> Inspector:
-        """The bundle verified, compiled and checked (``runtime.loader.load_bundle``: the
-        signature with ``public_key`` on the bytes compiled, the golden check, re-calibration
-        on ``validation``, the ``refiner``; ``options`` are its keywords) as an ``Inspector``;
-        ``threshold``, ``camera``, ``input_check``: see ``Inspector``."""
+        """The bundle loaded by ``runtime.loader.load_bundle`` (``options`` are its keywords)."""
         loaded = load_bundle(path, **options)
         inspector = cls(
             loaded.model,
@@ -160,8 +145,7 @@ class Inspector:
 
     @property
     def threshold(self) -> float:
-        """Default image threshold (the bundle's, or the one given at load); NG when
-        score >= threshold. A caller with its own threshold passes it to ``inspect``."""
+        """Default image threshold (the bundle's, or the one given at load); NG at or above."""
         return self._threshold
 
     @property
@@ -170,8 +154,7 @@ class Inspector:
         return f"{self.metadata.product}/{self.metadata.bundle_id}"
 
     def warm(self, idle_ms: float) -> WarmOutcome:
-        """On the line's trigger, before the image: one warm run of the graph unless the last
-        inference ended within ``idle_ms`` (``BundleModel.warm``; never delays ``inspect``)."""
+        """On the line's trigger, before the image: ``BundleModel.warm``."""
         return self.model.warm(idle_ms)
 
     @property
@@ -181,10 +164,8 @@ class Inspector:
 
     # ----------------------------------------------------------------- admitting
     def admit(self, image: np.ndarray) -> tuple[str, ...]:
-        """Hold (H, W, 3) uint8 RGB ``image`` against the bundle's input domain
-        (``core.input_domain``) under ``input_check``: ``InputDomainError`` naming every
-        problem when refusing; the problems, logged, when warning; () when it is inside the
-        domain, the check is off, or the bundle records no domain."""
+        """Hold ``image`` against the bundle's input domain under ``input_check``: raises
+        ``InputDomainError`` when refusing, else returns the problems (logged)."""
         domain = self.metadata.input_domain
         if domain is None or self.input_check == "off":
             return ()
@@ -204,10 +185,8 @@ class Inspector:
         return problems
 
     def prepare(self, image: np.ndarray) -> Prepared:
-        """(H, W, 3) uint8 RGB ``image`` admitted (``admit``), then as the model takes it:
-        in the training images' colour and aligned (``BundleModel.align``). Every inspection
-        path (``inspect*``, ``runtime.tiled``) starts here; ``image`` is checked once
-        (``check_image``), before both."""
+        """``image`` checked once, admitted, then in the training colour and aligned: where
+        every inspection path (``inspect*``, ``runtime.tiled``) starts."""
         warnings = self.admit(check_image(image))
         aligned, alignment = self.model.align_checked(image)
         return Prepared(aligned, alignment, warnings)
@@ -216,26 +195,20 @@ class Inspector:
     def inspect(
         self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
     ) -> InspectionResult:
-        """Judge one (H, W, 3) uint8 RGB image at ``threshold`` (default: ``self.threshold``).
-
-        ``started``: the ``perf_counter`` time the inspection began when the caller did work
-        before (decoding); the latency and the latency budget count from it."""
+        """Judge one (H, W, 3) uint8 RGB image. ``started``: the ``perf_counter`` time the
+        caller began (decoding); latency and budget count from it."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         return self.judge_raw(self.infer_raw(image, started=started), threshold=threshold)
 
     def infer_raw(self, image: np.ndarray, *, started: float | None = None) -> RawImageOutputs:
-        """One (H, W, 3) uint8 RGB image's raw outputs, before ``judge_raw`` (``inspect``
-        is both; ``started`` as there)."""
+        """One image's raw outputs, before ``judge_raw`` (``started`` as in ``inspect``)."""
         start = time.perf_counter()
         ready = self.prepare(image)
         tensor = preprocess(ready.image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         raw = self.model.infer(tensor[None])
         inferred = time.perf_counter()
-        timings = {
-            "preprocess": (prepared - start) * 1e3,
-            "infer": (inferred - prepared) * 1e3,
-        }
+        timings = {"preprocess": (prepared - start) * 1e3, "infer": (inferred - prepared) * 1e3}
         origin = start if started is None else started
         return RawImageOutputs(
             ready.image, float(raw.scores[0]), raw.maps[0], origin, timings, raw.components[0],
@@ -254,10 +227,7 @@ class Inspector:
         raw = self.model.infer(batch)
         inferred = time.perf_counter()
         share = 1e3 / len(images)
-        timings = {
-            "preprocess": (prepared - start) * share,
-            "infer": (inferred - prepared) * share,
-        }
+        timings = {"preprocess": (prepared - start) * share, "infer": (inferred - prepared) * share}
         results = []
         for item, score, raw_map, parts in zip(
             ready, raw.scores, raw.maps, raw.components, strict=True
@@ -277,14 +247,9 @@ class Inspector:
     def inspect_many(
         self, images: Iterable[np.ndarray], *, jobs: int = 0
     ) -> list[InspectionResult]:
-        """Throughput mode: keep ``jobs`` requests in flight (0 = OpenVINO's optimal number).
-
-        Results come back in input order; each latency runs from submission to completion.
-        Finished requests are judged while the others still run, so the Python side of one
-        image overlaps the inference of the next. Build the inspector with
-        ``performance_hint="THROUGHPUT"`` for the most parallelism. An image refused
-        (``InputDomainError``, ``AlignmentError``) stops the run with that error.
-        """
+        """Throughput mode: ``jobs`` requests in flight (0: OpenVINO's optimal number),
+        results in input order, each latency from submission to completion. Finished
+        requests are judged while the others run; a refused image stops the run."""
         queue, finished = self.model.async_queue(jobs)
         pending: dict[int, _Submitted] = {}
         results: dict[int, InspectionResult] = {}
@@ -322,10 +287,8 @@ class Inspector:
     def judge_raw(
         self, raw: RawImageOutputs, *, threshold: float | None = None
     ) -> InspectionResult:
-        """The result of one image's raw outputs: normalise, resize the raw map to the image,
-        judge at ``threshold`` (default: ``self.threshold``) with ``core.verdict``, refine.
-        Every ``inspect*`` method ends here; callers that run inference themselves
-        (``runtime.tiled``) call it too."""
+        """Normalise, resize the map to the image, judge (``core.verdict``) and refine: where
+        every ``inspect*`` method and ``runtime.tiled`` end."""
         threshold = self._threshold if threshold is None else check_threshold(threshold)
         post_start = time.perf_counter()
         meta = self.metadata

@@ -1,8 +1,4 @@
-"""Loading a bundle: verify -> compile -> golden check -> refiner (torch-free).
-
-``Inspector.from_bundle`` and ``runtime.predictor.load_inspector`` build on ``load_bundle``;
-``Inspector`` itself only inspects.
-"""
+"""Loading a bundle: verify -> compile -> golden check -> refiner (torch-free)."""
 
 from __future__ import annotations
 
@@ -27,9 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedBundle:
-    """A bundle ready to inspect with: the compiled ``model`` (from its verified bytes), the
-    golden check run here (None: not run or no golden images), the re-calibration a drift led
-    to (None: none) and the mask refiner (None: no refinement)."""
+    """A bundle ready to inspect with: the compiled model, the golden check run here, the
+    re-calibration a drift led to and the mask refiner (each None when absent)."""
 
     model: BundleModel
     golden: GoldenCheck | None = None
@@ -50,25 +45,14 @@ def load_bundle(
     refiner: MaskRefiner | Literal["bundle"] | None = None,
     refine: RefineConfig | None = None,
 ) -> LoadedBundle:
-    """Verify, compile and check the bundle at ``path``.
-
-    ``public_key``: the pinned site key; the signature is checked on the very bytes that are
-    compiled (None: checksums only). ``golden``: run the golden images here; a drift beyond
-    the bundle's tolerance raises ``GoldenDriftError``, unless ``validation`` names this
-    station's validation images of the product: then the bundle is re-calibrated on them
-    (``runtime.recalibration``; refused with the reason when that cannot be done sanely).
-    ``refiner="bundle"``: the refiner the bundle's ``metadata.refinement`` chose, seeded from
-    ``refine`` (the site's ``refine.yaml``; None: the defaults). The other keywords: see
-    ``BundleModel.load``.
-    """
+    """Verify, compile and check the bundle at ``path`` (keywords as ``BundleModel.load``).
+    ``golden``: a drift beyond tolerance raises ``GoldenDriftError`` unless ``validation``
+    names the station's images to re-calibrate on. ``refiner="bundle"``: the refiner the
+    bundle chose, seeded from ``refine`` (the site's ``refine.yaml``)."""
     model = BundleModel.load(
-        path,
-        device=device,
-        performance_hint=performance_hint,
-        num_threads=num_threads,
-        optimize=optimize,
-        public_key=public_key,
-    )
+        path, device=device, performance_hint=performance_hint, num_threads=num_threads,
+        optimize=optimize, public_key=public_key,
+    )  # fmt: skip
     check, recalibration = _golden(model, validation) if golden else (None, None)
     if refiner == "bundle":
         refiner = _bundle_refiner(model.metadata, refine, public_key)
@@ -78,7 +62,6 @@ def load_bundle(
 def _golden(
     model: BundleModel, validation: str | Path | None
 ) -> tuple[GoldenCheck | None, Recalibration | None]:
-    """The golden check on this CPU, and the re-calibration a drift led to (if any)."""
     check = check_golden(model)
     if check is None or check.passed:
         if check is not None:
@@ -92,8 +75,7 @@ def _golden(
 def _bundle_refiner(
     metadata: BundleMetadata, refine: RefineConfig | None, public_key: Ed25519PublicKey | None
 ) -> MaskRefiner | None:
-    """The bundle's measured refiner choice, seeded from the station's refine config (a SAM
-    refiner bundle verified with the pinned key, as the model bundle)."""
+    """The bundle's measured refiner choice, seeded from the station's refine config."""
     refiner = bundle_refiner(metadata, refine, public_key)
     if refiner is not None and metadata.refinement is not None:
         log.info("%s refines NG masks: %s", metadata.bundle_id, metadata.refinement.describe())

@@ -1,10 +1,7 @@
 """One verified bundle compiled on OpenVINO: raw inference and the part set-up around it.
 
-``BundleModel`` is the layer under ``Inspector``: it owns the compiled model, its infer
-requests and their lock, and returns typed raw outputs. ``run`` gives the graph's outputs
-(``GraphOutputs``: before ROI and fusion), ``fuse`` turns them into judge-ready raw outputs
-(``RawBatch``: ROI-masked, global context fused), ``infer`` does both. Export (calibration on a
-bundle's own outputs), the tiled runtime and the benches use it directly. Never imports torch.
+``BundleModel``, the layer under ``Inspector``, owns the compiled model and its infer requests:
+``run`` gives the graph's outputs, ``fuse`` ROI-masks and fuses them, ``infer`` does both.
 """
 
 from __future__ import annotations
@@ -40,11 +37,8 @@ PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
 
 @dataclass(frozen=True)
 class GraphOutputs:
-    """The graph's raw outputs for a batch of N, before ROI and fusion.
-
-    ``scores``: (N,) float32 local raw scores; ``maps``: (N, h, w) float32 raw anomaly maps;
-    ``pooled``: (N, D) float32 pooled backbone features, ``None`` without a pooled output.
-    """
+    """The graph's raw outputs for N images before ROI and fusion: (N,) scores, (N, h, w)
+    maps and (N, D) pooled features (``None`` without a pooled output), float32."""
 
     scores: np.ndarray
     maps: np.ndarray
@@ -53,9 +47,8 @@ class GraphOutputs:
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Judge-ready raw outputs of N images: ``scores`` (N,) float32 ROI-masked and fused
-    (max of z-scores with a global context), ``maps`` (N, h, w) float32 ROI-masked, and each
-    image's component z-scores (empty dicts without a global context)."""
+    """Judge-ready raw outputs of N images: ROI-masked, fused scores and maps, and each
+    image's component z-scores (empty without a global context)."""
 
     scores: np.ndarray
     maps: np.ndarray
@@ -71,10 +64,7 @@ class Finished:
 
 
 class BundleModel:
-    """A verified bundle compiled for one device. Build with ``BundleModel.load``.
-
-    ``run``/``infer`` are thread-safe: the infer requests are used under one lock.
-    """
+    """A verified bundle compiled for one device (``BundleModel.load``); thread-safe."""
 
     def __init__(
         self,
@@ -83,8 +73,7 @@ class BundleModel:
         *,
         batched: Callable[[], ov.CompiledModel] | None = None,
     ) -> None:
-        """``compiled`` serves batches of one, compiled from ``verified`` (the bundle's bytes
-        as checked); ``batched`` compiles (on first use) the model for other batch sizes when
+        """``batched`` compiles the model for other batch sizes (on first use) when
         ``compiled`` has a static batch of one."""
         self.verified = verified
         self.metadata = verified.metadata
@@ -92,15 +81,8 @@ class BundleModel:
         metadata = self.metadata
         self._compiled = compiled
         names = metadata.output_names
-        try:
-            compiled.output(names.score)
-            compiled.output(names.map)
-        except (KeyError, RuntimeError) as exc:
-            raise BundleError(
-                f"{bundle_dir}: model has no outputs named {names}; the bundle is inconsistent"
-            ) from exc
-        self._score_index = _output_index(compiled, names.score)
-        self._map_index = _output_index(compiled, names.map)
+        self._score_index = _output_index(compiled, names.score, bundle_dir)
+        self._map_index = _output_index(compiled, names.map, bundle_dir)
         self._context, self._pooled_index = _global_context(compiled, verified)
         self._aligner = _aligner(verified)
         self._request = compiled.create_infer_request()
@@ -120,15 +102,9 @@ class BundleModel:
         optimize: bool = True,
         public_key: Ed25519PublicKey | None = None,
     ) -> BundleModel:
-        """Read the bundle once into memory, verify it there (its signature with
-        ``public_key``, when given, and every checksum: ``core.signing.read_verified``), then
-        compile those very bytes on ``device``: a file swapped after the check is never loaded.
-
-        ``optimize`` applies output-preserving graph rewrites first (``runtime.graph``: the
-        anomaly-map head as two matmuls, the nearest-neighbour minimum before the square
-        root) and compiles single images with a static batch of one (other batch sizes
-        compile on first use). The bundle's ``inference_precision`` is pinned on CPU.
-        """
+        """Read the bundle once into memory, verify it there (``core.signing.read_verified``)
+        and compile those very bytes: a file swapped after the check is never loaded.
+        ``optimize``: output-preserving rewrites (``runtime.graph``) and a static batch of one."""
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
             raise ValueError(
@@ -165,31 +141,23 @@ class BundleModel:
         log.info("loaded bundle %s on %s (%s)", metadata.bundle_id, device, performance_hint)
         return cls(compiled, verified, batched=batched)
 
-    # ---------------------------------------------------------------- properties
     @property
     def context(self) -> GlobalContext | None:
-        """The bundle's global-context model (``None`` without one)."""
         return self._context
 
     @property
     def compiled(self) -> ov.CompiledModel:
-        """The compiled model serving batches of one (OpenVINO properties, async queues)."""
+        """The compiled model serving batches of one."""
         return self._compiled
 
-    # ------------------------------------------------------- part: alignment, ROI
     def align(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
-        """(H, W, 3) uint8 RGB ``image`` as the model takes it, and the matrix a result
-        carries as ``alignment`` (``None`` without alignment): grey (``grey_replicated``, as a
-        grey file decodes) when the training images were grey (``metadata.input_domain``), then
-        registered to the bundle's reference. Raises
-        ``AlignmentError`` when it cannot be registered: an error, never a verdict. Every path
-        into the model (``Inspector`` and tiles through ``align_checked``, golden recording,
-        re-calibration) comes here."""
+        """``image`` as the model takes it (grey when trained on grey, registered to the
+        bundle's reference) and its alignment matrix (None: no alignment). Raises
+        ``AlignmentError`` when it cannot be registered: an error, never a verdict."""
         return self.align_checked(check_image(image))
 
     def align_checked(self, image: np.ndarray) -> tuple[np.ndarray, AffineMatrix | None]:
-        """``align`` of an image already through ``preprocess.check_image`` (``Inspector.prepare``
-        checks it once, before its input-domain check)."""
+        """``align`` of an image already through ``preprocess.check_image``."""
         domain = self.metadata.input_domain
         if domain is not None and domain.colour == "grey":
             image = grey_replicated(image)
@@ -199,16 +167,13 @@ class BundleModel:
         return aligned, tuple(float(v) for v in matrix.reshape(-1))  # type: ignore[return-value]
 
     def restrict(self, raw_score: float, raw_map: np.ndarray) -> tuple[float, np.ndarray]:
-        """One raw output masked to the bundle's ROI (``core.roi.apply_roi``; unchanged
-        without one), for callers that stitch their own maps (``runtime.tiled``)."""
+        """One raw output masked to the bundle's ROI, for ``runtime.tiled``'s stitched maps."""
         if self.metadata.roi is None:
             return raw_score, raw_map
         return apply_roi(raw_score, raw_map, self.metadata.roi)
 
-    # ----------------------------------------------------------------- inference
     def run(self, batch: np.ndarray) -> GraphOutputs:
-        """(N, 3, h, w) float32 model input -> the graph's raw outputs, before ROI and fusion
-        (``runtime.tiled`` applies the ROI to the stitched map, never to a tile)."""
+        """(N, 3, h, w) float32 model input -> the graph's raw outputs, before ROI and fusion."""
         with self._lock:
             request = self._request
             if len(batch) != 1 and self._compile_batched is not None:
@@ -217,8 +182,7 @@ class BundleModel:
                     self._batched_request = self._compile_batched().create_infer_request()
                 request = self._batched_request
             self._warm.stop()  # a warm run still in flight never holds up a real part
-            # share_inputs: OpenVINO reads the array in place instead of copying it (the call
-            # is synchronous, so the array outlives the inference).
+            # share_inputs: no copy (the call is synchronous: the array outlives it)
             request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
             outputs = _copy_outputs(
                 request, self._score_index, self._map_index, self._pooled_index, len(batch)
@@ -227,9 +191,8 @@ class BundleModel:
             return outputs
 
     def warm(self, idle_ms: float) -> WarmOutcome:
-        """Start one warm run (``runtime.warmup``) without waiting for it, unless the last
-        inference ended within ``idle_ms`` or an inference is running. Call on the trigger,
-        before the image is there; the next ``run`` cancels it if it has not finished."""
+        """Start one warm run (``runtime.warmup``) unless the last inference ended within
+        ``idle_ms`` or one is running; the next ``run`` cancels it."""
         if not self._lock.acquire(blocking=False):
             return "busy"
         try:
@@ -243,9 +206,7 @@ class BundleModel:
         return self._warm.stats
 
     def fuse(self, batch: np.ndarray, outputs: GraphOutputs, *, masked: bool = True) -> RawBatch:
-        """Graph outputs of ``batch`` -> ROI-masked (unless not ``masked``), fused raw scores
-        and per-image component z-scores (the global context reads the images back from
-        ``batch``)."""
+        """Graph outputs of ``batch`` -> ROI-masked (unless not ``masked``), fused ``RawBatch``."""
         roi = self.metadata.roi if masked else None
         scores, maps = apply_roi_batch(outputs.scores, outputs.maps, roi)
         if self._context is None:
@@ -260,12 +221,12 @@ class BundleModel:
         return RawBatch(fused.astype(np.float32), maps, components)
 
     def infer(self, batch: np.ndarray) -> RawBatch:
-        """(N, 3, h, w) float32 model input -> judge-ready raw outputs (``run`` + ``fuse``)."""
+        """``run`` then ``fuse``."""
         return self.fuse(batch, self.run(batch))
 
     def async_queue(self, jobs: int = 0) -> tuple[ov.AsyncInferQueue, dict[int, Finished]]:
-        """An ``AsyncInferQueue`` of ``jobs`` requests (0: OpenVINO's optimal number) on the
-        batch-of-one model, and the dict its callback fills: ``{userdata: Finished}``."""
+        """An ``AsyncInferQueue`` of ``jobs`` requests (0: OpenVINO's optimal number) and the
+        dict its callback fills: ``{userdata: Finished}``."""
         if jobs <= 0:
             jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         queue = ov.AsyncInferQueue(self._compiled, max(1, jobs))
@@ -276,13 +237,15 @@ class BundleModel:
 def _copy_outputs(
     request: ov.InferRequest, score: int, amap: int, pooled: int | None, count: int
 ) -> GraphOutputs:
-    """The request's outputs copied out of OpenVINO's buffers, squeezed to their shapes."""
-    scores = request.get_output_tensor(score).data.copy()
-    maps = request.get_output_tensor(amap).data.copy()
+    """The request's outputs copied out of OpenVINO's buffers: (N,) scores, (N, h, w) maps."""
+    scores = request.get_output_tensor(score).data.astype(np.float32).reshape(count, -1)[:, 0]
+    maps = request.get_output_tensor(amap).data.astype(np.float32)
+    if maps.ndim == 4:
+        maps = maps[:, 0]
+    if maps.ndim != 3 or maps.shape[0] != count:
+        raise BundleError(f"model returned anomaly maps of shape {maps.shape}, expected (N, h, w)")
     features = None if pooled is None else request.get_output_tensor(pooled).data.copy()
-    scores, maps = _squeeze_outputs(scores, maps, count)
-    features = None if features is None else features.reshape(count, -1)
-    return GraphOutputs(scores, maps, features)
+    return GraphOutputs(scores, maps, None if features is None else features.reshape(count, -1))
 
 
 def _collect_outputs(
@@ -302,8 +265,7 @@ def _collect_outputs(
 
 
 def _batch_of_one(model: ov.Model) -> ov.Model:
-    """A copy of ``model`` with a static batch of one (CPU kernels for static shapes are
-    faster, ``reports/runtime/profile.md``), or ``model`` itself when its batch is already fixed."""
+    """``model`` with a static batch of one (faster CPU kernels), unless already fixed."""
     shape = model.inputs[0].get_partial_shape()
     if shape.rank.is_dynamic or shape[0].is_static:
         return model
@@ -314,7 +276,6 @@ def _batch_of_one(model: ov.Model) -> ov.Model:
 
 
 def _aligner(verified: VerifiedBundle) -> Aligner | None:
-    """The bundle's aligner (its verified reference image), or None without alignment."""
     spec = verified.metadata.alignment
     if spec is None:
         return None
@@ -325,19 +286,19 @@ def _aligner(verified: VerifiedBundle) -> Aligner | None:
     return Aligner(reference, spec, verified.metadata.roi)
 
 
-def _output_index(compiled: ov.CompiledModel, name: str) -> int:
-    """Position of the output named ``name`` among the compiled model's outputs."""
+def _output_index(compiled: ov.CompiledModel, name: str, bundle_dir: Path) -> int:
     for index, port in enumerate(compiled.outputs):
         if name in port.get_names():
             return index
-    raise BundleError(f"model has no output named {name!r}")
+    raise BundleError(
+        f"{bundle_dir}: model has no output named {name!r}; the bundle is inconsistent"
+    )
 
 
 def _global_context(
     compiled: ov.CompiledModel, verified: VerifiedBundle
 ) -> tuple[GlobalContext | None, int | None]:
-    """The bundle's global-context model (from its verified bytes) and the index of its
-    pooled-features output."""
+    """The bundle's global-context model and the index of its pooled-features output."""
     metadata, bundle_dir = verified.metadata, verified.directory
     spec = metadata.global_context
     if spec is None:
@@ -351,17 +312,4 @@ def _global_context(
         context = GlobalContext.load(io.BytesIO(verified.file(spec.file)))
     except (OSError, ValueError, KeyError) as exc:
         raise BundleError(f"{bundle_dir}: unreadable global-context file: {exc}") from exc
-    return context, (_output_index(compiled, pooled) if spec.layers else None)
-
-
-def _squeeze_outputs(
-    scores: np.ndarray, maps: np.ndarray, count: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Model outputs -> scores (N,) float32 and maps (N, h, w) float32."""
-    scores = np.asarray(scores, dtype=np.float32).reshape(count, -1)[:, 0]
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim == 4:
-        maps = maps[:, 0]
-    if maps.ndim != 3 or maps.shape[0] != count:
-        raise BundleError(f"model returned anomaly maps of shape {maps.shape}, expected (N, h, w)")
-    return scores, maps
+    return context, (_output_index(compiled, pooled, bundle_dir) if spec.layers else None)

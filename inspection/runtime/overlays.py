@@ -28,11 +28,9 @@ def render_overlay(
     alpha: float = 0.45,
     max_side: int = DEFAULT_OVERLAY_MAX_SIDE,
 ) -> np.ndarray:
-    """(H, W, 3) uint8 RGB image + its result -> (h, w, 3) uint8 RGB overlay, longer side at
-    most ``max_side``: the map (0 blue .. 1 red) blended at ``alpha``, mask contours in white,
-    the verdict and score top-left. ``image``: the judged image or the full camera image
-    (reduced first); an aligned result is drawn on the image warped to its reference frame.
-    """
+    """RGB overlay of ``result`` on ``image`` (judged or full camera image; aligned results in
+    the reference frame), at most ``max_side``: map blended at ``alpha``, mask contours,
+    verdict and score top-left."""
     image, result = _bounded(image, result, max_side)
     heat = cv2.applyColorMap(
         np.clip(result.anomaly_map * 255.0, 0, 255).astype(np.uint8), cv2.COLORMAP_JET
@@ -56,7 +54,6 @@ def render_overlay(
 def _bounded(
     image: np.ndarray, result: InspectionResult, max_side: int
 ) -> tuple[np.ndarray, InspectionResult]:
-    """The image in the result's frame and the result, both at most ``max_side`` long."""
     shape = result.anomaly_map.shape
     if image.shape[:2] != shape:
         if result.camera_size is None or image.shape[:2] != tuple(result.camera_size):
@@ -76,7 +73,6 @@ def _bounded(
 
 
 def write_rgb_png(path: str | Path, image: np.ndarray) -> Path:
-    """Write an (H, W, 3) uint8 RGB array as PNG, creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):

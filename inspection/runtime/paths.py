@@ -28,10 +28,9 @@ class PathOutcome:
     result: InspectionResult | None = None
     error: str | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
-    """The decoded (h, w, 3) uint8 RGB working copy (for overlays); ``None`` on error."""
+    """The decoded working copy (for overlays); ``None`` on error."""
     refused: bool = False
-    """The file decoded but the bundle refused it (``error`` says why): unlike its training
-    images (``InputDomainError``) or not alignable (``AlignmentError``). Never a verdict."""
+    """The file decoded but the bundle refused it (input domain, alignment): never a verdict."""
 
     @property
     def ok(self) -> bool:
@@ -48,11 +47,9 @@ def inspect_paths(
 def iter_paths(
     inspector: Predictor, files: Iterable[Path], *, batch_size: int = 1
 ) -> Iterator[PathOutcome]:
-    """Judge ``files`` in order, yielding each outcome as soon as its batch is done.
-
-    Files are decoded reduced to the inspector's working size (``runtime.camera``); an
-    outcome's ``image`` is that working copy and its latency includes the decode. A file the
-    bundle refuses is an error outcome; the rest of its batch is still judged."""
+    """Judge ``files`` in order, yielding each outcome as soon as its batch is done. Files are
+    decoded at the working size (latency includes the decode); a refused file is an error
+    outcome, the rest of its batch still judged."""
     pending: list[tuple[Path, DecodedImage, float]] = []
 
     def flush() -> Iterator[PathOutcome]:
@@ -97,8 +94,7 @@ REFUSALS = (InputDomainError, AlignmentError)
 
 
 def _judge(inspector: Predictor, images: Sequence[np.ndarray]) -> list[InspectionResult | str]:
-    """Results of ``images`` from one batch; when the bundle refuses one of them, each image
-    is judged alone and a refused one comes back as the reason."""
+    """Results of one batch; when one image is refused, each is judged alone (refusal: reason)."""
     try:
         return list(inspector.inspect_batch(images))
     except REFUSALS as exc:
@@ -115,23 +111,19 @@ def _judge(inspector: Predictor, images: Sequence[np.ndarray]) -> list[Inspectio
 
 @dataclass(frozen=True)
 class FoundFile:
-    """A file to inspect and its path relative to the argument it came from."""
+    """A file to inspect and its POSIX path below its folder argument (or its name)."""
 
     path: Path
     relative: str
-    """POSIX path below the folder argument; the file's name when it was given itself."""
 
 
 def expand_paths(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> list[Path]:
-    """Files as given, folders expanded (recursively) to their image files (see ``find_files``)."""
     return [found.path for found in find_files(paths, exclude=exclude)]
 
 
 def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> list[FoundFile]:
-    """Files as given, folders expanded to their image files, sorted per folder argument.
-
-    Folder symlinks are followed, each real folder searched once (no cycles); folders
-    found inside an argument that are (or lie under) one of ``exclude`` are skipped."""
+    """Files as given, folders expanded to their image files, sorted per folder argument;
+    folders under one of ``exclude`` are skipped."""
     skip = [Path(folder).resolve() for folder in exclude]
     found: list[FoundFile] = []
     for raw in paths:
@@ -158,8 +150,7 @@ def _image_files(root: Path, skip: list[Path]) -> list[Path]:
 
 @dataclass
 class _Walk:
-    """What ``_image_files`` found so far: image files, folder symlinks not followed yet,
-    and the real paths of the folders read."""
+    """What ``_image_files`` found so far: files, symlinks to follow, real folders read."""
 
     root: Path
     skip: list[Path]
@@ -168,8 +159,7 @@ class _Walk:
     seen: set[Path] = field(default_factory=set)
 
     def folders(self, top: Path, *, follow: bool) -> None:
-        """Read ``top`` and the folders below it, depth-first in sorted order; ``follow``:
-        into folder symlinks too (else they are noted in ``links``)."""
+        """Read ``top`` and below, depth-first sorted; ``follow``: into folder symlinks too."""
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -181,8 +171,7 @@ class _Walk:
             stack += sorted(below, reverse=True)
 
     def _read(self, folder: Path, follow: bool) -> list[Path]:
-        """Note the image files of ``folder``; its subfolders to walk (as ``os.walk`` does:
-        an unreadable folder or entry is passed over)."""
+        """Note ``folder``'s image files; its subfolders (unreadable ones passed over)."""
         below = []
         try:
             entries = list(os.scandir(folder))
@@ -198,7 +187,6 @@ class _Walk:
 
 
 def _is(test: Callable[[], bool]) -> bool:
-    """``DirEntry.is_dir`` / ``is_file`` (symlinks followed), False when it cannot tell."""
     try:
         return test()
     except OSError:

@@ -1,10 +1,4 @@
-"""The predictor a bundle needs, and the one protocol every caller of a predictor uses.
-
-    inspector = load_inspector("var/registry/brick/bundles/v0003-int8", public_key=key)
-    result = inspector.inspect(read_image("part.png"))      # (H, W, 3) uint8 RGB
-
-``load_inspector`` is what stations, the CLI, export and tuning load a bundle with.
-"""
+"""The predictor a bundle needs (``load_inspector``), and the protocol every caller uses."""
 
 from __future__ import annotations
 
@@ -25,9 +19,8 @@ from inspection.runtime.tiled import TiledInspector
 
 
 class Predictor(Protocol):
-    """What judges images with one loaded bundle (``Inspector``, ``TiledInspector``): what
-    stations, the CLI, tuning and ``runtime.paths`` use. ``inspect`` is safe from several
-    threads at once (the model serialises its infer request)."""
+    """What judges images with one loaded bundle (``Inspector``, ``TiledInspector``);
+    ``inspect`` is thread-safe."""
 
     input_check: InputCheck
     camera: CameraOptions
@@ -58,9 +51,7 @@ class Predictor(Protocol):
 
 
 def load_inspector(path: str | Path, **options: Any) -> Predictor:
-    """The predictor the bundle at ``path`` needs: ``TiledInspector`` for a tiled
-    bundle, else ``Inspector``; ``options`` as ``Inspector.from_bundle`` (``public_key``: the
-    pinned site key, checked on the bytes compiled). A tiled bundle run by a plain
-    ``Inspector`` squeezes the whole image into one tile."""
+    """``TiledInspector`` for a tiled bundle, else ``Inspector`` (``options``: as
+    ``Inspector.from_bundle``)."""
     inspector = Inspector.from_bundle(path, **options)
     return inspector if inspector.metadata.tiling is None else TiledInspector(inspector)

@@ -31,9 +31,7 @@ def check_image(image: object) -> np.ndarray:
 def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (3, h, w) float32 model input, ``(x * scale - mean) / std``."""
     image = at_input_size(check_image(image), prep)
-    # One table lookup per pixel instead of four float passes: the table holds exactly
-    # ``(v * scale - mean) / std`` in float32 for every uint8 value v, so results are identical.
-    # Each input plane is looked up straight into its model channel (no HWC -> CHW copy).
+    # one exact table lookup per pixel instead of four float passes, straight into CHW
     table = _value_table(prep.pixel_scale, prep.mean, prep.std, prep.color_order)
     chw = np.empty((3, *image.shape[:2]), dtype=np.float32)
     for channel, plane in enumerate(cv2.split(np.ascontiguousarray(image))):
@@ -43,8 +41,7 @@ def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
 
 
 def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """(H, W, 3) uint8 -> (h, w, 3) uint8 at the model input size, by ``prep.resize`` (area
-    averaging only when shrinking both sides, else bilinear)."""
+    """``image`` at the model input size (area averaging only when shrinking both sides)."""
     height, width = prep.input_size
     if image.shape[:2] == (height, width):
         return image
@@ -57,8 +54,7 @@ def at_input_size(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
 def _value_table(
     scale: float, mean: tuple[float, ...], std: tuple[float, ...], color_order: str
 ) -> np.ndarray:
-    """(3, 256) float32: the model input value of each uint8 value, per input (RGB)
-    channel; for BGR models input channel c feeds model channel 2 - c and takes its mean/std."""
+    """(3, 256) float32: the model input value of each uint8 value per input (RGB) channel."""
     values = np.arange(256, dtype=np.float32) * np.float32(scale)
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
     rows = [(values - np.float32(mean[model_c])) / np.float32(std[model_c]) for model_c in order]
@@ -66,18 +62,15 @@ def _value_table(
 
 
 def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
-    """Min-max normalise raw scores to [0, 1] with ``threshold`` mapped to 0.5 (anomalib's rule).
-
-    A zero range maps values above the threshold to 1, below to 0 and equal to 0.5.
-    """
+    """Min-max normalise raw scores to [0, 1] with ``threshold`` mapped to 0.5 (anomalib's
+    rule); a zero range maps above to 1, below to 0."""
     raw = np.asarray(raw, dtype=np.float32)
     span = float(high) - float(low)
     if span == 0.0:
         return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
             np.float32
         )
-    # The same float32 operations in the same order as ``clip((raw - t) / span + 0.5)``, in
-    # one buffer: a map is normalised on every inspection.
+    # ``clip((raw - t) / span + 0.5)`` in float32, in one buffer
     out = np.subtract(raw, np.float32(threshold), out=np.empty(raw.shape, np.float32))
     np.divide(out, np.float32(span), out=out)
     np.add(out, np.float32(0.5), out=out)
@@ -85,17 +78,14 @@ def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float
 
 
 def normalize_score(raw: float, stats: Normalization) -> float:
-    """Raw image score -> normalised score in [0, 1]."""
     return float(normalize(raw, stats.image_threshold_raw, stats.image_min, stats.image_max))
 
 
 def normalize_map(raw_map: np.ndarray, stats: Normalization) -> np.ndarray:
-    """Raw (h, w) anomaly map -> (h, w) float32 in [0, 1]."""
     return normalize(raw_map, stats.pixel_threshold_raw, stats.pixel_min, stats.pixel_max)
 
 
 def resize_map(anomaly_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an (h, w) float32 map to (height, width)."""
     if anomaly_map.shape == (height, width):
         return np.ascontiguousarray(anomaly_map, dtype=np.float32)
     resized = cv2.resize(anomaly_map, (width, height), interpolation=cv2.INTER_LINEAR)

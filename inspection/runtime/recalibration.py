@@ -1,16 +1,9 @@
 """Re-calibrate a drifting bundle on the station's own validation images.
 
 A bundle whose golden outputs drift on this CPU is refused, unless the station names a folder
-of validation images for its product (``core.validation_images``): then its normalisation and
-thresholds are fitted again on its own outputs here, at its exported operating point, with the
-code export uses (``core.calibration.calibrate``). The signed bundle on disk is not changed.
-The record keeps the exported and re-calibrated good scores, so a registry threshold can be
-carried across (``core.golden.carry_threshold``).
-
-Folder layout (MVTec AD): ``good/``, optional ``<defect>/`` and ``ground_truth/<defect>/
-<stem>_mask.png``, or a product folder whose ``test`` split is used. ``GoldenDriftError`` with
-the reason when it cannot be sane: too few good images for the budget, no defects where the
-operating point needs them, a tiled bundle, or non-finite outputs.
+of validation images (MVTec layout, or a product folder's ``test`` split): then its calibration
+is fitted again here at its exported operating point, as export does; the signed bundle on disk
+is not changed. ``GoldenDriftError`` says why when that cannot be sane.
 """
 
 from __future__ import annotations
@@ -56,10 +49,9 @@ class LabelledFile(LabelledImage, Protocol):
 def validation_samples(folder: str | Path) -> tuple[Sample, ...]:
     """The labelled images of a station validation folder (see the module doc)."""
     root = Path(folder)
+    masks = root / GROUND_TRUTH
     if (root / "test").is_dir():
-        root, masks = root / "test", root / GROUND_TRUTH
-    else:
-        masks = root / GROUND_TRUTH
+        root = root / "test"
     if not (root / GOOD).is_dir():
         raise ConfigError(f"validation images: {root} has no '{GOOD}' folder (MVTec layout)")
     samples = [Sample(path, "test", 0, GOOD) for path in list_images(root / GOOD)]
@@ -77,8 +69,7 @@ def validation_samples(folder: str | Path) -> tuple[Sample, ...]:
 def run_samples(
     model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = 8
 ) -> RawOutputs:
-    """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path
-    (aligned, preprocessed, ROI-masked and fused), at the map resolution."""
+    """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path."""
     prep = model.metadata.preprocessing
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
@@ -92,9 +83,8 @@ def run_samples(
 
 
 def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> Recalibration:
-    """Fit ``model``'s calibration again on this station's images in ``folder`` and serve it
-    (``model.metadata`` is replaced, the bundle files are not). ``GoldenDriftError`` with the
-    reason when a sane re-calibration is not possible."""
+    """Fit ``model``'s calibration again on the images in ``folder`` and serve it (its
+    metadata is replaced, the bundle files are not)."""
     meta = model.metadata
     point = _operating_point(meta, check)
     samples = _enough_images(validation_samples(folder), point, check, folder)
@@ -132,9 +122,8 @@ def recalibrate(model: BundleModel, check: GoldenCheck, folder: str | Path) -> R
 
 
 def _exported_good_scores(bundle_dir: Path) -> tuple[float, ...]:
-    """The bundle's normalised scores of its labelled good validation parts, as exported
-    (empty when it ships none, hand-seeded ones or unreadable ones: a registry threshold is
-    then not carried across, ``core.golden.carry_threshold``)."""
+    """The bundle's exported scores of its good validation parts (empty: none, seeded or
+    unreadable; a registry threshold is then not carried across)."""
     try:
         scores = read_validation_scores(bundle_dir)
     except BundleError as exc:
@@ -156,12 +145,7 @@ def _operating_point(meta: BundleMetadata, check: GoldenCheck) -> OperatingPoint
             check, "not re-calibrated: the bundle records no operating point (export it again)"
         )
     chosen = own.operating
-    return OperatingPoint(
-        policy=chosen.policy,
-        budget=chosen.budget,
-        max_miss=chosen.max_miss,
-        miss_bound=chosen.miss_bound,
-    )
+    return OperatingPoint(chosen.policy, chosen.budget, chosen.max_miss, chosen.miss_bound)
 
 
 def _enough_images(
@@ -190,13 +174,11 @@ def _enough_images(
 
 # ------------------------------------------------------------------------ records
 def golden_outcome_path(registry: Registry, product: str, cpu: CpuInfo | None = None) -> Path:
-    """Where a station writes the last golden outcome of a product on its CPU."""
     return cpu_record_path(registry.root, product, "golden", cpu)
 
 
 def record_golden_outcome(registry: Registry, product: str, status: Mapping[str, object]) -> None:
-    """Write this CPU's last golden outcome of ``product`` (``core.golden.golden_status``) to
-    the registry, for the dashboard's Models page; unchecked bundles are not recorded."""
+    """Write this CPU's last checked golden outcome of ``product`` for the Models page."""
     if not status.get("checked"):
         return
     path = golden_outcome_path(registry, product)

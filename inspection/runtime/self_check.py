@@ -1,9 +1,8 @@
 """Does a live bundle, on the station runtime, judge its own labelled parts as exported?
 
-``check_live_bundle`` runs the bundle through ``runtime.paths.inspect_paths`` (the code a line
-station runs: normalisation, threshold, segmentation, verdict) on labelled images and compares
-its false-reject and miss rates, and NG verdicts without a region, with the FP32 figures its
-export gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a refusal.
+``check_live_bundle`` judges labelled images as a line station does and compares the
+false-reject and miss rates, and NG verdicts without a region, with the FP32 figures its export
+gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a refusal.
 """
 
 from __future__ import annotations
@@ -65,13 +64,10 @@ class LiveCheck:
         return self.decision.passed and not self.unreadable and not self.refused
 
     def line_concerns(self, max_miss: float | None = None) -> list[str]:
-        """Absolute shortfalls that no relative gate catches: an FP32 reference that itself
-        rejects good parts or misses defects makes a bundle pass the gate and still unfit
-        for a line. Good parts: within the operating point's budget (``within_budget``; else at
-        most 10 % rejected). ``max_miss`` per defect kind (default: the operating point's
-        ``miss_bound``, else 10 %; all defects as one kind when kinds are unknown) the upper end
-        of the kind's exact 95 % miss-rate interval must not exceed; a kind missed at most that
-        often but on too few images to show it is named apart."""
+        """Absolute shortfalls no relative gate catches (an FP32 reference that itself rejects
+        good parts or misses defects): good parts within the operating point's budget (else
+        10 %), and per defect kind the 95 % miss interval's upper end within ``max_miss``
+        (default: the ``miss_bound``); a kind with too few images to show it is named apart."""
         f, concerns, op = self.figures, [], self.operating
         if max_miss is None:
             max_miss = op.miss_bound if op is not None else DEFAULT_MISS_BOUND
@@ -138,8 +134,7 @@ def _recorded_gate(metadata: BundleMetadata) -> GateRecord:
 
 
 def recorded_check(metadata: BundleMetadata) -> LiveCheck:
-    """The bundle's held-out figures as its export measured them (its gate's figures, the
-    miss of each defect kind at its operating point), for ``line_concerns`` without a run."""
+    """The bundle's held-out figures as its export measured them, for ``line_concerns``."""
     gate = _recorded_gate(metadata)
     miss = {}
     for kind, subset in metadata.evaluation().per_defect.items():
@@ -175,10 +170,7 @@ def check_live_bundle(
     figures = BundleFigures(
         false_reject_rate=sum(r.is_defective for r in good) / max(len(good), 1),
         miss_rate=sum(not r.is_defective for r in bad) / max(len(bad), 1),
-        image_auroc=None,
-        pixel_auroc=None,
-        aupro=None,
-        region_recall=None,
+        **dict.fromkeys(("image_auroc", "pixel_auroc", "aupro", "region_recall")),
         ng_without_region=sum(r.is_defective and not r.regions for _, r in judged),
         n_good=len(good),
         n_defective=len(bad),

@@ -1,12 +1,8 @@
 """Tiled inspection at native resolution on the line station (torch-free).
 
-    tiled = TiledInspector.from_bundle("var/registry/hires/bundles/v0001-fp32")
-    result = tiled.inspect(read_image("part.png"))   # (H, W, 3) uint8 RGB, e.g. 2448x2048
-
-The bundle's ``tiling`` (``core.tiling.TilingSpec``) drives it: the image is resized by
-``scale``, normalised once and cut into tiles, which run as one batch; the tile maps are
-stitched and judged by the one verdict rule in original pixels. The raw image score is the
-highest tile score.
+The bundle's ``tiling`` drives it: the image is resized by ``scale``, normalised once and cut
+into tiles run as one batch; the tile maps are stitched and judged in original pixels. The raw
+image score is the highest tile score.
 """
 
 from __future__ import annotations
@@ -36,8 +32,8 @@ from inspection.runtime.preprocess import check_image, preprocess
 
 @dataclass(frozen=True)
 class TiledOutputs:
-    """Raw outputs of one image: the highest tile ``score``, the stitched (h, w) float32
-    ``anomaly_map`` and ``image``, the (H, W, 3) uint8 RGB image as inferred (aligned)."""
+    """Raw outputs of one image: the highest tile score, the stitched map, the image as
+    inferred (aligned) with its alignment and input-domain warnings."""
 
     score: float
     anomaly_map: np.ndarray
@@ -45,9 +41,7 @@ class TiledOutputs:
     timings_ms: dict[str, float]
     image: np.ndarray
     alignment: AffineMatrix | None = None
-    """The matrix the image was aligned with (``InspectionResult.alignment``); None: unaligned."""
     input_warnings: tuple[str, ...] = ()
-    """Input-domain problems judged anyway (``Inspector.admit``, ``input_check="warn"``)."""
 
 
 class TiledInspector:
@@ -111,11 +105,9 @@ class TiledInspector:
     def camera(self, options: CameraOptions) -> None:
         self.inspector.camera = options
 
-    # ----------------------------------------------------------------- inference
     def tile_inputs(self, image: np.ndarray) -> tuple[TileGrid, np.ndarray]:
-        """The grid of ``image`` and its tiles as model input, (N, 3, th, tw) float32.
-
-        A bundle trained with its ROI runs only the tiles holding an ROI pixel (as trained)."""
+        """The grid of ``image`` and its tiles as (N, 3, th, tw) model input; a bundle trained
+        with its ROI runs only the tiles holding an ROI pixel."""
         check_image(image)
         grid = self.tiling.grid(*image.shape[:2])
         if self.metadata.training_roi is not None and self.metadata.roi is not None:
@@ -124,14 +116,12 @@ class TiledInspector:
         return grid, cut(preprocess(image, prep), grid, channels_first=True)
 
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, th, tw) tiles -> raw scores (N,) and raw maps (N, th, tw) float32 (no ROI:
-        the product's ROI is in whole-image pixels and applies to the stitched map)."""
+        """Tiles -> raw scores and maps (no ROI: it applies to the stitched map)."""
         outputs = self.inspector.model.run(tiles)
         return outputs.scores, outputs.maps
 
     def raw_outputs(self, image: np.ndarray) -> TiledOutputs:
-        """Admit, cut, infer and stitch one (H, W, 3) uint8 RGB image (raw, not normalised);
-        ``InputDomainError`` or ``AlignmentError`` when it is refused (``Inspector.prepare``)."""
+        """Admit, cut, infer and stitch one image (raw, not normalised)."""
         start = time.perf_counter()
         ready = self.inspector.prepare(image)
         grid, tiles = self.tile_inputs(ready.image)
@@ -152,8 +142,7 @@ class TiledInspector:
     def inspect(
         self, image: np.ndarray, *, threshold: float | None = None, started: float | None = None
     ) -> InspectionResult:
-        """Judge one full-resolution image: tiles inferred at full resolution, map and regions
-        judged on the bounded working copy. ``started``: as for ``Inspector.inspect``."""
+        """Judge one image: tiles at full resolution, map and regions on the working copy."""
         start = time.perf_counter() if started is None else started
         raw = self.raw_outputs(image)
         outputs = RawImageOutputs(
@@ -168,16 +157,14 @@ class TiledInspector:
 
 
 def evaluation_size(size: tuple[int, int], max_side: int = 512) -> tuple[int, int]:
-    """The map size at which tiled outputs are calibrated and measured: (h, w) ``size`` shrunk
-    (aspect kept) so its long side is at most ``max_side``."""
+    """The map size at which tiled outputs are calibrated and measured."""
     return work_size(size, max_side)
 
 
 def tiled_outputs(
     tiled: TiledInspector, paths: Sequence[Path], max_side: int = 512
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """Raw scores (N,) float32 and stitched raw maps (N, h, w) float32 of image files, the maps
-    area-resized to one ``evaluation_size`` (that of the first image), and that size."""
+    """Raw scores and stitched maps of image files at the first one's ``evaluation_size``."""
     scores, maps = [], []
     size: tuple[int, int] | None = None
     for path in paths:

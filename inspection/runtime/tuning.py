@@ -1,10 +1,7 @@
 """Precision chosen by measurement: time every gated bundle of the live model on this CPU.
 
-A model version may be exported to several bundles (``v0003-fp32``, ``-fp16``, ``-int8``);
-which is fastest depends on the CPU (INT8 pays with VNNI/AMX, often not on plain AVX2). The
-station times each bundle that passed the accuracy gate, serves the fastest and keeps the
-choice as a ``TuningRecord`` in ``<registry>/<product>/tuning/<cpu key>.json``
-(``tune_product``). Torch-free.
+Which of a version's bundles (fp32, fp16, int8) is fastest depends on the CPU, so the station
+times each gated one, serves the fastest and records the choice per CPU (``TuningRecord``).
 """
 
 from __future__ import annotations
@@ -129,11 +126,8 @@ class TuningRecord:
 def choose_fastest(
     measurements: Sequence[PrecisionMeasurement], *, margin: float = CHOICE_MARGIN
 ) -> PrecisionMeasurement:
-    """The gated measurement with the lowest p50 latency.
-
-    Ties within ``margin`` go to the higher numeric precision (fp32 > fp16 > bf16 > int8): a lower
-    precision is only worth serving when it is clearly faster.
-    """
+    """The gated measurement with the lowest p50; ties within ``margin`` go to the higher
+    precision: a lower one is only worth serving when clearly faster."""
     passed = [m for m in measurements if m.gate_passed]
     if not passed:
         raise ValueError(
@@ -146,8 +140,8 @@ def choose_fastest(
 
 
 def gate_status(meta: BundleMetadata, fp32_auroc: float | None) -> tuple[bool, str]:
-    """Did this bundle pass the accuracy gate? (passed, why) from its recorded metrics;
-    ``fp32_auroc``: its FP32 sibling's image AUROC, for a record without the drop."""
+    """(passed, why) of the accuracy gate from the bundle's recorded metrics; ``fp32_auroc``:
+    its FP32 sibling's, for a record without the drop."""
     if meta.precision == "fp32":
         return True, "fp32 reference"
     try:
@@ -175,10 +169,9 @@ def gated_candidates(
     *,
     public_key: Ed25519PublicKey | None = None,
 ) -> list[tuple[str, Path, BundleMetadata, tuple[bool, str]]]:
-    """The live bundle and its siblings of the same model version, each with its gate status
-    (passed, note). A live bundle failing the pinned ``public_key`` raises ``BundleError``; a
-    sibling failing it, or of a precision this CPU cannot run natively, never passes; the live
-    bundle otherwise always does (someone promoted it), the gate's verdict kept in the note."""
+    """The live bundle and its same-version siblings with their gate (passed, note). A live
+    bundle failing ``public_key`` raises; a sibling failing it or not native here never
+    passes; the live bundle otherwise always does (it was promoted)."""
     live_dir = registry.bundles.bundle_dir(product, live_bundle_id)
     if problem := signature_problem(live_dir, public_key):
         raise BundleError(f"live bundle {live_bundle_id} refused: {problem}")
@@ -234,8 +227,8 @@ def probe_image(height: int, width: int) -> np.ndarray:
 
 
 def probe_images(bundle_dir: Path, meta: BundleMetadata) -> tuple[list[np.ndarray], str]:
-    """Images of the size the station serves the bundle at, to time it on, and what they are
-    (an aligned bundle's reference: a synthetic part, ``probe_image``, would not align)."""
+    """Images of the size the station serves the bundle at, and what they are (an aligned
+    bundle's reference: a synthetic part would not align)."""
     if meta.alignment is not None:
         try:
             reference = read_image(bundle_dir / meta.alignment.file)
@@ -273,17 +266,12 @@ def measure_bundles(
     throughput_images: int = 24,
     rounds: int = MEASUREMENT_ROUNDS,
 ) -> list[PrecisionMeasurement]:
-    """Time ``inspect`` (batch 1) and the async queue of every (bundle, gate), each loaded as
-    the station serves it (``load_inspector``; a tiled bundle has no queue: its throughput is
-    the sequential one).
-
-    The bundles take turns over ``rounds`` rounds, each running every bundle's share of the
-    ``samples`` and ``throughput_images`` through its queue, so a machine whose speed drifts
-    slows all of them alike and does not decide between two close precisions.
+    """Time ``inspect`` (batch 1) and the async queue (none when tiled) of every (bundle,
+    gate) as the station loads it. The bundles take turns over ``rounds`` rounds, so a machine
+    whose speed drifts slows all alike and does not decide between two close precisions.
     """
     rounds = max(1, min(rounds, samples))
-    # The probe images are synthetic (``probe_images``): timed, never held against the
-    # bundle's input domain, whose aspect ratio they need not share.
+    # synthetic probes: timed, never held against the bundle's input domain
     latency = [load_inspector(path, input_check="off") for path, _ in bundles]
     queued = [
         _queued(path, inspector) for (path, _), inspector in zip(bundles, latency, strict=True)
@@ -315,8 +303,7 @@ def measure_bundles(
 
 
 def _queued(path: Path, inspector: Predictor) -> Inspector | None:
-    """The bundle for the async queue (OpenVINO's THROUGHPUT hint); None for a tiled bundle,
-    which the station runs one image (a batch of tiles) at a time."""
+    """The bundle for the async queue; None when tiled (one image at a time)."""
     if isinstance(inspector, TiledInspector):
         return None
     return Inspector.from_bundle(path, performance_hint="THROUGHPUT", input_check="off")
@@ -331,7 +318,6 @@ def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
 
 
 def _latencies(inspector: Predictor, images: Sequence[np.ndarray], count: int) -> list[float]:
-    """Batch-1 ``inspect`` latencies (ms) of ``count`` images, cycling through ``images``."""
     times = []
     for index in range(count):
         start = time.perf_counter()
@@ -343,8 +329,6 @@ def _latencies(inspector: Predictor, images: Sequence[np.ndarray], count: int) -
 def _measurement(
     inspector: Predictor, gate: tuple[bool, str], latencies: list[float], queued_ips: float
 ) -> PrecisionMeasurement:
-    """The timings of ``inspector``'s bundle, with what OpenVINO executed and the golden
-    check's worst drift."""
     meta, compiled, check = inspector.metadata, inspector.model.compiled, inspector.golden
     sequential = 1e3 / float(np.mean(latencies))
     return PrecisionMeasurement(
@@ -371,15 +355,9 @@ def tune_product(
     write: bool = True,
     public_key: Ed25519PublicKey | None = None,
 ) -> TuningRecord:
-    """Check every gated bundle's golden outputs on this CPU, time those that pass, choose,
-    and record (``write``).
-
-    Args:
-        images: files to time on, read at the bundle's ``source_bits`` as the station reads
-            them; None: ``probe_images``.
-        samples: batch-1 latency samples per bundle.
-        public_key: the pinned site key; bundles that fail its check are never loaded.
-    """
+    """Check every gated bundle's golden outputs here, time those that pass, choose, and
+    record (``write``). ``images``: files to time on (None: ``probe_images``); bundles failing
+    ``public_key`` are never loaded."""
     say = progress or (lambda message: None)
     state = registry.journal.live(product)
     if state is None:
@@ -452,7 +430,6 @@ def promote_fastest(
 
 
 def _image_auroc(meta: BundleMetadata) -> float | None:
-    """The bundle's recorded image AUROC; None when undefined or its metrics are unreadable."""
     try:
         return meta.evaluation().image_auroc
     except BundleError as exc:
@@ -466,8 +443,7 @@ def tuning_path(registry: Registry, product: str, cpu: CpuInfo | None = None) ->
 
 
 def write_tuning(registry: Registry, record: TuningRecord) -> Path:
-    """Write ``record`` atomically as this CPU's tuning file for its product, signed with the
-    site key when this machine holds it (``core.decisions``)."""
+    """Write ``record`` as this CPU's tuning file, signed when this machine holds the site key."""
     path = tuning_path(registry, record.product, record.cpu)
     path.parent.mkdir(parents=True, exist_ok=True)
     row = {k: v for k, v in to_mapping(record).items() if k not in ("key_id", "signature")}
@@ -493,10 +469,8 @@ def tuning_refusal(
     row: dict[str, object],
     public_key: Ed25519PublicKey | None,
 ) -> str | None:
-    """Why a station pinning ``public_key`` refuses the tuning record (its JSON ``row``), None
-    when it may serve. A signed record must verify unchanged; signed or not (a station's own
-    measurement), its choice must be the live bundle or a gated sibling (``gated_candidates``).
-    """
+    """Why a station pinning ``public_key`` refuses the record (None: it may serve): a signed
+    one must verify, and any choice must be the live bundle or a gated sibling."""
     what = f"tuning record of {record.product} ({record.chosen_bundle_id})"
     if row.get("signature") and (why := refusal(row, public_key, what)):
         return why

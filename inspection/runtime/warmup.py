@@ -1,10 +1,8 @@
 """Warm-on-trigger: one throw-away inference started when the line's trigger arrives.
 
-On a slow line idle cores let the next inference start cold (slower than back to back,
-``reports/runtime``); the trigger comes before the image, so one inference of a blank input
-runs in that gap. It runs asynchronously on the part's own infer request (its buffers warm
-too) and the part's inference cancels it if
-still running. Skipped when the last inference ended under ``idle_ms`` ago or one is in flight.
+On a slow line idle cores let the next inference start cold; the trigger comes before the
+image, so one inference of a blank input runs in that gap, on the part's own infer request
+(its buffers warm too). The part's inference cancels it if still running.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ import numpy as np
 import openvino as ov
 
 WarmOutcome = Literal["started", "recent", "busy", "disabled"]
-"""What a trigger did: started a warm run, or skipped it (last inference recent, an
-inference or warm run in flight, warm-up disabled)."""
 RUN_MS_WEIGHT = 0.2
 """Weight of the newest finished warm run in ``WarmStats.run_ms``."""
 
@@ -32,12 +28,9 @@ class WarmStats:
     finished: int = 0
     cancelled: int = 0
     run_ms: float | None = None
-    """Running mean of a warm run's own duration (None: none timed yet). A warm run starts
-    cold, so it takes longer than a part's back-to-back inference; a cancelled one counts
-    with the time it had run, a lower bound."""
+    """Running mean of a warm run's duration (a cancelled one's time: a lower bound)."""
 
     def time_run(self, ms: float, *, lower_bound: bool = False) -> None:
-        """Fold one warm run's duration into ``run_ms``."""
         if self.run_ms is None:
             self.run_ms = ms
         elif lower_bound:
@@ -47,10 +40,7 @@ class WarmStats:
 
 
 class WarmRequest:
-    """Warm runs on the batch-of-one infer request the parts use.
-
-    Not thread-safe on its own: ``BundleModel`` calls it under its inference lock.
-    """
+    """Warm runs on the parts' infer request (``BundleModel`` calls it under its lock)."""
 
     def __init__(self, compiled: ov.CompiledModel, request: ov.InferRequest) -> None:
         self._compiled = compiled
@@ -63,7 +53,6 @@ class WarmRequest:
         self.stats = WarmStats()
 
     def start(self, idle_ms: float) -> WarmOutcome:
-        """Start a warm run unless the last real inference ended within ``idle_ms``."""
         if self._running and not self._done():
             return "busy"
         self._settle()
@@ -97,7 +86,6 @@ class WarmRequest:
         return self._request.wait_for(0)
 
     def _settle(self) -> None:
-        """Count a warm run that finished on its own."""
         if self._running:
             self._running = False
             self.stats.finished += 1
