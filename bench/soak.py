@@ -1,28 +1,14 @@
 """Soak: one station inspects many parts over HTTP and the PLC line path against a pre-filled
 store while retention runs.
 
-Per store (SQLite, PostgreSQL), one scratch station on one store and blob folder:
-
-- ``inspection serve`` (one worker, 127.0.0.1) taking ``--clients`` HTTP clients, and
-- ``inspection station run`` driven by a soft PLC over OPC UA (security on, as the line
-  defaults to: Basic256Sha256 SignAndEncrypt, trust lists) with its results signed and
-  delivered to a private TLS Mosquitto through the outbox; its file camera is rewritten
-  before every trigger, so each part is a distinct image, as on a line.
-
-The store starts with ``--prefill`` results: bulk-loaded once with the rollups rebuilt (as
-migration 0007 does) and cached under ``--workdir`` (an SQLite file copied, a PostgreSQL
-template database cloned). They are spaced at ``--prefill-rate`` parts/s, so the store is
-a line's steady state: ``row_days`` is set so that its oldest rows age out during the soak
-at about the rate new parts arrive, and every pre-filled row already lost its blobs. The
-blob, kept-blob and outbox windows are accelerated to ``--blob-minutes``; ``inspection store
-prune`` runs every ``--prune-every`` s as its own process. Parts are shared out until
-``--parts`` are acknowledged; every ``--window`` parts: p50/p99 per path, both processes'
-RSS, CPU ms per part of each process, disk (database + blobs), store rows and the load
-average. Afterwards: lost (acknowledged, not stored), duplicated, rows pointing at a missing
-blob. Writes ``reports/soak/soak-<store>.json`` and ``.md``.
-
-Accelerated: 128 px images, serve and the line station with one OpenVINO thread per inference
-(``--inference-threads``; they share the cores), ``--clients`` HTTP clients besides the PLC.
+Per store (SQLite, PostgreSQL): ``inspection serve`` taking ``--clients`` HTTP clients and a
+line station (``_station.ScratchLine``: OPC UA SignAndEncrypt, results signed to TLS MQTT) whose
+file camera is rewritten before every trigger, on one store pre-filled with ``--prefill``
+results at ``--prefill-rate`` parts/s (cached under ``--workdir``; ``row_days`` set so the
+oldest rows age out at about the rate new parts arrive). Blob and outbox windows are cut to
+``--blob-minutes``; ``inspection store prune`` runs every ``--prune-every`` s. Every
+``--window`` parts: p50/p99 per path, RSS, CPU ms per part, disk, rows, load; afterwards lost,
+duplicated and rows pointing at a missing blob. Writes ``reports/soak/soak-<store>.json``/``.md``.
 
     heavy python bench/soak.py --parts 2000 --window 500 --prefill 50000     # a quick look
     heavy python bench/soak.py --stores sqlite --prefill 5000000 --parts 200000 --window 10000
@@ -37,7 +23,6 @@ import os
 import resource
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -54,37 +39,31 @@ import yaml
 from _report import load_average, recorded, save_report
 from _station import (
     CLI,
+    REPO,
     Child,
+    ScratchLine,
     create_database,
     database_exists,
     database_url,
     demo_test_images,
     drop_database,
     rename_database,
-    serve_live_copy,
-    signature_policy,
     tiny_registry,
 )
+from sqlalchemy import func, select, text
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from sqlalchemy import func, select, text  # noqa: E402
-
-from inspection.core.registry import Registry  # noqa: E402
-from inspection.line.config import LinkSecurity  # noqa: E402
-from inspection.line.handshake import ResultCode  # noqa: E402
-from inspection.line.mosquitto import Broker, free_port  # noqa: E402
-from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
-from inspection.store import rollups  # noqa: E402
-from inspection.store.models import Inspection  # noqa: E402
-from inspection.store.retention import database_bytes  # noqa: E402
-from inspection.store.store import Store  # noqa: E402
-from inspection.store.tokens import create_token  # noqa: E402
+from inspection.core.registry import Registry
+from inspection.line.handshake import ResultCode
+from inspection.line.mosquitto import free_port
+from inspection.line.softplc import HandshakeTimeout
+from inspection.store import rollups
+from inspection.store.models import Inspection
+from inspection.store.retention import database_bytes
+from inspection.store.store import Store
+from inspection.store.tokens import create_token
 
 REPORTS = REPO / "reports" / "soak"
 NG_RATE = 0.022
-LINE_ID = "line-soak"
 PREFILL_FORMAT = 1
 """Bump when the pre-filled rows change: cached templates of another format are rebuilt."""
 
@@ -231,38 +210,34 @@ def clone(prefill: Prefill, root: Path) -> tuple[str, str | None]:
 # ------------------------------------------------------------------------- the station
 @dataclass
 class Station:
-    """The scratch station: HTTP server and line station on one store, their configs."""
+    """The scratch line and an HTTP server (``serve``) on its store, and the demo images."""
 
-    root: Path
+    line: ScratchLine
     store_url: str
     product: str
     token: str
     port: int
     images: list[np.ndarray]
-    line_config: Path
-    camera_file: Path
-    processes: dict[str, Child] = field(default_factory=dict)
+    serve: Child | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.line.work
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, name: str, command: list[str]) -> None:
-        log = self.root / f"{name}.log"
-        self.processes[name] = Child(command, log, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
-
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.processes["serve"].process.poll() is not None:
-                raise RuntimeError(f"serve exited; see {self.root / 'serve.log'}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError("serve not healthy")
+        raise RuntimeError(f"serve not healthy; see {self.root / 'serve.log'}")
 
     def rss_mb(self, name: str) -> float:
         return round(sum(p.memory_info().rss for p in self._tree(name)) / 1e6, 1)
@@ -277,12 +252,9 @@ class Station:
         } | {"bench": own.user + own.system, "prune": children.ru_utime + children.ru_stime}
 
     def _tree(self, name: str) -> list[psutil.Process]:
-        process = psutil.Process(self.processes[name].process.pid)
+        child = self.serve if name == "serve" else self.line.station
+        process = psutil.Process(child.process.pid)  # type: ignore[union-attr]
         return [process, *process.children(recursive=True)]
-
-    def stop(self) -> None:
-        for child in self.processes.values():
-            child.stop(timeout=60)
 
     def part_png(self, n: int) -> bytes:
         """A demo image with its first pixel set from ``n``: every part a distinct blob, as on
@@ -291,50 +263,33 @@ class Station:
         image[0, 0] = (n & 255, (n >> 8) & 255, (n >> 16) & 255)
         return cv2.imencode(".png", image)[1].tobytes()
 
+    @property
+    def camera_file(self) -> Path:
+        return self.root / "camera" / "part.png"
 
-def prepare(args: argparse.Namespace, root: Path, store_url: str, plc_endpoint: str) -> Station:
-    """Registry with the source's live bundle, ``station.yaml`` (HTTP) and ``line.yaml`` (PLC)
-    on one store under ``root``, a station token, the camera folder and the demo images."""
-    serve_live_copy(args.registry, args.product, root / "registry", "soak")
-    core = {
-        "store_url": store_url,
-        "blob_dir": str(root / "blobs"),
-        "registry_dir": str(root / "registry"),
-        "products": [args.product],
-        "inference_threads": args.inference_threads,
-    } | signature_policy(args.registry)
+
+def prepare(args: argparse.Namespace, line: ScratchLine, store_url: str) -> tuple[Station, Path]:
+    """``station.yaml`` (HTTP) and ``line.yaml`` (PLC; returned) on one store in the scratch
+    line, a station token, the camera folder and the demo images."""
+    core = line.core(args.registry, [args.product], store_url=store_url,
+                     inference_threads=args.inference_threads)  # fmt: skip
     port = free_port()
     station = {"core": core, "host": "127.0.0.1", "port": port, "workers": 1}
-    (root / "station.yaml").write_text(yaml.safe_dump(station), encoding="utf-8")
-    camera = root / "camera"
-    camera.mkdir(parents=True, exist_ok=True)
+    (line.work / "station.yaml").write_text(yaml.safe_dump(station), encoding="utf-8")
     paths = demo_test_images(
         Path(args.workdir) / "datasets", args.product, seed=11, good=8, per_defect=2,
         size=args.image_size,
     )  # fmt: skip
     images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-    cv2.imwrite(str(camera / "part.png"), images[0])
-    line = {
-        "station_id": LINE_ID,
-        "default_product": args.product,
-        "core": core,
-        "inspect_timeout_s": 10.0,
-        "camera": {"kind": "file", "path": str(camera)},
-        "warm_on_trigger": {"enabled": False},
-        "opcua": {"enabled": True, "endpoint": plc_endpoint, "sampling_ms": 10.0},
-        "mqtt": {"enabled": False},
-        "sinks": [{"name": "mes", "kind": "mqtt", "port": args.broker_port}],
-        "publisher": {"poll_s": 0.2},
-        "security": {"mode": "sign_and_encrypt", "pki_dir": str(root / "pki")},
-    }
-    (root / "line.yaml").write_text(yaml.safe_dump(line), encoding="utf-8")
-    store = Store.migrated(store_url, root / "blobs")
+    store = Store.migrated(store_url, line.work / "blobs")
     token, _ = create_token(store, "soak-http", "soak")
     store.engine.dispose()
-    return Station(
-        root, store_url, args.product, token, port, images, root / "line.yaml",
-        camera / "part.png",
-    )  # fmt: skip
+    made = Station(line, store_url, args.product, token, port, images)
+    made.camera_file.parent.mkdir()
+    cv2.imwrite(str(made.camera_file), images[0])
+    config = line.config(core, made.camera_file.parent, opcua=line.opcua(10.0),
+                         default_product=args.product, warm_on_trigger={"enabled": False})  # fmt: skip
+    return made, config
 
 
 # ------------------------------------------------------------------------- the drivers
@@ -397,9 +352,10 @@ def http_client(station: Station, log: Log) -> None:
                 time.sleep(0.5)
 
 
-def plc_driver(station: Station, plc: SoftPlc, log: Log) -> None:
+def plc_driver(station: Station, log: Log) -> None:
     """The PLC's cycle for each part: a new image in the camera, then the handshake (an
     unanswered trigger is retried with the same RequestId, as a PLC does)."""
+    plc = station.line.plc
     while (n := log.next_part()) is not None:
         request_id = f"plc-{n}"
         scratch = station.camera_file.with_suffix(".tmp")
@@ -502,13 +458,11 @@ def sample(
     return window
 
 
-def soak(
-    station: Station, plc: SoftPlc, args: argparse.Namespace, seconds: float
-) -> dict[str, Any]:
+def soak(station: Station, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
     """HTTP clients and the PLC share out ``args.parts`` (as many as ``seconds`` allow); a
     sample every ``args.window``."""
     log = Log(args.parts, time.monotonic() + seconds)
-    drivers = [(http_client, (station, log))] * args.clients + [(plc_driver, (station, plc, log))]
+    drivers = [(http_client, (station, log))] * args.clients + [(plc_driver, (station, log))]
     threads = [threading.Thread(target=target, args=a) for target, a in drivers]
     started = time.perf_counter()
     for thread in threads:
@@ -579,34 +533,27 @@ def retention_config(args: argparse.Namespace, prefill: Prefill) -> dict[str, An
 def run_store(
     kind: str, prefill: Prefill, args: argparse.Namespace, seconds: float
 ) -> dict[str, Any]:
-    root = Path(args.workdir) / f"soak-{kind}"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    line = ScratchLine(Path(args.workdir) / f"soak-{kind}")
     started = time.perf_counter()
-    store_url, pg_name = clone(prefill, root)
+    store_url, pg_name = clone(prefill, line.work)
     clone_s = round(time.perf_counter() - started, 1)
-    security = LinkSecurity(mode="sign_and_encrypt", pki_dir=root / "pki")
-    broker = Broker(root, persistent=True, security=security, stations=(LINE_ID,))
-    broker.start()
-    args.broker_port = broker.port
-    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security)
-    plc.start()
-    station = prepare(args, root, store_url, plc.endpoint)
+    station, config = prepare(args, line, store_url)
     retention = retention_config(args, prefill)
-    (root / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
+    (line.work / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
     pruner = Pruner(station, args.prune_every)
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     try:
-        station.start("serve", ["serve", "--config", str(root / "station.yaml")])
-        station.start("line", ["station", "run", "-c", str(station.line_config)])
+        station.serve = Child(["serve", "--config", str(line.work / "station.yaml")],
+                              line.work / "serve.log", **env)  # fmt: skip
+        line.start(config, **env)
         station.wait_healthy()
-        plc.wait_for("Ready", True, 120.0)
         pruner.start()
-        run = soak(station, plc, args, seconds)
+        run = soak(station, args, seconds)
     finally:
         pruner.stop() if pruner.is_alive() else None
-        station.stop()
-        plc.stop()
-        broker.kill()
+        if station.serve is not None:
+            station.serve.stop(timeout=60)
+        line.close()
     try:
         verification = verify(station, run["log"])
     finally:
