@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from _report import recorded, rounds, save_report
-from _shared import mes_client
+from _shared import Events, job_args, mes_client
 from _station import STATION_ID, ScratchLine, signature_policy
 from asyncua import Client, ua
 from asyncua.sync import ThreadLoop
@@ -159,21 +159,15 @@ class VisionMes:
         await machine.call_method(f"{mv}:SelectModeAutomatic")
         recipe = ua.RecipeIdExternalDataType(Id=self.args.product)
         await recipes.call_method(f"{mv}:PrepareRecipe", recipe, ua.RecipeIdInternalDataType(Id=""))
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-        subscription = await self.client.create_subscription(self.args.sampling_ms, self)
+        self.events = Events()
+        subscription = await self.client.create_subscription(self.args.sampling_ms, self.events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
-
-    def event_notification(self, event: Any) -> None:
-        self.events.put_nowait(event)
 
     async def _job(self, meas_id: str) -> tuple[float, float]:
         """StartSingleJob -> (seconds to its ResultReady event, to its result read back)."""
-        mv, empty = self.mv, ua.Variant([], ua.VariantType.Variant)
-        ids = (ua.MeasIdDataType(Id=meas_id), ua.PartIdDataType(Id=""),
-               ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""))  # fmt: skip
-        started = time.perf_counter()
-        await self.automatic.call_method(f"{mv}:StartSingleJob", *ids, empty)
-        event = await asyncio.wait_for(self.events.get(), 15)
+        mv, started = self.mv, time.perf_counter()
+        await self.automatic.call_method(f"{mv}:StartSingleJob", *job_args(meas_id))
+        event = await asyncio.wait_for(self.events.queue.get(), 15)
         at_event = time.perf_counter()
         timeout = ua.Variant(1000, ua.VariantType.Int32)
         _, result, _ = await self.results.call_method(

@@ -103,9 +103,7 @@ def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str, Path]:
     """The central PostgreSQL (TLS, migrated, owned by a non-superuser ``inspection`` role)
     and the station's own forwarding role; returns the server, its relay, the station's URL
     and the CA file its link verifies the server against (``sslmode=verify-full``)."""
-    pg = ScratchPostgres(
-        work.parent / f"{work.name}-pg", free_port()
-    ).init()  # the broker 0700s work
+    pg = ScratchPostgres(work.parent / f"{work.name}-pg", free_port()).init()  # work is 0700
     ca_file = tls(pg, work.parent / f"{work.name}-pg-tls")
     pg.start()
     _admin(pg.url(), "CREATE ROLE inspection LOGIN CREATEROLE PASSWORD 'inspection'")
@@ -165,11 +163,9 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
         watch = Watch(work / "line.db", pg.url("inspection"), "p-")
         for i in range(5):  # warm-up, not counted
             plc.trigger(request_id=f"w-{i}")
-        if name == "stop":
-            run = drive(args, plc, pg.stop, pg.start)
-        else:
-            pause = lambda paused: lambda: setattr(relay, "paused", paused)  # noqa: E731
-            run = drive(args, plc, pause(True), pause(False))
+        pause = lambda paused: lambda: setattr(relay, "paused", paused)  # noqa: E731
+        outage = {"stop": (pg.stop, pg.start), "blackhole": (pause(True), pause(False))}
+        run = drive(args, plc, *outage[name])
         start = run.pop("start")
         deadline = time.monotonic() + args.drain_timeout_s
         while time.monotonic() < deadline and len(watch.central_ids()) < args.triggers:

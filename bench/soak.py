@@ -169,27 +169,22 @@ def _drop_indexes(connection: Any) -> list[str]:
     return [sql for _name, sql in found]
 
 
+PREFILL_ROW = {"product": "brick", "source": "api", "threshold": 0.5, "model_version": "v0001",
+               "bundle_id": "v0001-fp32", "mask_source": "raw", "regions": [], "width": 128,
+               "height": 128}  # fmt: skip
+
+
 def _row(i: int, created: datetime, score: float, draw: float) -> dict[str, Any]:
-    ng = draw < NG_RATE
-    station = f"st-{i % 4}"
-    return {
+    ng, station = draw < NG_RATE, f"st-{i % 4}"
+    return PREFILL_ROW | {
         "id": uuid.uuid4().hex,
         "request_id": f"{station}/prefill-{i}",
         "created_at": created,
-        "product": "brick",
         "station_id": station,
         "part_id": f"prefill-{i}",
-        "source": "api",
         "score": 0.5 + score / 2 if ng else score / 2,
-        "threshold": 0.5,
         "verdict": "NG" if ng else "OK",
-        "model_version": "v0001",
-        "bundle_id": "v0001-fp32",
         "latency_ms": 5.0 + 10 * draw,
-        "mask_source": "raw",
-        "regions": [],
-        "width": 128,
-        "height": 128,
         "image_sha": uuid.uuid4().hex * 2,  # a fingerprint; its file is long gone
         "audit_sample": i % 500 == 0,
         "blobs_pruned_at": created + timedelta(days=7),
@@ -231,13 +226,15 @@ class Station:
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.serve is None or self.serve.process.poll() is not None:
+                raise RuntimeError(f"serve exited; see {self.root / 'serve.log'}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise RuntimeError(f"serve not healthy; see {self.root / 'serve.log'}")
+        raise RuntimeError("serve not healthy")
 
     def rss_mb(self, name: str) -> float:
         return round(sum(p.memory_info().rss for p in self._tree(name)) / 1e6, 1)
@@ -533,10 +530,14 @@ def retention_config(args: argparse.Namespace, prefill: Prefill) -> dict[str, An
 def run_store(
     kind: str, prefill: Prefill, args: argparse.Namespace, seconds: float
 ) -> dict[str, Any]:
+    """One store's soak: its pre-fill cloned, the station up, the parts, the check after."""
     line = ScratchLine(Path(args.workdir) / f"soak-{kind}")
     started = time.perf_counter()
     store_url, pg_name = clone(prefill, line.work)
-    clone_s = round(time.perf_counter() - started, 1)
+    span_h = (prefill.newest - prefill.oldest).total_seconds() / 3600
+    head = {"store": kind, "prefill_rows": prefill.rows, "prefill_span_h": round(span_h, 2),
+            "prefill_build_s": prefill.build_seconds,
+            "clone_s": round(time.perf_counter() - started, 1)}  # fmt: skip
     station, config = prepare(args, line, store_url)
     retention = retention_config(args, prefill)
     (line.work / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
@@ -559,27 +560,9 @@ def run_store(
     finally:
         if pg_name is not None:
             drop_database(pg_name)
-    return summary(kind, prefill, clone_s, retention, run, pruner, verification)
-
-
-def summary(
-    kind: str,
-    prefill: Prefill,
-    clone_s: float,
-    retention: dict[str, Any],
-    run: dict[str, Any],
-    pruner: Pruner,
-    verification: dict[str, Any],
-) -> dict[str, Any]:
     windows, log = run["windows"], run["log"]
     warm, last = windows[min(1, len(windows) - 1)], windows[-1]
-
-    return {
-        "store": kind,
-        "prefill_rows": prefill.rows,
-        "prefill_span_h": round((prefill.newest - prefill.oldest).total_seconds() / 3600, 2),
-        "prefill_build_s": prefill.build_seconds,
-        "clone_s": clone_s,
+    return head | {
         "retention": retention,
         "parts": log.acked,
         "seconds": round(run["seconds"], 1),
