@@ -48,7 +48,7 @@ def write_mean_bundle(
 ) -> Path:
     """A tiny torch-free bundle in ``target``: its anomaly map the mean of the input channels,
     its score the map's maximum, normalised as identity on [0, 1] (a bright spot is a known
-    defect, a brighter image a higher score); ``fields``: further ``BundleMetadata`` fields."""
+    defect, a brighter image a higher score); ``fields``: other ``BundleMetadata`` fields."""
     target.mkdir(parents=True, exist_ok=True)
     image = ops.parameter([-1, 3, *input_size], np.float32, name="image")
     amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
@@ -57,20 +57,19 @@ def write_mean_bundle(
     model.outputs[0].get_tensor().set_names({"pred_score"})
     model.outputs[1].get_tensor().set_names({"anomaly_map"})
     ov.save_model(model, target / "model.xml")
-    metadata = BundleMetadata(
-        schema_version=BUNDLE_SCHEMA_VERSION,
-        bundle_id="v0001-fp32",
-        product=product,
-        model_kind="patchcore",
-        model_version=f"{product}/v0001",
-        precision="fp32",
-        preprocessing=Preprocessing(
+    metadata = {
+        "schema_version": BUNDLE_SCHEMA_VERSION,
+        "bundle_id": "v0001-fp32",
+        "product": product,
+        "model_kind": "patchcore",
+        "model_version": f"{product}/v0001",
+        "precision": "fp32",
+        "preprocessing": Preprocessing(
             input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_bits=source_bits
         ),
-        normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
-        **fields,
-    )
-    write_bundle_metadata(target, metadata)
+        "normalization": Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
+    }
+    write_bundle_metadata(target, BundleMetadata(**metadata | fields))
     return target
 
 

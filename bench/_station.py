@@ -72,12 +72,6 @@ class ScratchLine:
         self.broker = Broker(work, persistent=True, security=self.security, stations=(STATION_ID,))
         self.broker.start()
 
-    def __enter__(self) -> ScratchLine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def opcua(self, sampling_ms: float, **more: Any) -> dict[str, Any]:
         """The station's ``opcua`` section on the soft PLC."""
         return {"enabled": True, "endpoint": self.plc.endpoint, "sampling_ms": sampling_ms} | more

@@ -25,6 +25,7 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 from itertools import chain
 from pathlib import Path
@@ -45,7 +46,7 @@ from inspection.line.handshake import ErrorCode
 from inspection.line.links import LINKS, register_plcs
 from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types
 from inspection.line.machine_vision.access import add_user
-from inspection.line.mosquitto import Collector, free_port
+from inspection.line.mosquitto import Collector, free_port, wait_port
 from inspection.line.payload import PayloadError, ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.plc import MqttPlc
@@ -136,6 +137,7 @@ class VisionMes:
             self.section["anonymous"] = "engineer"
 
     def connect(self) -> Timed:
+        wait_port(self.port, 60.0)  # the station serves OPC 40100 after it raised Ready
         self.loop = ThreadLoop()
         self.loop.daemon = True  # a bench that fails leaves no thread keeping it alive
         self.loop.start()
@@ -271,7 +273,7 @@ def stored(db: Path, prefix: str) -> list[tuple[str, float]]:
 
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """Both phases with link security ``mode`` (sign_and_encrypt or none)."""
-    with ScratchLine(Path(args.workdir) / mode, mode, args.scan_ms / 1000.0) as line:
+    with closing(ScratchLine(Path(args.workdir) / mode, mode, args.scan_ms / 1000.0)) as line:
         sides = {name: SIDES[name](line, args) for name in args.links}
         config = line_config(args, line, {name: side.section for name, side in sides.items()})
         results = Collector(line.broker.port, f"inspection/{STATION_ID}/result", line.security)
@@ -308,7 +310,8 @@ def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
     """``args.triggers`` OPC UA triggers (security on) to a station judging each part from
     ``count`` views: trigger to part answer, and each view's model latency."""
     products = tuple(args.view_products[:count])
-    with ScratchLine(Path(args.workdir) / f"views-{count}", scan_s=args.scan_ms / 1000.0) as line:
+    work = Path(args.workdir) / f"views-{count}"
+    with closing(ScratchLine(work, scan_s=args.scan_ms / 1000.0)) as line:
         links = {"opcua": line.opcua(args.sampling_ms), "sinks": []}
         line.start(line_config(args, line, links, products))
         for i in range(5):  # warm-up, not counted

@@ -17,7 +17,6 @@ duplicated and rows pointing at a missing blob. Writes ``reports/soak/soak-<stor
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -71,54 +70,43 @@ PREFILL_FORMAT = 1
 # ------------------------------------------------------------------------- pre-fill
 @dataclass(frozen=True)
 class Prefill:
-    """A cached pre-filled store: the time span its rows cover and its description file."""
+    """A cached pre-filled store: the span its rows cover and ``source``, its SQLite file or
+    PostgreSQL template database."""
 
     kind: str
     rows: int
     oldest: datetime
     newest: datetime
     build_seconds: float
-    meta: Path
-
-    @property
-    def sqlite_path(self) -> Path:
-        return self.meta.with_suffix(".db")
-
-    @property
-    def pg_template(self) -> str:
-        return f"soak_prefill_{self.rows}_v{PREFILL_FORMAT}"
+    source: str
 
 
 def prefilled(workdir: Path, kind: str, rows: int, rate: float) -> Prefill:
     """The cached pre-filled store of ``rows`` rows, built first when missing."""
     meta = workdir / "prefill" / f"{kind}-{rows}-v{PREFILL_FORMAT}.json"
-    if meta.is_file():
+    sqlite = kind == "sqlite"
+    source = str(meta.with_suffix(".db")) if sqlite else f"soak_prefill_{rows}_v{PREFILL_FORMAT}"
+    if meta.is_file() and (Path(source).is_file() if sqlite else database_exists(source)):
         data = json.loads(meta.read_text())
-        found = Prefill(
-            kind, rows, datetime.fromisoformat(data["oldest"]),
-            datetime.fromisoformat(data["newest"]), data["build_seconds"], meta,
-        )  # fmt: skip
-        if found.sqlite_path.is_file() if kind == "sqlite" else database_exists(found.pg_template):
-            return found
+        span = (datetime.fromisoformat(data["oldest"]), datetime.fromisoformat(data["newest"]))
+        return Prefill(kind, rows, *span, data["build_seconds"], source)
     meta.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     newest = datetime.now(timezone.utc)
-    made = Prefill(kind, rows, newest - timedelta(seconds=rows / rate), newest, 0.0, meta)
-    if kind == "sqlite":
-        made.sqlite_path.unlink(missing_ok=True)
-        url = f"sqlite:///{made.sqlite_path}"
-    else:
-        name = create_database()
-        url = database_url(name)
+    oldest = newest - timedelta(seconds=rows / rate)
+    if sqlite:
+        Path(source).unlink(missing_ok=True)
+    name = None if sqlite else create_database()
+    url = f"sqlite:///{source}" if name is None else database_url(name)
     store = Store.migrated(url, workdir / "prefill" / "no-blobs")
     print(f"{kind}: bulk-loading {rows:,} rows", flush=True)
-    bulk_load(store, rows, made.oldest, newest)
+    bulk_load(store, rows, oldest, newest)
     store.engine.dispose()
-    if kind == "postgres":
-        drop_database(made.pg_template)
-        rename_database(name, made.pg_template)
-    made = dataclasses.replace(made, build_seconds=round(time.perf_counter() - started, 1))
-    times = {"oldest": made.oldest.isoformat(), "newest": newest.isoformat()}
+    if name is not None:
+        drop_database(source)
+        rename_database(name, source)
+    made = Prefill(kind, rows, oldest, newest, round(time.perf_counter() - started, 1), source)
+    times = {"oldest": oldest.isoformat(), "newest": newest.isoformat()}
     meta.write_text(json.dumps(times | {"build_seconds": made.build_seconds}))
     return made
 
@@ -196,9 +184,9 @@ def clone(prefill: Prefill, root: Path) -> tuple[str, str | None]:
     if prefill.kind == "sqlite":
         target = root / "store" / "inspection.db"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(prefill.sqlite_path, target)
+        shutil.copyfile(prefill.source, target)
         return f"sqlite:///{target}", None
-    name = create_database(template=prefill.pg_template)
+    name = create_database(template=prefill.source)
     return database_url(name), name
 
 
@@ -587,6 +575,8 @@ def markdown(report: dict[str, Any]) -> str:
     blob_mb = [w["blob_mb"] for w in run["windows"][1:]] or [0]
     rate = run["parts"] / run["seconds"]
     prunes = run["prune_runs"]
+    cut = [f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts asked "
+           f"for, to end by {report['end_by']} UTC (`--end-by`).", ""]  # fmt: skip
     lines = [
         f"# Soak on {run['store']} (bench/soak.py)",
         "",
@@ -605,15 +595,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"({run['prefill_span_h']} h at the pre-fill rate, rollups rebuilt; built in "
         f"{run['prefill_build_s']} s, cloned in {run['clone_s']} s).",
         "",
-        *(
-            [
-                f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts "
-                f"asked for, to end by {report['end_by']} UTC (`--end-by`).",
-                "",
-            ]
-            if run["parts"] < report["parts_requested"]
-            else []
-        ),
+        *(cut if run["parts"] < report["parts_requested"] else []),
         f"Retention: `{json.dumps(run['retention'])}`; prune every {report['prune_every']} s "
         f"as its own process: {len(prunes)} runs, {run['prune_failures']} failed, wall "
         f"{min((p['wall_s'] for p in prunes), default=0)}-"
