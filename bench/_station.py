@@ -86,12 +86,12 @@ class ScratchLine:
             "blob_dir": str(self.work / "blobs"), "registry_dir": str(self.work / "registry"),
         } | signature_policy(registry) | more  # fmt: skip
 
-    def config(self, core: dict[str, Any], camera: Path | str, **sections: Any) -> Path:
-        """``line.yaml`` here: ``core``, a file camera on ``camera``, the results to the broker
-        (sink ``mes``), and ``sections`` (links, views, …) on top."""
+    def config(self, core: dict[str, Any], camera: Path | str | None, **sections: Any) -> Path:
+        """``line.yaml`` here: ``core``, a file camera on ``camera`` (None: ``views`` give
+        theirs), the results to the broker (sink ``mes``), and ``sections`` (links, …) on top."""
         config = {
             "station_id": STATION_ID, "core": core, "inspect_timeout_s": 10.0,
-            "camera": {"kind": "file", "path": str(camera)},
+            **({"camera": {"kind": "file", "path": str(camera)}} if camera else {}),
             "sinks": [{"name": "mes", "kind": "mqtt", "port": self.broker.port, "timeout_s": 2.0}],
             "publisher": {"poll_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0},
             "security": {"mode": self.security.mode, "pki_dir": str(self.security.pki_dir)},
@@ -103,10 +103,12 @@ class ScratchLine:
     def start(self, config: Path, **env: str) -> float:
         """Run the station on ``config``; the seconds until it raised Ready on the PLC."""
         started = time.monotonic()
-        self.station = Child(
-            ["station", "run", "-c", str(config)], self.work / "station.log", **env
-        )
-        self.plc.wait_for("Ready", True, 120.0)
+        log = self.work / "station.log"
+        self.station = Child(["station", "run", "-c", str(config)], log, **env)
+        while not self.plc.read("Ready"):
+            if self.station.process.poll() is not None or time.monotonic() > started + 120:
+                raise RuntimeError(f"the station raised no Ready on the PLC; see {log}")
+            time.sleep(0.05)
         return round(time.monotonic() - started, 2)
 
     def close(self) -> None:

@@ -209,7 +209,7 @@ def line_config(
     core = line.core(args.registry, list({args.product, *views}), **more)
     cameras = {"views": [{"name": f"view{i}", "camera": {"kind": "file", "path": images(product)},
                           "product": product} for i, product in enumerate(views)]} if views else {}  # fmt: skip
-    return line.config(core, images(args.product), default_product=args.product,
+    return line.config(core, None if views else images(args.product), default_product=args.product,
                        inspect_timeout_s=5.0, **cameras, **links)  # fmt: skip
 
 
