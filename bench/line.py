@@ -57,7 +57,24 @@ REPORTS = Path(__file__).resolve().parents[1] / "reports" / "line"
 Timed = Callable[[str], tuple[float, ...]]
 
 
-class Handshake:
+class Side:
+    """A link's PLC end in this bench: its station ``section``, ``connect()`` once the station
+    is up (-> its timed trigger), ``close()`` after the timed rounds, ``stop()`` at the end."""
+
+    row: str
+    section: dict[str, Any]
+
+    def connect(self) -> Timed:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to close unless a side says so."""
+
+    def stop(self) -> None:
+        """Nothing to stop unless a side says so."""
+
+
+class Handshake(Side):
     """A PLC that raises Trigger and reads Done: the scratch line's soft PLC (OPC UA) or a
     memory-block link's (``LinkKind.plc``); fault runs go through it too."""
 
@@ -75,9 +92,6 @@ class Handshake:
         if answer.request_id != request_id or answer.error_code != ErrorCode.NONE:
             raise SystemExit(f"{self.row} PLC: {request_id} answered {answer}")
         return (answer.seconds,)
-
-    def close(self) -> None:
-        """Stopped after the fault runs (``stop``)."""
 
     def stop(self) -> None:
         if isinstance(self.plc, RegisterPlc):
@@ -101,7 +115,7 @@ def register_side(
     )
 
 
-class MqttSide:
+class MqttSide(Side):
     """The PLC publishing triggers to the scratch line's broker (``plc.MqttPlc``, kept open)."""
 
     row = "mqtt"
@@ -117,10 +131,8 @@ class MqttSide:
     def close(self) -> None:
         self.plc.close()
 
-    def stop(self) -> None: ...
 
-
-class VisionMes:
+class VisionMes(Side):
     """A MES on the station's OPC 40100 server (security on: SignAndEncrypt with a CA-signed
     certificate as its X509 user, an engineer; the station's checked against the trust list):
     Operational, the recipe prepared, ResultReady subscribed; each timed trigger a single job
@@ -183,15 +195,11 @@ class VisionMes:
         self.loop.post(self.client.disconnect())
         self.loop.stop()
 
-    def stop(self) -> None: ...
 
-
-SIDES: dict[str, Callable[[ScratchLine, argparse.Namespace], Any]] = {
+SIDES: dict[str, Callable[[ScratchLine, argparse.Namespace], Side]] = {
     "opcua": opcua_side, "machine_vision": VisionMes, "mqtt": MqttSide,
 } | {name: partial(register_side, name, kind) for name, kind in register_plcs().items()}  # fmt: skip
-"""Each link's PLC side in this bench (the memory-block ones from ``LinkKind.plc``): its
-station ``section``, ``connect()`` once the station is up -> its timed trigger, ``close()``
-after the timed rounds, ``stop()`` at the end."""
+"""Each link's PLC side, by link name (the memory-block ones from ``LinkKind.plc``)."""
 
 
 def timed_id(request_id: str, prefix: str) -> bool:
@@ -289,7 +297,8 @@ def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
             report["latency"] = timed_rounds(args, timed)
             for side in sides.values():
                 side.close()
-            report["fault"] = {name: fault_run(args, line, sides[name].plc, f"f{name}-", results)
+            plcs = {name: side.plc for name, side in sides.items() if isinstance(side, Handshake)}
+            report["fault"] = {name: fault_run(args, line, plcs[name], f"f{name}-", results)
                                for name in args.fault_via}  # fmt: skip
             payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
         finally:
