@@ -1,14 +1,7 @@
-"""Helpers the tests and the benches share. Tests import them (``bench._shared``), benches
-too (``_shared``); nothing here imports ``tests``, so the import goes one way.
-
-- ``write_mean_bundle``: a tiny hand-built OpenVINO bundle (torch-free) whose anomaly map is the
-  mean of the input channels and its score the map's maximum, normalised as identity on [0, 1]:
-  a bright spot is a known defect, a brighter image a higher score.
-- ``line_config`` / ``line_yaml`` / ``camera_folder``: a real line station in a scratch folder.
-- ``Attempt`` / ``attempt``: OPC UA service calls one at a time, as an attacker sends them (no
-  client library deciding for us that an endpoint does not exist); each step's outcome is
-  recorded ("Good" or the status name) and the next step is sent anyway.
-"""
+"""Helpers the tests (``bench._shared``) and the benches (``_shared``) share; nothing here
+imports ``tests``, so the import goes one way: a hand-built OpenVINO bundle, a line station in a
+scratch folder, the site's MES on OPC 40100, and raw OPC UA sessions as an attacker sends them
+(``attempt``: each step's status recorded, the next step sent anyway)."""
 
 from __future__ import annotations
 
@@ -45,17 +38,6 @@ from inspection.line.security import trust_list_validator
 from inspection.station.config import CORE_KEYS, StationCoreConfig
 
 
-def mean_channel_model(input_size: tuple[int, int]) -> ov.Model:
-    """(N, 3, h, w) -> score (N,) = max of the map, map (N, 1, h, w) = mean over channels."""
-    image = ops.parameter([-1, 3, *input_size], np.float32, name="image")
-    amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
-    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
-    model = ov.Model([score, amap], [image], "mean_channels")
-    model.outputs[0].get_tensor().set_names({"pred_score"})
-    model.outputs[1].get_tensor().set_names({"anomaly_map"})
-    return model
-
-
 def write_mean_bundle(
     target: Path,
     *,
@@ -64,24 +46,30 @@ def write_mean_bundle(
     source_bits: int = 16,
     **fields: Any,
 ) -> Path:
-    """Write the mean-channel bundle to ``target``; ``fields`` are further ``BundleMetadata``
-    fields (tiling, ROI, alignment, input domain, …)."""
+    """A tiny torch-free bundle in ``target``: its anomaly map the mean of the input channels,
+    its score the map's maximum, normalised as identity on [0, 1] (a bright spot is a known
+    defect, a brighter image a higher score); ``fields``: other ``BundleMetadata`` fields."""
     target.mkdir(parents=True, exist_ok=True)
-    ov.save_model(mean_channel_model(input_size), target / "model.xml")
-    metadata = BundleMetadata(
-        schema_version=BUNDLE_SCHEMA_VERSION,
-        bundle_id="v0001-fp32",
-        product=product,
-        model_kind="patchcore",
-        model_version=f"{product}/v0001",
-        precision="fp32",
-        preprocessing=Preprocessing(
+    image = ops.parameter([-1, 3, *input_size], np.float32, name="image")
+    amap = ops.reduce_mean(image, np.array([1]), keep_dims=True)
+    score = ops.reduce_max(amap, np.array([1, 2, 3]), keep_dims=False)
+    model = ov.Model([score, amap], [image], "mean_channels")
+    model.outputs[0].get_tensor().set_names({"pred_score"})
+    model.outputs[1].get_tensor().set_names({"anomaly_map"})
+    ov.save_model(model, target / "model.xml")
+    metadata = {
+        "schema_version": BUNDLE_SCHEMA_VERSION,
+        "bundle_id": "v0001-fp32",
+        "product": product,
+        "model_kind": "patchcore",
+        "model_version": f"{product}/v0001",
+        "precision": "fp32",
+        "preprocessing": Preprocessing(
             input_size, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), source_bits=source_bits
         ),
-        normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
-        **fields,
-    )
-    write_bundle_metadata(target, metadata)
+        "normalization": Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),  # identity on [0, 1]
+    }
+    write_bundle_metadata(target, BundleMetadata(**metadata | fields))
     return target
 
 
@@ -174,6 +162,15 @@ async def mes_client(
     await client.load_private_key(str(identity.private_key))
     client.certificate_validator = (await trust_list_validator(pki, peer="server")).validate
     return client
+
+
+def job_args(
+    meas: str, part: str = "", recipe: str = "", product: str = ""
+) -> tuple[ua.Variant, ...]:
+    """OPC 40100 StartSingleJob / StartContinuous inputs (an empty id: the prepared recipe's)."""
+    ids = (ua.MeasIdDataType(Id=meas), ua.PartIdDataType(Id=part),
+           ua.RecipeIdExternalDataType(Id=recipe), ua.ProductIdDataType(Id=product))  # fmt: skip
+    return (*(ua.Variant(i) for i in ids), ua.Variant([], ua.VariantType.Variant))
 
 
 class Events:

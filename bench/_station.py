@@ -1,5 +1,5 @@
-"""Scratch stations for the benches: a tiny trained bundle, PostgreSQL scratch databases and
-the signature policy of a copied bundle."""
+"""Scratch stations for the benches: a tiny trained bundle, PostgreSQL scratch databases, the
+signature policy of a copied bundle, and one scratch line (soft PLC, Mosquitto, station)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,16 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from inspection.line.config import LinkSecurity
+from inspection.line.mosquitto import Broker, free_port
+from inspection.line.softplc import SoftPlc
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "inspection"]
@@ -44,6 +51,71 @@ class Child:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+STATION_ID = "bench-1"
+
+
+class ScratchLine:
+    """A line in the emptied folder ``work``: link security ``mode`` with its PKI there, a soft
+    PLC over OPC UA (scanning every ``scan_s``), a private Mosquitto, and the station
+    (``start``) as an ``inspection station run`` subprocess; ``close`` stops all three."""
+
+    def __init__(self, work: Path, mode: str = "sign_and_encrypt", scan_s: float = 0.001) -> None:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        self.work, self.station = work, None
+        self.security = LinkSecurity(mode=mode, pki_dir=work / "pki")  # type: ignore[arg-type]
+        self.plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=self.security,
+                           scan_s=scan_s)  # fmt: skip
+        self.plc.start()
+        self.broker = Broker(work, persistent=True, security=self.security, stations=(STATION_ID,))
+        self.broker.start()
+
+    def opcua(self, sampling_ms: float, **more: Any) -> dict[str, Any]:
+        """The station's ``opcua`` section on the soft PLC."""
+        return {"enabled": True, "endpoint": self.plc.endpoint, "sampling_ms": sampling_ms} | more
+
+    def core(self, registry: str | Path, products: list[str], **more: Any) -> dict[str, Any]:
+        """A ``core`` section serving ``products``' live bundles of ``registry`` (copied here),
+        on a SQLite store here unless ``more`` names another."""
+        for product in products:
+            serve_live_copy(registry, product, self.work / "registry", "bench")
+        return {
+            "products": sorted(products), "store_url": f"sqlite:///{self.work / 'line.db'}",
+            "blob_dir": str(self.work / "blobs"), "registry_dir": str(self.work / "registry"),
+        } | signature_policy(registry) | more  # fmt: skip
+
+    def config(self, core: dict[str, Any], camera: Path | str | None, **sections: Any) -> Path:
+        """``line.yaml`` here: ``core``, a file camera on ``camera`` (None: ``views`` give
+        theirs), the results to the broker (sink ``mes``), and ``sections`` (links, …) on top."""
+        config = {
+            "station_id": STATION_ID, "core": core, "inspect_timeout_s": 10.0,
+            **({"camera": {"kind": "file", "path": str(camera)}} if camera else {}),
+            "sinks": [{"name": "mes", "kind": "mqtt", "port": self.broker.port, "timeout_s": 2.0}],
+            "publisher": {"poll_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0},
+            "security": {"mode": self.security.mode, "pki_dir": str(self.security.pki_dir)},
+        } | sections  # fmt: skip
+        path = self.work / "line.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path
+
+    def start(self, config: Path, **env: str) -> float:
+        """Run the station on ``config``; the seconds until it raised Ready on the PLC."""
+        started = time.monotonic()
+        log = self.work / "station.log"
+        self.station = Child(["station", "run", "-c", str(config)], log, **env)
+        while not self.plc.read("Ready"):
+            if self.station.process.poll() is not None or time.monotonic() > started + 120:
+                raise RuntimeError(f"the station raised no Ready on the PLC; see {log}")
+            time.sleep(0.05)
+        return round(time.monotonic() - started, 2)
+
+    def close(self) -> None:
+        if self.station is not None:
+            self.station.stop()
+        self.plc.stop()
+        self.broker.kill()
 
 
 def signature_policy(source_registry: str | Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from _shared import (
     activate_foreign,
     attempt,
     camera_folder,
+    job_args,
     line_config,
     mes_client,
     on_subscription,
@@ -41,6 +42,7 @@ from asyncua import Client, ua
 from inspection.core.jsonl import read_jsonl
 from inspection.data.demo import write_demo_product
 from inspection.line.config import LinkSecurity, MachineVisionConfig
+from inspection.line.machine_vision import RESULT_READY_EVENT
 from inspection.line.machine_vision.access import add_user
 from inspection.line.mosquitto import free_port
 from inspection.line.pki import LinePki
@@ -100,12 +102,6 @@ async def node_ids(client: Client) -> tuple[int, Ids]:
                          (automatic, "Stop"), (automatic, "Abort")):  # fmt: skip
         ids[name] = (await parent.get_child(f"{mv}:{name}")).nodeid
     return mv, ids
-
-
-def job_args(meas: str, part: str = "", recipe: str = "", product: str = "") -> tuple:
-    ids = (ua.MeasIdDataType(Id=meas), ua.PartIdDataType(Id=part),
-           ua.RecipeIdExternalDataType(Id=recipe), ua.ProductIdDataType(Id=product))  # fmt: skip
-    return (*(ua.Variant(i) for i in ids), ua.Variant([], ua.VariantType.Variant))
 
 
 CAUSE = (ua.Variant(0, ua.VariantType.Int32), ua.Variant("hostile bench", ua.VariantType.String))
@@ -277,10 +273,11 @@ async def jobs(p: Plant, events: Events, prefix: str, count: int) -> tuple[int, 
     return got, wrong
 
 
-async def subscribed(p: Plant) -> tuple[Any, Events]:
+async def subscribed(p: Plant, client: Client | None = None) -> tuple[Any, Events]:
+    """ResultReady subscribed by the bench's admin session or ``client``."""
     events = Events()
-    subscription = await p.client.create_subscription(20, events)
-    await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+    subscription = await (client or p.client).create_subscription(20, events)
+    await subscription.subscribe_events(p.ids["system"], ua.NodeId(RESULT_READY_EVENT, p.mv))
     return subscription, events
 
 
@@ -313,9 +310,7 @@ async def hijack(p: Plant) -> str:
     client = await mes_client(p.endpoint, p.pki)
     await client.connect()
     try:
-        events = Events()
-        subscription = await client.create_subscription(20, events)
-        await subscription.subscribe_events(p.ids["system"], ua.NodeId(1024, p.mv))
+        _, events = await subscribed(p, client)
         plan = Attempt(rogue(p.root), user="op-a", password=PASSWORD)
         status = await activate_foreign(p.endpoint, client, plan)
         got, wrong = await jobs(p, events, "h-hijack", 1)

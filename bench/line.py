@@ -1,31 +1,18 @@
 """Line station on the PLC handshake: trigger-to-result latency and a fault run.
 
-A real ``inspection station run`` (subprocess) serves the registry's live bundle, driven by a
-soft PLC (asyncua server in this process) and by MQTT triggers through a private Mosquitto;
-its results go to an MQTT sink that a collector reads. Phases:
+One ``inspection station run`` (``_station.ScratchLine``: soft PLC, private Mosquitto) serves
+the registry's live bundle on every link of ``--links`` at once, each driven by its PLC side
+(``SIDES``), its results collected from an MQTT sink. Each mode (link security on, as the line
+defaults to, and ``security: none``) runs:
 
-1. latency, in ``--rounds`` rounds of N / rounds triggers per link, the links taking turns:
-   OPC UA client mode (PLC raises Trigger -> sees Done), OPC 40100 server mode (a MES calls
-   StartSingleJob -> ResultReady event -> result read with GetResultById), MQTT (trigger
-   published -> answer received), S7 and Modbus TCP (the PLC's block in python-snap7's and
-   pymodbus's own servers here; Trigger written -> Done read), EtherNet/IP (Logix tags in
-   cpppo's server); the model's own latency from the same results. One station serves all
-   six links at once (``--links`` serves fewer, OPC UA always among them).
-2. fault, once per link of ``--fault-via`` (OPC UA and EtherNet/IP by default): M triggers
-   while the broker is ``kill -9``-ed and restarted and the station is ``kill -9``-ed once and
-   restarted; the PLC retries an unanswered trigger with the same RequestId. Every stored
-   inspection's result must reach the collector at least once; duplicates are counted by
-   request id.
+1. latency: ``--triggers`` per link in ``--rounds`` rounds, the links taking turns; the model's
+   own latency from the same results;
+2. fault, per link of ``--fault-via``: ``--fault`` triggers while the broker and the station are
+   ``kill -9``-ed and restarted, an unanswered trigger retried with its RequestId; stored,
+   delivered, lost and duplicated by request id, every delivered signature checked;
 
-Both phases run twice: with the line links secured (the default: OPC UA Basic256Sha256
-SignAndEncrypt with certificates and a trust list, MQTT over TLS with passwords and ACLs,
-results signed, every delivered signature checked) and with ``security: none``.
-
-3. views (security on only): a station per count of ``--views`` (1, 2, 3 cameras per part,
-   view i judged as the i-th of ``--view-products``), N OPC UA triggers each: trigger to part
-   answer.
-
-Writes ``reports/line/line.json`` and ``reports/line/summary.md``.
+3. views (security on): a station per count of ``--views`` cameras per part, trigger to part
+   answer. Writes ``reports/line/line.json`` and ``summary.md``.
 
     python bench/line.py --registry var/registry --product brick --triggers 500 --fault 600
 """
@@ -34,68 +21,143 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from _report import recorded, rounds, save_report
-from _shared import mes_client
-from _station import Child, serve_live_copy, signature_policy  # scratch-station helpers
+from _shared import Events, job_args, mes_client
+from _station import STATION_ID, ScratchLine, signature_policy
 from asyncua import Client, ua
 from asyncua.sync import ThreadLoop
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from inspection.core.bundle import read_bundle_metadata
+from inspection.core.config import to_mapping
+from inspection.core.registry import Registry
+from inspection.line.config import LinkSecurity
+from inspection.line.handshake import ErrorCode
+from inspection.line.links import LINKS, register_plcs
+from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types
+from inspection.line.machine_vision.access import add_user
+from inspection.line.mosquitto import Collector, free_port, wait_port
+from inspection.line.payload import PayloadError, ResultPayload
+from inspection.line.pki import LinePki
+from inspection.line.plc import MqttPlc
+from inspection.line.security import station_uri
+from inspection.line.softplc import HandshakeTimeout, PlcAnswer, RegisterPlc, SoftPlc
+
+REPORTS = Path(__file__).resolve().parents[1] / "reports" / "line"
+Timed = Callable[[str], tuple[float, ...]]
 
 
-from inspection.core.bundle import read_bundle_metadata  # noqa: E402
-from inspection.core.config import to_mapping  # noqa: E402
-from inspection.core.registry import Registry  # noqa: E402
-from inspection.line.config import LinkSecurity  # noqa: E402
-from inspection.line.handshake import ErrorCode  # noqa: E402
-from inspection.line.links import LINKS, register_plcs  # noqa: E402
-from inspection.line.machine_vision import RESULT_READY_EVENT, load_client_types  # noqa: E402
-from inspection.line.machine_vision.access import add_user  # noqa: E402
-from inspection.line.mosquitto import Broker, Collector, free_port  # noqa: E402
-from inspection.line.payload import PayloadError, ResultPayload  # noqa: E402
-from inspection.line.pki import LinePki  # noqa: E402
-from inspection.line.plc import MqttPlc  # noqa: E402
-from inspection.line.security import station_uri  # noqa: E402
-from inspection.line.softplc import HandshakeTimeout, PlcAnswer, RegisterPlc, SoftPlc  # noqa: E402
+class Side:
+    """A link's PLC end in this bench: its station ``section``, ``connect()`` once the station
+    is up (-> its timed trigger), ``close()`` after the timed rounds, ``stop()`` at the end."""
 
-REPORTS = ROOT / "reports" / "line"
-STATION_ID = "bench-1"
+    row: str
+    section: dict[str, Any]
+
+    def connect(self) -> Timed:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Nothing to close unless a side says so."""
+
+    def stop(self) -> None:
+        """Nothing to stop unless a side says so."""
 
 
-def thread_loop() -> ThreadLoop:
-    """An event loop in a daemon thread (``post`` runs a coroutine in it and waits)."""
-    loop = ThreadLoop()
-    loop.daemon = True  # a bench that fails leaves no thread keeping it alive
-    loop.start()
-    return loop
+class Handshake(Side):
+    """A PLC that raises Trigger and reads Done: the scratch line's soft PLC (OPC UA) or a
+    memory-block link's (``LinkKind.plc``); fault runs go through it too."""
+
+    def __init__(self, row: str, plc: SoftPlc | RegisterPlc, section: dict[str, Any]) -> None:
+        self.row, self.plc, self.section = row, plc, section
+
+    def connect(self) -> Timed:
+        if isinstance(self.plc, RegisterPlc):
+            self.plc.connect()
+        return self.timed
+
+    def timed(self, request_id: str) -> tuple[float]:
+        """Seconds from Trigger raised to Done read; a wrong id or an error ends the bench."""
+        answer = self.plc.trigger(request_id=request_id)
+        if answer.request_id != request_id or answer.error_code != ErrorCode.NONE:
+            raise SystemExit(f"{self.row} PLC: {request_id} answered {answer}")
+        return (answer.seconds,)
+
+    def stop(self) -> None:
+        if isinstance(self.plc, RegisterPlc):
+            self.plc.stop()  # the soft PLC is the scratch line's
 
 
-class VisionMes:
+def opcua_side(line: ScratchLine, args: argparse.Namespace) -> Handshake:
+    return Handshake(
+        "opcua", line.plc, line.opcua(args.sampling_ms, heartbeat_ms=args.heartbeat_ms)
+    )
+
+
+def register_side(
+    name: str, kind: type[RegisterPlc], line: ScratchLine, args: argparse.Namespace
+) -> Handshake:
+    """The memory-block PLC in its library's own server, polled every ``--poll-ms`` by the
+    station, its Heartbeat counted every ``--heartbeat-ms``."""
+    plc = kind(scan_s=args.scan_ms / 1000.0)
+    return Handshake(
+        name, plc, to_mapping(plc.config(poll_ms=args.poll_ms, heartbeat_ms=args.heartbeat_ms))
+    )
+
+
+class MqttSide(Side):
+    """The PLC publishing triggers to the scratch line's broker (``plc.MqttPlc``, kept open)."""
+
+    row = "mqtt"
+
+    def __init__(self, line: ScratchLine, _args: argparse.Namespace) -> None:
+        self.line, self.section = line, {"enabled": True, "port": line.broker.port}
+
+    def connect(self) -> Timed:
+        self.plc = MqttPlc("127.0.0.1", self.line.broker.port, f"inspection/{STATION_ID}",
+                           self.line.security)  # fmt: skip
+        return lambda request_id: (self.plc.trigger(request_id)[1],)
+
+    def close(self) -> None:
+        self.plc.close()
+
+
+class VisionMes(Side):
     """A MES on the station's OPC 40100 server (security on: SignAndEncrypt with a CA-signed
-    certificate, the station's checked against the trust list): Operational, ``product``'s
-    recipe prepared, ResultReady subscribed. ``job`` runs one single job in its own loop."""
+    certificate as its X509 user, an engineer; the station's checked against the trust list):
+    Operational, the recipe prepared, ResultReady subscribed; each timed trigger a single job
+    run in the MES's own loop."""
 
-    def __init__(self, endpoint: str, security: LinkSecurity, product: str, period_ms: float):
-        self.loop = thread_loop()
-        self.loop.post(self._open(endpoint, security, product, period_ms))
+    row = "opc40100"
 
-    async def _open(
-        self, endpoint: str, security: LinkSecurity, product: str, period_ms: float
-    ) -> None:
+    def __init__(self, line: ScratchLine, args: argparse.Namespace) -> None:
+        self.port, self.security, self.args = free_port(), line.security, args
+        self.section = {"enabled": True, "port": self.port}
+        if line.security.on:
+            add_user(line.security.pki_dir / "opcua-users.yaml", "mes", "engineer", None)
+        else:  # plaintext: no user to check
+            self.section["anonymous"] = "engineer"
+
+    def connect(self) -> Timed:
+        wait_port(self.port, 60.0)  # the station serves OPC 40100 after it raised Ready
+        self.loop = ThreadLoop()
+        self.loop.daemon = True  # a bench that fails leaves no thread keeping it alive
+        self.loop.start()
+        self.loop.post(self._open(f"opc.tcp://127.0.0.1:{self.port}/inspection"))
+        return lambda meas_id: self.loop.post(self._job(meas_id))
+
+    async def _open(self, endpoint: str) -> None:
+        security = self.security
         plain = Client(endpoint, timeout=10)
         self.client = (
             await mes_client(endpoint, LinePki(security.pki_dir)) if security.on else plain
@@ -109,26 +171,17 @@ class VisionMes:
         self.results = await system.get_child(f"{mv}:ResultManagement")
         recipes = await system.get_child(f"{mv}:RecipeManagement")
         await machine.call_method(f"{mv}:SelectModeAutomatic")
-        recipe = ua.RecipeIdExternalDataType(Id=product)
+        recipe = ua.RecipeIdExternalDataType(Id=self.args.product)
         await recipes.call_method(f"{mv}:PrepareRecipe", recipe, ua.RecipeIdInternalDataType(Id=""))
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-        subscription = await self.client.create_subscription(period_ms, self)
+        self.events = Events()
+        subscription = await self.client.create_subscription(self.args.sampling_ms, self.events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
 
-    def event_notification(self, event: Any) -> None:
-        self.events.put_nowait(event)
-
-    def job(self, meas_id: str) -> tuple[float, float]:
-        """StartSingleJob -> (seconds to its ResultReady event, to its result read back)."""
-        return self.loop.post(self._job(meas_id))
-
     async def _job(self, meas_id: str) -> tuple[float, float]:
-        mv, empty = self.mv, ua.Variant([], ua.VariantType.Variant)
-        ids = (ua.MeasIdDataType(Id=meas_id), ua.PartIdDataType(Id=""),
-               ua.RecipeIdExternalDataType(Id=""), ua.ProductIdDataType(Id=""))  # fmt: skip
-        started = time.perf_counter()
-        await self.automatic.call_method(f"{mv}:StartSingleJob", *ids, empty)
-        event = await asyncio.wait_for(self.events.get(), 15)
+        """StartSingleJob -> (seconds to its ResultReady event, to its result read back)."""
+        mv, started = self.mv, time.perf_counter()
+        await self.automatic.call_method(f"{mv}:StartSingleJob", *job_args(meas_id))
+        event = await asyncio.wait_for(self.events.queue.get(), 15)
         at_event = time.perf_counter()
         timeout = ua.Variant(1000, ua.VariantType.Int32)
         _, result, _ = await self.results.call_method(
@@ -143,18 +196,10 @@ class VisionMes:
         self.loop.stop()
 
 
-def section(plc: RegisterPlc, args: argparse.Namespace) -> dict[str, Any]:
-    """The station's ``s7:`` / ``modbus:`` section for ``plc``, polled every ``--poll-ms``,
-    its Heartbeat counted every ``--heartbeat-ms``."""
-    return to_mapping(plc.config(poll_ms=args.poll_ms, heartbeat_ms=args.heartbeat_ms))
-
-
-def register_round(plc: RegisterPlc, request_id: str) -> tuple[float]:
-    """Seconds from Trigger written to Done read; a wrong id or an error ends the bench."""
-    answer = plc.trigger(request_id)
-    if answer.request_id != request_id or answer.error_code != ErrorCode.NONE:
-        raise SystemExit(f"{plc.protocol} PLC: {request_id} answered {answer}")
-    return (answer.seconds,)
+SIDES: dict[str, Callable[[ScratchLine, argparse.Namespace], Side]] = {
+    "opcua": opcua_side, "machine_vision": VisionMes, "mqtt": MqttSide,
+} | {name: partial(register_side, name, kind) for name, kind in register_plcs().items()}  # fmt: skip
+"""Each link's PLC side, by link name (the memory-block ones from ``LinkKind.plc``)."""
 
 
 def timed_id(request_id: str, prefix: str) -> bool:
@@ -162,37 +207,18 @@ def timed_id(request_id: str, prefix: str) -> bool:
     return request_id.startswith(prefix) and request_id[len(prefix) : len(prefix) + 1].isdigit()
 
 
-def prepare(
-    args: argparse.Namespace, work: Path, security: LinkSecurity, links: dict[str, Any],
-    views: tuple[str, ...] = (),
+def line_config(
+    args: argparse.Namespace, line: ScratchLine, links: dict[str, Any],
+    views: tuple[str, ...] = (), **more: Any,
 ) -> Path:  # fmt: skip
     """The station's config: the ``links`` sections, one camera or a view per ``views``
-    product (each camera on its product's images)."""
-    for product in {args.product, *views}:
-        serve_live_copy(args.registry, product, work / "registry", "line bench")
+    product (each camera on its product's images), ``core`` keys on top."""
     images = lambda product: str(Path(args.images or f"datasets/{product}/test"))  # noqa: E731
-    cameras = (
-        {"views": [{"name": f"view{i}", "camera": {"kind": "file", "path": images(product)},
-                    "product": product} for i, product in enumerate(views)]}
-        if views else {"camera": {"kind": "file", "path": images(args.product)}}
-    )  # fmt: skip
-    config = {
-        "station_id": STATION_ID,
-        "core": {
-            "products": sorted({args.product, *views}),
-            "store_url": f"sqlite:///{work / 'line.db'}",
-            "blob_dir": str(work / "blobs"),
-            "registry_dir": str(work / "registry"),
-        }
-        | signature_policy(args.registry),
-        "default_product": args.product,
-        "inspect_timeout_s": 5.0,
-        "publisher": {"poll_s": 0.2, "backoff_initial_s": 0.2, "backoff_max_s": 2.0},
-        "security": {"mode": security.mode, "pki_dir": str(security.pki_dir)},
-    }
-    path = work / "line.yaml"
-    path.write_text(yaml.safe_dump(config | cameras | links))
-    return path
+    core = line.core(args.registry, list({args.product, *views}), **more)
+    cameras = {"views": [{"name": f"view{i}", "camera": {"kind": "file", "path": images(product)},
+                          "product": product} for i, product in enumerate(views)]} if views else {}  # fmt: skip
+    return line.config(core, None if views else images(args.product), default_product=args.product,
+                       inspect_timeout_s=5.0, **cameras, **links)  # fmt: skip
 
 
 def percentiles(values: list[float], rounds: int = 1) -> dict[str, Any]:
@@ -209,9 +235,7 @@ def percentiles(values: list[float], rounds: int = 1) -> dict[str, Any]:
     return row
 
 
-def timed_rounds(
-    args: argparse.Namespace, links: dict[str, tuple[str, Callable[[str], tuple[float, ...]]]]
-) -> dict[str, Any]:
+def timed_rounds(args: argparse.Namespace, links: dict[str, tuple[str, Timed]]) -> dict[str, Any]:
     """``args.triggers`` per link in ``args.rounds`` rounds, the links taking turns so that a
     drift of the machine's load spreads over all; request ids ``<prefix><round>-<i>``. A link
     timing two moments (40100: event, result read) gets a ``<name>_result`` row too."""
@@ -220,7 +244,7 @@ def timed_rounds(
         for i in range(5):  # warm-up, not counted
             trigger(f"{prefix}w-{i}")
 
-    def batch(prefix: str, trigger: Callable[[str], tuple[float, ...]], r: int) -> list:
+    def batch(prefix: str, trigger: Timed, r: int) -> list:
         return [trigger(f"{prefix}{r}-{i}") for i in range(per_round)]
 
     runs = rounds({name: partial(batch, *link) for name, link in links.items()}, args.rounds)
@@ -229,27 +253,6 @@ def timed_rounds(
         for name, batches in runs.items()
         for k, column in enumerate(zip(*chain.from_iterable(batches), strict=True))
     }
-
-
-def wait_ready(plc: SoftPlc, timeout_s: float = 120.0) -> float:
-    started = time.monotonic()
-    plc.wait_for("Ready", True, timeout_s)
-    return time.monotonic() - started
-
-
-def scratch_plc(
-    args: argparse.Namespace, name: str, mode: str = "sign_and_encrypt"
-) -> tuple[Path, LinkSecurity, SoftPlc]:
-    """A fresh ``<workdir>/<name>``, link security ``mode`` with its PKI there, and a soft PLC
-    started (scanning every ``--scan-ms``)."""
-    work = Path(args.workdir) / name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    security = LinkSecurity(mode=mode, pki_dir=work / "pki")  # type: ignore[arg-type]
-    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security,
-                  scan_s=args.scan_ms / 1000.0)  # fmt: skip
-    plc.start()
-    return work, security, plc
 
 
 def plc_trigger_retrying(
@@ -278,95 +281,52 @@ def stored(db: Path, prefix: str) -> list[tuple[str, float]]:
 
 def run(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     """Both phases with link security ``mode`` (sign_and_encrypt or none)."""
-    work, security, plc = scratch_plc(args, mode, mode)
-    broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
-    broker.start()
-    scan_s = args.scan_ms / 1000.0
-    registers = {
-        name: make(scan_s=scan_s) for name, make in register_plcs().items() if name in args.links
-    }
-    vision_port = free_port()
-    links = {
-        "opcua": {
-            "enabled": True,
-            "endpoint": plc.endpoint,
-            "sampling_ms": args.sampling_ms,
-            "heartbeat_ms": args.heartbeat_ms,
-        },
-        "machine_vision": {"enabled": True, "port": vision_port}
-        | ({} if security.on else {"anonymous": "engineer"}),  # plaintext: no user to check
-        "mqtt": {"enabled": True, "port": broker.port},
-    } | {name: section(plc_, args) for name, plc_ in registers.items()}
-    links = {name: link_ for name, link_ in links.items() if name in args.links}
-    sinks = [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}]
-    config_path = prepare(args, work, security, links | {"sinks": sinks})
-    if security.on:  # the MES below: its certificate as its X509 user, an engineer
-        add_user(security.pki_dir / "opcua-users.yaml", "mes", "engineer", None)
-    results = Collector(broker.port, f"inspection/{STATION_ID}/result", security)
-    station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
-    startup_s = wait_ready(plc)
-    mqtt_plc = MqttPlc("127.0.0.1", broker.port, f"inspection/{STATION_ID}", security)
-    vision_endpoint = f"opc.tcp://127.0.0.1:{vision_port}/inspection"
-    report: dict[str, Any] = {"security": mode, "startup_s": round(startup_s, 2)}
-    try:
-        warm = [plc.trigger(request_id=f"w-{i}") for i in range(5)]  # warm-up, not counted
-        if all(a.error_code != ErrorCode.NONE for a in warm):
-            raise SystemExit(
-                f"line bench: the station judged no part ({warm[-1].error_code.name}: "
-                f"{warm[-1].message}); see {work / 'station.log'}"
-            )
-        for register in registers.values():
-            register.connect()
-        timed_links: dict[str, tuple[str, Callable[[str], tuple[float, ...]]]] = {
-            "opcua": ("o", lambda r: (plc.trigger(request_id=r).seconds,))
-        }
-        if "machine_vision" in args.links:
-            mes = VisionMes(vision_endpoint, security, args.product, args.sampling_ms)
-            timed_links["opc40100"] = ("v", mes.job)
-        if "mqtt" in args.links:
-            timed_links["mqtt"] = ("m", lambda r: (mqtt_plc.trigger(r)[1],))
-        timed_links |= {name: (f"{name}-", partial(register_round, register))
-                        for name, register in registers.items()}  # fmt: skip
-        report["latency"] = timed_rounds(args, timed_links)
-        if "machine_vision" in args.links:
-            mes.close()
-        plcs = {"opcua": plc, **registers}
-        report["fault"] = {name: fault_run(args, work, plcs[name], f"f{name}-", broker, station,
-                                           results) for name in args.fault_via}  # fmt: skip
-        payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
-        prefixes = [prefix for prefix, _ in timed_links.values()]
-        timed = [p for p in payloads if any(timed_id(p.request_id, x) for x in prefixes)]
-        inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed]
-        report["latency"]["model"] = percentiles(inference)
-        report["latency"]["verdicts"] = dict(Counter(p.verdict for p in timed))
-        report["signatures"] = signature_check(payloads, security)
-    finally:
-        station.stop()
-        results.close()
-        plc.stop()
-        for register in registers.values():
-            register.stop()
-        broker.kill()
+    with closing(ScratchLine(Path(args.workdir) / mode, mode, args.scan_ms / 1000.0)) as line:
+        sides = {name: SIDES[name](line, args) for name in args.links}
+        config = line_config(args, line, {name: side.section for name, side in sides.items()})
+        results = Collector(line.broker.port, f"inspection/{STATION_ID}/result", line.security)
+        try:
+            report = {"security": mode, "startup_s": line.start(config)}
+            warm = [line.plc.trigger(request_id=f"w-{i}") for i in range(5)]  # not counted
+            if all(a.error_code != ErrorCode.NONE for a in warm):
+                raise SystemExit(
+                    f"line bench: the station judged no part ({warm[-1].error_code.name}: "
+                    f"{warm[-1].message}); see {line.work / 'station.log'}"
+                )
+            timed = {side.row: (f"{name}-", side.connect()) for name, side in sides.items()}
+            report["latency"] = timed_rounds(args, timed)
+            for side in sides.values():
+                side.close()
+            plcs = {name: side.plc for name, side in sides.items() if isinstance(side, Handshake)}
+            report["fault"] = {name: fault_run(args, line, plcs[name], f"f{name}-", results)
+                               for name in args.fault_via}  # fmt: skip
+            payloads = [ResultPayload.from_json(m) for m in results.wait_for(0, 0)]
+        finally:
+            results.close()
+            for side in sides.values():
+                side.stop()
+    timed_payloads = [
+        p for p in payloads if any(timed_id(p.request_id, x) for x, _ in timed.values())
+    ]
+    inference = [p.timings_ms["inference_ms"] / 1000.0 for p in timed_payloads]
+    report["latency"]["model"] = percentiles(inference)
+    report["latency"]["verdicts"] = dict(Counter(p.verdict for p in timed_payloads))
+    report["signatures"] = signature_check(payloads, line.security)
     return report
 
 
 def views_run(args: argparse.Namespace, count: int) -> dict[str, Any]:
     """``args.triggers`` OPC UA triggers (security on) to a station judging each part from
     ``count`` views: trigger to part answer, and each view's model latency."""
-    work, security, plc = scratch_plc(args, f"views-{count}")
-    opcua = {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms}
     products = tuple(args.view_products[:count])
-    config_path = prepare(args, work, security, {"opcua": opcua}, products)
-    station = Child(["station", "run", "-c", str(config_path)], work / "log")
-    try:
-        wait_ready(plc)
+    work = Path(args.workdir) / f"views-{count}"
+    with closing(ScratchLine(work, scan_s=args.scan_ms / 1000.0)) as line:
+        links = {"opcua": line.opcua(args.sampling_ms), "sinks": []}
+        line.start(line_config(args, line, links, products))
         for i in range(5):  # warm-up, not counted
-            plc.trigger(request_id=f"w-{i}")
-        answers = [plc.trigger(request_id=f"p-{i}") for i in range(args.triggers)]
-    finally:
-        station.stop()
-        plc.stop()
-    rows = stored(work / "line.db", "p-")
+            line.plc.trigger(request_id=f"w-{i}")
+        answers = [line.plc.trigger(request_id=f"p-{i}") for i in range(args.triggers)]
+    rows = stored(line.work / "line.db", "p-")
     return {
         "products": list(products),
         "part": percentiles([a.seconds for a in answers]),
@@ -394,33 +354,27 @@ def signature_check(payloads: list[ResultPayload], security: LinkSecurity) -> di
 
 def fault_run(
     args: argparse.Namespace,
-    work: Path,
+    line: ScratchLine,
     plc: SoftPlc | RegisterPlc,
     prefix: str,
-    broker: Broker,
-    station: Child,
     results: Collector,
 ) -> dict[str, Any]:
     """``args.fault`` triggers from ``plc`` (request ids ``<prefix><i>``) through broker and
     station kills: stored, delivered, lost and duplicated."""
-    n = args.fault
+    n, station = args.fault, line.station
+    faults = {n // 5: ("broker kill -9", line.broker.kill),
+              2 * n // 5: ("broker restarted", line.broker.start),
+              3 * n // 5: ("station kill -9", lambda: station.kill() or station.start())}  # fmt: skip
     retries: list[str] = []
     events: list[str] = []
     started = time.monotonic()
     for i in range(n):
-        if i == n // 5:
-            broker.kill()
-            events.append(f"broker kill -9 before trigger {i}")
-        if i == 2 * n // 5:
-            broker.start()
-            events.append(f"broker restarted before trigger {i}")
-        if i == 3 * n // 5:
-            station.kill()
-            events.append(f"station kill -9 before trigger {i}")
-            station.start()
+        if i in faults:
+            faults[i][1]()
+            events.append(f"{faults[i][0]} before trigger {i}")
         plc_trigger_retrying(plc, f"{prefix}{i:04d}", retries)
     run_s = time.monotonic() - started
-    stored_ids = [request_id for request_id, _ in stored(work / "line.db", prefix)]
+    stored_ids = [request_id for request_id, _ in stored(line.work / "line.db", prefix)]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         keys = [ResultPayload.from_json(m).request_id for m in results.wait_for(0, 0)]

@@ -1,17 +1,11 @@
 """Line station with the central store down: PLC answers and forwarding through an outage.
 
-A real ``inspection station run`` (the line bench's, ``bench/line.py``, security on) forwards
-to a central PostgreSQL of the bench's own (``initdb`` + ``pg_ctl`` on a free port; the
-machine's clusters are not touched), reached through a TCP relay. Triggers over OPC UA are
-paced (``--pace`` s apart); in the middle of the run the central side fails for
-``--outage-s`` seconds, as one of two scenarios:
-
-- ``stop``: ``pg_ctl stop -m fast``, then ``pg_ctl start``;
-- ``blackhole``: the relay stops passing bytes and new connections hang (a failed network).
-
-Recorded: PLC answer p50/p99 before, during and after the outage, error answers, then every
-request id in the central store (lost, duplicated) and the time from recovery until every
-part answered before it is central. Writes ``reports/line/outage.json`` and ``outage.md``.
+The line bench's station (security on) forwards to a central PostgreSQL of the bench's own
+(``ScratchPostgres``) through a TCP relay; OPC UA triggers ``--pace`` s apart; from
+``--outage-at`` the central side fails for ``--outage-s`` s (``stop``: ``pg_ctl stop -m fast``
+then start; ``blackhole``: the relay passes no byte, as a failed network). Recorded: answer
+p50/p99 before, during and after, lost and duplicated central rows, and the drain after
+recovery. Writes ``reports/line/outage.json`` and ``outage.md``.
 
     python bench/outage.py --registry var/registry --product brick --scenario both
 """
@@ -30,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-import yaml
 from _report import previous_report, recorded, save_report
-from _station import Child, ScratchPostgres, _admin
-from line import STATION_ID, percentiles, plc_trigger_retrying, prepare, scratch_plc, wait_ready
+from _station import STATION_ID, ScratchLine, ScratchPostgres, _admin
+from line import line_config, percentiles, plc_trigger_retrying
 
 from inspection.line.handshake import ErrorCode
-from inspection.line.mosquitto import Broker, free_port
+from inspection.line.mosquitto import free_port
 from inspection.line.pki import LinePki
 from inspection.line.softplc import SoftPlc
 from inspection.store.central_roles import grant_station
@@ -110,9 +103,7 @@ def central_site(work: Path) -> tuple[ScratchPostgres, Relay, str, Path]:
     """The central PostgreSQL (TLS, migrated, owned by a non-superuser ``inspection`` role)
     and the station's own forwarding role; returns the server, its relay, the station's URL
     and the CA file its link verifies the server against (``sslmode=verify-full``)."""
-    pg = ScratchPostgres(
-        work.parent / f"{work.name}-pg", free_port()
-    ).init()  # the broker 0700s work
+    pg = ScratchPostgres(work.parent / f"{work.name}-pg", free_port()).init()  # work is 0700
     ca_file = tls(pg, work.parent / f"{work.name}-pg-tls")
     pg.start()
     _admin(pg.url(), "CREATE ROLE inspection LOGIN CREATEROLE PASSWORD 'inspection'")
@@ -159,31 +150,22 @@ class Watch:
 
 
 def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    work, security, plc = scratch_plc(args, name)
+    line = ScratchLine(Path(args.workdir) / name, scan_s=args.scan_ms / 1000.0)
+    work, plc = line.work, line.plc
     pg, relay, station_url, ca_file = central_site(work)
-    broker = Broker(work, persistent=True, security=security, stations=(STATION_ID,))
-    broker.start()
-    links = {
-        "opcua": {"enabled": True, "endpoint": plc.endpoint, "sampling_ms": args.sampling_ms},
-        "mqtt": {"enabled": True, "port": broker.port},
-        "sinks": [{"name": "mes", "kind": "mqtt", "port": broker.port, "timeout_s": 2.0}],
-    }
-    config_path = prepare(args, work, security, links)
-    config = yaml.safe_load(config_path.read_text())
     central = {"url": station_url, "blob_dir": str(work / "central"), "ca_file": str(ca_file)}
-    config["core"]["central"] = central
-    config_path.write_text(yaml.safe_dump(config))
-    station = Child(["station", "run", "-c", str(config_path)], work / "station.log")
+    links = {
+        "opcua": line.opcua(args.sampling_ms),
+        "mqtt": {"enabled": True, "port": line.broker.port},
+    }
     try:
-        wait_ready(plc)
+        line.start(line_config(args, line, links, central=central))
         watch = Watch(work / "line.db", pg.url("inspection"), "p-")
         for i in range(5):  # warm-up, not counted
             plc.trigger(request_id=f"w-{i}")
-        if name == "stop":
-            run = drive(args, plc, pg.stop, pg.start)
-        else:
-            pause = lambda paused: lambda: setattr(relay, "paused", paused)  # noqa: E731
-            run = drive(args, plc, pause(True), pause(False))
+        pause = lambda paused: lambda: setattr(relay, "paused", paused)  # noqa: E731
+        outage = {"stop": (pg.stop, pg.start), "blackhole": (pause(True), pause(False))}
+        run = drive(args, plc, *outage[name])
         start = run.pop("start")
         deadline = time.monotonic() + args.drain_timeout_s
         while time.monotonic() < deadline and len(watch.central_ids()) < args.triggers:
@@ -192,9 +174,7 @@ def scenario(args: argparse.Namespace, name: str) -> dict[str, Any]:
         time.sleep(1.5)
         central = watch.central_ids()
     finally:
-        station.stop()
-        plc.stop()
-        broker.kill()
+        line.close()
         pg.stop()
     watch.stop()
     samples = [(t - start, backlog, rows) for t, backlog, rows in watch.samples]

@@ -1,28 +1,14 @@
 """Soak: one station inspects many parts over HTTP and the PLC line path against a pre-filled
 store while retention runs.
 
-Per store (SQLite, PostgreSQL), one scratch station on one store and blob folder:
-
-- ``inspection serve`` (one worker, 127.0.0.1) taking ``--clients`` HTTP clients, and
-- ``inspection station run`` driven by a soft PLC over OPC UA (security on, as the line
-  defaults to: Basic256Sha256 SignAndEncrypt, trust lists) with its results signed and
-  delivered to a private TLS Mosquitto through the outbox; its file camera is rewritten
-  before every trigger, so each part is a distinct image, as on a line.
-
-The store starts with ``--prefill`` results: bulk-loaded once with the rollups rebuilt (as
-migration 0007 does) and cached under ``--workdir`` (an SQLite file copied, a PostgreSQL
-template database cloned). They are spaced at ``--prefill-rate`` parts/s, so the store is
-a line's steady state: ``row_days`` is set so that its oldest rows age out during the soak
-at about the rate new parts arrive, and every pre-filled row already lost its blobs. The
-blob, kept-blob and outbox windows are accelerated to ``--blob-minutes``; ``inspection store
-prune`` runs every ``--prune-every`` s as its own process. Parts are shared out until
-``--parts`` are acknowledged; every ``--window`` parts: p50/p99 per path, both processes'
-RSS, CPU ms per part of each process, disk (database + blobs), store rows and the load
-average. Afterwards: lost (acknowledged, not stored), duplicated, rows pointing at a missing
-blob. Writes ``reports/soak/soak-<store>.json`` and ``.md``.
-
-Accelerated: 128 px images, serve and the line station with one OpenVINO thread per inference
-(``--inference-threads``; they share the cores), ``--clients`` HTTP clients besides the PLC.
+Per store (SQLite, PostgreSQL): ``inspection serve`` taking ``--clients`` HTTP clients and a
+line station (``_station.ScratchLine``: OPC UA SignAndEncrypt, results signed to TLS MQTT) whose
+file camera is rewritten before every trigger, on one store pre-filled with ``--prefill``
+results at ``--prefill-rate`` parts/s (cached under ``--workdir``; ``row_days`` set so the
+oldest rows age out at about the rate new parts arrive). Blob and outbox windows are cut to
+``--blob-minutes``; ``inspection store prune`` runs every ``--prune-every`` s. Every
+``--window`` parts: p50/p99 per path, RSS, CPU ms per part, disk, rows, load; afterwards lost,
+duplicated and rows pointing at a missing blob. Writes ``reports/soak/soak-<store>.json``/``.md``.
 
     heavy python bench/soak.py --parts 2000 --window 500 --prefill 50000     # a quick look
     heavy python bench/soak.py --stores sqlite --prefill 5000000 --parts 200000 --window 10000
@@ -31,13 +17,11 @@ Accelerated: 128 px images, serve and the line station with one OpenVINO thread 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -54,37 +38,31 @@ import yaml
 from _report import load_average, recorded, save_report
 from _station import (
     CLI,
+    REPO,
     Child,
+    ScratchLine,
     create_database,
     database_exists,
     database_url,
     demo_test_images,
     drop_database,
     rename_database,
-    serve_live_copy,
-    signature_policy,
     tiny_registry,
 )
+from sqlalchemy import func, select, text
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from sqlalchemy import func, select, text  # noqa: E402
-
-from inspection.core.registry import Registry  # noqa: E402
-from inspection.line.config import LinkSecurity  # noqa: E402
-from inspection.line.handshake import ResultCode  # noqa: E402
-from inspection.line.mosquitto import Broker, free_port  # noqa: E402
-from inspection.line.softplc import HandshakeTimeout, SoftPlc  # noqa: E402
-from inspection.store import rollups  # noqa: E402
-from inspection.store.models import Inspection  # noqa: E402
-from inspection.store.retention import database_bytes  # noqa: E402
-from inspection.store.store import Store  # noqa: E402
-from inspection.store.tokens import create_token  # noqa: E402
+from inspection.core.registry import Registry
+from inspection.line.handshake import ResultCode
+from inspection.line.mosquitto import free_port
+from inspection.line.softplc import HandshakeTimeout
+from inspection.store import rollups
+from inspection.store.models import Inspection
+from inspection.store.retention import database_bytes
+from inspection.store.store import Store
+from inspection.store.tokens import create_token
 
 REPORTS = REPO / "reports" / "soak"
 NG_RATE = 0.022
-LINE_ID = "line-soak"
 PREFILL_FORMAT = 1
 """Bump when the pre-filled rows change: cached templates of another format are rebuilt."""
 
@@ -92,54 +70,43 @@ PREFILL_FORMAT = 1
 # ------------------------------------------------------------------------- pre-fill
 @dataclass(frozen=True)
 class Prefill:
-    """A cached pre-filled store: the time span its rows cover and its description file."""
+    """A cached pre-filled store: the span its rows cover and ``source``, its SQLite file or
+    PostgreSQL template database."""
 
     kind: str
     rows: int
     oldest: datetime
     newest: datetime
     build_seconds: float
-    meta: Path
-
-    @property
-    def sqlite_path(self) -> Path:
-        return self.meta.with_suffix(".db")
-
-    @property
-    def pg_template(self) -> str:
-        return f"soak_prefill_{self.rows}_v{PREFILL_FORMAT}"
+    source: str
 
 
 def prefilled(workdir: Path, kind: str, rows: int, rate: float) -> Prefill:
     """The cached pre-filled store of ``rows`` rows, built first when missing."""
     meta = workdir / "prefill" / f"{kind}-{rows}-v{PREFILL_FORMAT}.json"
-    if meta.is_file():
+    sqlite = kind == "sqlite"
+    source = str(meta.with_suffix(".db")) if sqlite else f"soak_prefill_{rows}_v{PREFILL_FORMAT}"
+    if meta.is_file() and (Path(source).is_file() if sqlite else database_exists(source)):
         data = json.loads(meta.read_text())
-        found = Prefill(
-            kind, rows, datetime.fromisoformat(data["oldest"]),
-            datetime.fromisoformat(data["newest"]), data["build_seconds"], meta,
-        )  # fmt: skip
-        if found.sqlite_path.is_file() if kind == "sqlite" else database_exists(found.pg_template):
-            return found
+        span = (datetime.fromisoformat(data["oldest"]), datetime.fromisoformat(data["newest"]))
+        return Prefill(kind, rows, *span, data["build_seconds"], source)
     meta.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     newest = datetime.now(timezone.utc)
-    made = Prefill(kind, rows, newest - timedelta(seconds=rows / rate), newest, 0.0, meta)
-    if kind == "sqlite":
-        made.sqlite_path.unlink(missing_ok=True)
-        url = f"sqlite:///{made.sqlite_path}"
-    else:
-        name = create_database()
-        url = database_url(name)
+    oldest = newest - timedelta(seconds=rows / rate)
+    if sqlite:
+        Path(source).unlink(missing_ok=True)
+    name = None if sqlite else create_database()
+    url = f"sqlite:///{source}" if name is None else database_url(name)
     store = Store.migrated(url, workdir / "prefill" / "no-blobs")
     print(f"{kind}: bulk-loading {rows:,} rows", flush=True)
-    bulk_load(store, rows, made.oldest, newest)
+    bulk_load(store, rows, oldest, newest)
     store.engine.dispose()
-    if kind == "postgres":
-        drop_database(made.pg_template)
-        rename_database(name, made.pg_template)
-    made = dataclasses.replace(made, build_seconds=round(time.perf_counter() - started, 1))
-    times = {"oldest": made.oldest.isoformat(), "newest": newest.isoformat()}
+    if name is not None:
+        drop_database(source)
+        rename_database(name, source)
+    made = Prefill(kind, rows, oldest, newest, round(time.perf_counter() - started, 1), source)
+    times = {"oldest": oldest.isoformat(), "newest": newest.isoformat()}
     meta.write_text(json.dumps(times | {"build_seconds": made.build_seconds}))
     return made
 
@@ -190,27 +157,22 @@ def _drop_indexes(connection: Any) -> list[str]:
     return [sql for _name, sql in found]
 
 
+PREFILL_ROW = {"product": "brick", "source": "api", "threshold": 0.5, "model_version": "v0001",
+               "bundle_id": "v0001-fp32", "mask_source": "raw", "regions": [], "width": 128,
+               "height": 128}  # fmt: skip
+
+
 def _row(i: int, created: datetime, score: float, draw: float) -> dict[str, Any]:
-    ng = draw < NG_RATE
-    station = f"st-{i % 4}"
-    return {
+    ng, station = draw < NG_RATE, f"st-{i % 4}"
+    return PREFILL_ROW | {
         "id": uuid.uuid4().hex,
         "request_id": f"{station}/prefill-{i}",
         "created_at": created,
-        "product": "brick",
         "station_id": station,
         "part_id": f"prefill-{i}",
-        "source": "api",
         "score": 0.5 + score / 2 if ng else score / 2,
-        "threshold": 0.5,
         "verdict": "NG" if ng else "OK",
-        "model_version": "v0001",
-        "bundle_id": "v0001-fp32",
         "latency_ms": 5.0 + 10 * draw,
-        "mask_source": "raw",
-        "regions": [],
-        "width": 128,
-        "height": 128,
         "image_sha": uuid.uuid4().hex * 2,  # a fingerprint; its file is long gone
         "audit_sample": i % 500 == 0,
         "blobs_pruned_at": created + timedelta(days=7),
@@ -222,39 +184,37 @@ def clone(prefill: Prefill, root: Path) -> tuple[str, str | None]:
     if prefill.kind == "sqlite":
         target = root / "store" / "inspection.db"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(prefill.sqlite_path, target)
+        shutil.copyfile(prefill.source, target)
         return f"sqlite:///{target}", None
-    name = create_database(template=prefill.pg_template)
+    name = create_database(template=prefill.source)
     return database_url(name), name
 
 
 # ------------------------------------------------------------------------- the station
 @dataclass
 class Station:
-    """The scratch station: HTTP server and line station on one store, their configs."""
+    """The scratch line and an HTTP server (``serve``) on its store, and the demo images."""
 
-    root: Path
+    line: ScratchLine
     store_url: str
     product: str
     token: str
     port: int
     images: list[np.ndarray]
-    line_config: Path
-    camera_file: Path
-    processes: dict[str, Child] = field(default_factory=dict)
+    serve: Child | None = None
+
+    @property
+    def root(self) -> Path:
+        return self.line.work
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, name: str, command: list[str]) -> None:
-        log = self.root / f"{name}.log"
-        self.processes[name] = Child(command, log, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2")
-
     def wait_healthy(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.processes["serve"].process.poll() is not None:
+            if self.serve is None or self.serve.process.poll() is not None:
                 raise RuntimeError(f"serve exited; see {self.root / 'serve.log'}")
             try:
                 if httpx.get(f"{self.base_url}/healthz", timeout=1.0).status_code == 200:
@@ -277,12 +237,9 @@ class Station:
         } | {"bench": own.user + own.system, "prune": children.ru_utime + children.ru_stime}
 
     def _tree(self, name: str) -> list[psutil.Process]:
-        process = psutil.Process(self.processes[name].process.pid)
+        child = self.serve if name == "serve" else self.line.station
+        process = psutil.Process(child.process.pid)  # type: ignore[union-attr]
         return [process, *process.children(recursive=True)]
-
-    def stop(self) -> None:
-        for child in self.processes.values():
-            child.stop(timeout=60)
 
     def part_png(self, n: int) -> bytes:
         """A demo image with its first pixel set from ``n``: every part a distinct blob, as on
@@ -291,50 +248,33 @@ class Station:
         image[0, 0] = (n & 255, (n >> 8) & 255, (n >> 16) & 255)
         return cv2.imencode(".png", image)[1].tobytes()
 
+    @property
+    def camera_file(self) -> Path:
+        return self.root / "camera" / "part.png"
 
-def prepare(args: argparse.Namespace, root: Path, store_url: str, plc_endpoint: str) -> Station:
-    """Registry with the source's live bundle, ``station.yaml`` (HTTP) and ``line.yaml`` (PLC)
-    on one store under ``root``, a station token, the camera folder and the demo images."""
-    serve_live_copy(args.registry, args.product, root / "registry", "soak")
-    core = {
-        "store_url": store_url,
-        "blob_dir": str(root / "blobs"),
-        "registry_dir": str(root / "registry"),
-        "products": [args.product],
-        "inference_threads": args.inference_threads,
-    } | signature_policy(args.registry)
+
+def prepare(args: argparse.Namespace, line: ScratchLine, store_url: str) -> tuple[Station, Path]:
+    """``station.yaml`` (HTTP) and ``line.yaml`` (PLC; returned) on one store in the scratch
+    line, a station token, the camera folder and the demo images."""
+    core = line.core(args.registry, [args.product], store_url=store_url,
+                     inference_threads=args.inference_threads)  # fmt: skip
     port = free_port()
     station = {"core": core, "host": "127.0.0.1", "port": port, "workers": 1}
-    (root / "station.yaml").write_text(yaml.safe_dump(station), encoding="utf-8")
-    camera = root / "camera"
-    camera.mkdir(parents=True, exist_ok=True)
+    (line.work / "station.yaml").write_text(yaml.safe_dump(station), encoding="utf-8")
     paths = demo_test_images(
         Path(args.workdir) / "datasets", args.product, seed=11, good=8, per_defect=2,
         size=args.image_size,
     )  # fmt: skip
     images = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in paths]
-    cv2.imwrite(str(camera / "part.png"), images[0])
-    line = {
-        "station_id": LINE_ID,
-        "default_product": args.product,
-        "core": core,
-        "inspect_timeout_s": 10.0,
-        "camera": {"kind": "file", "path": str(camera)},
-        "warm_on_trigger": {"enabled": False},
-        "opcua": {"enabled": True, "endpoint": plc_endpoint, "sampling_ms": 10.0},
-        "mqtt": {"enabled": False},
-        "sinks": [{"name": "mes", "kind": "mqtt", "port": args.broker_port}],
-        "publisher": {"poll_s": 0.2},
-        "security": {"mode": "sign_and_encrypt", "pki_dir": str(root / "pki")},
-    }
-    (root / "line.yaml").write_text(yaml.safe_dump(line), encoding="utf-8")
-    store = Store.migrated(store_url, root / "blobs")
+    store = Store.migrated(store_url, line.work / "blobs")
     token, _ = create_token(store, "soak-http", "soak")
     store.engine.dispose()
-    return Station(
-        root, store_url, args.product, token, port, images, root / "line.yaml",
-        camera / "part.png",
-    )  # fmt: skip
+    made = Station(line, store_url, args.product, token, port, images)
+    made.camera_file.parent.mkdir()
+    cv2.imwrite(str(made.camera_file), images[0])
+    config = line.config(core, made.camera_file.parent, opcua=line.opcua(10.0),
+                         default_product=args.product, warm_on_trigger={"enabled": False})  # fmt: skip
+    return made, config
 
 
 # ------------------------------------------------------------------------- the drivers
@@ -397,9 +337,10 @@ def http_client(station: Station, log: Log) -> None:
                 time.sleep(0.5)
 
 
-def plc_driver(station: Station, plc: SoftPlc, log: Log) -> None:
+def plc_driver(station: Station, log: Log) -> None:
     """The PLC's cycle for each part: a new image in the camera, then the handshake (an
     unanswered trigger is retried with the same RequestId, as a PLC does)."""
+    plc = station.line.plc
     while (n := log.next_part()) is not None:
         request_id = f"plc-{n}"
         scratch = station.camera_file.with_suffix(".tmp")
@@ -502,13 +443,11 @@ def sample(
     return window
 
 
-def soak(
-    station: Station, plc: SoftPlc, args: argparse.Namespace, seconds: float
-) -> dict[str, Any]:
+def soak(station: Station, args: argparse.Namespace, seconds: float) -> dict[str, Any]:
     """HTTP clients and the PLC share out ``args.parts`` (as many as ``seconds`` allow); a
     sample every ``args.window``."""
     log = Log(args.parts, time.monotonic() + seconds)
-    drivers = [(http_client, (station, log))] * args.clients + [(plc_driver, (station, plc, log))]
+    drivers = [(http_client, (station, log))] * args.clients + [(plc_driver, (station, log))]
     threads = [threading.Thread(target=target, args=a) for target, a in drivers]
     started = time.perf_counter()
     for thread in threads:
@@ -579,60 +518,39 @@ def retention_config(args: argparse.Namespace, prefill: Prefill) -> dict[str, An
 def run_store(
     kind: str, prefill: Prefill, args: argparse.Namespace, seconds: float
 ) -> dict[str, Any]:
-    root = Path(args.workdir) / f"soak-{kind}"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    """One store's soak: its pre-fill cloned, the station up, the parts, the check after."""
+    line = ScratchLine(Path(args.workdir) / f"soak-{kind}")
     started = time.perf_counter()
-    store_url, pg_name = clone(prefill, root)
-    clone_s = round(time.perf_counter() - started, 1)
-    security = LinkSecurity(mode="sign_and_encrypt", pki_dir=root / "pki")
-    broker = Broker(root, persistent=True, security=security, stations=(LINE_ID,))
-    broker.start()
-    args.broker_port = broker.port
-    plc = SoftPlc(f"opc.tcp://127.0.0.1:{free_port()}/plc", security=security)
-    plc.start()
-    station = prepare(args, root, store_url, plc.endpoint)
+    store_url, pg_name = clone(prefill, line.work)
+    span_h = (prefill.newest - prefill.oldest).total_seconds() / 3600
+    head = {"store": kind, "prefill_rows": prefill.rows, "prefill_span_h": round(span_h, 2),
+            "prefill_build_s": prefill.build_seconds,
+            "clone_s": round(time.perf_counter() - started, 1)}  # fmt: skip
+    station, config = prepare(args, line, store_url)
     retention = retention_config(args, prefill)
-    (root / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
+    (line.work / "retention.yaml").write_text(yaml.safe_dump(retention), encoding="utf-8")
     pruner = Pruner(station, args.prune_every)
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
     try:
-        station.start("serve", ["serve", "--config", str(root / "station.yaml")])
-        station.start("line", ["station", "run", "-c", str(station.line_config)])
+        station.serve = Child(["serve", "--config", str(line.work / "station.yaml")],
+                              line.work / "serve.log", **env)  # fmt: skip
+        line.start(config, **env)
         station.wait_healthy()
-        plc.wait_for("Ready", True, 120.0)
         pruner.start()
-        run = soak(station, plc, args, seconds)
+        run = soak(station, args, seconds)
     finally:
         pruner.stop() if pruner.is_alive() else None
-        station.stop()
-        plc.stop()
-        broker.kill()
+        if station.serve is not None:
+            station.serve.stop(timeout=60)
+        line.close()
     try:
         verification = verify(station, run["log"])
     finally:
         if pg_name is not None:
             drop_database(pg_name)
-    return summary(kind, prefill, clone_s, retention, run, pruner, verification)
-
-
-def summary(
-    kind: str,
-    prefill: Prefill,
-    clone_s: float,
-    retention: dict[str, Any],
-    run: dict[str, Any],
-    pruner: Pruner,
-    verification: dict[str, Any],
-) -> dict[str, Any]:
     windows, log = run["windows"], run["log"]
     warm, last = windows[min(1, len(windows) - 1)], windows[-1]
-
-    return {
-        "store": kind,
-        "prefill_rows": prefill.rows,
-        "prefill_span_h": round((prefill.newest - prefill.oldest).total_seconds() / 3600, 2),
-        "prefill_build_s": prefill.build_seconds,
-        "clone_s": clone_s,
+    return head | {
         "retention": retention,
         "parts": log.acked,
         "seconds": round(run["seconds"], 1),
@@ -657,6 +575,8 @@ def markdown(report: dict[str, Any]) -> str:
     blob_mb = [w["blob_mb"] for w in run["windows"][1:]] or [0]
     rate = run["parts"] / run["seconds"]
     prunes = run["prune_runs"]
+    cut = [f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts asked "
+           f"for, to end by {report['end_by']} UTC (`--end-by`).", ""]  # fmt: skip
     lines = [
         f"# Soak on {run['store']} (bench/soak.py)",
         "",
@@ -675,15 +595,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"({run['prefill_span_h']} h at the pre-fill rate, rollups rebuilt; built in "
         f"{run['prefill_build_s']} s, cloned in {run['clone_s']} s).",
         "",
-        *(
-            [
-                f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts "
-                f"asked for, to end by {report['end_by']} UTC (`--end-by`).",
-                "",
-            ]
-            if run["parts"] < report["parts_requested"]
-            else []
-        ),
+        *(cut if run["parts"] < report["parts_requested"] else []),
         f"Retention: `{json.dumps(run['retention'])}`; prune every {report['prune_every']} s "
         f"as its own process: {len(prunes)} runs, {run['prune_failures']} failed, wall "
         f"{min((p['wall_s'] for p in prunes), default=0)}-"

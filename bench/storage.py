@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -24,18 +23,17 @@ from typing import Any
 
 import yaml
 from _report import recorded, save_report
+from _station import REPO, demo_test_images, serve_live_copy, tiny_registry
+from sqlalchemy import text
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
-
-from _station import demo_test_images, serve_live_copy, tiny_registry  # noqa: E402
-
-from inspection.store.models import SHA_COLUMNS  # noqa: E402
-from inspection.store.retention import RetentionConfig, database_bytes  # noqa: E402
+from inspection.core.registry import Registry
+from inspection.station.config import StationCoreConfig
+from inspection.station.core import StationCore
+from inspection.store.models import SHA_COLUMNS, Inspection
+from inspection.store.retention import RetentionConfig, database_bytes
 
 REPORTS = REPO / "reports" / "storage"
-WINDOWS = ("blob_days", "kept_blob_days", "row_days")
-"""The retention windows the report records."""
+WINDOWS = ("blob_days", "kept_blob_days", "row_days")  # the retention windows on record
 SETTINGS: dict[str, dict[str, Any]] = {
     "before (everything)": {"good_overlay": True, "good_map": True},
     "default (no good overlay)": {"good_overlay": False, "good_map": True},
@@ -45,9 +43,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def measure(setting: dict[str, Any], args: argparse.Namespace, images: list[bytes]) -> dict:
     """Inspect ``images`` on a fresh station with ``setting``; bytes per good / NG part."""
-    from inspection.station.config import StationCoreConfig
-    from inspection.station.core import StationCore
-
     root = Path(args.workdir) / "station"
     shutil.rmtree(root, ignore_errors=True)
     (root / "configs").mkdir(parents=True)
@@ -92,10 +87,6 @@ def measure(setting: dict[str, Any], args: argparse.Namespace, images: list[byte
 def _db_bytes_per_row(store: Any, rows: list[Any], copies: int) -> float:
     """SQLite file growth per row (WAL checkpointed) when the stored rows are inserted again
     ``copies`` times with new ids: enough rows that page granularity does not matter."""
-    from sqlalchemy import text
-
-    from inspection.store.models import Inspection
-
     columns = [c.name for c in Inspection.__table__.columns]
     fields = [{c: getattr(row, c) for c in columns} for row in rows]
 
@@ -196,8 +187,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parts = measure(setting, args, images)
             days = [per_day(parts, rate, args.ng_rate, retention) for rate in args.rates]
             settings[name] = {"setting": setting, "parts": parts, "per_day": days}
-    from inspection.core.registry import Registry
-
     report = {
         "images": len(images),
         "size": args.size,

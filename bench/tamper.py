@@ -19,14 +19,30 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 from _report import load_average, save_report
 from _shared import write_mean_bundle
 
+from inspection.core import signing
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.config import to_mapping
+from inspection.core.errors import BundleError
+from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
+from inspection.core.refinement import RefinementChoice
 from inspection.core.registry import Registry
+from inspection.core.roi import RoiSpec
+from inspection.core.validation_scores import ValidationScores, write_validation_scores
+from inspection.dashboard.health import model_health
+from inspection.refine.bundle import read_refiner_metadata, write_refiner_metadata
+from inspection.refine.config import RefineConfig, SamConfig
+from inspection.refine.factory import build_refiner
+from inspection.runtime import tuning
+from inspection.runtime.hardware import cpu_info, load_1m
+from inspection.station.live import LiveModels, station_loader
+from inspection.station.selection import TunedSelector
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "reports" / "security"
@@ -47,12 +63,6 @@ class AttackSite:
 
 
 def attack_site(root: Path) -> AttackSite:
-    from inspection.core import signing
-    from inspection.core.validation_scores import ValidationScores, write_validation_scores
-    from inspection.refine.config import RefineConfig
-    from inspection.station.live import LiveModels, station_loader
-    from inspection.station.selection import TunedSelector
-
     registry = Registry(root / "var" / "registry")
     keys = signing.init_keys(signing.site_keys_dir(registry.root))
     (root / "export").mkdir(parents=True)
@@ -66,9 +76,8 @@ def attack_site(root: Path) -> AttackSite:
     key = signing.load_public_key(keys.public)
     loader = station_loader(RefineConfig(method="none"), public_key=key)
     selector = TunedSelector(registry, tune_on_load=False, public_key=key)
-    models = LiveModels(
-        registry, (ATTACK_PRODUCT,), loader=loader, selector=selector, public_key=key
-    )
+    models = LiveModels(registry, (ATTACK_PRODUCT,), loader=loader, selector=selector,
+                        public_key=key)  # fmt: skip
     models.refresh()
     return AttackSite(root, models, key)
 
@@ -76,17 +85,12 @@ def attack_site(root: Path) -> AttackSite:
 def signed_bundle(site: AttackSite, bundle_id: str, model_version: str, **fields: Any) -> str:
     """Another bundle of the product, signed with the site key (what an export on the set-up
     machine writes), added to the registry; ``fields``: ``BundleMetadata`` fields."""
-    from inspection.core.signing import load_private_key, sign_bundle, site_keys_dir
-
-    folder = write_mean_bundle(
-        site.root / bundle_id, input_size=(32, 32), product=ATTACK_PRODUCT, **fields
-    )
-    meta = read_bundle_metadata(folder)
-    write_bundle_metadata(
-        folder, dataclasses.replace(meta, bundle_id=bundle_id, model_version=model_version)
-    )
+    folder = write_mean_bundle(site.root / bundle_id, input_size=(32, 32), product=ATTACK_PRODUCT,
+                               bundle_id=bundle_id, model_version=model_version, **fields)  # fmt: skip
     registry = site.models.registry
-    sign_bundle(folder, load_private_key(site_keys_dir(registry.root) / "site-signing.key"))
+    signing.sign_bundle(
+        folder, signing.load_private_key(signing.site_keys_dir(registry.root) / "site-signing.key")
+    )
     registry.bundles.add_bundle(ATTACK_PRODUCT, folder, bundle_id)
     return bundle_id
 
@@ -94,10 +98,6 @@ def signed_bundle(site: AttackSite, bundle_id: str, model_version: str, **fields
 def tuning_elsewhere(site: AttackSite) -> None:
     """This CPU's tuning record rewritten to pick a signed bundle of another model version
     (an old one, never gated against the live model)."""
-    from inspection.core.config import to_mapping
-    from inspection.runtime import tuning
-    from inspection.runtime.hardware import cpu_info, load_1m
-
     other = signed_bundle(site, "v0000-fp32", f"{ATTACK_PRODUCT}/v0000")
     measured = tuning.PrecisionMeasurement(other, "fp32", 1.0, 1.0, 100.0, True)
     record = tuning.TuningRecord(
@@ -112,8 +112,6 @@ def tuning_elsewhere(site: AttackSite) -> None:
 def gate_refused_forced(site: AttackSite) -> None:
     """A bundle the export gate refused, registered and promoted (``export --force
     --promote``) with no signed force record naming it."""
-    from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
-
     figures = BundleFigures(0.2, 0.5, 0.6, None, None, None, 0, n_good=10, n_defective=10)
     gate = GateRecord(False, figures, figures, failures=("miss rate 50 % > 5 %",), forced=True)
     bundle = signed_bundle(
@@ -125,15 +123,13 @@ def gate_refused_forced(site: AttackSite) -> None:
 
 def altered_live_pointer(site: AttackSite) -> None:
     """The signed live.json edited to point at another signed bundle (digest updated too)."""
-    from inspection.core.signing import bundle_digest
-
     registry = site.models.registry
     other = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
     live = registry.root / ATTACK_PRODUCT / "live.json"
     row = json.loads(live.read_text(encoding="utf-8"))
     row |= {
         "bundle_id": other,
-        "digest": bundle_digest(registry.bundles.bundle_dir(ATTACK_PRODUCT, other)),
+        "digest": signing.bundle_digest(registry.bundles.bundle_dir(ATTACK_PRODUCT, other)),
     }
     live.write_text(json.dumps(row), encoding="utf-8")
 
@@ -142,8 +138,6 @@ def altered_roi(site: AttackSite) -> None:
     """The product config's ROI edited to cut out where defects show, so the next export
     (signed on the set-up machine) carries it, promoted; an unsigned ROI decision appended to
     match it."""
-    from inspection.core.roi import RoiSpec
-
     blind = RoiSpec((32, 32), include=(((0.0, 0.0), (8.0, 0.0), (8.0, 8.0), (0.0, 8.0)),))
     registry = site.models.registry
     bundle = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002", roi=blind)
@@ -159,8 +153,6 @@ def altered_refiner(site: AttackSite) -> None:
     """A new signed bundle's refiner choice edited after signing (no refinement -> random
     walker, with a made-up measurement; checksums recomputed), then promoted: the refiner
     reshapes every NG region the line and the MES receive."""
-    from inspection.core.refinement import RefinementChoice
-
     registry = site.models.registry
     bundle = signed_bundle(site, "v0002-fp32", f"{ATTACK_PRODUCT}/v0002")
     folder = registry.bundles.bundle_dir(ATTACK_PRODUCT, bundle)
@@ -188,9 +180,6 @@ def altered_validation_scores(root: Path) -> dict[str, Any]:
     """The live bundle's validation_scores.json rewritten to flatter the model (every defect
     scored 1.0, every good part 0.0) and every checksum recomputed: the dashboard's health
     figures come from it."""
-    from inspection.core.validation_scores import ValidationScores, write_validation_scores
-    from inspection.dashboard.health import model_health
-
     site = attack_site(root)
     registry = site.models.registry
     bundle = registry.bundles.bundle_dir(ATTACK_PRODUCT, GOOD_BUNDLE)
@@ -209,14 +198,6 @@ def altered_sam_refiner(root: Path, exported: Path | None = None) -> dict[str, A
     """A SAM refiner bundle signed with the site key (a random-init MobileSAM export) whose
     encoder weights were overwritten and every checksum recomputed, then loaded with the
     station's pinned key (SAM reshapes every NG region the line and the MES receive)."""
-    import warnings
-
-    from inspection.core.errors import BundleError
-    from inspection.core.signing import load_private_key, sign_bundle, site_keys_dir
-    from inspection.refine.bundle import read_refiner_metadata, write_refiner_metadata
-    from inspection.refine.config import RefineConfig, SamConfig
-    from inspection.refine.factory import build_refiner
-
     site = attack_site(root / "site")
     sam = root / "mobile_sam"
     if exported is None:
@@ -225,8 +206,8 @@ def altered_sam_refiner(root: Path, exported: Path | None = None) -> dict[str, A
         export_sam_bundle(sam, backend="vit_t", random_init=True)
     else:
         shutil.copytree(exported, sam)
-    key = site_keys_dir(site.models.registry.root) / "site-signing.key"
-    sign_bundle(sam, load_private_key(key))
+    key = signing.site_keys_dir(site.models.registry.root) / "site-signing.key"
+    signing.sign_bundle(sam, signing.load_private_key(key))
     config = RefineConfig(method="sam", sam=SamConfig(bundle=sam, allow_random_weights=True))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # random weights: said in the row

@@ -31,6 +31,7 @@ from bench._shared import (
     activate_foreign,
     attempt,
     camera_folder,
+    job_args,
     line_config,
     mes_client,
     on_subscription,
@@ -96,18 +97,6 @@ def _endpoint(station: LineStation) -> str:
     return station.links["machine_vision"].endpoint
 
 
-def _job_arguments(meas_id: str, part_id: str = "") -> list:
-    """StartSingleJob / StartContinuous inputs: MeasId, PartId, RecipeId, ProductId (empty:
-    the prepared recipe), Parameters."""
-    return [
-        ua.MeasIdDataType(Id=meas_id),
-        ua.PartIdDataType(Id=part_id),
-        ua.RecipeIdExternalDataType(Id=""),
-        ua.ProductIdDataType(Id=""),
-        ua.Variant([], ua.VariantType.Variant),
-    ]
-
-
 async def _flow(endpoint: str, pki: LinePki) -> dict:
     client = await mes_client(endpoint, pki)
     async with client:
@@ -147,14 +136,14 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         subscription = await client.create_subscription(20, events)
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
         job, _error = await automatic.call_method(
-            f"{mv}:StartSingleJob", *_job_arguments("m-1", "part-1")
+            f"{mv}:StartSingleJob", *job_args("m-1", "part-1")
         )
         event = await asyncio.wait_for(events.queue.get(), 30)
         _handle, result, _error = await results.call_method(
             f"{mv}:GetResultById", event.ResultId, ua.Variant(1000, ua.VariantType.Int32)
         )
         after_job = await states()
-        await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments("c-1"))
+        await automatic.call_method(f"{mv}:StartContinuous", *job_args("c-1"))
         continuous = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
         await automatic.call_method(f"{mv}:Stop", ua.Variant(0, ua.VariantType.Int32), "test")
         after_stop = await states()
@@ -166,11 +155,11 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
         after_reset = await states()  # from Operational: Reset is always executable
         await machine.call_method(f"{mv}:SelectModeAutomatic")  # the recipe is kept: Ready
         safety = await system.get_child(f"{mv}:SafetyStateManagement")
-        await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments("s-1"))
+        await automatic.call_method(f"{mv}:StartContinuous", *job_args("s-1"))
         await safety.call_method(f"{mv}:ReportSafetyState", True, "light curtain")
         after_safety = await states()
         with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
-            await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-3"))
+            await automatic.call_method(f"{mv}:StartSingleJob", *job_args("m-3"))
         reported = await (await safety.get_child(f"{mv}:VisionSafetyInformation")).read_value()
         await safety.call_method(f"{mv}:ReportSafetyState", False, "")
         for unknown in ("gravel", "grass"):  # not served here; served without a live model
@@ -182,7 +171,7 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
                 )
         await machine.call_method(f"{mv}:Halt", ua.Variant(0, ua.VariantType.Int32), "test")
         with pytest.raises(ua.UaStatusCodeError, match="BadInvalidState"):
-            await automatic.call_method(f"{mv}:StartSingleJob", *_job_arguments("m-2"))
+            await automatic.call_method(f"{mv}:StartSingleJob", *job_args("m-2"))
         halted = await states()
         await machine.call_method(f"{mv}:Reset", ua.Variant(0, ua.VariantType.Int32), "test")
         return {  # as JSON: tuples become lists
@@ -520,7 +509,7 @@ async def _single_jobs(mv: int, nodes: dict, events: Events, count: int) -> int:
     """``count`` single jobs one after another: how many ResultReady events arrived."""
     received = 0
     for n in range(count):
-        await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *_job_arguments(f"a-{n}"))
+        await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *job_args(f"a-{n}"))
         try:
             await asyncio.wait_for(events.queue.get(), 10)
         except TimeoutError:
@@ -599,7 +588,7 @@ def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_
     asyncio.run(attempt(endpoint, Attempt(pki, x509=True, calls=(
         (ids["machine"], ids["SelectModeAutomatic"], ()),))))  # fmt: skip
     asyncio.run(_prepare(endpoint, pki))
-    start = (ids["automatic"], ids["StartContinuous"], _variants(_job_arguments("c-own")))
+    start = (ids["automatic"], ids["StartContinuous"], job_args("c-own"))
     stop = (ids["automatic"], ids["Stop"], CAUSE)
 
     def run(user: str, *calls: tuple) -> list[str]:
@@ -631,10 +620,6 @@ async def _prepare(endpoint: str, pki: LinePki) -> None:
         )
 
 
-def _variants(arguments: list) -> tuple:
-    return tuple(a if isinstance(a, ua.Variant) else ua.Variant(a) for a in arguments)
-
-
 async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str]]) -> list:
     """Each (MeasId, PartId, RecipeId, ProductId) as a single job: its ResultReady event
     (ResultId, ResultState, MeasId), the status name of a refused call, and the states and
@@ -648,11 +633,10 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
             await subscription.subscribe_events(system, ua.NodeId(event_type, mv))
         seen: list = []
         for meas, part, recipe, product in jobs:
-            arguments = [ua.MeasIdDataType(Id=meas), ua.PartIdDataType(Id=part),
-                         ua.RecipeIdExternalDataType(Id=recipe), ua.ProductIdDataType(Id=product),
-                         ua.Variant([], ua.VariantType.Variant)]  # fmt: skip
             try:
-                await automatic.call_method(f"{mv}:StartSingleJob", *arguments)
+                await automatic.call_method(
+                    f"{mv}:StartSingleJob", *job_args(meas, part, recipe, product)
+                )
             except ua.UaStatusCodeError as exc:
                 seen.append(ua.StatusCode(exc.code).name)
                 continue
@@ -702,7 +686,7 @@ async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) 
         await subscription.subscribe_events(system, ua.NodeId(RESULT_READY_EVENT, mv))
         runs = []
         for _ in range(2):
-            await automatic.call_method(f"{mv}:StartContinuous", *_job_arguments(meas))
+            await automatic.call_method(f"{mv}:StartContinuous", *job_args(meas))
             seen = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(parts)]
             await automatic.call_method(f"{mv}:Stop", *CAUSE)  # after the part in flight
             await asyncio.sleep(0.3)  # its event
@@ -761,10 +745,8 @@ def test_a_part_past_its_timeout_is_fetched_under_the_id_the_mes_was_given(
             events = Events()
             subscription = await client.create_subscription(20, events)
             await subscription.subscribe_events(nodes["system"], ua.NodeId(RESULT_READY_EVENT, mv))
-            arguments = [ua.MeasIdDataType(Id="t-1"), ua.PartIdDataType(Id="part-t"),
-                         ua.RecipeIdExternalDataType(Id="brick"), ua.ProductIdDataType(Id=""),
-                         ua.Variant([], ua.VariantType.Variant)]  # fmt: skip
-            await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *arguments)
+            job = job_args("t-1", "part-t", "brick")
+            await nodes["automatic"].call_method(f"{mv}:StartSingleJob", *job)
             told, late = [await asyncio.wait_for(events.queue.get(), 30) for _ in range(2)]
             _handle, result, _error = await nodes["results"].call_method(
                 f"{mv}:GetResultById", told.ResultId, ua.Variant(1000, ua.VariantType.Int32)
