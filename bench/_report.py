@@ -23,21 +23,15 @@ REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-def lscpu(field: str) -> str:
-    """One field of ``lscpu`` (``"Model name"``, ``"Flags"``: the whole ISA); "" if unknown."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                 if ln.startswith(f"{field}:")), "")  # fmt: skip
-
-
 def cpu_description() -> str:
-    """``lscpu``'s model name, the core count and the ISA flags that decide OpenVINO's kernels."""
-    flags = lscpu("Flags").split()
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{lscpu('Model name') or '?'} ({os.cpu_count()} cores; {' '.join(isa)})"
+    """The CPU model, its core count and the ISA flags that decide OpenVINO's kernels."""
+    from inspection.runtime.hardware import cpu_info
+
+    info = cpu_info()
+    isa = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in info.isa
+    ]
+    return f"{info.model} ({info.cores} cores; {' '.join(isa)})"
 
 
 def load_average() -> str:

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
-from _report import lscpu, previous_report, rounds, save_report, seconds, table  # noqa: E402
+from _report import previous_report, rounds, save_report, seconds, table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -239,8 +239,8 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
 def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[str, Any]:
     out = scratch / f"{engine}.json"
     command = [
-        sys.executable, __file__, "worker", "--engine", engine, "--model", str(model),
-        "--images", str(images_file), "--out", str(out),
+        sys.executable, __file__, "worker", "--model", str(model), "--images", str(images_file),
+        "--out", str(out),
     ]  # fmt: skip
     log.info("measuring %s", engine)
     subprocess.run(command, check=True, cwd=ROOT)
@@ -334,19 +334,12 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
     """What ``inspection station tune`` picks from these figures (same rule, same gate)."""
     from inspection.runtime.tuning import PrecisionMeasurement, choose_fastest
 
-    measured = [
-        PrecisionMeasurement(
-            engine,
-            engine,
-            row["latency_ms"]["p50"],
-            row["latency_ms"]["p95"],
-            row["best_throughput_ips"],
-            row["gate"]["passed"],
-            row["gate"]["note"],
-        )
+    chosen = choose_fastest([
+        PrecisionMeasurement(engine, engine, row["latency_ms"]["p50"], row["latency_ms"]["p95"],
+                             row["best_throughput_ips"], row["gate"]["passed"],
+                             row["gate"]["note"])
         for engine, row in rows.items()
-    ]
-    chosen = choose_fastest(measured)
+    ])  # fmt: skip
     fp32 = rows["fp32"]
     out: dict[str, Any] = {
         "precision": chosen.precision,
@@ -432,12 +425,8 @@ def machine_report() -> dict[str, Any]:
     return {
         **asdict(info),
         "summary": info.summary(),
-        "vnni": info.has_vnni,
-        "amx": info.has_amx,
         "python": platform.python_version(),
         "precision_peaks": precision_peaks(),
-        "bf16": "yes" if info.has_bf16 else "not available",
-        "lscpu_flags": lscpu("Flags"),
         "load_1m_start": load_1m(),
     }
 
@@ -454,7 +443,6 @@ def markdown(report: dict) -> str:
         "",
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
-        f"- bf16: {machine.get('bf16', '?')}; lscpu flags: `{machine.get('lscpu_flags', '')}`",
         f"- 1-minute load at start {machine['load_1m_start']}, at end {report['load_1m_end']} "
         "(per-engine loads in the tables; /work/bin/bench waits for load < 1.2 first)",
         f"- Product `{report['product']}`, held-out test split, each engine in its own "
@@ -629,7 +617,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     worker = sub.add_parser("worker", help="internal: measure one engine")
-    worker.add_argument("--engine", choices=ENGINES, required=True)
     worker.add_argument("--model", required=True)
     worker.add_argument("--images", required=True)
     worker.add_argument("--out", required=True)
