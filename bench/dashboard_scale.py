@@ -246,13 +246,7 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, A
             for title in PAGES:
                 timer.step(title, lambda t=title: walk.open_page(driver, t, 300))
             walk.open_page(driver, "Review queue", timeout=300)
-
-            def next_page() -> float:
-                walk.button(driver, "Next page").click()
-                return walk.settle(driver, timeout=300)
-
-            timer.step("Review queue: Next page", next_page)
-            _deep_pages(driver, timer)
+            _queue_pages(driver, timer)
             time.sleep(DATA_TTL_S + 1)  # the pages' cached reads expire: a later visit's cost
             for title in AGAIN:
                 try:
@@ -274,27 +268,32 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, A
     return timer.steps
 
 
-def _deep_pages(driver, timer: Walk) -> None:
-    """Times *Go to page* ``DEEP_PAGE`` and then *Next page* (keyset) from it."""
+def _queue_pages(driver, timer: Walk) -> None:
+    """Times the review queue's *Next page*, *Go to page* ``DEEP_PAGE`` and *Next page* (keyset)
+    from there."""
     import dashboard_walk as walk
     from selenium.webdriver.common.keys import Keys
 
     caption = '[data-testid="stCaptionContainer"]'
-    goto = walk.labelled_input(driver, "Go to page")
-    goto.send_keys(Keys.CONTROL, "a")
+
+    def shown(page: int | None) -> float:
+        if page is not None:
+            walk.wait_text(driver, caption, f"page {page}", timeout=300)
+        return walk.settle(driver, timeout=300)
+
+    def next_page(page: int | None = None) -> float:
+        walk.button(driver, "Next page").click()
+        return shown(page)
 
     def go() -> float:
         goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
-        walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
-        return walk.settle(driver, timeout=300)
+        return shown(DEEP_PAGE)
 
-    def next_page() -> float:
-        walk.button(driver, "Next page").click()
-        walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
-        return walk.settle(driver, 300)
-
+    timer.step("Review queue: Next page", next_page)
+    goto = walk.labelled_input(driver, "Go to page")
+    goto.send_keys(Keys.CONTROL, "a")  # selected before the clock starts
     timer.step(f"Review queue: go to page {DEEP_PAGE}", go)
-    timer.step(f"Review queue: Next page at page {DEEP_PAGE}", next_page)
+    timer.step(f"Review queue: Next page at page {DEEP_PAGE}", lambda: next_page(DEEP_PAGE + 1))
 
 
 # ------------------------------------------------------------------------------- thresholds

@@ -195,26 +195,15 @@ def _subsets(test: Split) -> dict[str, np.ndarray]:
     return subsets
 
 
-def _refiners() -> dict[str, MaskRefiner]:
-    return {name: build_refiner(None, name) for name in REFINERS}
-
-
-def _runs(on: dict[str, Split], norm: Normalization, seg: Segmentation, refiners: dict) -> dict:
-    return {
-        split: {"raw": per_image(data, norm, seg)}
-        | {name: per_image(data, norm, seg, refiner) for name, refiner in refiners.items()}
-        for split, data in on.items()
-    }
-
-
 def evaluate(products: list[str], work: Path, out: Path) -> None:
     report: dict = {"cpu": cpu_description(), "load_before": load_average(), "work": str(work),
                     "products": {}}  # fmt: skip
-    refiners = _refiners()
+    refiners = {"raw": None} | {name: build_refiner(None, name) for name in REFINERS}
     for product in products:
         val, test, norm, seg = load(work, product)
         on = {"validation": val, "test": test}
-        runs = _runs(on, norm, seg, refiners)
+        runs = {split: {name: per_image(data, norm, seg, r) for name, r in refiners.items()}
+                for split, data in on.items()}  # fmt: skip
         choice = choose(val, runs["validation"])
         kept = runs["test"][choice["kept"] if choice["kept"] != "none" else "raw"]
         entry = {
@@ -339,7 +328,8 @@ def markdown(report: dict) -> str:
         present = {p: report["products"][p] for p in family if p in report["products"]}
         rows = [[product, subset, "{judged_ng}/{defective}".format(**figs["figures"]),
                  *(_cell(figs, k) for k in FIGURES)]
-                for product, e in present.items() for subset, figs in e["subsets"].items()]  # fmt: skip
+                for product, e in present.items()
+                for subset, figs in e["subsets"].items()]  # fmt: skip
         lines += ["", f"## {title}: held-out test", ""]
         lines += table(["product", "subset", "defective parts judged NG", *FIGURES.values()], rows)
         if present:
