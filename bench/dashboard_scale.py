@@ -75,11 +75,7 @@ def workloads(board) -> dict[str, Callable[[], object]]:
             health.model_health(registry, product)
 
     def thresholds_page() -> None:
-        bundle = thresholds.default_bundle(registry, PRODUCT)
-        validation = thresholds.validation_scores(registry, PRODUCT, bundle)
-        unbiased = thresholds.combine(
-            [validation, thresholds.audit_scores(store, PRODUCT)], "unbiased"
-        )
+        unbiased = unbiased_sample(board)
         thresholds.reviewed_scores(store, PRODUCT)
         thresholds.roc_curve(unbiased), thresholds.pr_curve(unbiased)
         thresholds.suggest_max_f1(unbiased), thresholds.suggest_for_miss_rate(unbiased, 0.01)
@@ -297,14 +293,21 @@ def _queue_pages(driver, timer: Walk) -> None:
 
 
 # ------------------------------------------------------------------------------- thresholds
-def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
-    """The Thresholds page's budget suggestion on its default sample (the live bundle's
-    held-out split + the random audit sample) vs held-out good parts of the store."""
-    store = board.store
+def unbiased_sample(board) -> thresholds.LabelledScores:
+    """The Thresholds page's default sample: the live bundle's held-out split + the random
+    audit sample, named by its parts."""
     bundle = thresholds.default_bundle(board.registry, PRODUCT)
-    parts = [thresholds.validation_scores(board.registry, PRODUCT, bundle)]
-    parts.append(thresholds.audit_scores(store, PRODUCT))
-    sample = thresholds.combine([p for p in parts if p is not None and len(p)], "unbiased")
+    parts = [thresholds.validation_scores(board.registry, PRODUCT, bundle),
+             thresholds.audit_scores(board.store, PRODUCT)]  # fmt: skip
+    parts = [p for p in parts if p is not None and len(p)]
+    return thresholds.combine(parts, " + ".join(p.source for p in parts))
+
+
+def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
+    """The Thresholds page's budget suggestion on its default sample vs held-out good parts of
+    the store."""
+    store = board.store
+    sample = unbiased_sample(board)
     suggestion, choice = thresholds.suggest_for_budget(sample, budget)
     held_out = (
         Inspection.product == PRODUCT,
@@ -325,7 +328,7 @@ def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
         "product": PRODUCT,
         "budget": budget,
         "confidence": thresholds.BUDGET_CONFIDENCE,
-        "sample": " + ".join(p.source for p in parts if p is not None and len(p)),
+        "sample": sample.source,
         "n_good_in_sample": int(sample.n_good),
         "upper_bound_at_confidence": round(choice.false_reject_bound, 5),
         "n_needed": choice.n_needed,
