@@ -470,18 +470,20 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
     stages = ("decode", "preprocess", "infer", "postprocess", "regions")
     main = [[engine, _p50_cell(row), f"{row['latency_ms']['p95']:.1f}", _paced(row, "sleep"),
              f"{row['best_throughput_ips']:.1f} ({row['best_throughput_mode']})",
-             f"{_f(row['image_auroc'])} / {_f(row['pixel_auroc'])}", row["gate"]["note"],
+             f"{_f(row['image_auroc'])} / {_f(row['pixel_auroc'])}",
+             row.get("gate", {}).get("note", "-"),
              " / ".join(f"{x:.1f}" for x in row["loadavg_1m"])]
             for engine, row in engines.items()]  # fmt: skip
-    precision = [[engine, row["executed_precision"], (row["golden"] or {}).get("worst_drift", "-"),
+    precision = [[engine, row.get("executed_precision", "?"),
+                  (row.get("golden") or {}).get("worst_drift", "-"),
                   floors.get(engine, "-"), f"{row['latency_ms']['p50']:.2f}",
                   *(_paced(row, m, ratio=True) for m in PACED_MODES)]
-                 for engine, row in engines.items()]  # fmt: skip
+                 for engine, row in engines.items() if "paced_modes_ms" in row]  # fmt: skip
     if "bf16" not in engines:
         precision.append(["bf16", "not available on this CPU"] + ["-"] * (3 + len(PACED_MODES)))
     per_stage = [[engine, *(f"{row['stages_ms_p50'].get(n, 0.0):.2f}" for n in stages),
                   _floor_cell(row, floors.get(engine)), _settings(row)]
-                 for engine, row in engines.items()]  # fmt: skip
+                 for engine, row in engines.items() if "stages_ms_p50" in row]  # fmt: skip
     served = limit["gflop_served"]
     lines = [
         f"## {kind} ({data['model_version']}, input {data['image_size']}, "
@@ -527,7 +529,9 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
 
 def _paced(row: dict, mode: str, ratio: bool = False) -> str:
     """Paced p50 / p95 of ``mode``, or its p50 with the ratio to back to back."""
-    paced, p50 = row["paced_modes_ms"][mode], row["latency_ms"]["p50"]
+    paced, p50 = row.get("paced_modes_ms", {}).get(mode), row["latency_ms"]["p50"]
+    if paced is None:  # a row of an earlier bench (--keep)
+        return "-"
     if ratio:
         return f"{paced['p50']:.2f} ({paced['p50'] / p50:.2f}x)"
     return f"{paced['p50']:.1f} / {paced['p95']:.1f}"
