@@ -34,7 +34,7 @@ COLUMNS = ("model", "bundle", "image AUROC", "false rejects", "misses per kind",
            "threshold raise", "export s", "p50 ms", "p50 per stage (ms)")  # fmt: skip
 
 
-def scratch_registry(source: Path, target: Path, products: set[str]) -> None:
+def copy_versions(source: Path, target: Path, products: set[str]) -> None:
     """A registry at ``target`` holding ``source``'s trained versions of ``products``, no bundle."""
     for product in products:
         shutil.copytree(source / product / "versions", target / product / "versions")
@@ -168,7 +168,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp, recorded() as env:
         scratch = Path(tmp)
         models_asked = [m.split(":") for m in args.models]
-        scratch_registry(args.registry, scratch / "new", {p for p, _ in models_asked})
+        copy_versions(args.registry, scratch / "new", {p for p, _ in models_asked})
         for product, kind in models_asked:
             models[f"{product} {kind}"] = bench_model(
                 args.registry, scratch, product, kind, tuple(args.engines)
