@@ -26,8 +26,6 @@ from typing import Any
 
 from _report import cpu_description, load_average, measured, previous_report, save_report, table
 
-STAGES = ("load", "fit", "local_statistics", "validation", "out_of_fold", "calibration",
-          "evaluation", "report", "registry")  # fmt: skip
 STEM = "train_wall"
 
 
@@ -83,9 +81,12 @@ FIGURES = ("image_auroc", "pixel_auroc", "aupro", "false_reject")
 
 
 def markdown(report: dict) -> str:
+    stages = list(
+        dict.fromkeys(s for row in report["rows"].values() for s in row.get("stages", {}))
+    )
     rows = [[row["label"], row["row"], row.get("images", "-"), row["wall_s"],
              row.get("peak_rss_gb", "-"), row.get("peak_anon_gb", "-"),
-             *(row.get("stages", {}).get(s, "-") for s in STAGES),
+             *(row.get("stages", {}).get(s, "-") for s in stages),
              *(row.get("figures", {}).get(k) or "-" for k in FIGURES),
              row.get("cpu", "-"), row["load_before"]]
             for _, row in sorted(report["rows"].items(),
@@ -97,7 +98,7 @@ def markdown(report: dict) -> str:
         f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
-        *table(["label", "row", "images", "wall s", "peak RSS GB", "peak anon GB", *STAGES,
+        *table(["label", "row", "images", "wall s", "peak RSS GB", "peak anon GB", *stages,
                 "img AUROC", "px AUROC", "AUPRO", "false reject", "CPU", "load avg"], rows),
     ]  # fmt: skip
     lines += [
