@@ -1,11 +1,10 @@
-"""This CPU's measured matmul peak per precision, through OpenVINO itself.
+"""This CPU's measured matmul peak per precision, through OpenVINO itself: the floor a perfectly
+efficient runtime could reach for a given FLOP count.
 
-One (n, n) x (n, n) MatMul graph compiled at each CPU inference precision OpenVINO offers here:
-``f32``; ``bf16`` and ``f16`` by ``INFERENCE_PRECISION_HINT`` (native only where the CPU has
-AVX512_BF16/AMX-BF16 or AVX512-FP16; OpenVINO silently runs f32 otherwise, which the recorded
-executed precision and kernels show); ``int8`` as FakeQuantize on both inputs, which OpenVINO's
-low-precision transformations turn into an integer matmul (VNNI/AMX-INT8 where present).
-The figures are the floor a perfectly efficient runtime could reach for a given FLOP count.
+One (n, n) x (n, n) MatMul compiled at each precision: ``f32``; ``bf16`` and ``f16`` by
+``INFERENCE_PRECISION_HINT`` (OpenVINO silently runs f32 where the CPU lacks them, which the
+executed precision and kernels show); ``int8`` as FakeQuantize on both inputs, which OpenVINO
+lowers to an integer matmul (VNNI/AMX-INT8 where present).
 """
 
 from __future__ import annotations
@@ -66,38 +65,27 @@ def matmul_peak(precision: str, n: int = PEAK_SIZE, seconds: float = PEAK_SECOND
 
 
 def precision_peaks() -> dict[str, dict]:
-    """``matmul_peak`` of every precision in ``PEAK_PRECISIONS``; a precision whose kernels
-    fall back to f32 is marked ``native: False`` (not available on this CPU)."""
+    """``matmul_peak`` of every precision in ``PEAK_PRECISIONS``, ``native: False`` where its
+    kernels fall back to f32 (not available on this CPU)."""
+    tags = {"f32": ("",), "bf16": ("bf16",), "f16": ("f16",), "int8": ("i8", "int8", "u8")}
     peaks = {}
     for precision in PEAK_PRECISIONS:
         peak = matmul_peak(precision)
-        kernels = " ".join(peak["kernels"])
-        native = {
-            "f32": True,
-            "bf16": "bf16" in kernels,
-            "f16": "f16" in kernels,
-            "int8": any(tag in kernels.lower() for tag in ("i8", "int8", "u8")),
-        }[precision]
-        peaks[precision] = {**peak, "native": native}
+        kernels = " ".join(peak["kernels"]).lower()
+        peaks[precision] = {**peak, "native": any(tag in kernels for tag in tags[precision])}
     return peaks
 
 
 def limit_ms(gflop: dict[str, float], peaks: dict[str, dict], engine: str) -> float | None:
     """The floor of ``engine``'s inference at batch 1: its FLOPs at the peak of the precision
-    each part runs in. INT8 bundles keep the kNN and map head in FP32 (``keep_head_fp32``), and
-    the network's float layers (``network_fp32``: input stem, reverted layers); fp16 bundles
-    run f32 (their bundles pin ``INFERENCE_PRECISION_HINT=f32``)."""
-
-    def rate(precision: str) -> float:
-        return peaks[precision]["gflops"] * 1e9
-
-    head = gflop["knn"] + gflop["blur"] + gflop.get("network_fp32", 0.0)
-    if engine == "int8" and peaks["int8"]["native"]:
-        seconds = gflop["network"] * 1e9 / rate("int8") + head * 1e9 / rate("f32")
-    elif engine == "bf16" and peaks["bf16"]["native"]:
-        seconds = (gflop["network"] + head) * 1e9 / rate("bf16")
-    elif engine in ("fp32", "fp16", "int8", "bf16"):
-        seconds = (gflop["network"] + head) * 1e9 / rate("f32")
-    else:
+    each part runs in. INT8 bundles keep the kNN, map head and the network's float layers
+    (``network_fp32``: input stem, reverted layers) in FP32; fp16 bundles run f32 (they pin
+    ``INFERENCE_PRECISION_HINT=f32``)."""
+    if engine not in ("fp32", "fp16", "int8", "bf16"):
         return None
+    head = gflop["knn"] + gflop["blur"] + gflop.get("network_fp32", 0.0)
+    body = {"int8": "int8", "bf16": "bf16"}.get(engine, "f32")
+    body = body if peaks[body]["native"] else "f32"
+    tail = "bf16" if body == "bf16" else "f32"
+    seconds = gflop["network"] / peaks[body]["gflops"] + head / peaks[tail]["gflops"]
     return round(seconds * 1e3, 3)

@@ -1,8 +1,8 @@
-"""The bench harness: rounds, what a run's figures depend on (command, commit, CPU with its ISA,
-load), child processes timed from outside, and the JSON + markdown report files.
+"""The bench harness: rounds, what a run's figures depend on (command, commit, CPU, load),
+child processes timed from outside, markdown tables and the JSON + markdown report files.
 
-Imported as a sibling module (``from _report import save_report``): the scripts run as
-``python bench/<name>.py``, which puts ``bench/`` first on ``sys.path``.
+Imported as a sibling module (``from _report import save_report``): ``python bench/<name>.py``
+puts ``bench/`` first on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,25 +23,19 @@ REPO = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 
 
-def lscpu(field: str) -> str:
-    """One field of ``lscpu`` (``"Model name"``, ``"Flags"``: the whole ISA); "" if unknown."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-    return next((ln.split(":", 1)[1].strip() for ln in out.splitlines()
-                 if ln.startswith(f"{field}:")), "")  # fmt: skip
-
-
 def cpu_description() -> str:
-    """``lscpu``'s model name, the core count and the ISA flags that decide OpenVINO's kernels."""
-    flags = lscpu("Flags").split()
-    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{lscpu('Model name') or '?'} ({os.cpu_count()} cores; {' '.join(isa)})"
+    """The CPU model, its core count and the ISA flags that decide OpenVINO's kernels."""
+    from inspection.runtime.hardware import cpu_info
+
+    info = cpu_info()
+    isa = [
+        f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in info.isa
+    ]
+    return f"{info.model} ({info.cores} cores; {' '.join(isa)})"
 
 
 def load_average() -> str:
-    """The 1-, 5- and 15-minute load averages as ``"0.52 0.61 0.70"``, recorded with figures."""
+    """The 1-, 5- and 15-minute load averages as ``"0.52 0.61 0.70"``."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
@@ -64,7 +58,6 @@ def recorded(argv: list[str] | None = None) -> Iterator[dict[str, str]]:
 
 
 def seconds(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call of ``fn``."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -113,6 +106,15 @@ def _sample_anon(pid: int, peak: list[int]) -> None:
         time.sleep(0.2)
 
 
+def table(headers: Sequence[str], rows: Iterable[Iterable[object]]) -> list[str]:
+    """A markdown table's lines: the header, its rule and one line a row (cells by ``str``)."""
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(map(str, row)) + " |" for row in rows),
+    ]
+
+
 def previous_report(out: Path, stem: str) -> dict[str, Any]:
     """``<out>/<stem>.json`` of an earlier run ({} if none): a partial re-run keeps its rows."""
     path = out / f"{stem}.json"
@@ -127,11 +129,8 @@ def save_report(
     *,
     default: Callable[[Any], Any] | None = None,
 ) -> Path:
-    """Write ``<out>/<stem>.json`` (indented) and, given ``markdown``, ``<out>/<stem>.md``.
-
-    ``default`` converts what ``json`` cannot (as in ``json.dumps``). Creates ``out``; both
-    files are UTF-8 and the JSON ends with a newline. Returns the JSON file's path.
-    """
+    """Write ``<out>/<stem>.json`` (``default`` as in ``json.dumps``) and, given ``markdown``,
+    ``<out>/<stem>.md``; returns the JSON file's path."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{stem}.json"
     path.write_text(json.dumps(report, indent=2, default=default) + "\n", encoding="utf-8")

@@ -27,7 +27,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _report import recorded, save_report  # noqa: E402
+from _report import recorded, save_report, table  # noqa: E402
 
 SIZES = (50, 100, 200, 500, 1000)
 BUDGET = 0.01
@@ -115,7 +115,14 @@ def product_rows(registry: Path, product: str, images: int, count: int) -> dict[
 
 
 def markdown(report: dict[str, Any]) -> str:
-    env = report["env"]
+    env, products = report["env"], report["products"]
+    live = [[product, f"{d['live']['bundle']} ({d['live']['precision']})", _sources(d["live"]),
+             f"{d['live']['bound']:.2%}", f"{d['live']['realised']:.2%} of {d['live']['parts']}"]
+            for product, d in products.items()]  # fmt: skip
+    draws = [[product, r["n"], r["held_out"], r["draws"], f"{r['bound']:.2%}",
+              f"{r['mean']:.2%} ± {r['mean_se']:.2%}", f"{r['p05']:.2%}-{r['p95']:.2%}",
+              f"{r['max']:.2%}", f"{r['over_budget']:.0%}", _confident(r.get("confident"))]
+             for product, d in products.items() for r in d["rows"]]  # fmt: skip
     lines = [
         "# Calibration is honest: certified bound vs realised false-reject rate",
         "",
@@ -125,41 +132,29 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## The live bundle's own threshold on new good parts",
         "",
-        "| product | bundle | calibration set | certified bound | realised on new parts |",
-        "|---|---|---|---|---|",
-    ]
-    for product, data in report["products"].items():
-        live = data["live"]
-        sources = ", ".join(f"{k} {v}" for k, v in (live["sources"] or {}).items())
-        lines.append(
-            f"| {product} | {live['bundle']} ({live['precision']}) | n={live['n_good']} "
-            f"({sources}) | {live['bound']:.2%} | {live['realised']:.2%} of {live['parts']} |"
-        )
-    lines += [
+        *table(["product", "bundle", "calibration set", "certified bound",
+                "realised on new parts"], live),
         "",
         "## Random splits: n calibrate, the rest (>= 2,000) measure",
         "",
         "Marginal promise: mean realised <= bound. At 95 % confidence (n >= 299): at most 5 % of "
         "draws above the budget.",
         "",
-        "| product | n | held out | draws | bound | mean realised (± s.e.) | 5-95 % of draws | "
-        "max | draws > 1 % | 95 %: bound, mean, draws > 1 % |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for product, data in report["products"].items():
-        for r in data["rows"]:
-            sure = r.get("confident")
-            shown = (
-                f"{sure['bound']:.2%}, {sure['mean']:.2%}, {sure['over_budget']:.0%}"
-                if sure
-                else "n too small"
-            )
-            lines.append(
-                f"| {product} | {r['n']} | {r['held_out']} | {r['draws']} | {r['bound']:.2%} | "
-                f"{r['mean']:.2%} ± {r['mean_se']:.2%} | {r['p05']:.2%}-{r['p95']:.2%} | "
-                f"{r['max']:.2%} | {r['over_budget']:.0%} | {shown} |"
-            )
+        *table(["product", "n", "held out", "draws", "bound", "mean realised (± s.e.)",
+                "5-95 % of draws", "max", "draws > 1 %", "95 %: bound, mean, draws > 1 %"], draws),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _sources(live: dict[str, Any]) -> str:
+    sources = ", ".join(f"{k} {v}" for k, v in (live["sources"] or {}).items())
+    return f"n={live['n_good']} ({sources})"
+
+
+def _confident(sure: dict[str, float] | None) -> str:
+    if not sure:
+        return "n too small"
+    return f"{sure['bound']:.2%}, {sure['mean']:.2%}, {sure['over_budget']:.0%}"
 
 
 def main(argv: list[str] | None = None) -> None:

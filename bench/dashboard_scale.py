@@ -4,24 +4,21 @@
         --audits 3000 [--store-url postgresql+psycopg://...]
     heavy --alone python bench/dashboard_scale.py --site /tmp/site5m/site.yaml --browser
 
-Three measurements, each written to ``reports/dashboard/scale_<backend>.json`` and ``.md``:
+Writes ``reports/dashboard/scale_<backend>.json`` and ``.md``:
 
-- *python*: one uncached script run of each page's store reads and the functions around them,
-  median of ``--repeats``;
-- *browser* (``--browser``, or ``--only-browser`` keeping the report's other rows): headless
-  Chromium signs in and opens each page through the sidebar, ``--walks`` times (timed from the
-  action to the paint after the last DOM mutation in the page, ``dashboard_walk.DRAWN_JS``),
-  each walk against a fresh server (each page's first visit); then the review queue's *Next
-  page*, *Go to page* ``DEEP_PAGE`` and *Next page* from there, Overview and Thresholds again
-  once their cached reads expired, and Overview reopened (a new session its cookie signs in);
-- *plans*: ``EXPLAIN QUERY PLAN`` (SQLite) or ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL) of
-  each query a page runs: the indexes used (and PostgreSQL's heap fetches);
-
-plus the Thresholds row: the budget suggestion on the page's unbiased sample (held-out split +
-random audit sample), its stated reject interval and confident bound, against the reject rate
-on held-out good parts of the store outside the audit sample (seeded truth: a defect has a
-mask). Columns measured on older code (before the rollups, earlier walks) stay in the report's
-JSON as recorded.
+- *python*: each page's store reads and the functions around them, uncached, median of
+  ``--repeats``;
+- *browser* (``--browser``; ``--only-browser`` keeps the report's other rows): headless Chromium
+  signs in and opens each page through the sidebar, ``--walks`` times against a fresh server,
+  timed from the action to the paint after the page's last DOM mutation
+  (``dashboard_walk.DRAWN_JS``); then the queue's *Next page*, *Go to page* ``DEEP_PAGE`` and
+  *Next page* from there, Overview and Thresholds once their cached reads expired, and Overview
+  reopened (a new session its cookie signs in);
+- *plans* (``plans_<backend>.json``): each page query's ``EXPLAIN QUERY PLAN`` (SQLite) or
+  ``EXPLAIN (ANALYZE, BUFFERS)`` (PostgreSQL);
+- *thresholds*: the budget suggestion on the page's unbiased sample (held-out split + random
+  audit sample) against the reject rate on the store's held-out good parts (seeded truth: a
+  defect has a mask).
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _report import load_average, previous_report, recorded, save_report, seconds
+from _report import load_average, previous_report, recorded, save_report, seconds, table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "scripts")]
@@ -52,16 +49,14 @@ from inspection.store import queries  # noqa: E402
 from inspection.store.models import Inspection  # noqa: E402
 
 BUDGET_S = 1.5
-BEFORE = "e9d15b2~1"
-"""The commit whose queries scanned the results table (the recorded 'before' column)."""
 PRODUCT = "brick"
 DEEP_PAGE = 1000
 PLANNED = ("Overview", "Thresholds", "Review queue page 1", f"Review queue: go to page {DEEP_PAGE}")
 """The workloads whose queries ``plans`` explains (and every blob check)."""
 
 
-def after_workloads(board) -> dict[str, Callable[[], object]]:
-    """What each page computes on one uncached run (default filters), with this code."""
+def workloads(board) -> dict[str, Callable[[], object]]:
+    """What each page computes on one uncached run (default filters)."""
     store, registry = board.store, board.registry
     now = datetime.now(timezone.utc)
     week = now - timedelta(days=7)
@@ -80,11 +75,7 @@ def after_workloads(board) -> dict[str, Callable[[], object]]:
             health.model_health(registry, product)
 
     def thresholds_page() -> None:
-        bundle = thresholds.default_bundle(registry, PRODUCT)
-        validation = thresholds.validation_scores(registry, PRODUCT, bundle)
-        unbiased = thresholds.combine(
-            [validation, thresholds.audit_scores(store, PRODUCT)], "unbiased"
-        )
+        unbiased = unbiased_sample(board)
         thresholds.reviewed_scores(store, PRODUCT)
         thresholds.roc_curve(unbiased), thresholds.pr_curve(unbiased)
         thresholds.suggest_max_f1(unbiased), thresholds.suggest_for_miss_rate(unbiased, 0.01)
@@ -142,7 +133,7 @@ def plans(board) -> dict[str, list[str]]:
 
     event.listen(store.engine, "before_cursor_execute", capture)
     try:
-        for name, work in after_workloads(board).items():
+        for name, work in workloads(board).items():
             if name in PLANNED or "blob" in name:
                 work()
     finally:
@@ -172,16 +163,14 @@ AGAIN = ("Overview", "Thresholds")
 AGAIN_NOTE = "(visited again, cache expired)"
 RELOAD = "Overview (opened again in the browser: a new session its cookie signs in)"
 SIGN_IN = "Overview (Chromium: sign-in + first visit)"
-PAGES = [
+PAGES = (
     "Thresholds",
     "Review queue",
     "Models",
     "Defect kinds",
     "Retraining",
     "Regions of interest",
-]
-RUNS = "dom"
-"""The report's key of the walks (``chromium.<column>.runs``), named for their instrument."""
+)
 
 
 class Walk:
@@ -253,13 +242,7 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, A
             for title in PAGES:
                 timer.step(title, lambda t=title: walk.open_page(driver, t, 300))
             walk.open_page(driver, "Review queue", timeout=300)
-
-            def next_page() -> float:
-                walk.button(driver, "Next page").click()
-                return walk.settle(driver, timeout=300)
-
-            timer.step("Review queue: Next page", next_page)
-            _deep_pages(driver, timer)
+            _queue_pages(driver, timer)
             time.sleep(DATA_TTL_S + 1)  # the pages' cached reads expire: a later visit's cost
             for title in AGAIN:
                 try:
@@ -281,81 +264,82 @@ def browser_times(site: Path, user: str, password: str) -> dict[str, dict[str, A
     return timer.steps
 
 
-def _deep_pages(driver, timer: Walk) -> None:
-    """Times *Go to page* ``DEEP_PAGE`` and then *Next page* (keyset) from it."""
+def _queue_pages(driver, timer: Walk) -> None:
+    """Times the review queue's *Next page*, *Go to page* ``DEEP_PAGE`` and *Next page* (keyset)
+    from there."""
     import dashboard_walk as walk
     from selenium.webdriver.common.keys import Keys
 
     caption = '[data-testid="stCaptionContainer"]'
-    goto = walk.labelled_input(driver, "Go to page")
-    goto.send_keys(Keys.CONTROL, "a")
+
+    def shown(page: int | None) -> float:
+        if page is not None:
+            walk.wait_text(driver, caption, f"page {page}", timeout=300)
+        return walk.settle(driver, timeout=300)
+
+    def next_page(page: int | None = None) -> float:
+        walk.button(driver, "Next page").click()
+        return shown(page)
 
     def go() -> float:
         goto.send_keys(str(DEEP_PAGE), Keys.ENTER)
-        walk.wait_text(driver, caption, f"page {DEEP_PAGE}", timeout=300)
-        return walk.settle(driver, timeout=300)
+        return shown(DEEP_PAGE)
 
-    def next_page() -> float:
-        walk.button(driver, "Next page").click()
-        walk.wait_text(driver, caption, f"page {DEEP_PAGE + 1}", timeout=300)
-        return walk.settle(driver, 300)
-
+    timer.step("Review queue: Next page", next_page)
+    goto = walk.labelled_input(driver, "Go to page")
+    goto.send_keys(Keys.CONTROL, "a")  # selected before the clock starts
     timer.step(f"Review queue: go to page {DEEP_PAGE}", go)
-    timer.step(f"Review queue: Next page at page {DEEP_PAGE}", next_page)
+    timer.step(f"Review queue: Next page at page {DEEP_PAGE}", lambda: next_page(DEEP_PAGE + 1))
 
 
 # ------------------------------------------------------------------------------- thresholds
-def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
-    """The Thresholds page's budget suggestion on its default sample (the live bundle's
-    held-out split + the random audit sample) vs held-out good parts of the store; the core's
-    marginal (split-conformal) rule on the same sample beside it, as the page had it before."""
-    from inspection.core.operating_point import OperatingPoint, choose_threshold
-
-    store = board.store
+def unbiased_sample(board) -> thresholds.LabelledScores:
+    """The Thresholds page's default sample: the live bundle's held-out split + the random
+    audit sample, named by its parts."""
     bundle = thresholds.default_bundle(board.registry, PRODUCT)
-    parts = [thresholds.validation_scores(board.registry, PRODUCT, bundle)]
-    parts.append(thresholds.audit_scores(store, PRODUCT))
-    sample = thresholds.combine([p for p in parts if p is not None and len(p)], "unbiased")
+    parts = [thresholds.validation_scores(board.registry, PRODUCT, bundle),
+             thresholds.audit_scores(board.store, PRODUCT)]  # fmt: skip
+    parts = [p for p in parts if p is not None and len(p)]
+    return thresholds.combine(parts, " + ".join(p.source for p in parts))
+
+
+def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
+    """The Thresholds page's budget suggestion on its default sample vs held-out good parts of
+    the store."""
+    store = board.store
+    sample = unbiased_sample(board)
     suggestion, choice = thresholds.suggest_for_budget(sample, budget)
-    good = sample.scores[sample.labels == 0]
-    marginal = choose_threshold(good, OperatingPoint(budget=budget))
     held_out = (
         Inspection.product == PRODUCT,
         Inspection.mask_sha.is_(None),  # seeded truth: good samples carry no mask
         Inspection.audit_sample.is_(False),
     )
-    rules = {"confident": suggestion.threshold, "marginal (before)": marginal.threshold}
-    measured: dict[str, Any] = {}
+    threshold = suggestion.threshold
+    stated = thresholds.reject_interval(sample, threshold)
     with store.session() as session:
         n = int(session.scalar(select(func.count()).where(*held_out)))
-        for rule, threshold in rules.items():
-            stated = thresholds.reject_interval(sample, threshold)
-            rejected = session.scalar(
-                select(func.count()).where(*held_out, Inspection.score >= threshold)
-            )
-            rate = rejected / n
-            measured[rule] = {
-                "threshold": round(threshold, 4),
-                "stated_reject": round(stated.value, 5),
-                "stated_interval_95": [round(stated.low, 5), round(stated.high, 5)],
-                "held_out_rejected": int(rejected),
-                "held_out_reject_rate": round(rate, 5),
-                "within_interval": stated.low <= rate <= stated.high,
-                "within_budget": rate <= budget,
-            }
+        rejected = int(
+            session.scalar(select(func.count()).where(*held_out, Inspection.score >= threshold))
+        )
+    rate = rejected / n
     reviewed = thresholds.reviewed_scores(store, PRODUCT)
-    biased = thresholds.tradeoff(reviewed, suggestion.threshold).false_alarm_rate
+    biased = thresholds.tradeoff(reviewed, threshold).false_alarm_rate
     return {
         "product": PRODUCT,
         "budget": budget,
         "confidence": thresholds.BUDGET_CONFIDENCE,
-        "sample": " + ".join(p.source for p in parts if p is not None and len(p)),
+        "sample": sample.source,
         "n_good_in_sample": int(sample.n_good),
         "upper_bound_at_confidence": round(choice.false_reject_bound, 5),
         "n_needed": choice.n_needed,
-        "marginal_bound": marginal.false_reject_bound,
         "held_out_good": n,
-        "rules": measured,
+        "threshold": round(threshold, 4),
+        "stated_reject": round(stated.value, 5),
+        "stated_interval_95": [round(stated.low, 5), round(stated.high, 5)],
+        "held_out_rejected": rejected,
+        "held_out_reject_rate": round(rate, 5),
+        "within_interval": stated.low <= rate <= stated.high,
+        "within_budget": rate <= budget,
         "biased_reviewed_reject_rate_at_same_threshold": round(float(biased), 4),
     }
 
@@ -370,22 +354,21 @@ def _range(values: list[float], fmt: str = ".2f") -> str:
 
 
 def _chromium(report: dict[str, Any], code: str, step: str, field: str = "s"):
-    runs = report.get("chromium", {}).get(code, {}).get("runs", {}).get(RUNS, [])
-    return [run["steps"][step][field] for run in runs if field in run["steps"].get(step, {})]
+    return [
+        w["steps"][step][field] for w in _walks(report, code) if field in w["steps"].get(step, {})
+    ]
 
 
-COLUMNS = {
-    "before": "before",
-    "previous": "previous after",  # on record: walks of earlier code
-    "after": "now",
-    "cold": "now, cold (OS page cache dropped, a PostgreSQL server restarted)",
-}
+def _walks(report: dict[str, Any], code: str) -> list[dict[str, Any]]:
+    return report.get("chromium", {}).get(code, {}).get("walks", [])
+
+
+COLUMNS = {"after": "", "cold": ", cold (OS page cache dropped, PostgreSQL restarted)"}
 """The Chromium columns (``report['chromium']`` keys), in table order."""
 
 
 def _page_table(report: dict[str, Any]) -> list[str]:
-    """One row per page: Python before/after the rollups; Chromium per code walked (before,
-    the previous after, now, now cold)."""
+    """One row per page: Python, and Chromium per kind of walk (warm, cold)."""
     python_rows = {  # Chromium step: Python workload
         SIGN_IN: "Overview",
         "Review queue": "Review queue page 1",
@@ -394,44 +377,38 @@ def _page_table(report: dict[str, Any]) -> list[str]:
     steps = [SIGN_IN, *PAGES, "Review queue: Next page", f"Review queue: go to page {DEEP_PAGE}"]
     steps += [f"Review queue: Next page at page {DEEP_PAGE}"]
     steps += [*(f"{t} {AGAIN_NOTE}" for t in AGAIN), RELOAD]
-    python = [n for n in report.get("python_after", {}) if n not in python_rows.values()]
+    python = report.get("python", {})
     chromium = report.get("chromium", {})
-    walked = [code for code in COLUMNS if chromium.get(code, {}).get("runs", {}).get(RUNS)]
-    headers = [f"Chromium {COLUMNS[c]} ({chromium[c]['code']}) (s)" for c in walked]
-    headers += [
-        "now: of it until the server's last message (s)",
-        "now: of it browser long tasks (s)",
+    walked = [code for code in COLUMNS if _walks(report, code)]
+    headers = [
+        "page",
+        "Python (s)",
+        *(f"Chromium{COLUMNS[c]} ({chromium[c]['code']}) (s)" for c in walked),
+        "of it until the server's last message (s)",
+        "of it browser long tasks (s)",
         "sent (KB)",
     ]
-    lines = [
-        "| page | Python before rollups (s) | Python now (s) | " + " | ".join(headers) + " |",
-        "|---|" + "---:|" * (2 + len(headers)),
-    ]
-    for step in steps + [n for n in python if n not in steps]:
-        work = python_rows.get(step, step)
-        cells = [
-            _seconds(report.get("python_before", {}).get(work), ".3f"),
-            _seconds(report.get("python_after", {}).get(work), ".3f"),
+    rows = [
+        [
+            step,
+            python.get(python_rows.get(step, step), "-"),
             *(_range(_chromium(report, c, step)) for c in walked),
             _range(_chromium(report, "after", step, "last_message_s")),
             _range(_chromium(report, "after", step, "long_tasks_s")),
             _range(_chromium(report, "after", step, "kb"), ".1f").strip("*"),
         ]
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    return lines
+        for step in steps + [n for n in python if n not in steps and n not in python_rows.values()]
+    ]
+    return table(headers, rows)
 
 
-def _seconds(value: float | None, fmt: str) -> str:
-    return "-" if value is None else f"{value:{fmt}}"
-
-
-def _runs_note(report: dict[str, Any]) -> list[str]:
-    lines = []
-    for code, entry in report.get("chromium", {}).items():
-        for method, runs in entry.get("runs", {}).items():
-            at = ", ".join(f"{r['at'][11:16]} (load {r['load']})" for r in runs)
-            lines.append(f"- *{code}* ({entry['code']}), {method}: {len(runs)} walks at {at}")
-    return lines
+def _walks_note(report: dict[str, Any]) -> list[str]:
+    return [
+        f"- *{code}* ({report['chromium'][code]['code']}): {len(walks)} at "
+        + ", ".join(f"{w['at'][11:16]} (load {w['load']})" for w in walks)
+        for code in COLUMNS
+        if (walks := _walks(report, code))
+    ]
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -445,8 +422,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         *_page_table(report),
         "",
-        "*Python*: one uncached run of the page's reads and computations, before the rollups "
-        f"(`{BEFORE}`'s queries) and now. *Chromium*: headless, a fresh server per walk, "
+        "*Python*: one uncached run of the page's reads and computations. *Chromium*: "
+        "headless, a fresh server per walk, "
         "min–max over the walks (bold: a walk over the budget), from the click or Enter in the "
         "page to the paint after its last DOM mutation, on the page's clock "
         "(`scripts/dashboard_walk.py` DRAWN_JS). *until the server's last message*: from the "
@@ -454,58 +431,50 @@ def _markdown(report: dict[str, Any]) -> str:
         "websocket message arrived; *long tasks*: the browser's main thread busy in tasks over "
         "50 ms in between (scripts, style, layout). Page budget: "
         f"{report['budget_s']} s. Walks:",
-        *_runs_note(report),
+        *_walks_note(report),
     ]
     failed = {
         step: info["error"]
-        for entry in report.get("chromium", {}).values()
-        for runs in entry.get("runs", {}).values()
-        for run in runs
-        for step, info in run["steps"].items()
+        for code in COLUMNS
+        for walk in _walks(report, code)
+        for step, info in walk["steps"].items()
         if "error" in info
     }
     lines += [f"\n**{k}**: {v}" for k, v in failed.items()]
     row = report.get("thresholds")
-    if row and "rules" in row:
+    if row and "within_budget" in row:
+        low, high = row["stated_interval_95"]
         lines += [
             "",
             "## Thresholds: budget on the page's unbiased sample vs held-out good parts",
             "",
             f"Sample: {row['sample']}, {row['n_good_in_sample']:,} good parts; held-out: "
-            f"{row['held_out_good']:,} good parts of the store outside the audit sample. "
-            f"*confident* (the page now): the lowest threshold whose rejects among the sample's "
-            f"good parts have an exact one-sided {row['confidence']:.0%} upper bound within the "
-            f"budget (bound {row['upper_bound_at_confidence']:.2%}"
+            f"{row['held_out_good']:,} good parts of the store outside the audit sample. The "
+            f"page's threshold is the lowest whose rejects among the sample's good parts have an "
+            f"exact one-sided {row['confidence']:.0%} upper bound within the budget (bound "
+            f"{row['upper_bound_at_confidence']:.2%}"
             + ("" if row["n_needed"] is None else f"; too few: {row['n_needed']} needed")
-            + "); *marginal*: split-conformal "
-            f"(bound {row['marginal_bound']:.2%} on average over samples).",
+            + ").",
             "",
-            "| rule | budget | threshold | stated reject (95 % interval) | "
-            "held-out good parts rejected | within interval | within budget |",
-            "|---|---:|---:|---|---|---|---|",
+            f"Threshold {row['threshold']:.4f} at a {row['budget']:.1%} budget: stated reject "
+            f"{row['stated_reject']:.2%} ({low:.2%}–{high:.2%}); held-out good parts rejected "
+            f"{row['held_out_rejected']:,} = {row['held_out_reject_rate']:.2%}, within the "
+            f"interval: {_yes(row['within_interval'])}, within the budget: "
+            f"{_yes(row['within_budget'])}. Reviewed (biased) parts at that threshold: "
+            f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected.",
         ]
-        for rule, r in row["rules"].items():
-            low, high = r["stated_interval_95"]
-            lines.append(
-                f"| {rule} | {row['budget']:.1%} | {r['threshold']:.4f} | "
-                f"{r['stated_reject']:.2%} ({low:.2%}–{high:.2%}) | "
-                f"{r['held_out_rejected']:,} = {r['held_out_reject_rate']:.2%} | "
-                f"{'yes' if r['within_interval'] else 'NO'} | "
-                f"{'yes' if r['within_budget'] else 'NO'} |"
-            )
-        lines.append(
-            f"\nReviewed (biased) parts at the confident threshold: "
-            f"{row['biased_reviewed_reject_rate_at_same_threshold']:.1%} rejected."
-        )
     lines += ["", f"Query plans: `plans_{report['backend']}.json`.", ""]
     return "\n".join(lines)
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
+
+
 def chromium_walks(args, report: dict[str, Any]) -> None:
-    """``args.walks`` walks against the app of this working tree (the *after* column), filed
-    under ``report['chromium']``: added to the runs of the same commit, replacing another
-    commit's. ``--cold``: each walk after the OS page cache was dropped (and PostgreSQL
-    restarted), filed as *cold*."""
+    """``args.walks`` walks against this working tree's app, added to the runs of the same
+    commit (replacing another commit's); ``--cold``: each after the OS page cache was dropped
+    (and PostgreSQL restarted)."""
     code = "cold" if args.cold else "after"
     label = app_code()
     walks = []
@@ -518,8 +487,8 @@ def chromium_walks(args, report: dict[str, Any]) -> None:
                                                                       args.password)})  # fmt: skip
     chromium = report.setdefault("chromium", {})
     earlier = chromium.get(code, {})
-    kept = earlier.get("runs", {}) if earlier.get("code") == label else {}
-    chromium[code] = {"code": label, "runs": kept | {RUNS: kept.get(RUNS, []) + walks}}
+    kept = earlier.get("walks", []) if earlier.get("code") == label else []
+    chromium[code] = {"code": label, "walks": kept + walks}
 
 
 def app_code() -> str:
@@ -588,12 +557,11 @@ def python_rows(board, args, report: dict[str, Any]) -> None:
         report["reviews"] = int(
             session.scalar(select(func.count()).where(Inspection.review_label.is_not(None)))
         )
-    work = after_workloads(board)
-    report["python_after"] = {
-        k: round(statistics.median(seconds(f) for _ in range(args.repeats)), 4)
-        for k, f in work.items()
+    report["python"] = {
+        k: round(statistics.median(seconds(f) for _ in range(args.repeats)), 3)
+        for k, f in workloads(board).items()
     }
-    print(report["python_after"], flush=True)
+    print(report["python"], flush=True)
 
 
 if __name__ == "__main__":

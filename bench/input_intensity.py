@@ -17,7 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from _report import recorded, save_report
+from _report import recorded, save_report, table
 
 from inspection.core.images import read_image
 from inspection.core.input_domain import COLOUR_SAMPLE, InputDomain, evenly, measure_input_domain
@@ -72,27 +72,25 @@ def _cost(domain: InputDomain, image: np.ndarray) -> dict[int, list[float]]:
 
 
 def markdown(rows: dict[str, dict], env: dict[str, str]) -> str:
-    lines = [
-        "# Input domain: intensities (gain, exposure, channel order)",
-        "",
-        f"`{env['command']}` at {env['commit']}; CPU {env['cpu']}; load {env['load_before']} "
-        f"-> {env['load_after']}.",
-        "",
-        "| product | colour | held-out good refused | held-out defective refused | BGR "
-        "refused | gains refused | µs per check (256² / 1024² / 2048²) |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    cells = []
     for name, row in rows.items():
         counts = row["held_out_refused"]
         good = counts.get("good", [0, 0])
         bad = [sum(c[i] for k, c in counts.items() if k != "good") for i in (0, 1)]
         gains = ", ".join(f"{g:g}" for g, hit in row["gain_refused"].items() if hit) or "none"
         cost = " / ".join(f"{min(t):.0f}-{max(t):.0f}" for t in row["cost_us"].values())
-        lines.append(
-            f"| {name} | {row['colour']} | {good[0]} of {good[1]} | {bad[0]} of {bad[1]} | "
-            f"{'yes' if row['bgr_refused'] else 'NO'} | {gains} (of {', '.join(map(str, GAINS))}) "
-            f"| {cost} |"
-        )
+        cells.append([name, row["colour"], f"{good[0]} of {good[1]}", f"{bad[0]} of {bad[1]}",
+                      "yes" if row["bgr_refused"] else "NO",
+                      f"{gains} (of {', '.join(map(str, GAINS))})", cost])  # fmt: skip
+    lines = [
+        "# Input domain: intensities (gain, exposure, channel order)",
+        "",
+        f"`{env['command']}` at {env['commit']}; CPU {env['cpu']}; load {env['load_before']} "
+        f"-> {env['load_after']}.",
+        "",
+        *table(["product", "colour", "held-out good refused", "held-out defective refused",
+                "BGR refused", "gains refused", "µs per check (256² / 1024² / 2048²)"], cells),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

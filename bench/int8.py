@@ -3,14 +3,11 @@
     heavy --alone .venv/bin/python bench/int8.py [--registry var/registry] [--engines fp32 int8]
 
 For brick, grass and gravel PatchCore and brick STFPM (the latest version of each in the
-registry, e.g. the one ``make demo`` left), exports into scratch registries FP32, INT8 as the
-export does (distance head and input stem kept in FP32), each forced so a refused bundle is
-measured too, and records per bundle: image AUROC, misses per defect kind and false rejects at its own
-operating point, the gate's verdict against FP32,
-the threshold raise of its carried scores, the defects whose verdict differs from FP32's with
-their normalised scores (0.5 = the bundle's threshold), and, for FP32 and INT8, the station's
-p50 per stage (``runtime.py``'s worker, in its own process). Writes ``reports/runtime/int8.md``
-and ``.json``.
+registry, e.g. ``make demo``'s), exports FP32 and INT8 (forced, so a refused bundle is measured
+too) into a scratch registry and records per bundle: image AUROC, false rejects and misses per
+kind at its own operating point, the gate's verdict against FP32, the threshold raise, the
+defects whose verdict differs from FP32's and the station's p50 per stage (``runtime.py``'s
+worker). Writes ``reports/runtime/int8.{json,md}``.
 """
 
 from __future__ import annotations
@@ -26,33 +23,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from _report import load_average, recorded, save_report  # noqa: E402
-from runtime import graph_limit, measure  # noqa: E402
+from _report import load_average, recorded, save_report, table  # noqa: E402
+from runtime import export_forced, graph_limit, measure  # noqa: E402
 
 log = logging.getLogger("bench.int8")
 MODELS = (("brick", "patchcore"), ("grass", "patchcore"), ("gravel", "patchcore"),
           ("brick", "stfpm"))  # fmt: skip
 ENGINES = ("fp32", "int8")
+COLUMNS = ("model", "bundle", "image AUROC", "false rejects", "misses per kind", "gate",
+           "threshold raise", "export s", "p50 ms", "p50 per stage (ms)")  # fmt: skip
 
 
-def scratch_registry(source: Path, target: Path) -> Any:
-    """A registry at ``target`` holding ``source``'s trained versions and no bundle."""
-    from inspection.core.registry import Registry
-
-    for product in sorted({p for p, _ in MODELS}):
+def copy_versions(source: Path, target: Path, products: set[str]) -> None:
+    """A registry at ``target`` holding ``source``'s trained versions of ``products``, no bundle."""
+    for product in products:
         shutil.copytree(source / product / "versions", target / product / "versions")
-    return Registry(target)
-
-
-def export(registry: Any, product: str, version: str, engine: str, reference: Any = None) -> Any:
-    """A forced export (a refused bundle is registered and measured too); ``reference``: the
-    FP32 bundle's figures (``ExportResult.measured``) a lower precision is gated against."""
-    from inspection.training.export import ExportOptions
-    from inspection.training.registry_export import RegistryExport, export_bundle
-
-    options = ExportOptions(precision=engine, force=True)
-    return export_bundle(registry, product, options, RegistryExport(version=version),
-                         reference=reference)  # fmt: skip
 
 
 def figures(meta: Any) -> dict[str, Any]:
@@ -105,7 +90,7 @@ def bench_model(
         registry = Registry(scratch / "new")
         reference = None if engine == "fp32" else fp32_measured
         start = time.perf_counter()
-        result = export(registry, product, record.version, engine, reference)
+        result = export_forced(registry, product, record.version, engine, reference=reference)
         fp32_measured = result.measured if engine == "fp32" else fp32_measured
         dirs[engine] = result.bundle_dir
         rows[engine] = figures(result.metadata) | {"export_s": time.perf_counter() - start}
@@ -126,6 +111,9 @@ def bench_model(
 
 def markdown(report: dict[str, Any]) -> str:
     env = report["env"]
+    rows = [_row(f"{name} {data['version']}", engine, row)
+            for name, data in report["models"].items()
+            for engine, row in data["engines"].items()]  # fmt: skip
     lines = [
         "# INT8 against FP32, per demo model, on one CPU",
         "",
@@ -134,25 +122,12 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Each bundle is calibrated on its own outputs and judged at its own 1 % operating point on "
         "the held-out test split; the gate compares it with the FP32 bundle of the same version "
-        "(tolerances unchanged). `int8`: distance head and input stem in FP32. Export s: the bundle's export (quantise, calibrate, measure, gate). "
+        "(tolerances unchanged). `int8`: distance head and input stem in FP32. Export s: the "
+        "bundle's export (quantise, calibrate, measure, gate). "
         "p50: `Inspector.inspect` of a decoded image at batch 1 (`bench/runtime.py`'s worker), "
         "stages as the station records them.",
         "",
-        "| model | bundle | image AUROC | false rejects | misses per kind | gate | threshold raise "
-        "| export s | p50 ms | p50 per stage (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, data in report["models"].items():
-        for engine, row in data["engines"].items():
-            stages = ", ".join(f"{k} {v:.2f}" for k, v in row.get("stages_ms_p50", {}).items())
-            misses = ", ".join(f"{k} {v}" for k, v in row["misses"].items())
-            auroc = "-" if row["image_auroc"] is None else f"{row['image_auroc']:.3f}"
-            raise_ = "-" if row["transfer_raise"] is None else f"{row['transfer_raise']:.3f}"
-            p50 = f"{row['p50_ms']:.2f}" if "p50_ms" in row else "-"
-            lines.append(f"| {name} {data['version']} | {engine} | {auroc} | {row['false_rejects']} "
-                         f"| {misses} | {row['gate']} | {raise_} | {row['export_s']:.0f} | {p50} "
-                         f"| {stages or '-'} |")  # fmt: skip
-    lines += [
+        *table(COLUMNS, rows),
         "",
         "Verdicts that differ from FP32's (normalised scores, 0.5 = the bundle's threshold):",
         "",
@@ -168,6 +143,17 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _row(model: str, engine: str, row: dict[str, Any]) -> list[str]:
+    def f(key: str, fmt: str = ".3f") -> str:
+        return "-" if row.get(key) is None else f"{row[key]:{fmt}}"
+
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in row.get("stages_ms_p50", {}).items())
+    misses = ", ".join(f"{k} {v}" for k, v in row["misses"].items())
+    return [model, engine, f("image_auroc"), row["false_rejects"], misses, row["gate"],
+            f("transfer_raise"), f("export_s", ".0f"), f("p50_ms", ".2f"),
+            stages or "-"]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", type=Path, default=ROOT / "var" / "registry")
@@ -181,8 +167,9 @@ def main() -> None:
     models: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as tmp, recorded() as env:
         scratch = Path(tmp)
-        scratch_registry(args.registry, scratch / "new")
-        for product, kind in (m.split(":") for m in args.models):
+        models_asked = [m.split(":") for m in args.models]
+        copy_versions(args.registry, scratch / "new", {p for p, _ in models_asked})
+        for product, kind in models_asked:
             models[f"{product} {kind}"] = bench_model(
                 args.registry, scratch, product, kind, tuple(args.engines)
             )

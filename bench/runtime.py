@@ -2,18 +2,14 @@
 
     /work/bin/bench python bench/runtime.py [--product brick] [--kinds patchcore stfpm]
 
-For each model kind: train on the demo data (``datasets/<product>``) into a bench registry
-(reused on later runs), export FP32/FP16/BF16/INT8 bundles, then measure every engine in its
-own subprocess on the same held-out test images: latency p50/p95 at batch 1 (decoded image in, result out) with its per-stage
-split (decode, preprocess, infer, postprocess, regions), latency when parts arrive every
-100 ms (paced), best throughput (sequential, batch 8, or the async queue), peak RSS, and
-image/pixel AUROC of the normalised outputs. Every engine runs ``--repeat`` times in rounds;
-the report keeps the median run and every run's p50.
-
-The report also records what the figures depend on: CPU model, ISA flags (AVX2, AVX-512,
-VNNI, AMX), OpenVINO's capability report, threads/streams of each compiled model, the
-1-minute load around every run, and the machine's limit for the model (graph FLOPs at this
-CPU's measured matmul peak of each precision, ``_peaks``). Writes ``reports/runtime/runtime.json`` and ``runtime.md``.
+For each model kind: train on the demo data into a bench registry (reused on later runs),
+export every precision (forced), then measure each engine in its own subprocess on the held-out
+test images: p50/p95 at batch 1 (decoded image in, result out) per stage, latency when parts
+arrive every 100 ms (paced: sleeping, or warmed on the trigger as the line station does), best
+throughput (sequential, batch 8, async queue), peak RSS and image/pixel AUROC. Engines run
+``--repeat`` times in rounds; a row is the median run. Also recorded: the CPU and its ISA,
+OpenVINO's capabilities and compiled settings, the load, and the model's floor at this CPU's
+measured matmul peaks (``_peaks``). Writes ``reports/runtime/runtime.{json,md}``.
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -37,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _peaks import limit_ms, precision_peaks  # noqa: E402
-from _report import lscpu, previous_report, rounds, save_report, seconds  # noqa: E402
+from _report import previous_report, rounds, save_report, seconds, table  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -49,12 +44,13 @@ BATCH = 8
 ASYNC_JOBS = (0, 4)
 """Requests in flight in the async mode: 0 = OpenVINO's optimal number (one per stream)."""
 PACED_HZ = 10.0
-"""Arrival rate of the paced latency run: a line feeding one part every 100 ms."""
 PACED_SAMPLES = 40
+PACED_MODES = ("sleep", "warm-on-trigger")
+TRIGGER_LEAD_MS = 5.0
+"""How long before the image the trigger comes (the camera exposes and transfers)."""
 LATENCY_TARGET_MS = 8.0
 THROUGHPUT_TARGET_IPS = 150.0
-ACCURACY_KEYS = ("image_auroc", "pixel_auroc")
-"""Figures of an engine's outputs, the same in every repeated run (scored once)."""
+ACCURACY_KEYS = ("image_auroc", "pixel_auroc")  # deterministic outputs: scored once
 OV_PROPERTIES = (
     "PERFORMANCE_HINT",
     "INFERENCE_NUM_THREADS",
@@ -67,12 +63,10 @@ OV_PROPERTIES = (
 
 # ========================================================================= workers
 def _peak_rss_mb() -> float:
-    """Peak RSS of this process since exec (VmHWM); ru_maxrss would include the parent's
-    memory at fork time, which is the torch-side bench parent."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak RSS of this process since exec (VmHWM; ru_maxrss would count the parent's memory
+    at fork time)."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024.0
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -132,7 +126,6 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     return {
         "load_s": load_s,
         "latency_ms": _percentiles(latencies),
-        "paced_latency_ms": {"hz": PACED_HZ, **paced_modes["sleep"]},
         "paced_modes_ms": paced_modes,
         "executed_precision": executed_precision(inspector.model.compiled),
         "kernels": list(executed_kernels(inspector.model.compiled)),
@@ -149,20 +142,13 @@ def worker_openvino(bundle: Path, paths: list[str], images: list[np.ndarray]) ->
     }
 
 
-PACED_MODES = ("sleep", "warm-on-trigger")
-"""How the station waits between paced parts: ``sleep`` (the cores idle); ``warm-on-trigger``
-(the trigger, which comes ``TRIGGER_LEAD_MS`` before the image as the camera exposes and
-transfers, runs one warm-up inference of the graph)."""
-TRIGGER_LEAD_MS = 5.0
+def _paced_latencies(inspector: Any, images: list[np.ndarray], mode: str) -> list[float]:
+    """Batch-1 latency when images arrive at ``PACED_HZ``: between parts the cores idle. In
+    ``warm-on-trigger`` the trigger, ``TRIGGER_LEAD_MS`` before the image, starts the line
+    station's warm run (``Inspector.warm``)."""
+    from inspection.line.config import WarmConfig
 
-
-def _paced_latencies(inspector: Any, images: list[np.ndarray], mode: str = "sleep") -> list[float]:
-    """Batch-1 latency when images arrive at ``PACED_HZ``, as on a line: between parts the
-    cores idle, and the next inference starts from cold caches and sleeping threads. ``mode``
-    (``PACED_MODES``) is what the station does while it waits."""
-    from inspection.runtime.preprocess import preprocess
-
-    warm = preprocess(images[0], inspector.metadata.preprocessing)[None]
+    idle_ms = WarmConfig().idle_ms
     latencies: list[float] = []
     period = 1.0 / PACED_HZ
     next_arrival = time.perf_counter()
@@ -171,7 +157,7 @@ def _paced_latencies(inspector: Any, images: list[np.ndarray], mode: str = "slee
             next_arrival += period
             if mode == "warm-on-trigger":
                 time.sleep(max(0.0, next_arrival - TRIGGER_LEAD_MS / 1e3 - time.perf_counter()))
-                inspector.model.run(warm)  # the trigger: the image is still being exposed
+                inspector.warm(idle_ms)
             time.sleep(max(0.0, next_arrival - time.perf_counter()))
             t = time.perf_counter()
             inspector.inspect(image)
@@ -186,7 +172,6 @@ def run_worker(args: argparse.Namespace) -> None:
     images = [read_image(p) for p in paths]
     load_before = os.getloadavg()[0]
     result = worker_openvino(Path(args.model), paths, images)
-    # other jobs on the machine skew timings: record the 1-minute load around the run
     result["loadavg_1m"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     np.save(Path(args.out).with_suffix(".npy"), result.pop("maps").astype(np.float32))
     Path(args.out).write_text(json.dumps(result, indent=2))
@@ -217,10 +202,27 @@ def ensure_version(registry: Any, product: str, kind: str, dataset_dir: Path) ->
     return train(config, load_dataset(dataset_dir), product=product, registry=registry)
 
 
-def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
-    from inspection.runtime.hardware import cpu_info
+def export_forced(
+    registry: Any,
+    product: str,
+    version: str,
+    precision: str,
+    dataset: Path | None = None,
+    reference: Any = None,
+) -> Any:
+    """Export ``precision`` with ``force``: a bundle the gate refuses is measured too (the
+    report gives the gate's verdict); ``reference``: the FP32 figures it is gated against."""
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
+
+    options = ExportOptions(precision=precision, force=True)
+    return export_bundle(
+        registry, product, options, RegistryExport(version, dataset), reference=reference
+    )
+
+
+def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, Path]:
+    from inspection.runtime.hardware import cpu_info
 
     bundles = {}
     for precision in ("fp32", "fp16", "bf16", "int8"):
@@ -229,13 +231,7 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
         bundle_id = f"{record.version}-{precision}"
         if bundle_id not in registry.bundles.bundle_ids(record.product):
             log.info("exporting %s", bundle_id)
-            export_bundle(
-                registry,
-                record.product,
-                # forced: measure it even when export would refuse it; reported below
-                ExportOptions(precision=precision, force=True),
-                RegistryExport(version=record.version, dataset_path=dataset_dir),
-            )
+            export_forced(registry, record.product, record.version, precision, dataset_dir)
         bundles[precision] = registry.bundles.bundle_dir(record.product, bundle_id)
     return bundles
 
@@ -243,8 +239,8 @@ def ensure_bundles(registry: Any, record: Any, dataset_dir: Path) -> dict[str, P
 def measure(engine: str, model: Path, images_file: Path, scratch: Path) -> dict[str, Any]:
     out = scratch / f"{engine}.json"
     command = [
-        sys.executable, __file__, "worker", "--engine", engine, "--model", str(model),
-        "--images", str(images_file), "--out", str(out),
+        sys.executable, __file__, "worker", "--model", str(model), "--images", str(images_file),
+        "--out", str(out),
     ]  # fmt: skip
     log.info("measuring %s", engine)
     subprocess.run(command, check=True, cwd=ROOT)
@@ -315,7 +311,7 @@ def merge_runs(results: list[dict]) -> dict:
     row["runs"] = [
         {
             "p50_ms": round(r["latency_ms"]["p50"], 3),
-            "paced_p50_ms": round(r["paced_latency_ms"]["p50"], 3),
+            "paced_p50_ms": round(r["paced_modes_ms"]["sleep"]["p50"], 3),
             "best_throughput_ips": round(r["best_throughput_ips"], 1),
             "loadavg_1m": r["loadavg_1m"],
         }
@@ -338,19 +334,12 @@ def station_choice(rows: dict[str, dict]) -> dict[str, Any]:
     """What ``inspection station tune`` picks from these figures (same rule, same gate)."""
     from inspection.runtime.tuning import PrecisionMeasurement, choose_fastest
 
-    measured = [
-        PrecisionMeasurement(
-            engine,
-            engine,
-            row["latency_ms"]["p50"],
-            row["latency_ms"]["p95"],
-            row["best_throughput_ips"],
-            row["gate"]["passed"],
-            row["gate"]["note"],
-        )
+    chosen = choose_fastest([
+        PrecisionMeasurement(engine, engine, row["latency_ms"]["p50"], row["latency_ms"]["p95"],
+                             row["best_throughput_ips"], row["gate"]["passed"],
+                             row["gate"]["note"])
         for engine, row in rows.items()
-    ]
-    chosen = choose_fastest(measured)
+    ])  # fmt: skip
     fp32 = rows["fp32"]
     out: dict[str, Any] = {
         "precision": chosen.precision,
@@ -436,12 +425,8 @@ def machine_report() -> dict[str, Any]:
     return {
         **asdict(info),
         "summary": info.summary(),
-        "vnni": info.has_vnni,
-        "amx": info.has_amx,
         "python": platform.python_version(),
         "precision_peaks": precision_peaks(),
-        "bf16": "yes" if info.has_bf16 else "not available",
-        "lscpu_flags": lscpu("Flags"),
         "load_1m_start": load_1m(),
     }
 
@@ -449,24 +434,15 @@ def machine_report() -> dict[str, Any]:
 # ========================================================================== report
 def markdown(report: dict) -> str:
     machine = report["machine"]
+    peaks = [[name, f"{peak['gflops']:.0f}",
+              peak["executed_precision"] if peak["native"] else "not available (runs f32)",
+              ", ".join(peak["kernels"])]
+             for name, peak in machine.get("precision_peaks", {}).items()]  # fmt: skip
     lines = [
         "# Runtime benchmark: OpenVINO bundles, on this machine",
         "",
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
-        f"- bf16: {machine.get('bf16', '?')}; lscpu flags: `{machine.get('lscpu_flags', '')}`",
-        "",
-        "Measured matmul peak per precision (OpenVINO, one 2048^3 MatMul on all cores; int8 "
-        "via FakeQuantize, which OpenVINO lowers to an integer matmul):",
-        "",
-        "| precision | GFLOP/s (int8: GOP/s) | executed | kernels |",
-        "|---|---|---|---|",
-        *[
-            f"| {name} | {peak['gflops']:.0f} | "
-            f"{peak['executed_precision'] if peak['native'] else 'not available (runs f32)'} | "
-            f"{', '.join(peak['kernels'])} |"
-            for name, peak in machine.get("precision_peaks", {}).items()
-        ],
         f"- 1-minute load at start {machine['load_1m_start']}, at end {report['load_1m_end']} "
         "(per-engine loads in the tables; /work/bin/bench waits for load < 1.2 first)",
         f"- Product `{report['product']}`, held-out test split, each engine in its own "
@@ -477,6 +453,11 @@ def markdown(report: dict) -> str:
         f"engine ran {report.get('repeat', 1)} time(s), in rounds (all engines, then again); "
         "a row is the run with the median p50, its best throughput the median of the runs.",
         "",
+        "Measured matmul peak per precision (OpenVINO, one 2048^3 MatMul on all cores; int8 "
+        "via FakeQuantize, which OpenVINO lowers to an integer matmul):",
+        "",
+        *table(["precision", "GFLOP/s (int8: GOP/s)", "executed", "kernels"], peaks),
+        "",
     ]
     for kind, data in report["kinds"].items():
         lines += _kind_lines(kind, data)
@@ -484,65 +465,57 @@ def markdown(report: dict) -> str:
 
 
 def _kind_lines(kind: str, data: dict) -> list[str]:
+    engines, limit, choice = data["engines"], data["limit"], data["station_choice"]
+    floors = limit.get("per_engine_ms", {})
+    stages = ("decode", "preprocess", "infer", "postprocess", "regions")
+    main = [[engine, _p50_cell(row), f"{row['latency_ms']['p95']:.1f}", _paced(row, "sleep"),
+             f"{row['best_throughput_ips']:.1f} ({row['best_throughput_mode']})",
+             f"{_f(row['image_auroc'])} / {_f(row['pixel_auroc'])}",
+             row.get("gate", {}).get("note", "-"),
+             " / ".join(f"{x:.1f}" for x in row["loadavg_1m"])]
+            for engine, row in engines.items()]  # fmt: skip
+    precision = [[engine, row.get("executed_precision", "?"),
+                  (row.get("golden") or {}).get("worst_drift", "-"),
+                  floors.get(engine, "-"), f"{row['latency_ms']['p50']:.2f}",
+                  *(_paced(row, m, ratio=True) for m in PACED_MODES)]
+                 for engine, row in engines.items() if "paced_modes_ms" in row]  # fmt: skip
+    if "bf16" not in engines:
+        precision.append(["bf16", "not available on this CPU"] + ["-"] * (3 + len(PACED_MODES)))
+    per_stage = [[engine, *(f"{row['stages_ms_p50'].get(n, 0.0):.2f}" for n in stages),
+                  _floor_cell(row, floors.get(engine)), _settings(row)]
+                 for engine, row in engines.items() if "stages_ms_p50" in row]  # fmt: skip
+    served = limit["gflop_served"]
     lines = [
         f"## {kind} ({data['model_version']}, input {data['image_size']}, "
         f"{data['test_images']} test images)",
         "",
-        f"| engine | p50 ms (runs' range) | p95 ms | p50 / p95 ms at {PACED_HZ:g} parts/s | "
-        "best img/s (mode) | image / pixel AUROC | gate | load before/after |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for engine, row in data["engines"].items():
-        gate = row.get("gate", {}).get("note", "-")
-        paced = row.get("paced_latency_ms")
-        paced_cell = "-" if paced is None else f"{paced['p50']:.1f} / {paced['p95']:.1f}"
-        lines.append(
-            f"| {engine} | {_p50_cell(row)} | {row['latency_ms']['p95']:.1f} | "
-            f"{paced_cell} | "
-            f"{row['best_throughput_ips']:.1f} ({row['best_throughput_mode']}) | "
-            f"{_f(row['image_auroc'])} / {_f(row['pixel_auroc'])} | {gate} | {_load(row)} |"
-        )
-    lines += _precision_lines(data)
-    stage_names = ("decode", "preprocess", "infer", "postprocess", "regions")
-    floors = data["limit"].get("per_engine_ms", {})
-    lines += ["", "Per-stage p50 (ms), inference against the machine limit of its precision (its "
-              "floor at this CPU's measured peak) and OpenVINO settings (latency / throughput "
-              "compile):", ""]  # fmt: skip
-    lines += [
-        "| engine | " + " | ".join(stage_names) + " | infer / floor | threads, streams, hint |"
-    ]
-    lines += ["|---|" + "---|" * (len(stage_names) + 2)]
-    for engine, row in data["engines"].items():
-        if "stages_ms_p50" not in row:
-            continue
-        stages = row["stages_ms_p50"]
-        lat, thr = row["openvino_latency"], row["openvino_throughput"]
-        settings = (
-            f"{lat['INFERENCE_NUM_THREADS']}t x {lat['NUM_STREAMS']}s {lat['PERFORMANCE_HINT']} / "
-            f"{thr['INFERENCE_NUM_THREADS']}t x {thr['NUM_STREAMS']}s {thr['PERFORMANCE_HINT']} "
-            f"({thr['OPTIMAL_NUMBER_OF_INFER_REQUESTS']} requests)"
-        )
-        cells = " | ".join(f"{stages.get(n, 0.0):.2f}" for n in stage_names)
-        floor = floors.get(engine)
-        ratio = "-" if not floor else f"{stages.get('infer', 0.0) / floor:.2f}x of {floor:.2f} ms"
-        lines.append(f"| {engine} | {cells} | {ratio} | {settings} |")
-    if data.get("note"):
-        lines += ["", f"- **Note:** {data['note']}"]
-    limit, choice = data["limit"], data["station_choice"]
-    exported, served = limit["gflop_exported"], limit["gflop_served"]
-    lines += [
+        *table(["engine", "p50 ms (runs' range)", "p95 ms",
+                f"p50 / p95 ms at {PACED_HZ:g} parts/s", "best img/s (mode)",
+                "image / pixel AUROC", "gate", "load before/after"], main),
+        "",
+        "Per precision: executed precision, floor at the measured peak, back-to-back and paced "
+        f"p50 (ms; x back-to-back) while the station waits by {', '.join(PACED_MODES)}:",
+        "",
+        *table(["bundle", "executed", "golden drift", "floor ms", "p50 ms",
+                *(f"paced {m}" for m in PACED_MODES)], precision),
+        "",
+        "Per-stage p50 (ms), inference against the machine limit of its precision (its "
+        "floor at this CPU's measured peak) and OpenVINO settings (latency / throughput "
+        "compile):",
+        "",
+        *table(["engine", *stages, "infer / floor", "threads, streams, hint"], per_stage),
         "",
         f"- Machine limit: {limit['gflop_total']} GFLOP per image as served (network "
         f"{served['network']}, kNN {served['knn']}, map head {served['blur']}; the exported "
-        f"blur was {exported['blur']}) at the f32 peak = "
-        f"**{limit['per_engine_ms']['fp32']} ms**; measured FP32 infer p50 "
-        f"{data['engines']['fp32']['stages_ms_p50']['infer']:.2f} ms.",
+        f"blur was {limit['gflop_exported']['blur']}) at the f32 peak = "
+        f"**{floors['fp32']} ms**; measured FP32 infer p50 "
+        f"{engines['fp32']['stages_ms_p50']['infer']:.2f} ms.",
         f"- Station's choice (fastest gated, same rule as `inspection station tune`): "
         f"**{choice['precision']}**, p50 {choice['p50_ms']:.1f} ms "
         f"(target <= {LATENCY_TARGET_MS:g}: {_met(choice['pass_p50_target'])}), best "
         f"{choice['best_throughput_ips']:.1f} img/s (target >= {THROUGHPUT_TARGET_IPS:g}: "
         f"{_met(choice['pass_throughput_target'])})",
-    ]
+    ]  # fmt: skip
     if limit.get("graph_rewrites"):
         lines.append("- Load-time graph rewrites: " + "; ".join(limit["graph_rewrites"]))
     if "int8_vs_fp32_throughput" in choice:
@@ -554,53 +527,42 @@ def _kind_lines(kind: str, data: dict) -> list[str]:
     return [*lines, ""]
 
 
-def _precision_lines(data: dict) -> list[str]:
-    """Per bundle precision: what OpenVINO executed, the floor at this CPU's measured peak of
-    that precision, back-to-back p50 and the paced p50 of every waiting mode (ratio to
-    back-to-back in brackets)."""
-    limits = data["limit"].get("per_engine_ms", {})
-    modes = PACED_MODES
-    lines = [
-        "",
-        "Per precision: executed precision, floor at the measured peak, back-to-back and paced "
-        f"p50 (ms; x back-to-back) while the station waits by {', '.join(modes)}:",
-        "",
-        "| bundle | executed | golden drift | floor ms | p50 ms | "
-        + " | ".join(f"paced {m}" for m in modes) + " |",
-        "|---|---|---|---|---|" + "---|" * len(modes),
-    ]  # fmt: skip
-    for engine, row in data["engines"].items():
-        if "paced_modes_ms" not in row:
-            continue
-        p50 = row["latency_ms"]["p50"]
-        golden = row.get("golden") or {}
-        paced = " | ".join(
-            f"{row['paced_modes_ms'][m]['p50']:.2f} ({row['paced_modes_ms'][m]['p50'] / p50:.2f}x)"
-            for m in modes
-        )
-        lines.append(
-            f"| {engine} | {row.get('executed_precision', '?')} | "
-            f"{golden.get('worst_drift', '-')} | {limits.get(engine, '-')} | {p50:.2f} | {paced} |"
-        )
-    if "bf16" not in data["engines"]:
-        lines.append("| bf16 | not available on this CPU | - | - | - |" + " - |" * len(modes))
-    return lines
+def _paced(row: dict, mode: str, ratio: bool = False) -> str:
+    """Paced p50 / p95 of ``mode``, or its p50 with the ratio to back to back."""
+    paced, p50 = row.get("paced_modes_ms", {}).get(mode), row["latency_ms"]["p50"]
+    if paced is None:  # a row of an earlier bench (--keep)
+        return "-"
+    if ratio:
+        return f"{paced['p50']:.2f} ({paced['p50'] / p50:.2f}x)"
+    return f"{paced['p50']:.1f} / {paced['p95']:.1f}"
+
+
+def _floor_cell(row: dict, floor: float | None) -> str:
+    return (
+        "-"
+        if not floor
+        else f"{row['stages_ms_p50'].get('infer', 0.0) / floor:.2f}x of {floor:.2f} ms"
+    )
+
+
+def _settings(row: dict) -> str:
+    lat, thr = row["openvino_latency"], row["openvino_throughput"]
+    return (
+        f"{lat['INFERENCE_NUM_THREADS']}t x {lat['NUM_STREAMS']}s {lat['PERFORMANCE_HINT']} / "
+        f"{thr['INFERENCE_NUM_THREADS']}t x {thr['NUM_STREAMS']}s {thr['PERFORMANCE_HINT']} "
+        f"({thr['OPTIMAL_NUMBER_OF_INFER_REQUESTS']} requests)"
+    )
 
 
 def _p50_cell(row: dict) -> str:
     """The median run's p50, and the range over the runs when there were several."""
-    p50s = [run["p50_ms"] for run in row.get("runs", [])]
+    p50s = [run["p50_ms"] for run in row["runs"]]
     median = f"{row['latency_ms']['p50']:.1f}"
     return median if len(p50s) < 2 else f"{median} ({min(p50s):.1f}–{max(p50s):.1f})"
 
 
 def _met(flag: bool) -> str:
     return "met" if flag else "**NOT met**"
-
-
-def _load(row: dict) -> str:
-    load = row.get("loadavg_1m")
-    return "-" if not load else f"{load[0]:.1f} / {load[1]:.1f}"
 
 
 def _f(value: float | None) -> str:
@@ -659,7 +621,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command")
     worker = sub.add_parser("worker", help="internal: measure one engine")
-    worker.add_argument("--engine", choices=ENGINES, required=True)
     worker.add_argument("--model", required=True)
     worker.add_argument("--images", required=True)
     worker.add_argument("--out", required=True)

@@ -24,10 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from _report import cpu_description, load_average, measured, previous_report, save_report
+from _report import cpu_description, load_average, measured, previous_report, save_report, table
 
-STAGES = ("load", "fit", "local_statistics", "validation", "out_of_fold", "calibration",
-          "evaluation", "report", "registry")  # fmt: skip
 STEM = "train_wall"
 
 
@@ -79,50 +77,36 @@ def scored_of(stdout: str) -> int | None:
 
 
 # ------------------------------------------------------------------------------ report
+FIGURES = ("image_auroc", "pixel_auroc", "aupro", "false_reject")
+
+
 def markdown(report: dict) -> str:
+    stages = list(
+        dict.fromkeys(s for row in report["rows"].values() for s in row.get("stages", {}))
+    )
+    rows = [[row["label"], row["row"], row.get("images", "-"), row["wall_s"],
+             row.get("peak_rss_gb", "-"), row.get("peak_anon_gb", "-"),
+             *(row.get("stages", {}).get(s, "-") for s in stages),
+             *(row.get("figures", {}).get(k) or "-" for k in FIGURES),
+             row.get("cpu", "-"), row["load_before"]]
+            for _, row in sorted(report["rows"].items(),
+                                 key=lambda kv: (kv[1]["row"], kv[0]))]  # fmt: skip
     lines = [
         "# `inspection train`: whole-command wall per stage\n",
-        "Rows of other checkouts (`--code`): `git show ed8bbdb:bench/train_wall.py`; the plain "
-        "anomalib column and the `make demo` row: `--anomalib` and `--demo` of `git show "
-        "395388a:bench/train_wall.py`; stages of code older than the `train stages` log line: "
-        "`git show c8e87af:bench/train_wall.py`.\n",
+        "Columns of earlier runs (plain anomalib, `make demo`, other checkouts): "
+        "`git show a58e469:reports/training/train_wall.md`.\n",
         f"Last command: `{report['command']}`. Each run alone on the machine (nothing else "
         "heavy); `load avg` is the 1/5/15-min load average before each run; `load` the stage "
         "(interpreter, imports, data check).\n",
-        "| code | row | images | wall s | peak RSS GB | peak anon GB | "
-        + " | ".join(STAGES)
-        + " | plain anomalib fit+test s | ratio | img AUROC | px AUROC | AUPRO | false reject "
-        "| CPU | load avg |",
-        "|" + " --- |" * (len(STAGES) + 14),
+        *table(["label", "row", "images", "wall s", "peak RSS GB", "peak anon GB", *stages,
+                "img AUROC", "px AUROC", "AUPRO", "false reject", "CPU", "load avg"], rows),
+    ]  # fmt: skip
+    lines += [
+        f"\n`--auto` on {row['row']} ({row['label']}): {row['scored']} candidates scored, wall "
+        f"{row['wall_s']} s, chosen: {row.get('figures')}."
+        for row in report["rows"].values()
+        if row.get("scored") is not None
     ]
-    by_row = sorted(report["rows"], key=lambda k: (report["rows"][k]["row"], k))
-    for key in by_row:  # each row's runs side by side: a per-stage profile, before and after
-        row = report["rows"][key]
-        stages = row.get("stages", {})
-        plain = row.get("anomalib", {}).get("wall_s")
-        ratio = f"{plain / row['wall_s']:.1f}x" if plain else "-"
-        fig = row.get("figures", {})
-        lines.append(
-            f"| {row['label']} | {row['row']} | {row.get('images', '-')} | {row['wall_s']} | "
-            f"{row.get('peak_rss_gb', '-')} | {row.get('peak_anon_gb', '-')} | "
-            + " | ".join(str(stages.get(s, "-")) for s in STAGES)
-            + f" | {plain or '-'} | {ratio} | "
-            + " | ".join(
-                str(fig.get(k) or "-")
-                for k in ("image_auroc", "pixel_auroc", "aupro", "false_reject")
-            )
-            + f" | {row.get('cpu', report.get('cpu', '-'))} | {row['load_before']} |"
-        )
-    demo = report.get("demo")
-    if demo:
-        lines.append(f"\n`make demo` in a fresh copy of the tree (data, train, export, inspect; "
-                     f"{demo['label']}, {demo.get('cpu', '-')}): {demo['wall_s']} s wall, "
-                     f"steps {demo['steps']} s, exit code "
-                     f"{demo['exit_code']}, load before {demo['load_before']}.")  # fmt: skip
-    autos = [r for r in report["rows"].values() if r.get("scored") is not None]
-    for row in autos:
-        lines.append(f"\n`--auto` on {row['row']} ({row['label']}): {row['scored']} candidates "
-                     f"scored, wall {row['wall_s']} s, chosen: {row.get('figures')}.")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -44,3 +44,8 @@ def test_previous_report_reads_an_earlier_run_or_nothing(tmp_path: Path) -> None
     assert report_module.previous_report(tmp_path / "absent", "run") == {}
     report_module.save_report(tmp_path, "run", {"brick": {"auroc": 0.9}})
     assert report_module.previous_report(tmp_path, "run") == {"brick": {"auroc": 0.9}}
+
+
+def test_table_is_header_rule_and_rows() -> None:
+    lines = report_module.table(["a", "b"], [[1, "x"], (0.5, None)])
+    assert lines == ["| a | b |", "|---|---|", "| 1 | x |", "| 0.5 | None |"]
