@@ -1,19 +1,11 @@
 """Build a retrain run's data from the original dataset and the reviewed inspections.
 
-Training set, an MVTec-style folder under the run folder: the original images (good ones and
-labelled defects), the good images its champion learned by ``train --update``
-(``retrain.lineage``, as ``train/good/update-<sha256>``), plus those reviewed as ``good``, plus
-the reviewed defects that teach
-(``teaches``), each in ``train/<type>/review-<id>.png`` with the region its reviewer painted as
-``ground_truth/train/<type>/review-<id>_mask.png`` (none painted: an image-level label). The
-test split and its masks are copied too: training holds part of it out to calibrate.
-
-Evaluation set, read in place: the original test split, false alarms (label 0), and the
-reviewed defects that do not teach (label 1; the painted region is their pixel truth, none:
-left out of pixel metrics). Which reviewed defects teach is a fixed rule of the inspection id
-alone (a seeded hash: ``TEACHING_SHARE`` of them teach), so a defect is on the same side in
-every run: no run evaluates on an image that taught its challenger or an earlier champion.
-An image that copies a held-out test image (``data.leaks``) is left out, named in ``left_out``.
+Training set (an MVTec folder in the run folder): the original images, the good images the
+champion learned by ``train --update`` (``retrain.lineage``), the reviewed-good ones, and the
+reviewed defects that teach, with their painted regions. Evaluation set, read in place: the
+original test split, false alarms and the reviewed defects that do not teach. Which defects
+teach is a seeded hash of the inspection id (``TEACHING_SHARE``), so no run evaluates on an
+image that taught its challenger or an earlier champion. Leaks of test images are left out.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""The champion/challenger gate: a pure decision on two metric tables.
-
-``decide(champion, challenger, policy)`` never touches files or models; the retrain
-pipeline feeds it the metrics both bundles scored on the same evaluation set.
-"""
+"""The champion/challenger gate: ``decide`` is a pure decision on two metric tables."""
 
 from __future__ import annotations
 

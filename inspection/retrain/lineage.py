@@ -1,9 +1,6 @@
-"""What a champion learned beyond its dataset folder and the reviews: the good images that
-``train --update`` added to its bank, or to the bank of a version it descends from.
-
-Each incremental version keeps a copy of the images it added (``core.model_record.ADDED_DIR``);
-a retrain run records the ones it trained on in its event (``learned_images``). So a challenger
-trains on every image its champion learned from, and the next run finds them again.
+"""What a champion learned beyond its dataset and reviews: the good images ``train --update``
+added to its bank or an ancestor's (``core.model_record.ADDED_DIR``), so a challenger trains
+on them too.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""One retrain run: assemble data, train a challenger, export it through its export gate (INT8
-when that passes, else FP32), gate it against the champion, maybe promote.
-
-The registry changes only through its atomic writes (a version, a bundle, the ``retrain``
-event, ``promote`` after a passed gate). A failure leaves the live bundle as it was and is
-recorded as a ``failed`` retrain event; a challenger version without a bundle is never live.
+"""One retrain run: assemble data, train a challenger, export it through its export gate, gate
+it against the champion, maybe promote. The registry changes only through its atomic writes;
+a failure leaves the live bundle as it was and is recorded as a ``failed`` retrain event.
 """
 
 from __future__ import annotations

@@ -1,8 +1,5 @@
-"""The retrain report: metrics side by side, the gate's reasons, ROC curves and histograms.
-
-Writes ``report.json`` (a :class:`~inspection.core.retrain_report.RetrainReport`, the schema
-the dashboard reads), ``report.md``, ``roc.png`` and ``scores.png`` into the run's report
-folder (``reports/retrain/<product>/<run>/``).
+"""The retrain report: ``report.json`` (``core.retrain_report.RetrainReport``, read by the
+dashboard), ``report.md``, ``roc.png`` and ``scores.png`` in the run's report folder.
 """
 
 from __future__ import annotations

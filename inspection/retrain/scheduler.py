@@ -1,8 +1,7 @@
 """Cron-style scheduling of retrain jobs with retries and exponential backoff.
 
-Due jobs run one after another (training is CPU-heavy); each product's last run is recorded in
-``<work_dir>/scheduler-state.json``. A locked product is skipped; a failed attempt is retried
-and leaves the champion live (the pipeline promotes only after a passed gate).
+Due jobs run one after another; each product's last run is kept in
+``<work_dir>/scheduler-state.json``. A locked product is skipped; a failed attempt is retried.
 """
 
 from __future__ import annotations

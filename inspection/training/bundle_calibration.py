@@ -1,28 +1,12 @@
 """Calibrate an exported bundle at its product's operating point, on the bundle's own outputs.
 
-The bundle scores the version's validation images itself. The version's out-of-fold training
-scores (``core.registry.GoodScores``, the torch model's) join its good validation scores in
-``core.calibration.calibrate`` once carried into the bundle's score space by a line fitted on
-good images both scored (``core.operating_point.fit_transfer``). The line's largest residual, as
-a share of the threshold's margin above the median good score, is recorded
-(``ThresholdChoice.transfer_residual``). Above ``MAX_TRANSFER_RESIDUAL`` the threshold is set
-on every carried score plus every good-pair residual, each sum weighing 1 / (pairs)
-(``core.operating_point.convolved``), the conformal rank of the carried images' count. The
-assumption: a new good part's residual off the line is exchangeable with the pairs' and
-independent of its torch score, so its bundle score is distributed as that convolution; the
-bound is conformal in the images, the residual distribution a plug-in from the pairs. The
-threshold's rise is recorded (``transfer_raise``). Raising every carried score by the single
-largest |residual| would let one good pair decide the threshold; dropping carried scores
-raises held-out false rejects (reports/statistics/transfer_gate.md).
-The good calibration images (``GoodScores.calibration``, never trained on) the bundle scores
-itself: their scores are its own, with no transfer; their torch scores pair with its own as the
-training images' do. Once they and the good validation images suffice for the budget
-(``pools_out_of_fold``, the rule training applies), they set the threshold alone and nothing
-is carried.
-An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
-calibrates on its own out-of-fold fused scores (``fused_out_of_fold``: the local scores carried
-and convolved alike, always); one whose good validation scores fitted its local-statistics
-standardisers, on the carried scores alone.
+The bundle scores the validation images itself; the version's out-of-fold torch scores join its
+good ones once carried into the bundle's score space by a line fitted on good images both scored
+(``core.operating_point.fit_transfer``). When the line's largest residual exceeds
+``MAX_TRANSFER_RESIDUAL`` of the threshold's margin, each carried score stands for its sums with
+every good-pair residual (``convolved``): one good pair cannot decide the threshold, and no
+carried score is dropped. Good calibration images (never trained on) are scored by the bundle
+itself; once they and the validation images suffice (``pools_out_of_fold``) nothing is carried.
 """
 
 from __future__ import annotations

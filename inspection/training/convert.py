@@ -1,8 +1,7 @@
 """Torch -> OpenVINO conversion of a trained anomalib model, with named outputs.
 
-The eval-mode torch model takes the normalised NCHW tensor and returns ``pred_score`` (N,) and
-``anomaly_map`` (N, 1, h, w) (and ``pooled_features`` (N, D) for a global context), converted
-with a dynamic batch dimension. Importing this module needs no torch.
+Outputs ``pred_score`` (N,), ``anomaly_map`` (N, 1, h, w) and, for a global context,
+``pooled_features`` (N, D), with a dynamic batch dimension.
 """
 
 from __future__ import annotations

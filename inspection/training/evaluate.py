@@ -1,9 +1,7 @@
 """Predict with a trained model and measure it with the torch-free ``inspection.core.metrics``.
 
-``compute_metrics`` takes raw numpy outputs and judges them exactly as the station does
-(``core.verdict.judge`` after normalisation, with the product's segmentation): image/pixel
-AUROC, AUPRO, image F1, false-reject/miss rates, per-defect pixel F1/IoU, region recall,
-false regions per good image, NG-without-region; overall and per defect type.
+``compute_metrics`` judges raw numpy outputs exactly as the station does (``core.verdict.judge``
+after normalisation, with the product's segmentation), overall and per defect type.
 """
 
 from __future__ import annotations

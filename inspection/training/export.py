@@ -1,12 +1,8 @@
 """Export one bundle (FP32, FP16, BF16 or INT8): convert, quantise, calibrate, measure, gate.
 
-INT8 is NNCF post-training quantisation calibrated on good training images preprocessed as the
-station does, the distance/map head kept in FP32; BF16 is the FP32 graph at OpenVINO's bf16
-inference precision (only where the CPU runs bf16 natively). Every bundle records its input
-domain, is calibrated on its OWN outputs on the validation split and measured through the
-station runtime on the held-out test split. A non-FP32 bundle is refused (``GateRefusal``)
+Every bundle records its input domain, is calibrated on its OWN validation outputs and measured
+through the station runtime on the test split; a non-FP32 one is refused (``GateRefusal``)
 unless its figures stay within ``GateTolerances`` of an FP32 bundle calibrated the same way.
-Last, its golden outputs are recorded (``runtime.golden``), checked at every load.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Fit the global-context model (``inspection.core.global_context``) on normal images.
 
-Each component's Gaussian is fitted on all training images with Ledoit-Wolf shrinkage (few
-normal images, many dimensions); its normal scale comes from out-of-fold distances, so the
-standardiser sees *unseen* good images (a Gaussian scored on its own fitting images gives an
-over-tight scale and false alarms). The local model's raw score is standardised on the good
-validation images. ``select_components`` keeps, by greedy forward selection on validation
-image AUROC, the components that add at least ``MIN_GAIN``; test images never take part.
-``context_threshold`` sets the operating point on fused scores of good images the model has not
-seen: the good validation images and the training images fused out of fold (validation alone
-left 18 good scores on a 300-image weave, and 3 of 42 held-out good parts were rejected).
+Each component's Gaussian is fitted with Ledoit-Wolf shrinkage; its scale comes from
+out-of-fold distances (scored on its own images it would be over-tight). ``select_components``
+keeps, by greedy forward selection on validation AUROC, components adding ``MIN_GAIN``;
+``context_threshold`` sets the operating point on good images the model has not seen.
 """
 
 from __future__ import annotations

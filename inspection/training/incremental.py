@@ -1,15 +1,9 @@
 """Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
-``update_bank`` extracts the patch embeddings of the NEW images only, appends their greedy
-k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates at the
-product's operating point as a full training does (``training.operating``) and registers a new
-version with its ``Lineage``; the parent never changes, and export and the station treat the new
-version as any other.
-
-Its out-of-fold scores: the parent's, and the new images' as the parent scores them (a bank
-that never saw them). A bank only grows, so the child scores every image at most as the parent
-did: these are upper bounds of its own out-of-fold scores, a threshold set on them errs towards
-fewer false rejects. The calibration images and the full-bank pairs the child scores itself.
+``update_bank`` embeds the NEW images only, appends their k-center picks of what the bank does
+not cover (``extend_bank``), re-calibrates as a full training does and registers a new version
+with its ``Lineage``. Out-of-fold scores: the parent's, and the new images' as the parent scores
+them; a bank only grows, so these bound the child's own from above (fewer false rejects).
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
-Out-of-fold scores of the training images (PatchCore's ``out_of_fold``, PaDiM's ``gaussian``)
-and the trained model's scores of the good calibration images (``calibration/good``: never
-trained on, so exchangeable with a new good part's) join the good validation scores that set
-the threshold; the registry keeps them so that each exported bundle can carry the out-of-fold
-ones into its own score space (``core.operating_point.fit_transfer``) and score the calibration
-images itself.
-A model fusing local statistics calibrates only on good scores its standardisers did not see
-(``training.models.patchcore.local_stats.standardiser_images``): the other folds'.
+Out-of-fold scores of the training images and the model's scores of the good calibration images
+(never trained on) join the good validation scores that set the threshold; the registry keeps
+them for each exported bundle to carry into its own score space. A model fusing local
+statistics calibrates only on the folds its standardisers did not see.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """INT8 post-training quantisation of an OpenVINO model with NNCF.
 
-Only the backbone is quantised: the distance head (PatchCore's pooling, embedding, memory-bank
-distances, kNN and the map's blur; STFPM's teacher-student differences) stays in FP32 through
-an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse), and so does the input stem
-(``input_stem``: per-tensor INT8 there shifts good scores past the threshold, on every CPU;
-``reports/runtime/int8.md``). Calibration uses good training images preprocessed as the
-station does.
+Only the backbone is quantised: the distance head stays FP32 through an NNCF ``IgnoredScope``
+(in INT8 bank distances collapse), and so does the input stem (``input_stem``: per-tensor INT8
+there shifts good scores past the threshold; ``reports/runtime/int8.md``).
 """
 
 from __future__ import annotations

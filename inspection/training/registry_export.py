@@ -1,7 +1,5 @@
-"""Export a registered model version: its bundle metadata, its recorded splits, the registry.
-
-``export_bundle`` hands the version's model and dataset to ``training.export.export_model`` and
-adds the bundle, signed with the site key when the site has one, to the registry.
+"""Export a registered model version (``training.export.export_model``) and add the bundle,
+signed with the site key when the site has one, to the registry.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The product's ROI in training: which feature-map patches a model may learn from.
 
-A patch is kept when its receptive-field centre lies inside the ROI (``core.roi``): PatchCore
-leaves the others out of its bank, STFPM out of its loss. Masks are looked up by each item's
-``image_path``, so one ``TrainingRoi`` serves whole images and tiles. Whole images' scores and
-maps are masked as a bundle masks its outputs (``masked_predictions``).
+A patch is kept when its receptive-field centre lies inside the ROI (``core.roi``); masks are
+looked up by ``image_path``, so one ``TrainingRoi`` serves whole images and tiles.
 """
 
 from __future__ import annotations

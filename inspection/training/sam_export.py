@@ -1,9 +1,7 @@
 """Export SAM (MobileSAM vit_t or SAM ViT-B) to an OpenVINO refiner bundle (torch side).
 
-The bundle holds the image encoder and the prompt encoder + mask decoder as two IR models
-and a ``metadata.json`` (see ``inspection.refine.bundle``). Weights come from a user-supplied
-checkpoint; random initialisation is only for tests and latency mechanics and is recorded in
-the metadata so the station warns about it.
+Two IR models (image encoder; prompt encoder + mask decoder) and ``metadata.json``
+(``inspection.refine.bundle``); random weights, for tests only, are recorded so stations warn.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Labelled samples as model inputs, and a model's raw predictions on them (torch side).
-
-``SampleDataset`` feeds anomalib at the model resolution; ``Predictions`` is what
-``training.evaluate.predict`` returns and what metrics, reports and plots read.
-"""
+"""Labelled samples as model inputs (``SampleDataset``), and a model's raw predictions on them."""
 
 from __future__ import annotations
 

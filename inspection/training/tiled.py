@@ -1,12 +1,8 @@
 """Tiled training at native resolution: one model over every tile of the training images.
 
-``train_tiled`` cuts each good training image into the tiles the station cuts (``core.tiling``:
-the same grid and resize), fits one model on all of them, then calibrates it as an exported
-bundle is calibrated: on whole validation images, tiles stitched back, the image score the
-highest tile's. The version records its ``tiling`` for the bundle. anomalib's ``Tiler`` pads or
-interpolates an image that does not divide evenly; the station never invents pixels (its last
-tile is flush with the edge), so training uses the station's grid (``tests/training/test_tiled.py``
-pins that both agree where anomalib's applies).
+``train_tiled`` cuts the tiles the station cuts (``core.tiling``; never anomalib's ``Tiler``,
+which pads or interpolates), fits one model on them, and calibrates on whole validation images
+stitched back as an exported bundle is.
 """
 
 from __future__ import annotations

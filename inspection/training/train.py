@@ -1,9 +1,8 @@
-"""Train anomalib PatchCore / STFPM / PaDiM on an ``inspection.data`` Dataset and register a version.
+"""Train an anomalib model on an ``inspection.data`` Dataset and register a version.
 
-A version holds ``model.pt`` (the LightningModule ``state_dict``, rebuilt from ``record.config``
-by ``load_trained_model`` with no weights download), the resolved config, the dataset
-fingerprint, the backbone weights used, and in ``record.extra`` the preprocessing,
-normalisation and validation/test split an exported bundle needs.
+A version holds ``model.pt`` (rebuilt from ``record.config`` by ``load_trained_model``), the
+resolved config, dataset fingerprint, backbone weights, and in ``record.extra`` what an exported
+bundle needs (preprocessing, normalisation, splits).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """PaDiM's per-cell Gaussians (``covariance`` estimator) and out-of-fold calibration scores.
 
-``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with the config's covariance
-estimator: ``ridge`` (anomalib's, sample covariance + 0.01 I), or scikit-learn's ``ledoit_wolf``
-/ ``oas`` shrinkage per grid cell; the served model and the out-of-fold Gaussians use the same.
-A PaDiM model scores its own training images low, and the good validation images alone set a
-loose threshold (``reports/padim``). So, as for
-PatchCore, each seeded fold of training images is scored by Gaussians fitted on the other
-folds' embeddings (computed once) through the model's own anomaly-map head: if anything a
-little high, a conservative threshold (much higher with ``ridge``, which shrinkage narrows).
+``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with ``ridge`` (anomalib's) or
+scikit-learn's ``ledoit_wolf`` / ``oas`` shrinkage. As for PatchCore, each seeded fold of
+training images is scored by Gaussians fitted on the other folds (its own images score low).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Greedy k-center coreset selection for PatchCore memory banks, vectorised in torch.
 
-Same result as anomalib's ``KCenterGreedy``: anomalib's ``SparseRandomProjection(eps=0.9)``, the
-first center drawn with ``torch.randint`` right after (a run seeded as ``lightning.seed_everything``
-does projects and starts exactly as anomalib's), then ``k = int(n * ratio)`` farthest-point picks.
-Only the arithmetic differs: anomalib reduces an (n, d) difference matrix per pick; here
-distances are ``|x|^2 - 2 x.c + |c|^2``, updated lazily (``_LazyGreedy``), exactly. The loop
-runs on one thread (a second OpenMP thread beside a busy core costs several times its work).
-Float rounding may break near-ties differently; the coverage radius stays within a few percent
-(tests pin it). ``cap_rows`` (``memory_bank_max``) caps k.
+Same picks as anomalib's ``KCenterGreedy`` (same projection and seeded first center), with
+distances ``|x|^2 - 2 x.c + |c|^2`` updated lazily (``_LazyGreedy``) on one thread (a second
+OpenMP thread beside a busy core slows it). Float rounding may break near-ties differently.
 """
 
 from __future__ import annotations

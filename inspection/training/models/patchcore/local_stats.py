@@ -1,25 +1,13 @@
 """Local colour statistics: a second nearest-neighbour model, fused with PatchCore in its graph.
 
-PatchCore's CNN patches are blind to defects that change a surface's colour or contrast more
-than its texture (a stain on grass, a faded patch of cloth). This model describes each cell of
-a stride-8 grid by the per-channel mean and std of the pixels in a ``WINDOW`` px square around
-it, relative to the whole image's (lighting that varies from part to part is no defect),
-z-scored on the training cells, and scores a cell by its distance to the nearest training cell
-(a coreset bank, like PatchCore's).
-
-Fusion: the max of both scores, each standardised on good images so that its median maps to 0
-and its largest good score to 1 (images by their scores, maps by their peaks): at a false-reject
-budget one part's tail does not set the other's threshold. The good images are the validation
-split's and, for the statistics part, the training images of the first ``SCALING_FOLDS`` folds
-scored out of fold (a colour seen in one training image only alarms for every other).
-Standardisers fitted on the images a conformal threshold is set on break its guarantee
-(``reports/statistics/conformal_mc.md``), so those images set no threshold: the
-fusion is kept only with ``calibration_folds`` >= 2, no global context and no ROI.
-
-The fusion is part of the torch model (``FusedPatchcoreModel``): the exported graph, its
-calibration, the export gate and the golden outputs all see it; a station needs nothing new.
-``local_statistics: auto`` keeps it only when it adds ``MIN_GAIN`` validation image AUROC and
-loses at most ``MAX_PIXEL_LOSS`` pixel AUROC (``reports/local_stats``, ``reports/hard_surfaces``).
+PatchCore's CNN patches are blind to defects that change colour or contrast more than texture.
+This model describes each stride-8 cell by the per-channel mean and std of a ``WINDOW`` px
+square, relative to the whole image's, and scores it by its distance to a coreset bank of
+training cells. Fusion: the max of both scores, each standardised on good images (median to 0,
+largest to 1), so one part's tail does not set the other's threshold. Standardisers fitted on
+the images a conformal threshold is set on break its guarantee, so the fusion needs
+``calibration_folds`` >= 2, no global context and no ROI. It lives in the torch model
+(``FusedPatchcoreModel``): the exported graph, its calibration and gate all see it.
 """
 
 from __future__ import annotations

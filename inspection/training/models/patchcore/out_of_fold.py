@@ -1,11 +1,8 @@
 """Out-of-fold PatchCore scores of the training images: good calibration scores for free.
 
-A training image scored by the bank it helped build scores low, which says nothing about a new
-good part. So the N training images are split into k seeded folds, and each fold is scored by a
-bank of the other folds' patch embeddings (``fold_banks``: selected as the trained bank is),
-a little weaker than the trained bank (if anything, a conservative threshold).
-The embeddings are the fit's, replayed; a fused local-statistics part gets its bank from the
-other folds too. With a whole-image ROI every score is masked to it as the bundle masks its own.
+A training image scored by the bank it helped build scores low, so each of k seeded folds is
+scored by a bank of the other folds' embeddings (``fold_banks``), replayed from the fit: a
+little weaker than the trained bank, if anything a conservative threshold.
 """
 
 from __future__ import annotations
