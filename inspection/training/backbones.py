@@ -315,10 +315,8 @@ def channels_last(module: nn.Module) -> Iterator[None]:
 
 
 class SeparableGaussianBlur2d(GaussianBlur2d):
-    """anomalib's ``GaussianBlur2d`` (same kernel buffer, same state dict) run as a 1 x K then
-    a K x 1 pass: its normalised K x K Gaussian is their outer product, so the maps are the same
-    up to float rounding at 2K instead of K^2 multiplies per pixel (K = 33 for PatchCore's map
-    blur)."""
+    """anomalib's ``GaussianBlur2d`` (same state dict) run as a 1 x K then a K x 1 pass: the same
+    maps up to float rounding at 2K instead of K^2 multiplies per pixel."""
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         channels = self.channels
@@ -440,10 +438,9 @@ FOLDED_CONVS: dict[type, type] = {nn.Conv2d: FoldedConv2d, Conv2dSame: FoldedCon
 
 
 def fold_batchnorms(module: nn.Module) -> int:
-    """In every frozen timm EfficientNet of ``module`` (PatchCore's, PaDiM's, STFPM's teacher),
-    let each batch norm be applied by the convolution before it (``FoldedConv2d``), sparing
-    their own pass over every feature map (``reports/training/train_profile.md``).
-    In-process only; features equal up to float rounding. Returns how many were folded."""
+    """In every frozen timm EfficientNet of ``module``, let each batch norm be applied by the
+    convolution before it (``FoldedConv2d``), sparing a pass over every feature map. In-process
+    only; returns how many were folded."""
     folded = 0
     for extractor in module.modules():
         if not isinstance(extractor, TimmFeatureExtractor) or extractor.requires_grad:

@@ -67,11 +67,9 @@ def calibrate_bundle(
     make_sample: Callable[[Path], _Labelled] | None = None,
     held_aside: Sequence[_Labelled] = (),
 ) -> Calibration:
-    """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
-    ``make_sample`` builds a good sample of a training image path (for the score pairs);
-    ``roi``: the bundle masks its outputs to an ROI; ``fused``: its scores are a global
-    context's, ``fused_train_good`` the training images' out-of-fold ones among them
-    (``fused_out_of_fold``); ``held_aside``: the good calibration images, scored here."""
+    """The bundle's ``Calibration``: ``run`` scores labelled samples (``run_bundle``), ``make_sample``
+    makes a good sample of a training image path; ``fused``: a global context's scores (with
+    ``fused_train_good`` among them); ``held_aside``: the good calibration images, scored here."""
     outputs = run(validation)
     own = run(held_aside).scores.astype(np.float64) if held_aside else np.empty(0)
     with_validation = fused or good_scores.validation_calibrates
@@ -146,10 +144,9 @@ def _transferred(
     make_sample: Callable[[Path], _Labelled],
     held_aside: Sequence[tuple[_Labelled, float]] = (),
 ) -> tuple[np.ndarray, ScoreTransfer | None]:
-    """The out-of-fold torch scores in this bundle's score space and the line that carried
-    them, fitted on good images only: the threshold lies among good scores, and a defect's
-    far larger score would tilt the line there (None: no good image was scored by both, they
-    are used as they are). ``held_aside``: calibration images with the bundle's own score."""
+    """The out-of-fold torch scores in this bundle's score space and the line that carried them,
+    fitted on good images only (a defect's large score would tilt it where the threshold lies);
+    None: no good image scored by both. ``held_aside``: calibration images, bundle-scored."""
     source, target = [], []
     scored = [*zip(validation, outputs.scores, strict=True), *held_aside]
     for sample, own in scored:
@@ -185,15 +182,11 @@ def fused_out_of_fold(
     validation_local: Mapping[str, float],
     good: GoodScores,
 ) -> Carried:
-    """The training images' out-of-fold fused scores in a fused bundle's space.
-
-    ``train``: the bundle's outputs of the training images (relative ``train_names``);
-    ``validation_local``: its local raw scores of the good validation images by relative name.
-    The version's out-of-fold torch local scores are carried by a line fitted on the good
-    images both scored and each stands for its sums with every signed pair residual, 1 / R
-    each (``convolved``, as ``calibrate_bundle`` carries them; always: the fused threshold
-    has no margin to gate the line on), fused with the bundle's own out-of-fold component
-    distances of that image."""
+    """The training images' out-of-fold fused scores in a fused bundle's space: the version's
+    out-of-fold local scores carried and convolved as ``calibrate_bundle`` does (always: the fused
+    threshold has no margin to gate the line on), fused with the bundle's own component distances.
+    ``train``: the bundle's outputs of the training images; ``validation_local``: its local raw
+    scores of the good validation images, by relative name."""
     row = {name: index for index, name in enumerate(train_names)}
     pairs = [(good.validation[n], v) for n, v in validation_local.items() if n in good.validation]
     pairs += [(v, train.local_raw[row[n]]) for n, v in good.train_full_bank.items() if n in row]

@@ -42,12 +42,8 @@ def predict(
     batch_size: int = 8,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> Predictions:
-    """Run ``model`` (an anomalib module, e.g. from ``load_trained_model``) on samples.
-
-    ``data`` is a list of samples or a Dataset (its test split). ``image_size`` defaults to
-    the size in the model's pre-processor; ``bits``: significant bits of 16-bit images (the
-    config's ``image_bits``).
-    """
+    """Run ``model`` (an anomalib module) on samples or a Dataset's test split; ``image_size``
+    defaults to its pre-processor's, ``bits``: significant bits of 16-bit images."""
     samples = list(data.test_samples if isinstance(data, Dataset) else data)
     if not samples:
         raise ValueError("predict: no samples to run on")
@@ -88,13 +84,9 @@ def compute_metrics(
     calibration: Calibration,
     mask_known: np.ndarray | None = None,
 ) -> EvaluationMetrics:
-    """``inspection.core.metrics`` figures of raw model outputs, judged as the station would.
-
-    scores (N,) and maps (N, H, W) raw; labels (N,) 0/1; gt_masks (N, H, W) bool. Verdicts and
-    regions: ``core.verdict.judge`` on the outputs normalised by ``calibration`` (threshold
-    0.5) with its segmentation; AUROC/AUPRO on the raw outputs (normalisation clips, which
-    would create ties). The metrics keep the ``calibration`` that judged them.
-    """
+    """``core.metrics`` figures of raw scores (N,) and maps (N, H, W), judged as the station would:
+    verdicts and regions by ``core.verdict.judge`` after ``calibration``'s normalisation, AUROC and
+    AUPRO on the raw outputs (normalisation clips, which would create ties)."""
     if maps is None or gt_masks is None:
         raise ValueError("give both maps and gt_masks: verdicts need the anomaly maps")
     if np.shape(maps)[0] != len(scores):

@@ -295,15 +295,11 @@ def export_model(
     domain_tolerance: DomainTolerance | None = None,
     reference: Measured | None = None,
 ) -> ExportResult:
-    """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
-
-    ``base`` carries the identity and preprocessing. A refused bundle is removed unless
-    ``options.force``. ``extra_files`` ({name in bundle: source}) are copied in and checksummed.
-    ``knn_rank``: the graph's kNN goes on the bank's top principal directions first
-    (``low_rank_knn``), so every figure is of that graph. ``domain_tolerance``: the product's
-    ``input_domain:`` (None: the defaults). ``reference``: the same version's FP32 bundle
-    already measured (``ExportResult.measured``); else a non-FP32 export measures one itself.
-    """
+    """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
+    bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
+    copied in; ``knn_rank``: the kNN runs on the bank's top principal directions
+    (``low_rank_knn``); ``reference``: the version's FP32 bundle already measured, else a
+    non-FP32 export measures one itself."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -372,10 +368,8 @@ def export_model(
 def input_domain_of(
     splits: ExportSplits, tolerance: DomainTolerance | None = None, bits: int = DEFAULT_SOURCE_BITS
 ) -> InputDomain:
-    """The colour and sizes of the version's images (``core.input_domain``): sizes of all,
-    colour of up to ``COLOUR_SAMPLE`` training images and of every held-out one (none of the
-    bundle's own images lies outside the domain it records), intensities of those training
-    images only (their own spread sets what is accepted), read at ``bits``."""
+    """The version's input domain (``core.input_domain``): sizes of all images, colour of up to
+    ``COLOUR_SAMPLE`` training images and every held-out one, intensities of those training ones."""
     held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
     training = evenly(splits.train_images, COLOUR_SAMPLE)

@@ -168,10 +168,9 @@ def restrict(context: GlobalContext, kept: Sequence[str]) -> GlobalContext:
 def refit_on_outputs(
     context: GlobalContext, train_pooled: np.ndarray | None, validation_good_local: np.ndarray
 ) -> GlobalContext:
-    """``context`` with the model-dependent parts re-fitted on a bundle's own outputs (a
-    quantised graph's features shift; a tight Mahalanobis scale turns that into false alarms):
-    the ``features`` Gaussian and scale on ``train_pooled`` (N, D), the local scale on the good
-    validation images' raw scores. Colour and frequency stay as they are."""
+    """``context`` with the ``features`` Gaussian and scale re-fitted on a bundle's own
+    ``train_pooled`` (N, D) and the local scale on its good validation scores (a quantised graph's
+    features shift; colour and frequency stay)."""
     gaussians = dict(context.gaussians)
     standardisers = dict(context.standardisers)
     if FEATURES in gaussians:

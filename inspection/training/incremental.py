@@ -315,10 +315,8 @@ def _child_good_scores(
     config: ModelConfig,
     roi: RoiSpec | None,
 ) -> TrainGoodScores | None:
-    """The updated ``model``'s good scores that calibrate with its validation ones: the
-    parent's out-of-fold scores and the new images' ``unseen`` ones, and its own scores of the
-    parent's full-bank images (export's score pairs), through the parent's training ``roi``.
-    None: the parent has none to carry."""
+    """The updated ``model``'s calibrating good scores: the parent's out-of-fold and the new images'
+    ``unseen`` ones, and its own of the parent's full-bank images (None: the parent has none)."""
     recorded = parent.good_scores()
     if unseen is None:
         return None

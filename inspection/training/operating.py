@@ -39,10 +39,9 @@ CALIBRATION_CHUNK = 64
 
 @dataclass(frozen=True)
 class TrainGoodScores:
-    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,).
-    ``calibrates`` (N,) bool: the out-of-fold scores that may set the threshold;
-    ``validation_calibrates``: whether the good validation scores may (both False where they
-    fitted a fusion's standardisers); ``roi_masked``: scored through the ROI of whole images."""
+    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,);
+    ``calibrates`` / ``validation_calibrates``: which may set the threshold (not those that fitted
+    a fusion's standardisers); ``roi_masked``: scored through the ROI."""
 
     samples: tuple[Sample, ...]
     out_of_fold: np.ndarray

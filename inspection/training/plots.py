@@ -94,10 +94,8 @@ def plot_examples(
     metrics: EvaluationMetrics,
     judge: Callable[[list[int]], JudgedSet | None],
 ) -> Path:
-    """Rows of image | anomaly map | judged mask (the station's verdict rule, ``judge(rows)``;
-    blank when unknown) | ground truth, defects first, each row named by its kind, score and
-    verdict (OK/NG, "missed" or "false reject"): one mosaic in one axes (one axes per image is
-    slow to lay out and draw)."""
+    """Rows of image | anomaly map | judged mask | ground truth, defects first, each named by kind,
+    score and verdict: one mosaic in one axes (one axes per image is slow to draw)."""
     rows = _example_rows(predictions)
     judged = judge(rows)
     height, width = predictions.maps.shape[1:]

@@ -129,13 +129,9 @@ def quantize_int8(
     *,
     stem_depth: int = 0,
 ) -> ov.Model:
-    """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
-
-    The distance head and the ``input_stem`` of ``stem_depth`` stay FP32 (``ignored_scope``).
-    Weights are 7-bit in every layer (NNCF's overflow fix; its default fixes the first layer
-    only), so AVX2 CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what
-    VNNI and AMX do.
-    """
+    """Quantise ``model`` to INT8 on ``calibration`` ((3, h, w) float32 good images), the distance
+    head and ``input_stem`` kept FP32. Weights are 7-bit everywhere, so AVX2 CPUs (whose u8 x s8
+    pairs saturate int16 with 8-bit weights) compute what VNNI and AMX do."""
     nncf = import_nncf()
 
     if not calibration:

@@ -95,12 +95,8 @@ def export_bundle(
     progress: Progress | None = None,
     reference: Measured | None = None,
 ) -> ExportResult:
-    """Export a registered version and add the bundle to the registry, signed when the site
-    holds its signing key (``core.signing.site_keys_dir``).
-
-    ``options``: precision, INT8 calibration and the gate; ``source``: which version, and
-    whether to promote it. ``reference``: the same version's FP32 export's ``measured``.
-    """
+    """Export a registered version and add the bundle to the registry, signed when the site holds
+    its key. ``reference``: the same version's FP32 export's ``measured``."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     version = source.version
@@ -162,10 +158,8 @@ def export_gated(
     *,
     progress: Progress | None = None,
 ) -> GatedExports:
-    """Export ``source``'s version to each of ``precisions``, never forced: FP32 first, whose
-    measured figures are the others' gate reference; a bundle its gate refuses (or that this
-    model cannot have, a tiled INT8) is not registered and the others go on. ``options``:
-    calibration, tolerances and refine; its precision and force are set here."""
+    """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
+    gate reference); a refused bundle is not registered and the others go on."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}

@@ -134,13 +134,9 @@ class EncoderForExport(nn.Module):
 
 
 class DecoderForExport(nn.Module):
-    """Prompt encoder + mask decoder for point/box prompts (no mask prompt).
-
-    Inputs: embeddings (1, 256, 64, 64), point_coords (1, N, 2) in 1024-pixel space,
-    point_labels (1, N) float (1 pos, 0 neg, 2/3 box corners, -1 padding).
-    Outputs: low_res_masks (1, 4, 256, 256) logits, iou_predictions (1, 4).
-    Same arithmetic as ``SamOnnxModel`` in segment-anything's ``utils/onnx.py``.
-    """
+    """Prompt encoder + mask decoder for point/box prompts, as segment-anything's ``SamOnnxModel``:
+    embeddings (1, 256, 64, 64), point_coords (1, N, 2) in 1024 px space, point_labels (1, N)
+    -> low_res_masks (1, 4, 256, 256) logits, iou_predictions (1, 4)."""
 
     def __init__(self, sam: nn.Module) -> None:
         super().__init__()

@@ -78,10 +78,8 @@ def mask_known(sample: Sample) -> bool:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Raw model outputs on N test images: scores (N,) float32; maps (N, H, W) float32 at the
-    model input resolution; labels (N,) int64 0 good / 1 defective; gt_masks (N, H, W) bool;
-    mask_known (N,) bool, False for a defective image without a mask file; ``bits``: the
-    significant bits 16-bit images were read at."""
+    """Raw outputs on N test images: scores (N,) float32, maps (N, H, W) float32, labels (N,) 0/1,
+    gt_masks (N, H, W) bool, mask_known (N,) bool; ``bits``: how 16-bit images were read."""
 
     scores: np.ndarray
     maps: np.ndarray

@@ -52,10 +52,8 @@ def tile_key(path: object, tile: int) -> str:
 
 
 class TileDataset(TorchDataset):
-    """Every tile of every sample, image-major, as anomalib ``ImageItem``s (image (3, th, tw)
-    float32 in [0, 1], gt_mask (th, tw) bool). With ``roi``, tiles without an ROI pixel are left
-    out and ``training_roi`` holds the kept tiles' masks. Only the last image is cached: read in
-    order. ``bits``: significant bits of 16-bit images."""
+    """Every tile of every sample, image-major, as anomalib ``ImageItem``s; with ``roi``, tiles
+    without an ROI pixel are left out. Only the last image is cached: read in order."""
 
     def __init__(
         self,
@@ -201,10 +199,8 @@ def train_tiled(
     evaluate: bool = True,
     roi: RoiSpec | None = None,
 ) -> ModelRecord:
-    """Fit on tiles, calibrate on whole validation images, (measure the test split) and
-    register a version that records its tiling. ``evaluate=False`` skips the test split
-    (its bundle is measured at export anyway). ``roi``: the product's; tiles without an ROI
-    pixel and patches outside it are left out (``training.roi``), recorded in the version."""
+    """Fit on tiles, calibrate on whole validation images, measure the test split (unless
+    ``evaluate=False``) and register a version that records its tiling and ROI."""
     check_tiling(config, tiling)
     validation, test = evaluation_splits(config, dataset)
     weights = config_weights(config)

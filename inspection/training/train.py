@@ -206,11 +206,8 @@ def train_model(
     roi: RoiSpec | None = None,
     stages: StageProgress | None = None,
 ) -> TrainOutcome:
-    """``train`` that also returns the model and test predictions (for reports).
-
-    ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``).
-    ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``).
-    ``stages``: told how the long stages advance (feature batches, out-of-fold folds)."""
+    """``train`` that also returns the model and test predictions. ``lineage``: record entries on how
+    the config was chosen; ``stages``: told how the long stages advance."""
     clock = StageClock()
     gate = config.supervised == "auto"  # auto: the head is kept only where it helps
     config = supervised_config(config, dataset)
@@ -467,10 +464,8 @@ def register_version(
     fingerprint: Mapping[str, Any] | None = None,
     **record: Any,
 ) -> ModelRecord:
-    """Register ``model``'s state dict as ``model.pt`` of a new version of ``product``, with
-    ``dataset``'s fingerprint (taken now unless given) and the ``Registry.create_version``
-    entries ``record`` (kind, config, metrics, weights, extra); ``save`` writes further files
-    into the version."""
+    """Register ``model``'s state dict as a new version of ``product`` with ``dataset``'s
+    fingerprint and the ``create_version`` entries ``record``; ``save`` writes further files."""
     state = model.state_dict()
     fingerprint = fingerprint or dataset.fingerprint()
 

@@ -69,10 +69,8 @@ def out_of_fold_scores(
     roi: TrainingRoi | None = None,
     stages: Stages = None,
 ) -> np.ndarray:
-    """(N,) float64 raw image scores of ``samples`` (the training images, whole: ``roi`` and
-    ``stages`` unused), each from Gaussians fitted without its fold of ``config``'s, with the
-    served model's covariance estimator. ``model``: the trained anomalib ``Padim`` built by
-    ``training.models.build_model`` (left unchanged)."""
+    """(N,) float64 raw scores of the whole training ``samples`` (``roi``, ``stages`` unused), each
+    from Gaussians fitted without its fold with the served estimator; ``model`` is unchanged."""
     inner = model.model
     covariance = served_covariance(inner)
     folds, image_size = config.calibration_folds, config.image_size

@@ -220,13 +220,11 @@ def fit_local_statistics(
     train_paths: Sequence[str] = (),
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
-    """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
-    pre-processed training images, standardise both parts on good images, and keep it
-    (``mode`` on, or auto and it helps on validation) or leave the bank empty.
-
-    ``folds`` >= 2: the first ``SCALING_FOLDS`` folds' out-of-fold statistics scores join the
-    statistics part's standardiser. ``validation_masks``: (N, H, W) bool ground truth, used
-    where ``mask_known`` ((N,) bool); with them ``auto`` also refuses worse pixel AUROC."""
+    """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W) pre-processed
+    training images, standardise both parts on good images, and keep it (``mode`` on, or auto and
+    it helps on validation) or leave the bank empty. ``folds`` >= 2: the first ``SCALING_FOLDS``
+    folds' out-of-fold scores join the statistics part's standardiser. ``validation_masks``:
+    (N, H, W) bool, used where ``mask_known``; with them ``auto`` also refuses worse pixel AUROC."""
     head = inner.local_stats
     head.bank = torch.empty(0)
     labels = np.asarray(validation_labels, dtype=int)
@@ -468,10 +466,8 @@ def _validation_evidence(
     pixels_need_gain: bool = False,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
-    computes it (``peak_scored``: image scores are map peaks), and pixel AUROC of PatchCore and
-    the fusion on the ``known`` images' (N, H, W) ``masks``; {} without defect images.
-    ``pixels_need_gain``: pixel AUROC (two sorts of every pixel) only when the image gain
-    would keep the fusion."""
+    computes it, and pixel AUROC of PatchCore and the fusion on the ``known`` images (only when
+    the image gain would keep it, with ``pixels_need_gain``); {} without defect images."""
     if labels.min() == labels.max():
         return {}
     s = standardisers

@@ -55,10 +55,8 @@ def out_of_fold_scores(
     roi: TrainingRoi | None = None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
-    """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
-    fitted without its fold (``config``'s folds, coreset and batch size). ``model``: the
-    trained anomalib ``Patchcore`` (its bank is put back afterwards); ``roi``: the training
-    ROI, applied to the fold banks as in training; ``stages``: told of each fold scored."""
+    """(N,) float64 raw image scores of the training ``samples``, each from a bank fitted without
+    its fold; ``model``'s bank is put back afterwards, ``stages`` told of each fold scored."""
     inner, folds, image_size = model.model, config.calibration_folds, config.image_size
     ratio, cap_rows, seed = config.coreset_sampling_ratio, config.memory_bank_max, config.seed
     batch_size, bits = config.batch_size, config.image_bits
@@ -151,15 +149,11 @@ def fold_banks(
     *,
     budget_bytes: int | None = None,
 ) -> list[torch.Tensor]:
-    """Every fold's bank from the other folds' rows, selected as the trained bank is (``ratio``,
-    ``cap_rows``; seeded ``seed + fold``), so a held-out fold scores as a new good part does.
-    ``rows``: one tensor per image; ``assignment``: each image's fold. Below the rows budget
-    (``budget_bytes`` None) the trained bank is one coreset of all rows, so a fold's is one
-    coreset of the others' (two folds at once): a union of per-fold coresets covers them more
-    sparsely and lifts every out-of-fold score above fresh good parts (``reports/operating_point``).
-    Past it the trained bank is itself a union of group
-    coresets (``grouped_coreset_rows``), so each fold's is selected once and a fold's bank is the
-    others' union, cut to the cap as the trained bank is: one trained bank's greedy, not k - 1."""
+    """Every fold's bank from the other folds' rows, selected as the trained bank is (seeded
+    ``seed + fold``), so a held-out fold scores as a new good part does. Below the rows budget a
+    fold's bank is one coreset of the others' rows (a union of per-fold coresets is sparser and
+    lifts every score); past it the trained bank is a union of group coresets, so each fold's is
+    selected once and a fold's bank is the others' union, cut to the cap."""
     folds = range(int(assignment.max()) + 1)
     if budget_bytes is not None:
         cores = []
@@ -243,10 +237,8 @@ def score_images(
     batch_size: int = 8,
     roi: RoiSpec | None = None,
 ) -> np.ndarray:
-    """(len(indices),) float64 image scores of the model ``inner`` as it stands, masked to
-    ``roi`` as a bundle masks its outputs. With ``embeddings`` (``fit_embeddings``) the
-    backbone does not run again (``replayed_embeddings``); ``images`` (N, 3, H, W),
-    pre-processed, are needed only without them or for a fused statistics part."""
+    """(len(indices),) float64 image scores of ``inner`` as it stands, masked to ``roi``; from the
+    fit's ``embeddings`` when given, else from the pre-processed ``images`` (N, 3, H, W)."""
     height, width = image_size
     inner.eval()
     scores = []
@@ -277,10 +269,8 @@ class _NoFeatures(torch.nn.Module):
 def replayed_embeddings(
     inner: Any, rows: Sequence[torch.Tensor], image_size: Sequence[int]
 ) -> Iterator[None]:
-    """Inside, one call of the PatchCore model ``inner`` (anomalib's ``PatchcoreModel.forward``
-    and the heads around it) takes the batch's patch embedding from ``rows`` (per image,
-    (h * w, d) in ``reshape_embedding``'s order) instead of running its backbone: the
-    scores from the kNN on are computed as ever. The embedding grid has the input's aspect."""
+    """Inside, ``inner``'s forward takes the batch's patch embedding from ``rows`` (per image,
+    (h * w, d) in ``reshape_embedding``'s order) instead of running its backbone."""
     count, dim = rows[0].shape
     height = round(math.sqrt(count * image_size[0] / image_size[1]))
     width = count // height
