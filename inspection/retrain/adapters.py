@@ -90,10 +90,8 @@ def export_challenger(
     configs_dir: Path | None = None,
     refine: RefineConfig | None = None,
 ) -> tuple[ExportResult | None, dict[str, str]]:
-    """Export ``record`` as ``inspection demo`` does (``export_gated``: never forced, each
-    precision through its own export gate, signed with the site key when this machine holds
-    it); returns (the challenger: the first of ``export.precisions`` whose gate passed, else
-    None; why each other precision was not registered)."""
+    """Export ``record`` as ``inspection demo`` does (``export_gated``); returns (the first of
+    ``export.precisions`` whose gate passed, else None; why each other was not registered)."""
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_gated

@@ -126,10 +126,9 @@ def assemble_run_data(
     carry_over: Collection[str] = (),
     learned: Learned | None = None,
 ) -> RunData:
-    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items. Reviewed-good
-    images: reviewed after ``since``, or in ``carry_over``, and still labelled ``good``;
-    reviewed defects teach or evaluate by ``teaches``; false alarms all evaluate;
-    ``learned``: the champion's ``train --update`` images. ``store=None``: no reviews."""
+    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items: reviewed-good images
+    after ``since`` or in ``carry_over`` and still ``good``, reviewed defects by ``teaches``, every
+    false alarm, and ``learned`` (``train --update`` images). ``store=None``: no reviews."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:

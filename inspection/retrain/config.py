@@ -62,10 +62,8 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ChallengerExport:
-    """How the challenger is exported: to each of ``precisions``, never forced, each through
-    its own export gate (``tolerances`` against FP32, as ``inspection export --tolerance``);
-    the challenger is the first in this order whose gate passed. None passed: the champion
-    stays ("challenger refused by its export gate")."""
+    """The challenger's export: each of ``precisions`` in order, never forced, through its own gate
+    (``tolerances`` against FP32); the first that passes is the challenger, none: the champion stays."""
 
     precisions: tuple[str, ...] = ("int8", "fp32")
     tolerances: GateTolerances = field(default_factory=GateTolerances)
@@ -81,15 +79,10 @@ class ChallengerExport:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Everything ``inspection retrain`` and ``inspection scheduler`` read.
-
-    ``reviewed_since``: which reviewed-good inspections join the training images: ``champion``
-    (reviewed since the live version, plus those it was trained with: data accumulates),
-    ``latest_version`` (since the newest version) or ``all``. ``warmup``: inferences before
-    latency is measured. ``keep_work_dirs``: run folders kept per product. ``incremental``:
-    a memory-bank champion plus only new reviewed-good images gets its bank extended, not refit.
-    ``export``: the challenger's precisions and export gate (``ChallengerExport``).
-    """
+    """Everything ``inspection retrain`` and ``inspection scheduler`` read. ``reviewed_since``:
+    ``champion`` (reviews since the live version plus those it trained with), ``latest_version`` or
+    ``all``; ``warmup``: inferences before latency is measured; ``incremental``: a memory-bank
+    champion with only new reviewed-good images gets its bank extended, not refit."""
 
     products: dict[str, ProductJob] = field(default_factory=dict)
     gate: GatePolicy = field(default_factory=GatePolicy)

@@ -19,10 +19,9 @@ each with its direction: True when a higher value is better. Latency has
 
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric: ``tolerance`` is the largest allowed absolute regression in its own
-    direction (``higher_is_better``, from ``GATEABLE_METRICS`` when left out; a contradicting
-    value is refused). ``required``: missing (or NaN) on either side keeps the champion; an
-    optional metric neither side has (AUPRO without masks) is skipped."""
+    """One gated metric: ``tolerance`` is the largest allowed regression in its direction
+    (``higher_is_better``, default from ``GATEABLE_METRICS``). ``required``: missing or NaN on
+    either side keeps the champion; an optional metric neither side has is skipped."""
 
     name: str
     tolerance: float = 0.0
