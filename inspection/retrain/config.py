@@ -62,8 +62,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ChallengerExport:
-    """The challenger's export: each of ``precisions`` in order, never forced, through its own gate
-    (``tolerances`` against FP32); the first that passes is the challenger, none: the champion stays."""
+    """The challenger's export: each of ``precisions`` in order, never forced, through its own
+    gate (``tolerances`` against FP32); the first that passes is the challenger, else the
+    champion stays."""
 
     precisions: tuple[str, ...] = ("int8", "fp32")
     tolerances: GateTolerances = field(default_factory=GateTolerances)

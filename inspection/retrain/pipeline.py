@@ -563,8 +563,8 @@ def _run_id(folder: Path) -> str:
 def unsigned_refusal(
     decision: Decision, bundles: Mapping[str, Path], registry_dir: str | Path
 ) -> Decision:
-    """``decision``, unless it would promote an unsigned challenger where stations expect signed
-    bundles (a signed champion, or a site public key): stations would refuse it and stop the line."""
+    """``decision``, unless it would promote an unsigned challenger where stations expect
+    signed bundles (a signed champion, or a site public key): they would refuse it."""
 
     def signed(role: str) -> bool:
         return role in bundles and (bundles[role] / SIGNATURE_FILE).is_file()

@@ -67,8 +67,8 @@ def calibrate_bundle(
     make_sample: Callable[[Path], _Labelled] | None = None,
     held_aside: Sequence[_Labelled] = (),
 ) -> Calibration:
-    """The bundle's ``Calibration``: ``run`` scores labelled samples (``run_bundle``), ``make_sample``
-    makes a good sample of a training image path; ``fused``: a global context's scores (with
+    """The bundle's ``Calibration``: ``run`` scores labelled samples, ``make_sample`` makes a
+    good sample of a training image path; ``fused``: a global context's scores (with
     ``fused_train_good`` among them); ``held_aside``: the good calibration images, scored here."""
     outputs = run(validation)
     own = run(held_aside).scores.astype(np.float64) if held_aside else np.empty(0)

@@ -206,8 +206,8 @@ def train_model(
     roi: RoiSpec | None = None,
     stages: StageProgress | None = None,
 ) -> TrainOutcome:
-    """``train`` that also returns the model and test predictions. ``lineage``: record entries on how
-    the config was chosen; ``stages``: told how the long stages advance."""
+    """``train`` that also returns the model and test predictions. ``lineage``: record entries
+    on how the config was chosen; ``stages``: told how the long stages advance."""
     clock = StageClock()
     gate = config.supervised == "auto"  # auto: the head is kept only where it helps
     config = supervised_config(config, dataset)

@@ -46,7 +46,7 @@ def fit(
     stages: Stages = None,
 ) -> float:
     """PatchCore's one training epoch without lightning's ``Trainer`` (nothing to optimise), then
-    the coreset; with a ``validation_loader`` (tiles), anomalib's ``Engine``. Returns the seconds."""
+    the coreset; with a ``validation_loader`` (tiles), anomalib's ``Engine``. Returns seconds."""
     if validation_loader is not None:
         return fit_with_engine(model, config, train_loader, validation_loader, progress)
     started = time.perf_counter()
