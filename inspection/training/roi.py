@@ -12,7 +12,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.training.samples import Predictions
@@ -93,29 +92,6 @@ def feature_grid(rows: int, batch: int, input_size: tuple[int, int]) -> tuple[in
             f"cannot lay {rows} embedding rows out as {batch} x h x w over {input_size}"
         )
     return height, width
-
-
-def masked_stfpm_loss(
-    teacher: Mapping[str, torch.Tensor],
-    student: Mapping[str, torch.Tensor],
-    keep: Mapping[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """anomalib's STFPM loss over kept positions only (``keep``: (B, h, w) bool per layer):
-    per layer, 0.5 * the squared distance of the L2-normalised features summed over channels
-    and kept positions, divided by the kept positions per image (all kept: anomalib's loss)."""
-    total = torch.zeros((), dtype=next(iter(teacher.values())).dtype)
-    for layer, teacher_features in teacher.items():
-        squared = (F.normalize(teacher_features) - F.normalize(student[layer])) ** 2
-        per_position = squared.sum(dim=1)  # (B, h, w)
-        if keep is None:
-            kept = per_position.sum()
-            positions = per_position[0].numel()
-        else:
-            mask = keep[layer].to(per_position.device)
-            kept = per_position[mask].sum()
-            positions = max(int(mask.sum()), 1) / mask.shape[0]
-        total = total + 0.5 * kept / positions
-    return total
 
 
 def per_image_rows(
