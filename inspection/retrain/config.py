@@ -20,9 +20,8 @@ ReviewedSince = Literal["champion", "latest_version", "all"]
 
 @dataclass(frozen=True)
 class ProductJob:
-    """One product's retraining job. ``dataset`` defaults to ``<datasets_dir>/<product>``;
-    ``memory_gb``: its Ray task's memory budget (default: the fleet's ``--memory-gb``);
-    ``timeout_minutes``: a fleet run stops its retraining after this long, as failed."""
+    """One product's retraining job: ``dataset`` defaults to ``<datasets_dir>/<product>``;
+    ``memory_gb``: its Ray task's budget; ``timeout_minutes``: a fleet run stops it after this."""
 
     schedule: str = "0 2 * * 0"
     dataset: Path | None = None
@@ -139,9 +138,8 @@ def load_retrain_config(
     *,
     configs_dir: Path | None = None,
 ) -> RetrainConfig:
-    """Read ``path`` and merge ``overrides``. Without a path: ``retrain.yaml`` in the site's
-    configs folder (``configs_dir``; ``core.config.configs_folder``) when present, else the
-    built-in defaults (no schedules; the shipped file's gate)."""
+    """Read ``path`` (default: ``retrain.yaml`` in the site's configs folder when present, else
+    the built-in defaults) and merge ``overrides``."""
     if path is None:
         path = configs_folder(configs_dir) / RETRAIN_CONFIG_FILE
         data = read_yaml(path) if path.is_file() else {}

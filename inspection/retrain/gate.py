@@ -48,9 +48,8 @@ class MetricRule:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """What a challenger must match: metric rules plus ``latency_tolerance``, the allowed
-    relative p50 slowdown (0.25: 25 %; ``None``: unchecked). The default is the shipped
-    ``configs/retrain.yaml``'s gate (a test holds them equal)."""
+    """What a challenger must match: metric rules and ``latency_tolerance``, the allowed relative
+    p50 slowdown (None: unchecked). Defaults: the shipped ``configs/retrain.yaml`` (tested)."""
 
     metrics: tuple[MetricRule, ...] = field(
         default_factory=lambda: (

@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``; ``challenger_bundle``
-    is empty and ``report_dir`` None when no export gate passed the challenger (nothing was
-    compared, no report written)."""
+    """Outcome of a finished run (``promoted`` or ``kept``); ``challenger_bundle`` empty and
+    ``report_dir`` None when no export gate passed the challenger."""
 
     product: str
     run_id: str
@@ -125,9 +124,8 @@ def retrain_product(
     progress: Progress | None = None,
     train_progress: bool = False,
 ) -> RetrainResult:
-    """Retrain ``product`` under its lock (``RetrainBusy`` if held). ``store``: where reviewed
-    images come from (a ``Store``, ``None``, or the site's own). ``overrides`` /
-    ``replace_config`` change the challenger's config (default: the champion's)."""
+    """Retrain ``product`` under its lock (``RetrainBusy`` if held). ``store``: reviews source;
+    ``overrides`` / ``replace_config`` change the challenger's config (default: champion's)."""
     registry = Registry(site.registry_dir)
     _check_trained(registry, product)
     refine = refine_config_in(site.configs)  # a bad key stops the run before anything is done
@@ -489,9 +487,8 @@ def _check_trained(registry: Registry, product: str) -> None:
 def _since(
     registry: Registry, product: str, config: RetrainConfig, champion: ModelRecord | None
 ) -> datetime | None:
-    """Reviews after this are new: after the version ``reviewed_since`` names was made, or
-    after the retrain run that made it read the reviews, when that was earlier (a review
-    recorded while that run trained was in neither its training set nor any later one's)."""
+    """Reviews after this are new: after the version ``reviewed_since`` names was made, or after
+    its run read the reviews if earlier (a review made during that run is in no training set)."""
     if config.reviewed_since == "all":
         return None
     if config.reviewed_since == "champion":

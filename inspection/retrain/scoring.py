@@ -78,9 +78,8 @@ def evaluate_bundles(
     warmup: int = 2,
     on_image: Callable[[int], None] | None = None,
 ) -> dict[str, BundleEvaluation]:
-    """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``. Pixel metrics
-    are at the first bundle's input size, without items lacking pixel truth. Every item is
-    judged, in the input domain or not: a ``warn`` station stores images a bundle would refuse."""
+    """Run every bundle (role -> folder) on ``items``, pixel metrics at the first one's input
+    size; every item is judged in or out of the input domain (a ``warn`` station stores both)."""
     # deferred: pulls OpenVINO (0.3 s), only when bundles are scored
     from inspection.runtime.predictor import load_inspector
 

@@ -59,9 +59,8 @@ RULE = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration tried: a model kind, ``--set`` overrides on the product's config and
-    an input ``scale`` (the product's configured ``image_size`` times it, rounded to 32 px;
-    upsampled inference: small defects cover more backbone patches)."""
+    """One configuration tried: a model kind, ``--set`` overrides and an input ``scale`` on the
+    product's ``image_size`` (rounded to 32 px: small defects cover more patches)."""
 
     name: str
     kind: str
@@ -266,9 +265,8 @@ def search(
 def _still_contending(
     contenders: dict[int, Evaluation], results: Sequence[CandidateResult]
 ) -> dict[int, Evaluation]:
-    """The default's evaluation and those within ``TIE_MARGIN`` of the best validation AUROC so
-    far (the best only rises: one that falls behind cannot win again); the rest free their
-    model."""
+    """The default's evaluation and those within ``TIE_MARGIN`` of the best validation AUROC
+    so far (the best only rises); the rest free their model."""
     best = max((results[i].validation_auroc for i in contenders), default=0.0)
     return {i: e for i, e in contenders.items()
             if i == 0 or results[i].validation_auroc >= best - TIE_MARGIN}  # fmt: skip

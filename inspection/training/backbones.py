@@ -304,9 +304,8 @@ def feature_channels(backbone: str) -> dict[str, int]:
 
 @contextmanager
 def channels_last(module: nn.Module) -> Iterator[None]:
-    """Convolution weights in channels-last layout inside the block, restored after (for
-    checkpoints and exports): oneDNN's depthwise convolutions run faster so, outputs the same
-    up to float rounding (``reports/bench/fit.md``)."""
+    """Convolution weights channels-last inside the block, restored after (checkpoints and
+    exports): oneDNN's depthwise convolutions run faster so, outputs equal up to rounding."""
     module.to(memory_format=torch.channels_last)
     try:
         yield
@@ -330,9 +329,8 @@ class SeparableGaussianBlur2d(GaussianBlur2d):
 
 
 class ShortEfficientNetFeatures(EfficientNetFeatures):
-    """timm's EfficientNet feature extractor (same modules, same state dict) that stops after its
-    deepest output stage: timm's runs every block, and the ones past it feed no output (blocks 5
-    and 6 of tf_efficientnet_lite0 for layers blocks.2 and blocks.4). Same outputs."""
+    """timm's EfficientNet feature extractor (same state dict) that stops after its deepest output
+    stage: the blocks past it feed no output. Same outputs."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.bn1(self.conv_stem(x))
@@ -367,9 +365,8 @@ def separate_blurs(module: nn.Module) -> int:
 
 
 def in_process(module: nn.Module) -> None:
-    """The trained model's in-process forms (``separate_blurs``, ``shorten_backbones``,
-    ``fold_batchnorms``): same state dict, same outputs up to float rounding. A bundle is
-    traced from a model rebuilt by ``load_trained_model``, without them."""
+    """The trained model's in-process forms (same state dict, same outputs up to rounding); a
+    bundle is traced from a model rebuilt by ``load_trained_model``, without them."""
     separate_blurs(module)
     shorten_backbones(module)
     fold_batchnorms(module)
@@ -402,9 +399,8 @@ def _folded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FoldedConv2d(nn.Conv2d):
-    """A convolution that applies the batch norm after it (``fold_batchnorms``); the batch norm
-    then only activates. Folded at each call, from the parameters as they are: same state dict,
-    never stale. A norm in training mode (batch statistics) is not folded."""
+    """A convolution that applies the batch norm after it, folded at each call from the current
+    parameters (never stale); a norm in training mode is not folded."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.__dict__["folded_norm"].training:

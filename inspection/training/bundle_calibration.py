@@ -208,8 +208,7 @@ _SOURCE_NAMES = {OUT_OF_FOLD: "out-of-fold training"}
 
 def refusal_advice(calibration: Calibration) -> str:
     """What to do about a bundle its export gate refused, first what ``calibration`` lacks: a
-    threshold that sits above the largest good calibration score (k = n) moves with this
-    precision's score noise on any one good part, and only more good images rank it below."""
+    threshold above every good calibration score moves with any one good part's noise."""
     choice = calibration.operating
     if choice is None or choice.policy != "false_reject_budget" or choice.rank != choice.n_good:
         return f"Try {REFUSAL_OPTIONS}."

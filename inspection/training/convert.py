@@ -23,9 +23,8 @@ class ScoreAndMap:
 
     @staticmethod
     def wrap(torch_model: Any, pooled_layers: Sequence[str] = ()) -> Any:
-        """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): with ``pooled_layers`` a third
-        output averages those backbone feature maps per channel, taken from the same forward
-        pass by a hook on the feature extractor (no second backbone run)."""
+        """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): ``pooled_layers`` are averaged per
+        channel from the same forward pass, by a hook on the feature extractor."""
         # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
         import torch
 

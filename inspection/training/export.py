@@ -229,9 +229,8 @@ def _refinement(
 
 
 def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> Carried | None:
-    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``),
-    re-write the metadata (the file's new checksum), and return the training images'
-    out-of-fold fused scores in the bundle's space with their weights (None: none recorded)."""
+    """Re-fit the bundle's global context on its own graph's outputs and return the training
+    images' out-of-fold fused scores in the bundle's space (None: none recorded)."""
     spec = meta.global_context
     if spec is None:
         return None

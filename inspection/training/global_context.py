@@ -82,9 +82,8 @@ class TrainOutOfFold:
 def out_of_fold_fused(
     context: GlobalContext, vectors: Mapping[str, np.ndarray], train: TrainOutOfFold
 ) -> np.ndarray:
-    """Fused scores of training images as unseen good parts: each kept component's
-    out-of-fold distance (the folds its standardiser was fitted on) and the local
-    out-of-fold raw score, standardised and fused as the station fuses them."""
+    """Fused scores of training images as unseen good parts: each kept component's and the
+    local model's out-of-fold scores, standardised and fused as the station fuses them."""
     distances = {
         name: out_of_fold_distances(vectors[name])[train.rows] for name in context.components
     }
@@ -106,9 +105,8 @@ def fit_global_context(
     feature_layers: Sequence[str] = (),
     validation_local_raw: np.ndarray | None = None,
 ) -> GlobalContext:
-    """Fit each component on the training (normal) images, standardised on out-of-fold ones.
-    ``train_pooled``: (N, D) pooled backbone features of the training images (``features``);
-    ``validation_local_raw``: the local raw scores of the good validation images."""
+    """Fit each component on the training images, standardised on out-of-fold ones
+    (``train_pooled``: (N, D) pooled features; ``validation_local_raw``: good validation scores)."""
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
     for name, vectors in component_vectors(components, train_images, train_pooled).items():
@@ -280,9 +278,8 @@ def fit_model_context(
     train_out_of_fold: TrainOutOfFold | None = None,
     calibration_paths: Sequence[Path] = (),
 ) -> FittedContext:
-    """Fit the global context of a trained model, keep the components that help on the
-    validation split, and re-derive the image threshold (by ``point``; ``context_threshold``,
-    with the good ``calibration_paths``' fused scores) and min/max in fused space."""
+    """Fit a trained model's global context, keep the components that help on validation, and
+    re-derive threshold (``context_threshold``) and min/max in fused space."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
@@ -315,9 +312,8 @@ def context_threshold(
     train_good: np.ndarray | None = None,
     held_aside: np.ndarray | None = None,
 ) -> ThresholdChoice:
-    """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels,
-    the calibration images' ``held_aside`` and, while those are too few
-    (``pools_out_of_fold``), the training images' out-of-fold fused scores ``train_good``."""
+    """The threshold ``point`` sets on fused validation scores, the calibration images'
+    ``held_aside`` and, while those are too few, the out-of-fold fused ``train_good``."""
     good = fused[labels == 0]
     sources = {"validation": len(good)}
     n_held = 0 if held_aside is None else len(held_aside)

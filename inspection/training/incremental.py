@@ -83,9 +83,8 @@ def update_bank(
     dataset: Dataset | None = None,
     progress: Progress | None = None,
 ) -> UpdateOutcome:
-    """Add ``images`` (good parts) to a PatchCore version's bank as a new version.
-    ``version``: the parent (default: the latest). ``dataset``: where the parent's recorded
-    split lives (default: its recorded root), matched by path relative to its root."""
+    """Add ``images`` (good parts) to a PatchCore version's bank as a new version; ``version``:
+    the parent (default: latest), ``dataset``: where its recorded split lives."""
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -159,9 +158,8 @@ def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
 def extend_bank(
     bank: torch.Tensor, new: torch.Tensor, ratio: float, cap_rows: int | None
 ) -> torch.Tensor:
-    """(m, d) bank plus ``int(n * ratio)`` greedy k-center picks of (n, d) ``new`` rows, in one
-    random projection of both (the bank counts as chosen); past ``cap_rows`` both are reduced
-    together by the same greedy k-center."""
+    """(m, d) bank plus ``int(n * ratio)`` greedy k-center picks of (n, d) ``new`` rows in one
+    projection of both (the bank counts as chosen); both reduced together past ``cap_rows``."""
     if bank.ndim != 2 or new.ndim != 2 or bank.shape[1] != new.shape[1]:
         raise ValueError(
             f"bank (m, d) and new (n, d) must share d, got {tuple(bank.shape)}, {tuple(new.shape)}"
@@ -227,9 +225,8 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
 def _check_unseen(
     registry: Registry, parent: ModelRecord, dataset: Dataset, images: Sequence[Path]
 ) -> tuple[str, ...]:
-    """The sha256 of each new image; ``DatasetError`` naming the files already in the parent's
-    bank (its training images, and those added by the updates it descends from). Held-out
-    copies were refused before (``data.leaks``)."""
+    """The sha256 of each new image; ``DatasetError`` naming those already in the parent's bank
+    (its training images and earlier updates' images)."""
     recorded: dict[str, str] = parent.dataset.get("files") or {}
     train = (relative_name(s.path, dataset.root) for s in dataset.train_samples)
     banked = {recorded[r]: r for r in train if r in recorded} | _added_digests(registry, parent)
@@ -345,9 +342,8 @@ def _good_score_record(
     images: Sequence[Path],
     digests: Sequence[str],
 ) -> GoodScores:
-    """The child's ``good_scores`` entry: ``good_score_record``'s validation and calibration
-    scores, the parent's out-of-fold ones and the new images' named ``added/<sha256><suffix>``
-    (as kept in the version), the full-bank pairs its own."""
+    """The child's ``good_scores``: its own validation, calibration and full-bank scores, the
+    parent's out-of-fold ones and the new images' (named ``added/<sha256><suffix>``)."""
     recorded = parent.good_scores()
     own = good_score_record(dataset, None, validation, recorded.folds, held_aside)
     if good is None:
@@ -420,9 +416,8 @@ def _register(
     metrics: dict[str, Any],
     images: Sequence[Path],
 ) -> ModelRecord:
-    """The new version, keeping a copy of each added image (``ADDED_DIR``): a later retrain
-    trains on them too (``retrain.assemble.lineage_images``); ``calibrated``: its calibration
-    and the good scores its bundles calibrate on."""
+    """The new version, keeping a copy of each added image (``ADDED_DIR``) for later retrains;
+    ``calibrated``: its calibration and good scores."""
     calibration, scores = calibrated
 
     def keep_added(directory: Path) -> None:

@@ -90,8 +90,7 @@ def held_aside_scores(
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
     """(N,) raw scores of the good calibration ``samples`` as the trained model scores a test
-    image (masked to ``roi`` as the bundle masks), one forward pass each, ``CALIBRATION_CHUNK``
-    at a time; ``stages`` is told of each chunk."""
+    image (masked to ``roi``), ``CALIBRATION_CHUNK`` at a time."""
     scores = [np.empty(0, np.float32)]
     for start in range(0, len(samples), CALIBRATION_CHUNK):
         chunk = samples[start : start + CALIBRATION_CHUNK]
@@ -111,9 +110,8 @@ def calibrate_predictions(
     good: TrainGoodScores | None,
     held_aside: np.ndarray | None = None,
 ) -> Calibration:
-    """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores of
-    the calibration images (``held_aside_scores``) and, while those are too few
-    (``pools_out_of_fold``), the out-of-fold scores ``good`` says may calibrate."""
+    """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores and,
+    while those are too few (``pools_out_of_fold``), the out-of-fold scores that may calibrate."""
     with_validation = good is None or good.validation_calibrates
     sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
     n_held = 0 if held_aside is None else int(held_aside.size)
@@ -141,9 +139,8 @@ def good_score_record(
     folds: int,
     held_aside: np.ndarray | None = None,
 ) -> GoodScores:
-    """The registry's ``good_scores`` entry (paths relative to the dataset root): the
-    out-of-fold scores that may calibrate (``TrainGoodScores.calibrates``) and the
-    ``held_aside`` scores of ``dataset.calibration_samples``."""
+    """The registry's ``good_scores`` entry (paths relative to the dataset root): the calibrating
+    out-of-fold scores and the ``held_aside`` scores of the calibration images."""
 
     def rel(path: str | Path) -> str:
         return relative_name(path, dataset.root)

@@ -35,8 +35,7 @@ def save_plots(
     judged: Callable[[list[int]], JudgedSet | None],
 ) -> list[Path]:
     """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``judged(rows)``:
-    the station's verdicts and (len(rows), H, W) masks of those images, or ``None`` when
-    unknown."""
+    the station's verdicts and (len(rows), H, W) masks of those images, or None."""
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
         plot_histogram(out_dir / "score_histogram.png", predictions, metrics),

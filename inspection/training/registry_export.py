@@ -182,9 +182,8 @@ def export_gated(
 def record_force(
     registry: Registry, result: ExportResult, *, actor: str, reason: str, promote: bool
 ) -> bool:
-    """A gate-refused bundle registered by an admin: record a signed ``force`` decision naming
-    its digest (a station serves a gate-refused bundle only with it), then promote it when
-    asked. Returns whether the gate had refused it (a decision was recorded)."""
+    """Record a signed ``force`` decision naming a gate-refused bundle's digest (stations serve
+    it only with one), then promote it when asked; returns whether the gate had refused it."""
     product, bundle_id = result.metadata.product, result.bundle_id
     refused = not result.gate.passed
     if refused:
@@ -244,9 +243,8 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
 def with_part_setup(
     base: BundleMetadata, config_dir: Path | None = None
 ) -> tuple[BundleMetadata, dict[str, Path]]:
-    """``base`` with its product's ROI, alignment and units (``products/<product>.yaml`` of
-    ``config_dir``, the site's configs folder), and the files they need in the bundle (the
-    alignment reference image, checksummed like any file)."""
+    """``base`` with its product's ROI, alignment and units (``products/<product>.yaml`` in
+    ``config_dir``), and the files they need in the bundle (the alignment reference image)."""
     config = load_product_config(base.product, config_dir)
     path = product_config_path(base.product, config_dir)
     trained = base.training_roi
@@ -327,8 +325,7 @@ def _require_recorded_content(
     chosen: set[str],
 ) -> None:
     """``BundleError`` when the ``split`` images (or masks) in ``root`` are not the ones the
-    version recorded (its thresholds would be set on images nobody evaluated); versions that
-    record no file hashes are not checked."""
+    version recorded (its thresholds would be set on images nobody evaluated)."""
     recorded: dict[str, str] = record.dataset.get("files") or {}
     if not recorded:
         return

@@ -18,9 +18,8 @@ from inspection.training.samples import Predictions
 
 
 class TrainingRoi:
-    """Input-resolution ROI masks of training items: (H, W) bool, True inside. ``masks`` by
-    ``image_path``; ``every``: the mask of any other path (whole images); ``spec``: the ROI
-    whole images' scores are masked to (None for tiles)."""
+    """Input-resolution ROI masks of training items, (H, W) bool: ``masks`` by ``image_path``,
+    ``every`` for any other; ``spec``: the ROI whole images' scores are masked to."""
 
     def __init__(
         self,

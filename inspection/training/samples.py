@@ -18,9 +18,8 @@ from inspection.data.decoded import KEPT
 
 
 class SampleDataset(TorchDataset):
-    """Samples as anomalib ``ImageItem``s at the model resolution: image (3, H, W) float32 in
-    [0, 1], bilinear as the bundle's ``resize``; gt_mask (H, W) bool. Normalisation is the
-    pre-processor's. ``bits``: significant bits of 16-bit images (``image_bits``)."""
+    """Samples as anomalib ``ImageItem``s at the model resolution (bilinear, as the bundle's
+    ``resize``): image (3, H, W) float32 in [0, 1], gt_mask (H, W) bool."""
 
     def __init__(
         self,

@@ -16,9 +16,8 @@ LIMIT_BYTES = 2 * 1024**3
 
 
 class SharedFeatures:
-    """Backbone outputs shared by model runs on the same input batches (a PatchCore or PaDiM
-    candidate with an earlier one's backbone and input size reads them from here), keyed by
-    backbone, layer and the batch's bytes, up to ``LIMIT_BYTES``."""
+    """Backbone outputs shared by model runs on the same input batches (a later candidate with
+    the same backbone and size), keyed by backbone, layer and batch bytes, up to ``LIMIT_BYTES``."""
 
     def __init__(self, limit: int = LIMIT_BYTES) -> None:
         self.outputs: dict[tuple[str, str, bytes], torch.Tensor] = {}

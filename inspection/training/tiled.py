@@ -127,9 +127,8 @@ def predict_tiled(
     roi: RoiSpec | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> RawOutputs:
-    """Run the torch model over every tile of ``samples`` (with ``roi``: every tile holding
-    an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
-    tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
+    """Run the torch model over every tile of ``samples`` (with ``roi``: those holding an ROI
+    pixel) and stitch: raw scores (N,) (highest tile), maps (N, h, w) at ``evaluation_size``."""
     data = TileDataset(samples, tiling, bits=bits)
     scores, maps = [], []
     model.eval()

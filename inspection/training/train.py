@@ -327,8 +327,7 @@ def _fit_global_context(
     calibration: Sequence[Path] = (),
 ) -> tuple[FittedContext, Normalization, Any]:
     """Fit the global context; test predictions get fused scores (maps stay local) when a
-    component was kept on validation, else they stay the local model's. ``good_scores``: the
-    training images' out-of-fold scores, for the fused threshold with the ``calibration`` images'."""
+    component was kept, the fused threshold set with the out-of-fold ``good_scores``."""
     fitted = fit_model_context(
         model.model, config.global_context, config.backbone.layers,
         station_preprocessing(config, weights), [s.path for s in train_samples], validation,
@@ -414,9 +413,8 @@ def fit_loaders(
     prepare: Callable[[Any], None] | None = None,
     stages: StageProgress | None = None,
 ) -> tuple[Any, float]:
-    """Seeded fit on CPU of whole images or tiles; returns (model in eval mode, seconds).
-    ``roi``: input masks of the training items (patches outside leave the bank / the loss);
-    ``prepare``: called on the built model first (the auto search's ``SharedFeatures``)."""
+    """Seeded CPU fit of whole images or tiles; returns (model in eval mode, seconds).
+    ``roi``: the items' input masks; ``prepare``: called on the built model first."""
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)

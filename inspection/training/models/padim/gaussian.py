@@ -49,9 +49,8 @@ class PadimGaussian(MultiVariateGaussian):
 
 
 def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
-    the ``covariance`` estimator (``SHRINKAGE``) per grid cell in float64, inverted as one
-    batch. One BLAS thread: threaded BLAS on such small products is slower on a busy host."""
+    """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings,
+    per cell in float64 on one BLAS thread (threaded BLAS is slower on such small products)."""
     estimator = SHRINKAGE[covariance]
     n, dims, height, width = embedding.shape
     cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()
@@ -116,8 +115,7 @@ def padim_scores(
     inner: Any, embeddings: torch.Tensor, gaussian: Any, image_size: tuple[int, int]
 ) -> np.ndarray:
     """(N,) float64 image scores (map maximum) of (N, D, h, w) ``embeddings`` under
-    ``gaussian`` (its ``mean`` (D, h*w) and ``inv_covariance`` (h*w, D, D)), through the
-    model's anomaly-map head (distance, upsampling to ``image_size``, blur)."""
+    ``gaussian``, through the model's anomaly-map head."""
     with torch.no_grad():
         amap = inner.anomaly_map_generator(
             embedding=embeddings,

@@ -94,9 +94,8 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
 
 
 def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
-    """anomalib's ``SparseRandomProjection._sparse_random_matrix``, the same draws from the same
-    generators (torch's binomials, numpy's global state through scikit-learn's sampling), without
-    the two ``torch.distributions.Binomial`` built and validated per row (slow)."""
+    """anomalib's ``SparseRandomProjection._sparse_random_matrix`` with the same draws, without
+    building two ``torch.distributions.Binomial`` per row (slow)."""
     from sklearn.utils.random import sample_without_replacement
 
     real = torch.get_default_dtype()  # what Binomial makes of plain numbers (broadcast_all)
@@ -246,9 +245,8 @@ class _LazyGreedy(_FullScan):
         self.seen[index] = pick + 1
 
     def farthest(self, picked: int) -> int:
-        """The row farthest from the picks so far: from the ``POOL`` rows of the highest bounds
-        when it is at least the pool's floor (every row outside is bounded by it), else from
-        all rows, refilling the pool."""
+        """The row farthest from the picks so far: from the ``POOL`` highest bounds when it beats
+        the pool's floor, else from all rows, refilling the pool."""
         if self.best.shape[0] <= self.POOL:
             return self._farthest_among(None, picked)
         if self.pool is not None:

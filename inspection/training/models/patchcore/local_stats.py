@@ -62,9 +62,8 @@ FUSION = (
 
 
 def relative(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) pixels centred on and scaled by each image's own per-channel mean and std: a
-    part lit brighter or with more contrast than the training parts is not a defect everywhere
-    (a global change of colour is the global context's to judge, ``core.global_context``)."""
+    """(N, 3, H, W) pixels centred and scaled by each image's own per-channel mean and std: a
+    part lit brighter than the training parts is no defect (colour is the global context's)."""
     centre = images.mean((2, 3), keepdim=True)
     spread = images.std((2, 3), keepdim=True).clamp_min(MIN_STD)
     return (images - centre) / spread
@@ -288,9 +287,8 @@ def side_out_of_fold(
     cap_rows: int | None,
     seed: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[torch.Tensor]]:
-    """(scores, map peaks) of the statistics part on each training image from a bank fitted on
-    the other folds (``out_of_fold``'s), empty with fewer than 2 folds or images per fold; and
-    the fold banks, which ``out_of_fold.out_of_fold_scores`` reuses."""
+    """(scores, map peaks) of the statistics part on each training image from its fold's bank
+    (empty with too few images), and the fold banks, which ``out_of_fold_scores`` reuses."""
     if folds < 2 or len(images) < 2 * folds:
         return (np.empty(0), np.empty(0)), []
     head = inner.local_stats
@@ -318,9 +316,8 @@ def _side(
     paths: Sequence[str],
     options: tuple[float, int | None, int, TrainingRoi | None],
 ) -> tuple[list[torch.Tensor], _Outputs]:
-    """``_fit_bank`` on the ``images()`` (``paths``) with ``options`` (ratio, cap_rows, seed,
-    roi), then the statistics part's outputs on the validation images: (rows, outputs); taken
-    from ``head.reused`` where an earlier fit kept them for the same inputs."""
+    """``_fit_bank`` on ``images()`` with ``options`` (ratio, cap_rows, seed, roi), then the
+    statistics part's validation outputs; taken from ``head.reused`` where kept."""
     head = inner.local_stats
 
     def fit() -> tuple[Any, ...]:

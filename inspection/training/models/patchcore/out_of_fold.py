@@ -102,9 +102,8 @@ def trained_scores(
     batch_size: int = 8,
     roi: TrainingRoi | None = None,
 ) -> np.ndarray:
-    """(N,) float64 scores of training ``samples`` by the trained model (its whole bank), from
-    the fit's embeddings where it kept them (``fit_embeddings``), else a backbone pass; masked
-    to ``roi``'s spec as ``out_of_fold_scores`` are."""
+    """(N,) float64 scores of training ``samples`` by the whole trained bank (from the fit's
+    embeddings where kept), masked to ``roi`` as ``out_of_fold_scores`` are."""
     own, images = _scoring_inputs(model, samples, image_size, bits)
     indices = np.arange(len(samples))
     spec = roi.spec if roi is not None else None
@@ -116,9 +115,8 @@ def trained_scores(
 def _scoring_inputs(
     model: Any, samples: Sequence[Sample], image_size: tuple[int, int], bits: int
 ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-    """What ``score_images`` needs: the fit's embeddings of ``samples`` (None when it did not
-    keep them all) and their pre-processed images (None when the embeddings do without them:
-    only a fused statistics part reads the pixels)."""
+    """The fit's embeddings of ``samples`` (None unless it kept them all) and their pre-processed
+    images (None when only embeddings are needed: only a fused statistics part reads pixels)."""
     own = fit_embeddings(model, samples)
     head = getattr(model.model, "local_stats", None)
     fused = head is not None and head.enabled
@@ -204,9 +202,8 @@ def _local_stats_fold_banks(
     assignment: np.ndarray,
     selection: tuple[float, int | None, int],
 ) -> list[torch.Tensor]:
-    """Per fold, its local-statistics bank when the model fuses them ([] otherwise): the banks
-    its fit already selected on the same folds, else ``fold_banks`` of the z-scored cells
-    (``selection``: ratio, cap, seed)."""
+    """Per fold, its local-statistics bank ([] without one): those its fit selected on the same
+    folds, else ``fold_banks`` of the z-scored cells."""
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
@@ -217,9 +214,8 @@ def _local_stats_fold_banks(
 
 
 def fit_embeddings(model: Any, samples: Sequence[Sample]) -> list[torch.Tensor] | None:
-    """Per image, its own (h * w, d) patch embedding as the fit collected it
-    (``Patchcore.train_rows``, before the ROI, without its ``bank_augment`` views' rows);
-    None when the fit did not see every sample (then the backbone runs again)."""
+    """Per image, its (h * w, d) patch embedding as the fit collected it (before the ROI, without
+    ``bank_augment`` views); None when the fit did not see every sample."""
     kept = getattr(model, "train_rows", {})
     if not samples or not all(str(s.path) in kept for s in samples):
         return None
