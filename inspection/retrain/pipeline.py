@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """Outcome of a finished run (``promoted`` or ``kept``); ``challenger_bundle`` empty and
-    ``report_dir`` None when no export gate passed the challenger."""
+    """Outcome of a run; ``challenger_bundle`` empty when no export gate passed the challenger."""
 
     product: str
     run_id: str

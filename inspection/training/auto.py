@@ -134,8 +134,7 @@ Configure = Callable[[Candidate], ModelConfig]
 
 
 def product_configure(product: str, directory: Path | None = None) -> Configure:
-    """Candidates as overrides on the product's config layers (``load_model_config``) in
-    ``directory``, the site's configs folder."""
+    """Candidates as overrides on the product's config layers in ``directory``."""
 
     def configure(candidate: Candidate) -> ModelConfig:
         config = load_model_config(
@@ -147,8 +146,7 @@ def product_configure(product: str, directory: Path | None = None) -> Configure:
 
 
 def scaled(config: ModelConfig, scale: float) -> ModelConfig:
-    """``config`` with its input side(s) times ``scale``, rounded to multiples of 32 px;
-    ``ValueError`` above ``MAX_INPUT_SIDE``."""
+    """``config`` with its input times ``scale``, rounded to 32 px (``ValueError`` past the max)."""
     if scale == 1.0:
         return config
     size = tuple(max(32, round(side * scale / 32) * 32) for side in config.image_size)
@@ -222,8 +220,7 @@ def search(
     configure: Configure | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
 ) -> SearchResult:
-    """Run the grid within ``budget_s`` seconds and choose by ``RULE``; ``configure`` turns a
-    candidate into a config (default: ``product_configure``)."""
+    """Run the grid within ``budget_s`` seconds and choose by ``RULE``."""
     configure = configure or product_configure(product)
     if budget_s <= 0:
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
@@ -326,8 +323,7 @@ def _estimate(results: Sequence[CandidateResult], candidate: Candidate) -> float
 
 
 def choose(results: Sequence[CandidateResult]) -> str:
-    """The winner's name by ``RULE`` (``results[0]`` is the default); ``ValueError`` when no
-    candidate finished."""
+    """The winner's name by ``RULE`` (``results[0]`` is the default)."""
     done = [r for r in results if r.status == "done" and r.validation_auroc is not None]
     if not done:
         raise ValueError("the auto search finished no candidate; raise --budget or check the logs")
@@ -348,8 +344,7 @@ def train_winner(
     *,
     configs_dir: Path | None = None,
 ) -> Any:
-    """Train and register the winner with the search in its lineage; the ``TrainOutcome``.
-    ``configs_dir``: the site's configs folder (the product's ROI)."""
+    """Train and register the winner with the search in its lineage; the ``TrainOutcome``."""
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
     return train_model(
         config, dataset, product=search_result.product, registry=registry,

@@ -61,8 +61,7 @@ HUB_HOST = ("huggingface.co", 443)
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """Backbone weights and their preprocessing; ``state_dict``: for the *full* timm model
-    (timm key names), ``None``: random init."""
+    """Backbone weights (``state_dict`` of the full timm model; None: random) and preprocessing."""
 
     backbone: str
     source: str  # "bundled" | "file" | "hub" | "random"
@@ -83,8 +82,7 @@ class ResolvedWeights:
 def resolve_weights(
     backbone: str, weights: str = "auto", weights_file: str | Path | None = None
 ) -> ResolvedWeights:
-    """Find ImageNet weights for ``backbone`` without touching the network unless allowed;
-    ``weights``: auto | bundled | random | hub, or a path to a weights file."""
+    """ImageNet weights for ``backbone``: auto, bundled, random, hub or a file path."""
     if weights == "random":
         mean, std = default_mean_std(backbone)
         logger.info("backbone %s: random initialisation (explicit ablation)", backbone)
@@ -260,8 +258,7 @@ def map_state_dict(
 
 
 def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
-    """Load ``weights`` (checked against the full timm model) into a timm features-only
-    model, which keeps a subset of the same names; a missing one raises."""
+    """Load ``weights`` into a timm features-only model (a subset of the same names)."""
     if weights.state_dict is None:
         return
     target = extractor.state_dict()
@@ -343,8 +340,7 @@ class ShortEfficientNetFeatures(EfficientNetFeatures):
 
 
 def shorten_backbones(module: nn.Module) -> int:
-    """Make every plain timm ``EfficientNetFeatures`` in ``module`` a ``ShortEfficientNetFeatures``
-    (in-process only, see ``in_process``). Returns how many."""
+    """Make every plain ``EfficientNetFeatures`` in ``module`` short; returns how many."""
     found = [
         m
         for m in module.modules()
@@ -356,8 +352,7 @@ def shorten_backbones(module: nn.Module) -> int:
 
 
 def separate_blurs(module: nn.Module) -> int:
-    """Make every same-size ``GaussianBlur2d`` in ``module`` a ``SeparableGaussianBlur2d``
-    (in-process only; ``runtime.graph`` separates a bundle's blur). Returns how many."""
+    """Make every same-size ``GaussianBlur2d`` in ``module`` separable; returns how many."""
     blurs = [m for m in module.modules() if type(m) is GaussianBlur2d and m.padding == "same"]
     for blur in blurs:
         blur.__class__ = SeparableGaussianBlur2d

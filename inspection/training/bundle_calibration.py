@@ -123,8 +123,7 @@ def calibrate_bundle(
 
 
 def _with_transfer(calibration: Calibration, share: float, raise_by: float | None) -> Calibration:
-    """``calibration`` whose operating record names the transfer residual share and the
-    threshold's rise for the residuals."""
+    """``calibration`` recording the transfer residual share and the threshold's rise."""
     if calibration.operating is None:
         return calibration
     operating = dataclasses.replace(
@@ -224,7 +223,6 @@ def refusal_advice(calibration: Calibration) -> str:
 
 
 def record_operating_point(record: object) -> OperatingPoint:
-    """The operating point a registered version was trained with (its ``config``; versions
-    recorded before operating points: the default)."""
+    """The operating point a version was trained with (older versions: the default)."""
     config = model_config_from_mapping(record.config, where=f"{record.model_version} config")  # type: ignore[attr-defined]
     return config.operating_point

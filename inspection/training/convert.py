@@ -91,8 +91,7 @@ def no_chunking() -> Iterator[None]:
 def convert_torch_model(
     torch_model: Any, input_size: tuple[int, int], pooled_layers: Sequence[str] = ()
 ) -> ov.Model:
-    """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
-    (``pooled_features`` too when ``pooled_layers`` are given)."""
+    """The eval-mode torch model in OpenVINO: input (?, 3, h, w), named outputs."""
     # deferred: torch (2 s) and openvino (0.3 s), only to convert; training imports this
     # module for ``ScoreAndMap`` and export for OpenVINO work too
     import openvino as ov

@@ -181,8 +181,8 @@ def _calibrated_bundle(
     *,
     refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs]:
-    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (with
-    ``refine``, choose its mask refiner there), run it on the test split."""
+    """Save ``model``, calibrate it on its own validation outputs (and choose its mask refiner
+    with ``refine``), then run it on the test split."""
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
     for name, source in (extra_files or {}).items():
@@ -377,8 +377,7 @@ def input_domain_of(
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
-    """Fold and project ``model``'s nearest-bank-row distances to ``rank`` dimensions in place
-    (``runtime.graph``); the metadata records it under ``extra["knn_head"]``."""
+    """Project ``model``'s bank distances to ``rank`` dimensions in place (``runtime.graph``)."""
     fold_patch_distances(model)
     notes = project_patch_distances(model, rank)
     if not notes:
@@ -412,8 +411,7 @@ def _quantised(
     options: ExportOptions,
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
-    """INT8 model (distance head and input stem kept in FP32) and metadata naming its
-    calibration set and what it kept in FP32."""
+    """INT8 model and metadata naming its calibration set and what it kept in FP32."""
     # NNCF (heavy) for INT8 only
     from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
 

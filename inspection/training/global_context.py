@@ -72,8 +72,7 @@ def out_of_fold_distances(vectors: np.ndarray, folds: int = FOLDS) -> np.ndarray
 
 @dataclass(frozen=True)
 class TrainOutOfFold:
-    """The local model's out-of-fold raw scores of some training images (``rows`` index the
-    training images), in the score space of the outputs they are fused with."""
+    """The local model's out-of-fold raw scores of the training images ``rows``."""
 
     rows: np.ndarray
     local_raw: np.ndarray

@@ -64,8 +64,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpdateOutcome:
-    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes);
-    ``seconds``: from the call until the version is registered."""
+    """The new version, its lineage, test figures and seconds until it was registered."""
 
     record: ModelRecord
     lineage: Lineage
@@ -245,8 +244,7 @@ def _check_unseen(
 
 
 def _added_digests(registry: Registry, record: ModelRecord) -> dict[str, str]:
-    """sha256 -> "added in vNNNN" of every image the incremental updates up to ``record``
-    added to its bank."""
+    """sha256 -> "added in vNNNN" of every image the updates up to ``record`` added."""
     added: dict[str, str] = {}
     while (lineage := record.lineage()) is not None and lineage.method == "incremental":
         added |= dict.fromkeys(lineage.added_digests, f"added in {record.version}")
@@ -296,8 +294,7 @@ def _parent_scores(
     config: ModelConfig,
     roi: RoiSpec | None,
 ) -> np.ndarray | None:
-    """(N,) the new ``images``' scores by the parent ``model`` (their out-of-fold scores: see
-    the module docstring); None when the parent records no out-of-fold scores."""
+    """(N,) the new ``images``' out-of-fold scores: the parent's (None: it records none)."""
     if not parent.good_scores().out_of_fold:
         return None
     return _scores(model, images, config, _scoring_roi(parent, config, roi))
@@ -365,8 +362,7 @@ def _good_score_record(
 def _embeddings(
     model: Any, images: Sequence[Path], config: ModelConfig, roi: RoiSpec | None = None
 ) -> torch.Tensor:
-    """(patches, channels) embeddings of ``images`` exactly as PatchCore's training epoch
-    (with ``roi``, the parent's training ROI: only the patches inside it)."""
+    """(patches, channels) embeddings of ``images`` as the training epoch takes them."""
     samples = [Sample(p, "train", 0, GOOD) for p in images]
     masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model.model.train()  # the backbone stays in eval mode (anomalib's extractor sees to it)
@@ -391,8 +387,7 @@ def _embeddings(
 def _extend_local_statistics(
     model: Any, images: Sequence[Path], config: ModelConfig, trained: RoiTraining | None
 ) -> None:
-    """Extend a fused local-statistics bank (``training.models.patchcore.local_stats``) with the new images'
-    cells, as the PatchCore bank: a colour the line has since shown good stops alarming."""
+    """Extend a fused local-statistics bank with the new images' cells, as the PatchCore bank."""
     head = getattr(model.model, "local_stats", None)
     if head is None or not head.enabled:
         return

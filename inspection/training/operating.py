@@ -60,8 +60,7 @@ def calibration_good_scores(
     roi: TrainingRoi | None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> TrainGoodScores | None:
-    """Out-of-fold scores of ``train`` (None where the kind has none or for
-    ``calibration_folds`` 0); ``stages`` is told of each fold scored."""
+    """Out-of-fold scores of ``train`` (None without any, or with ``calibration_folds`` 0)."""
     folds = config.calibration_folds
     kind = model_kind(config.kind)
     if kind.out_of_fold_scores is None or folds < 2:

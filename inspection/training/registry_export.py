@@ -72,8 +72,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
 
 @dataclass(frozen=True)
 class RegistryExport:
-    """Which registered version to export (default: the latest), from which dataset folder
-    (default: the one it was trained on), and whether the new bundle goes live."""
+    """Which version to export (default: latest), from which dataset, and whether it goes live."""
 
     version: str | None = None
     dataset_path: Path | None = None
@@ -208,8 +207,7 @@ def roi_decided(registry: Registry, result: ExportResult) -> bool:
 
 
 def _export_dataset(record: ModelRecord, path: Path | None) -> Any:
-    """The dataset to calibrate on: ``path``, else the folder ``record`` was trained on (a
-    moved folder is named with the way to point at it)."""
+    """The dataset to calibrate on: ``path``, else the folder ``record`` was trained on."""
     root = path or record.dataset_root()
     if path is None and not Path(root).is_dir():
         raise BundleError(
@@ -272,8 +270,7 @@ def _context_files(record: ModelRecord) -> dict[str, Path]:
 
 
 def calibration_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:
-    """The good calibration images the version scored (``GoodScores.calibration``), as they
-    were (``BundleError`` when one is missing or changed)."""
+    """The good calibration images the version scored (``BundleError`` if missing or changed)."""
     chosen = set(record.good_scores().calibration)
     if not chosen:
         return []
@@ -295,8 +292,7 @@ def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSam
 def split_samples(
     record: ModelRecord, dataset: Any, split: Literal["validation", "test"]
 ) -> list[LabelledSample]:
-    """The labelled images of the version's recorded ``split`` (a record without splits:
-    the whole test split)."""
+    """The labelled images of the version's recorded ``split`` (none recorded: the test split)."""
     chosen = set(getattr(record.splits(), split))
     if not chosen:
         log.warning(

@@ -53,8 +53,7 @@ class TrainingRoi:
     def keep_rows(
         self, paths: Sequence[str], embedding: torch.Tensor, input_size: tuple[int, int]
     ) -> torch.Tensor:
-        """(rows,) bool over a PatchCore embedding of ``paths`` (rows = B * h * w, batch-major,
-        then row-major cells): True for the patches inside."""
+        """(rows,) bool over an embedding of ``paths`` (B * h * w rows): True for patches inside."""
         grid = feature_grid(embedding.shape[0], len(paths), input_size)
         return self.patch_keep(paths, *grid).reshape(-1).to(embedding.device)
 
@@ -81,8 +80,7 @@ def centres(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def feature_grid(rows: int, batch: int, input_size: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of a feature map flattened to ``rows`` = batch * h * w over an input of
-    ``input_size`` (same stride on both axes)."""
+    """(h, w) of a feature map of ``rows`` = batch * h * w over an ``input_size`` input."""
     cells = rows // batch
     height = round(math.sqrt(cells * input_size[0] / input_size[1]))
     width = cells // max(height, 1)

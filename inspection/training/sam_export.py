@@ -64,8 +64,7 @@ SAM_BUILDERS: dict[str, Callable[[], nn.Module]] = {"vit_t": _build_vit_t, "vit_
 def build_sam(
     backend: str, checkpoint: str | Path | None, *, random_init: bool = False
 ) -> nn.Module:
-    """Build a SAM model in eval mode from ``checkpoint`` (a bad one raises ``WeightsError``),
-    or with random weights if asked."""
+    """A SAM model in eval mode from ``checkpoint`` (bad: ``WeightsError``), or random if asked."""
     if backend not in SAM_BUILDERS:
         raise ValueError(
             f"unknown SAM backend {backend!r}; valid: {', '.join(sorted(SAM_BUILDERS))}"

@@ -54,8 +54,7 @@ class SampleDataset(TorchDataset):
 def load_image(
     path: Path, image_size: tuple[int, int], bits: int = DEFAULT_SOURCE_BITS
 ) -> np.ndarray:
-    """Read (16-bit images at ``bits`` significant bits) and resize to (H, W, 3) float32 RGB
-    in [0, 1] (bilinear)."""
+    """Read (16-bit at ``bits``) and resize to (H, W, 3) float32 RGB in [0, 1], bilinear."""
     height, width = image_size
     rgb = KEPT.take(Path(path), bits)  # the dataset check's decoding, if it kept it
     rgb = read_image(path, bits=bits) if rgb is None else rgb

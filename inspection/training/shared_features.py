@@ -63,8 +63,7 @@ class _Remembered(torch.nn.Module):
 
 @contextmanager
 def shared_backbone(model: Any, backbone: str = "") -> Iterator[SharedFeatures]:
-    """Inside, ``model``'s backbone outputs are kept and reused (``SharedFeatures``); its own
-    feature extractor is back afterwards (checkpoints keep their keys)."""
+    """Inside, ``model``'s backbone outputs are reused (``SharedFeatures``); restored after."""
     shared, inner = SharedFeatures(), model.model
     extractor = getattr(inner, "feature_extractor", None)
     shared.attach(model, backbone)

@@ -163,8 +163,7 @@ def fit_tiles(
     progress: bool = True,
     roi: RoiSpec | None = None,
 ) -> tuple[Any, float, TileDataset]:
-    """Seeded anomalib ``Engine.fit`` on the tiles (with ``roi``: only the tiles and patches
-    inside it); returns (model, seconds, the training tiles)."""
+    """Seeded fit on the tiles (inside ``roi``); returns (model, seconds, the training tiles)."""
     train_loader = _tile_loader(train_samples, tiling, config, roi)
     validation_loader = _tile_loader(validation, tiling, config, roi)
     tiles = train_loader.dataset

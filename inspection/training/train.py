@@ -52,6 +52,7 @@ from inspection.training.global_context import (
     model_outputs,
 )
 from inspection.training.models import build_model, model_kind
+from inspection.training.models.common import Stages
 from inspection.training.models.mixed import fit_for_model as fit_supervised
 from inspection.training.models.mixed import supervised_config
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
@@ -145,10 +146,6 @@ def load_trained_model(record: ModelRecord) -> Any:
     return model.eval()
 
 
-StageProgress = Callable[[str, int, int], None]
-"""Called with (stage, done, total) as a long stage advances (``cli.console.StepProgress.stage``)."""
-
-
 class StageClock:
     """Wall seconds per named stage of one training run (``train stages: {...}`` in the log),
     and the process's peak RSS when each ended (``train peak RSS GB: {...}``)."""
@@ -204,7 +201,7 @@ def train_model(
     progress: bool = True,
     lineage: Mapping[str, Any] | None = None,
     roi: RoiSpec | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> TrainOutcome:
     """``train`` that also returns the model and test predictions. ``lineage``: record entries
     on how the config was chosen; ``stages``: told how the long stages advance."""
@@ -395,7 +392,7 @@ def fit(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> tuple[Any, float]:
     """``fit_loaders`` on ``train_samples``, without a validation loop (the calibration sets
     thresholds and normalisation once, from the validation predictions)."""
@@ -411,7 +408,7 @@ def fit_loaders(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> tuple[Any, float]:
     """Seeded CPU fit of whole images or tiles; returns (model in eval mode, seconds).
     ``roi``: the items' input masks; ``prepare``: called on the built model first."""

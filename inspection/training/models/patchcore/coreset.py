@@ -21,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Coreset:
-    """``indices``: (k,) int64 rows of an (n, d) embedding, in selection order; ``radius``:
-    the largest projected distance from any row to its nearest kept row."""
+    """``indices``: (k,) int64 rows in selection order; ``radius``: the projected cover radius."""
 
     indices: torch.Tensor
     radius: float

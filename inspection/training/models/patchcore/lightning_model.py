@@ -75,8 +75,7 @@ class Patchcore(AnomalibPatchcore):
         out-of-fold scores replay: the backbone runs once over the training images."""
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        """Collect the batch's patch embeddings (only those inside the ROI, when one is set),
-        then those of its ``bank_augment`` views (``training.augment``)."""
+        """Collect the batch's patch embeddings (inside the ROI), then its views'."""
         loss = super().training_step(batch, *args, **kwargs)
         store = self.model.embedding_store
         embedding = store[-1]

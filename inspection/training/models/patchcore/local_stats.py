@@ -98,8 +98,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         return self.bank.numel() > 0
 
     def raw_cells(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels in each
-        window, relative to the image's own (``relative``)."""
+        """(N, 6, H/8, W/8): per-channel mean and std of each window of ``relative`` pixels."""
         pixels = relative(images)
         mean = self.pool(pixels)
         variance = (self.pool(pixels * pixels) - mean * mean).clamp_min(0)
@@ -151,8 +150,7 @@ class FusedPatchcoreModel(PatchcoreModel):
         return self.map_peak is not None
 
     def main_outputs(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        """PatchCore's own (unfused) outputs: anomalib's ``PatchcoreModel.forward`` (its
-        image score is the largest patch distance, whatever ``map_peak``)."""
+        """PatchCore's own unfused outputs (image score: the largest patch distance)."""
         return super().forward(input_tensor)
 
     def side_outputs(self, input_tensor: torch.Tensor) -> InferenceBatch:
@@ -556,8 +554,7 @@ def no_room_to_gain(
 
 
 def no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
-    """Why a fused model would have no good calibration scores apart from the images that fit
-    its standardisers ('' when it has)."""
+    """Why a fused model would have no good scores apart from its standardisers' ('' if not)."""
     folds = config.calibration_folds
     if folds < 2 or train_images < 2 * folds:
         return "needs calibration_folds >= 2 and 2 training images per fold (a calibration set apart from its standardisers')"

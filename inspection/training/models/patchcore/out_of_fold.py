@@ -130,8 +130,7 @@ def model_inputs(
     image_size: tuple[int, int],
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> torch.Tensor:
-    """(N, 3, H, W) float32: the samples (16-bit ones at ``bits``) through the model's
-    pre-processor."""
+    """(N, 3, H, W) float32: the samples through the model's pre-processor."""
     dataset = SampleDataset(samples, image_size, bits)
     with torch.no_grad():
         images = torch.stack([dataset[i].image for i in range(len(dataset))])
@@ -286,8 +285,7 @@ def replayed_embeddings(
 def _fit_rows(
     model: Any, samples: Sequence[Sample], roi: TrainingRoi | None, size: Sequence[int]
 ) -> list[torch.Tensor]:
-    """Per image, the patch rows its fit collected (``Patchcore.train_rows``, its
-    ``bank_augment`` views' included), ROI applied as in ``_embeddings``."""
+    """Per image, the patch rows its fit collected (views included), ROI applied."""
     kept = model.train_rows
     rows = [kept[str(s.path)] for s in samples]
     if roi is not None:
