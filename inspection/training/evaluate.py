@@ -1,7 +1,7 @@
 """Predict with a trained model and measure it with the torch-free ``inspection.core.metrics``.
 
-``compute_metrics`` judges raw numpy outputs exactly as the station does (``core.verdict.judge``
-after normalisation, with the product's segmentation), overall and per defect type.
+``metrics_of_predictions`` judges raw outputs exactly as the station does, overall and per
+defect type.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from inspection.core.calibration import (
 )
 from inspection.core.export_gate import measure
 from inspection.core.images import DEFAULT_SOURCE_BITS
-from inspection.core.metrics import EvaluationMetrics, JudgedSet, aupro, judge_all
+from inspection.core.metrics import EvaluationMetrics, JudgedSet, judge_all
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import channels_last
 from inspection.training.plots import save_plots
 from inspection.training.samples import Predictions, SampleDataset, mask_known
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["Predictions", "aupro", "compute_metrics", "metrics_of_predictions", "predict"]
 
 
 def predict(
@@ -74,41 +72,14 @@ def predict(
     )
 
 
-def compute_metrics(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    maps: np.ndarray,
-    gt_masks: np.ndarray,
-    defect_types: Sequence[str],
-    *,
-    calibration: Calibration,
-    mask_known: np.ndarray | None = None,
-) -> EvaluationMetrics:
-    """``core.metrics`` figures of raw scores (N,) and maps (N, H, W), judged as the station would:
-    verdicts and regions by ``core.verdict.judge`` after ``calibration``'s normalisation, AUROC and
-    AUPRO on the raw outputs (normalisation clips, which would create ties)."""
-    if maps is None or gt_masks is None:
-        raise ValueError("give both maps and gt_masks: verdicts need the anomaly maps")
-    if np.shape(maps)[0] != len(scores):
-        raise ValueError(f"maps: expected {len(scores)} maps, got shape {np.shape(maps)}")
+def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:
+    """``core.metrics`` figures of a model's raw predictions, judged at ``calibration`` as the
+    station would (``core.export_gate.measure``)."""
     metrics, _ = measure(
-        np.asarray(scores), maps, labels, gt_masks, defect_types, calibration,
-        mask_known=mask_known,
+        predictions.scores, predictions.maps, predictions.labels, predictions.gt_masks,
+        predictions.defect_types, calibration, mask_known=predictions.mask_known,
     )  # fmt: skip
     return replace(metrics, calibration=calibration)
-
-
-def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:
-    """``compute_metrics`` of a model's predictions at ``calibration``."""
-    return compute_metrics(
-        predictions.scores,
-        predictions.labels,
-        predictions.maps,
-        predictions.gt_masks,
-        predictions.defect_types,
-        calibration=calibration,
-        mask_known=predictions.mask_known,
-    )
 
 
 def judged_rows(
