@@ -21,9 +21,9 @@ from inspection.core.calibration import (
     normalize_maps,
     normalize_scores,
 )
-from inspection.core.export_gate import measure
 from inspection.core.images import DEFAULT_SOURCE_BITS
 from inspection.core.metrics import EvaluationMetrics, JudgedSet, judge_all
+from inspection.core.outputs import RawOutputs
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import channels_last
 from inspection.training.plots import save_plots
@@ -64,7 +64,7 @@ def predict(
         scores=np.concatenate(scores).astype(np.float32),
         maps=np.concatenate(maps).astype(np.float32),
         labels=np.array([s.label for s in samples], dtype=np.int64),
-        gt_masks=np.stack(masks),
+        masks=np.stack(masks),
         mask_known=np.array([mask_known(s) for s in samples], dtype=bool),
         defect_types=tuple(s.defect_type for s in samples),
         paths=tuple(str(s.path) for s in samples),
@@ -72,13 +72,10 @@ def predict(
     )
 
 
-def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:
+def metrics_of_predictions(predictions: RawOutputs, calibration: Calibration) -> EvaluationMetrics:
     """``core.metrics`` figures of a model's raw predictions, judged at ``calibration`` as the
-    station would (``core.export_gate.measure``)."""
-    metrics, _ = measure(
-        predictions.scores, predictions.maps, predictions.labels, predictions.gt_masks,
-        predictions.defect_types, calibration, mask_known=predictions.mask_known,
-    )  # fmt: skip
+    station would (``RawOutputs.measure``)."""
+    metrics, _ = predictions.measure(calibration)
     return replace(metrics, calibration=calibration)
 
 

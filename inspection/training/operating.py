@@ -122,7 +122,7 @@ def calibrate_predictions(
         sources["calibration"] = int(held_aside.size)
         extra = held_aside if extra is None else np.r_[extra, held_aside]
     calibration = calibrate(
-        validation.scores, validation.maps, validation.labels, validation.gt_masks,
+        validation.scores, validation.maps, validation.labels, validation.masks,
         validation.defect_types, mask_known=validation.mask_known, point=point,
         extra_good_scores=extra, good_sources=sources, validation_good=with_validation,
     )  # fmt: skip

@@ -112,7 +112,7 @@ def plot_examples(
             load_image(Path(predictions.paths[index]), (height, width), predictions.bits),
             jet(heat)[..., :3],
             np.repeat(judged_mask[..., None], 3, axis=2),
-            np.repeat(predictions.gt_masks[index][..., None], 3, axis=2),
+            np.repeat(predictions.masks[index][..., None], 3, axis=2),
         ]
         top = number * (height + GAP)
         for column, panel in enumerate(panels):

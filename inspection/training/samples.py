@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
+from inspection.core.outputs import RawOutputs
 from inspection.data.dataset import Sample
 from inspection.data.decoded import KEPT
 
@@ -75,27 +76,14 @@ def mask_known(sample: Sample) -> bool:
 
 
 @dataclass(frozen=True)
-class Predictions:
-    """Raw outputs on N test images: scores (N,) float32, maps (N, H, W) float32, labels (N,) 0/1,
-    gt_masks (N, H, W) bool, mask_known (N,) bool; ``bits``: how 16-bit images were read."""
+class Predictions(RawOutputs):
+    """``RawOutputs`` of a torch model on N test images, with their ``paths`` and the
+    ``bits`` 16-bit images were read at (for the report's examples)."""
 
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    gt_masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-    paths: tuple[str, ...]
+    paths: tuple[str, ...] = ()
     bits: int = DEFAULT_SOURCE_BITS
 
     def __post_init__(self) -> None:
-        n = len(self.scores)
-        if self.scores.shape != (n,):
-            raise ValueError(f"scores: expected shape (N,), got {self.scores.shape}")
-        if self.maps.ndim != 3 or len(self.maps) != n:
-            raise ValueError(f"maps: expected ({n}, H, W), got {self.maps.shape}")
-        if self.gt_masks.shape != self.maps.shape:
-            raise ValueError(f"gt_masks: expected {self.maps.shape}, got {self.gt_masks.shape}")
-        for name in ("labels", "mask_known", "defect_types", "paths"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name}: expected {n} entries, got {len(getattr(self, name))}")
+        super().__post_init__()
+        if len(self.paths) != len(self.scores):
+            raise ValueError(f"paths: expected {len(self.scores)} entries, got {len(self.paths)}")

@@ -32,6 +32,7 @@ from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights
+from inspection.training.evaluate import metrics_of_predictions
 from inspection.training.models import model_kind
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
@@ -213,9 +214,9 @@ def train_tiled(
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
-        outputs = predict_tiled(model, test, tiling, roi=roi, bits=bits)
-        measured, _ = outputs.measure(calibration)
-        judged = replace(measured, calibration=calibration)
+        judged = metrics_of_predictions(
+            predict_tiled(model, test, tiling, roi=roi, bits=bits), calibration
+        )
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
     roi_extra = training_roi_extra(roi, tile_data.training_roi, model, tiles_kept=tiles,
                                    tiles_total=tile_data.total_tiles)  # fmt: skip

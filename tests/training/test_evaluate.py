@@ -30,7 +30,7 @@ def compute_metrics(
 ) -> EvaluationMetrics:
     """``metrics_of_predictions`` of these arrays as a model's predictions."""
     predictions = Predictions(
-        scores=np.asarray(scores, np.float32), maps=maps, labels=labels, gt_masks=masks,
+        scores=np.asarray(scores, np.float32), maps=maps, labels=labels, masks=masks,
         mask_known=np.ones(len(scores), bool) if mask_known is None else mask_known,
         defect_types=tuple(types), paths=tuple(f"{i}.png" for i in range(len(scores))),
     )  # fmt: skip
@@ -125,9 +125,9 @@ def test_unknown_masks_are_left_out_of_pixel_metrics() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"labels": np.array([0, 1])}, "labels: expected 8 entries"),
-        ({"maps": np.zeros((8, 4, 4), np.float32)}, r"gt_masks: expected \(8, 4, 4\)"),
-        ({"maps": np.zeros((3, 16, 16), np.float32)}, r"maps: expected \(8, H, W\)"),
+        ({"labels": np.array([0, 1])}, "labels, mask_known and defect_types need 8 entries"),
+        ({"maps": np.zeros((8, 4, 4), np.float32)}, r"masks: expected \(8, 4, 4\)"),
+        ({"maps": np.zeros((3, 16, 16), np.float32)}, r"needs scores \(N,\) and maps \(N, h, w\)"),
     ],
 )
 def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
@@ -142,12 +142,12 @@ def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
 
 
 def test_predictions_check_shapes() -> None:
-    with pytest.raises(ValueError, match=r"gt_masks: expected \(2, 4, 4\), got \(2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"masks: expected \(2, 4, 4\), got \(2, 3, 3\)"):
         Predictions(
             scores=np.zeros(2, np.float32),
             maps=np.zeros((2, 4, 4), np.float32),
             labels=np.zeros(2, np.int64),
-            gt_masks=np.zeros((2, 3, 3), bool),
+            masks=np.zeros((2, 3, 3), bool),
             mask_known=np.ones(2, bool),
             defect_types=("good", "good"),
             paths=("a", "b"),
