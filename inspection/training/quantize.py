@@ -115,14 +115,6 @@ def describe_kept(kept: dict[str, list[str]]) -> tuple[str, ...]:
     )
 
 
-def ignored_scope(model: ov.Model, stem_depth: int = 0) -> object:
-    """The NNCF ``IgnoredScope`` keeping ``kept_fp32(model, stem_depth)`` in FP32."""
-    nncf = import_nncf()
-
-    names = [name for part in kept_fp32(model, stem_depth).values() for name in part]
-    return nncf.IgnoredScope(names=names, validate=False)
-
-
 def quantize_int8(
     model: ov.Model,
     calibration: Sequence[np.ndarray],
@@ -130,15 +122,16 @@ def quantize_int8(
     stem_depth: int = 0,
 ) -> ov.Model:
     """Quantise ``model`` to INT8 on ``calibration`` ((3, h, w) float32 good images), the distance
-    head and ``input_stem`` kept FP32. Weights are 7-bit everywhere, so AVX2 CPUs (whose u8 x s8
-    pairs saturate int16 with 8-bit weights) compute what VNNI and AMX do."""
+    head and ``input_stem`` kept FP32 (an NNCF ``IgnoredScope``). Weights are 7-bit everywhere,
+    so AVX2 CPUs (u8 x s8 pairs saturate int16 with 8-bit weights) compute what VNNI and AMX do."""
     nncf = import_nncf()
 
     if not calibration:
         raise ValueError("INT8 quantisation needs at least one calibration image")
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
-    scope = ignored_scope(model, stem_depth)
+    kept = [name for part in kept_fp32(model, stem_depth).values() for name in part]
+    scope = nncf.IgnoredScope(names=kept, validate=False)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     log.info("quantising to INT8 with %d calibration images", subset)
     return nncf.quantize(

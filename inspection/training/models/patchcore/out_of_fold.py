@@ -70,7 +70,8 @@ def out_of_fold_scores(
     side_banks = _local_stats_fold_banks(
         inner, images, samples, roi, batch_size, assignment, (ratio, cap_rows, seed)
     )
-    trained_banks = _banks(inner)
+    head = getattr(inner, "local_stats", None)
+    trained = inner.memory_bank, None if head is None else head.bank
     budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
     banks = fold_banks(rows, assignment, ratio, cap_rows, seed, budget_bytes=budget)
     scores = np.empty(len(samples), dtype=np.float64)
@@ -78,7 +79,7 @@ def out_of_fold_scores(
         for fold in range(folds):
             inner.memory_bank = banks[fold]
             if side_banks:
-                inner.local_stats.bank = side_banks[fold]
+                head.bank = side_banks[fold]
             held = np.flatnonzero(assignment == fold)
             scores[held] = score_images(
                 inner, held, images, own, image_size=image_size, batch_size=batch_size,
@@ -87,9 +88,11 @@ def out_of_fold_scores(
             if stages is not None:
                 stages("out-of-fold scores", fold + 1, folds)
     finally:
-        _restore_banks(inner, trained_banks)
+        inner.memory_bank = trained[0]
+        if head is not None:
+            head.bank = trained[1]
         if side_banks:
-            inner.local_stats.fold_banks = []  # used once: the memory goes back
+            head.fold_banks = []  # used once: the memory goes back
     logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
     return scores
 
@@ -179,17 +182,6 @@ def _union(cores: list[torch.Tensor], cap_rows: int | None, seed: int) -> torch.
         return union
     seed_selection(seed)
     return union[select_coreset(union, 1.0, cap_rows).indices].contiguous()
-
-
-def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    head = getattr(inner, "local_stats", None)
-    return inner.memory_bank, head.bank if head is not None else None
-
-
-def _restore_banks(inner: Any, banks: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    inner.memory_bank = banks[0]
-    if banks[1] is not None:
-        inner.local_stats.bank = banks[1]
 
 
 def _local_stats_fold_banks(
