@@ -198,8 +198,7 @@ class _Reviews:
         return not copies
 
     def add(self, store: Store, row: Any, root: Path) -> None:
-        """A reviewed defect or false alarm: into training (a defect that ``teaches``, with
-        its painted region as mask) or the evaluation items."""
+        """A reviewed defect or false alarm, into training (``teaches``) or the evaluation items."""
         path = _blob_image(store, row.image_sha, row.id, self.skipped)
         if path is None:
             return
@@ -228,8 +227,7 @@ class _Reviews:
 
 
 def _region(store: Store, row: Any) -> Path | None:
-    """The file of the region the latest reviewer painted; None when none was (or its blob
-    is gone: the defect then counts image-level, logged)."""
+    """The file of the latest reviewer's painted region; None without one (or its blob gone)."""
     if not row.review_region_sha:
         return None
     try:

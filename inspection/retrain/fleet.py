@@ -202,8 +202,7 @@ def _lost_child(
     budget: float | None = None,
     minutes: float | None = None,
 ) -> FleetOutcome:
-    """The outcome of a child stopped when its ``minutes`` were up, or that died before sending
-    one, recorded (its run could not)."""
+    """The recorded outcome of a child stopped after ``minutes``, or that died without one."""
     child.join()
     if minutes is not None:
         stage = "timeout"
@@ -322,8 +321,7 @@ def connect_ray(address: str) -> None:
 
 
 def require_ray_token() -> None:
-    """``InspectionError`` saying how to make one when Ray would find no token (Ray's order:
-    variable, path, default file)."""
+    """``InspectionError`` saying how to make one when Ray would find no token."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -400,8 +398,7 @@ def _budget_hint(product: str, budget: float) -> str:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` or its cause is a refused allocation (``MemoryError``, ENOMEM, torch's or
-    OpenVINO's "allocate ... memory")."""
+    """Whether ``exc`` or its cause is a refused allocation (MemoryError, ENOMEM, "allocate")."""
     while exc is not None:
         enomem = isinstance(exc, OSError) and exc.errno == errno.ENOMEM
         if enomem or isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):

@@ -23,8 +23,7 @@ class Learned:
 
 
 def learned_images(registry: Registry, record: ModelRecord | None) -> Learned:
-    """The ``Learned`` of ``record``: walking its incremental lineage back to a fully trained
-    version, and that version's own retrain run's ``learned_images`` when a run made it."""
+    """The ``Learned`` of ``record``: its incremental lineage, then the run that made its root."""
     images: list[Path] = []
     missing: dict[str, str] = {}
     while record is not None:

@@ -47,8 +47,7 @@ class BundleEvaluation:
         }
 
     def gate_metrics(self) -> dict[str, float]:
-        """Flat ``{name: value}`` the gate compares (rates at the bundle's own operating point);
-        undefined metrics are left out."""
+        """Flat ``{name: value}`` the gate compares; undefined metrics are left out."""
         figures = self.metrics.overall.figures()
         flat = {k: figures[k] for k in GATEABLE_METRICS if k in figures}
         return {**flat, **self.latency()}

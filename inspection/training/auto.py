@@ -294,8 +294,7 @@ def _run(
 
 
 def _gain(evaluation: Evaluation, reference: Evaluation | None) -> dict[str, float] | None:
-    """Paired bootstrap interval of validation AUROC over ``reference`` on the same images
-    (None without a reference or when the two were judged on different images)."""
+    """Paired bootstrap interval of validation AUROC over ``reference`` on the same images."""
     if reference is None:
         return None
     paths, scores, labels = evaluation.validation
@@ -315,8 +314,7 @@ def _result(
 
 
 def _estimate(results: Sequence[CandidateResult], candidate: Candidate) -> float:
-    """Expected seconds of ``candidate``: the longest completed one of its kind (else of any),
-    each scaled by the ratio of input areas (fit and inference go with the pixel count)."""
+    """Expected seconds of ``candidate``: the longest done one of its kind, scaled by input area."""
     done = [r for r in results if r.status == "done"]
     same = [r for r in done if r.kind == candidate.kind] or done
     return max([r.seconds * (candidate.scale / r.scale) ** 2 for r in same] or [0.0])

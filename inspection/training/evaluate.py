@@ -73,8 +73,7 @@ def predict(
 
 
 def metrics_of_predictions(predictions: RawOutputs, calibration: Calibration) -> EvaluationMetrics:
-    """``core.metrics`` figures of a model's raw predictions, judged at ``calibration`` as the
-    station would (``RawOutputs.measure``)."""
+    """``core.metrics`` figures of raw predictions judged at ``calibration`` as stations judge."""
     metrics, _ = predictions.measure(calibration)
     return replace(metrics, calibration=calibration)
 
@@ -82,8 +81,7 @@ def metrics_of_predictions(predictions: RawOutputs, calibration: Calibration) ->
 def judged_rows(
     predictions: Predictions, metrics: EvaluationMetrics, rows: Sequence[int]
 ) -> JudgedSet | None:
-    """The station's verdicts and (len(rows), H, W) bool masks on those images, at the
-    calibration the metrics were judged at (None for metrics written before it was recorded)."""
+    """The station's verdicts and (len(rows), H, W) masks at the metrics' calibration (or None)."""
     calibration = metrics.calibration
     if calibration is None:
         return None

@@ -38,7 +38,7 @@ from inspection.core.operating_point import (
     pools_out_of_fold,
 )
 from inspection.runtime.preprocess import preprocess
-from inspection.training.convert import ScoreAndMap, no_chunking
+from inspection.training.convert import no_chunking, score_and_map
 
 MIN_STD = 1e-6
 FOLDS = 5
@@ -56,8 +56,7 @@ def fit_gaussian(vectors: np.ndarray) -> Gaussian:
 
 
 def out_of_fold_distances(vectors: np.ndarray, folds: int = FOLDS) -> np.ndarray:
-    """(N,) Mahalanobis distance of each of the (N, D) vectors under a Gaussian fitted
-    without its fold: the distances of good images the model has not seen (N >= 4)."""
+    """(N,) Mahalanobis distance of each (N, D) vector under a Gaussian fitted without its fold."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2 or len(vectors) < 4:
         raise ValueError(f"need (N >= 4, D) vectors of normal images, got {vectors.shape}")
@@ -190,8 +189,7 @@ FUSION_RULE = (
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """Outputs of the export wrapper on N images: local raw scores (N,), pooled features
-    (N, D; D = 0 without pooled layers) and the images as the model saw them ((h, w, 3) float32 in [0, 1])."""
+    """Export-graph outputs on N images: local raw scores (N,), pooled (N, D), images seen."""
 
     local_raw: np.ndarray
     pooled: np.ndarray
@@ -209,7 +207,7 @@ def model_outputs(
     # deferred: torch (2 s), only for a torch model's outputs
     import torch
 
-    wrapper = ScoreAndMap.wrap(torch_model.eval(), layers)
+    wrapper = score_and_map(torch_model.eval(), layers)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         score, *rest = wrapper(torch.from_numpy(batch))
@@ -277,8 +275,7 @@ def fit_model_context(
     train_out_of_fold: TrainOutOfFold | None = None,
     calibration_paths: Sequence[Path] = (),
 ) -> FittedContext:
-    """Fit a trained model's global context, keep the components that help on validation, and
-    re-derive threshold (``context_threshold``) and min/max in fused space."""
+    """Fit a trained model's global context, keep the components that help, re-derive thresholds."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)

@@ -63,8 +63,7 @@ class TrainingRoi:
 
 
 def masked_predictions(predictions: Predictions, roi: RoiSpec | None) -> Predictions:
-    """``predictions`` of whole images with scores and maps masked to ``roi`` exactly as a
-    bundle masks its outputs (``core.roi.apply_roi_batch``; unchanged when ``roi`` is None)."""
+    """``predictions`` masked to ``roi`` exactly as a bundle masks its outputs (None: unchanged)."""
     if roi is None:
         return predictions
     scores, maps = apply_roi_batch(predictions.scores, predictions.maps, roi)

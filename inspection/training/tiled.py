@@ -198,8 +198,7 @@ def train_tiled(
     evaluate: bool = True,
     roi: RoiSpec | None = None,
 ) -> ModelRecord:
-    """Fit on tiles, calibrate on whole validation images, measure the test split (unless
-    ``evaluate=False``) and register a version that records its tiling and ROI."""
+    """Fit on tiles, calibrate on whole images, measure and register a version with its tiling."""
     check_tiling(config, tiling)
     validation, test = evaluation_splits(config, dataset)
     weights = config_weights(config)

@@ -147,8 +147,7 @@ def load_trained_model(record: ModelRecord) -> Any:
 
 
 class StageClock:
-    """Wall seconds per named stage of one training run (``train stages: {...}`` in the log),
-    and the process's peak RSS when each ended (``train peak RSS GB: {...}``)."""
+    """Wall seconds and peak RSS per named stage of one training run (logged)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -284,8 +283,7 @@ def _fit_local_statistics(
     validation: Sequence[Sample],
     roi: TrainingRoi | None,
 ) -> LocalStatsChoice | None:
-    """Fit the fused local-statistics model (``training.models.patchcore.local_stats``) where
-    the kind has one and the config asks."""
+    """Fit the fused local-statistics model where the kind has one and the config asks."""
     fit_local = model_kind(config.kind).fit_local_statistics
     if fit_local is None or config.local_statistics_mode == "off":
         return None
@@ -298,8 +296,7 @@ def _fit_local_statistics(
 def predict_validation(
     model: Any, config: ModelConfig, validation: Sequence[Sample]
 ) -> tuple[Predictions, BlurChoice | None]:
-    """Predictions on the validation split, after a ``map_peak`` model's
-    ``image_score_blur`` is set on them (``training.models.patchcore.image_score.choose_blur``)."""
+    """Predictions on the validation split, with a ``map_peak`` model's blur chosen on them."""
     validated = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
     head = getattr(model.model, "map_peak", None)
     if head is None:
@@ -359,8 +356,7 @@ def fused_predictions(
 
 
 def _context_out_of_fold(good: TrainGoodScores | None) -> TrainOutOfFold | None:
-    """The out-of-fold scores that may calibrate, as the fused threshold takes them (none
-    when they were scored through an ROI: the context scores whole images)."""
+    """The calibrating out-of-fold scores for the fused threshold (none through an ROI)."""
     if good is None or good.roi_masked:
         return None
     return TrainOutOfFold(np.flatnonzero(good.calibrates), good.out_of_fold[good.calibrates])
@@ -394,8 +390,7 @@ def fit(
     prepare: Callable[[Any], None] | None = None,
     stages: Stages = None,
 ) -> tuple[Any, float]:
-    """``fit_loaders`` on ``train_samples``, without a validation loop (the calibration sets
-    thresholds and normalisation once, from the validation predictions)."""
+    """``fit_loaders`` on ``train_samples``, without a validation loop (calibration follows)."""
     train_loader = make_loader(train_samples, config, shuffle=True)
     return fit_loaders(config, weights, train_loader, None, progress, roi, prepare, stages)
 

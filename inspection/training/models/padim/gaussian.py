@@ -114,8 +114,7 @@ def padim_embeddings(inner: Any, images: torch.Tensor, batch_size: int = 8) -> t
 def padim_scores(
     inner: Any, embeddings: torch.Tensor, gaussian: Any, image_size: tuple[int, int]
 ) -> np.ndarray:
-    """(N,) float64 image scores (map maximum) of (N, D, h, w) ``embeddings`` under
-    ``gaussian``, through the model's anomaly-map head."""
+    """(N,) float64 map-maximum scores of (N, D, h, w) ``embeddings`` under ``gaussian``."""
     with torch.no_grad():
         amap = inner.anomaly_map_generator(
             embedding=embeddings,
