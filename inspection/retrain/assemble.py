@@ -51,8 +51,7 @@ def type_folder(defect_type: str) -> str:
 
 @dataclass(frozen=True)
 class EvalItem:
-    """One evaluation image: ``label`` 1 = defective; ``mask_path`` None = no pixel truth;
-    ``source`` ``test`` (the labelled test split) or ``review`` (a reviewed inspection)."""
+    """One evaluation image (``label`` 1: defective; ``mask_path`` None: no pixel truth)."""
 
     path: Path
     label: int

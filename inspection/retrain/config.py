@@ -138,8 +138,7 @@ def load_retrain_config(
     *,
     configs_dir: Path | None = None,
 ) -> RetrainConfig:
-    """Read ``path`` (default: ``retrain.yaml`` in the site's configs folder when present, else
-    the built-in defaults) and merge ``overrides``."""
+    """Read ``path`` (default: the site's ``retrain.yaml``, if any) and merge ``overrides``."""
     if path is None:
         path = configs_folder(configs_dir) / RETRAIN_CONFIG_FILE
         data = read_yaml(path) if path.is_file() else {}

@@ -293,8 +293,7 @@ RAY_DEFAULT_TOKEN = Path("~/.ray/auth_token")
 
 
 def connect_ray(address: str) -> None:
-    """Join the cluster at ``address`` with this package on the workers' path and Ray's
-    token authentication unless ``RAY_AUTH_MODE=disabled`` (docs/security.md)."""
+    """Join the Ray cluster at ``address`` with this package on the path, token-authenticated."""
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     # deferred: ray (optional)
     import ray

@@ -29,8 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BundleEvaluation:
-    """One bundle's results on the evaluation set: ``scores`` (N,) float32 in [0, 1];
-    ``latencies_ms`` (N,) float64; ``metrics`` overall and per defect type."""
+    """One bundle's scores (N,) in [0, 1], latencies (N,) ms and metrics on the evaluation set."""
 
     role: str
     bundle_id: str

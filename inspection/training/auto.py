@@ -262,8 +262,7 @@ def search(
 def _still_contending(
     contenders: dict[int, Evaluation], results: Sequence[CandidateResult]
 ) -> dict[int, Evaluation]:
-    """The default's evaluation and those within ``TIE_MARGIN`` of the best validation AUROC
-    so far (the best only rises); the rest free their model."""
+    """The default and those within ``TIE_MARGIN`` of the best so far; the rest free their model."""
     best = max((results[i].validation_auroc for i in contenders), default=0.0)
     return {i: e for i, e in contenders.items()
             if i == 0 or results[i].validation_auroc >= best - TIE_MARGIN}  # fmt: skip

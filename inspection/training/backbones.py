@@ -272,8 +272,7 @@ def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
 
 @contextmanager
 def no_pretrained_download() -> Iterator[None]:
-    """Within the block, ``timm.create_model(pretrained=True)`` builds without downloading
-    (anomalib's STFPM asks for a pretrained teacher; ``apply_weights`` loads ours after)."""
+    """Inside, ``timm.create_model(pretrained=True)`` builds without downloading."""
     original = timm.create_model
 
     def create_model(*args: Any, **kwargs: Any) -> nn.Module:
@@ -360,8 +359,7 @@ def separate_blurs(module: nn.Module) -> int:
 
 
 def in_process(module: nn.Module) -> None:
-    """The trained model's in-process forms (same state dict, same outputs up to rounding); a
-    bundle is traced from a model rebuilt by ``load_trained_model``, without them."""
+    """The trained model's faster in-process forms (same state dict and outputs, not exported)."""
     separate_blurs(module)
     shorten_backbones(module)
     fold_batchnorms(module)

@@ -103,8 +103,7 @@ def fit_global_context(
     feature_layers: Sequence[str] = (),
     validation_local_raw: np.ndarray | None = None,
 ) -> GlobalContext:
-    """Fit each component on the training images, standardised on out-of-fold ones
-    (``train_pooled``: (N, D) pooled features; ``validation_local_raw``: good validation scores)."""
+    """Fit each component on the training images, standardised on out-of-fold distances."""
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
     for name, vectors in component_vectors(components, train_images, train_pooled).items():
@@ -225,8 +224,7 @@ def batched_outputs(
     *,
     images: bool = True,
 ) -> ModelOutputs:
-    """``run`` (a (B, 3, h, w) station-preprocessed batch -> raw scores (B,) and pooled
-    features (B, D) or None) over ``paths``; the images as the graph saw them with ``images``."""
+    """``run`` over ``paths`` in station-preprocessed batches (images kept with ``images``)."""
     scores, pooled, seen = [], [], []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]

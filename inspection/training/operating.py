@@ -88,8 +88,7 @@ def held_aside_scores(
     roi: RoiSpec | None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
-    """(N,) raw scores of the good calibration ``samples`` as the trained model scores a test
-    image (masked to ``roi``), ``CALIBRATION_CHUNK`` at a time."""
+    """(N,) raw scores of the good calibration ``samples``, masked to ``roi``, chunk by chunk."""
     scores = [np.empty(0, np.float32)]
     for start in range(0, len(samples), CALIBRATION_CHUNK):
         chunk = samples[start : start + CALIBRATION_CHUNK]

@@ -71,8 +71,7 @@ def masked_predictions(predictions: Predictions, roi: RoiSpec | None) -> Predict
 
 
 def centres(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(height, width) bool: ``mask`` ((H, W) bool) sampled at the centres of a height x width
-    grid of cells over it (a feature map's receptive-field centres)."""
+    """(height, width) bool: the (H, W) ``mask`` at the centres of a height x width cell grid."""
     rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(int)
     cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(int)
     return mask[np.ix_(rows, cols)]

@@ -128,8 +128,7 @@ def predict_tiled(
     roi: RoiSpec | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> RawOutputs:
-    """Run the torch model over every tile of ``samples`` (with ``roi``: those holding an ROI
-    pixel) and stitch: raw scores (N,) (highest tile), maps (N, h, w) at ``evaluation_size``."""
+    """Raw scores (N,) (highest tile) and stitched maps of the tiles of ``samples`` (in ``roi``)."""
     data = TileDataset(samples, tiling, bits=bits)
     scores, maps = [], []
     model.eval()

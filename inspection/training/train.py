@@ -476,8 +476,7 @@ def version_extra(
     splits: tuple[Sequence[Sample], Sequence[Sample]],
     calibration: Any,
 ) -> dict[str, Any]:
-    """The ``extra`` entries every trained version records: preprocessing, normalisation and
-    segmentation (of ``calibration``), its (validation, test) ``splits``, training images."""
+    """The ``extra`` every trained version records (preprocessing, calibration, splits)."""
     return {
         "preprocessing": to_mapping(station_preprocessing(config, weights)),
         "normalization": to_mapping(calibration.normalization),
