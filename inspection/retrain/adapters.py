@@ -47,8 +47,7 @@ def train_challenger(
     progress: bool,
     configs_dir: Path | None = None,
 ) -> ModelRecord:
-    """Train on the run's MVTec folder and register a new immutable version; the ROI is the
-    product's in ``configs_dir`` (the site's configs folder)."""
+    """Train on the run's folder and register a version (ROI: the product's in ``configs_dir``)."""
     # deferred: torch (the training side)
     from inspection.training.train import train
 
@@ -59,8 +58,7 @@ def train_challenger(
 
 
 def memory_bank(kind: str) -> bool:
-    """Whether a model of ``kind`` scores against a bank of good rows, which new good images
-    extend (``update_challenger``) without a full refit."""
+    """Whether ``kind``'s bank of good rows can be extended by new good images without a refit."""
     from inspection.training.models import model_kind  # deferred: torch (the training side)
 
     return model_kind(kind).memory_bank
@@ -90,10 +88,8 @@ def export_challenger(
     configs_dir: Path | None = None,
     refine: RefineConfig | None = None,
 ) -> tuple[ExportResult | None, dict[str, str]]:
-    """Export ``record`` as ``inspection demo`` does (``export_gated``: never forced, each
-    precision through its own export gate, signed with the site key when this machine holds
-    it); returns (the challenger: the first of ``export.precisions`` whose gate passed, else
-    None; why each other precision was not registered)."""
+    """Export ``record`` as ``inspection demo`` does (``export_gated``); returns (the first of
+    ``export.precisions`` whose gate passed, else None; why each other was not registered)."""
     # deferred: torch (the training side)
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_gated

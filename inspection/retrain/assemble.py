@@ -1,19 +1,11 @@
 """Build a retrain run's data from the original dataset and the reviewed inspections.
 
-Training set, an MVTec-style folder under the run folder: the original images (good ones and
-labelled defects), the good images its champion learned by ``train --update``
-(``retrain.lineage``, as ``train/good/update-<sha256>``), plus those reviewed as ``good``, plus
-the reviewed defects that teach
-(``teaches``), each in ``train/<type>/review-<id>.png`` with the region its reviewer painted as
-``ground_truth/train/<type>/review-<id>_mask.png`` (none painted: an image-level label). The
-test split and its masks are copied too: training holds part of it out to calibrate.
-
-Evaluation set, read in place: the original test split, false alarms (label 0), and the
-reviewed defects that do not teach (label 1; the painted region is their pixel truth, none:
-left out of pixel metrics). Which reviewed defects teach is a fixed rule of the inspection id
-alone (a seeded hash: ``TEACHING_SHARE`` of them teach), so a defect is on the same side in
-every run: no run evaluates on an image that taught its challenger or an earlier champion.
-An image that copies a held-out test image (``data.leaks``) is left out, named in ``left_out``.
+Training set (an MVTec folder in the run folder): the original images, the good images the
+champion learned by ``train --update`` (``retrain.lineage``), the reviewed-good ones, and the
+reviewed defects that teach, with their painted regions. Evaluation set, read in place: the
+original test split, false alarms and the reviewed defects that do not teach. Which defects
+teach is a seeded hash of the inspection id (``TEACHING_SHARE``), so no run evaluates on an
+image that taught its challenger or an earlier champion. Leaks of test images are left out.
 """
 
 from __future__ import annotations
@@ -59,8 +51,7 @@ def type_folder(defect_type: str) -> str:
 
 @dataclass(frozen=True)
 class EvalItem:
-    """One evaluation image: ``label`` 1 = defective; ``mask_path`` None = no pixel truth;
-    ``source`` ``test`` (the labelled test split) or ``review`` (a reviewed inspection)."""
+    """One evaluation image (``label`` 1: defective; ``mask_path`` None: no pixel truth)."""
 
     path: Path
     label: int
@@ -134,10 +125,9 @@ def assemble_run_data(
     carry_over: Collection[str] = (),
     learned: Learned | None = None,
 ) -> RunData:
-    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items. Reviewed-good
-    images: reviewed after ``since``, or in ``carry_over``, and still labelled ``good``;
-    reviewed defects teach or evaluate by ``teaches``; false alarms all evaluate;
-    ``learned``: the champion's ``train --update`` images. ``store=None``: no reviews."""
+    """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items: reviewed-good images
+    after ``since`` or in ``carry_over`` and still ``good``, reviewed defects by ``teaches``, every
+    false alarm, and ``learned`` (``train --update`` images). ``store=None``: no reviews."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:
@@ -207,8 +197,7 @@ class _Reviews:
         return not copies
 
     def add(self, store: Store, row: Any, root: Path) -> None:
-        """A reviewed defect or false alarm: into training (a defect that ``teaches``, with
-        its painted region as mask) or the evaluation items."""
+        """A reviewed defect or false alarm, into training (``teaches``) or the evaluation items."""
         path = _blob_image(store, row.image_sha, row.id, self.skipped)
         if path is None:
             return
@@ -237,8 +226,7 @@ class _Reviews:
 
 
 def _region(store: Store, row: Any) -> Path | None:
-    """The file of the region the latest reviewer painted; None when none was (or its blob
-    is gone: the defect then counts image-level, logged)."""
+    """The file of the latest reviewer's painted region; None without one (or its blob gone)."""
     if not row.review_region_sha:
         return None
     try:

@@ -20,9 +20,8 @@ ReviewedSince = Literal["champion", "latest_version", "all"]
 
 @dataclass(frozen=True)
 class ProductJob:
-    """One product's retraining job. ``dataset`` defaults to ``<datasets_dir>/<product>``;
-    ``memory_gb``: its Ray task's memory budget (default: the fleet's ``--memory-gb``);
-    ``timeout_minutes``: a fleet run stops its retraining after this long, as failed."""
+    """One product's retraining job: ``dataset`` defaults to ``<datasets_dir>/<product>``;
+    ``memory_gb``: its Ray task's budget; ``timeout_minutes``: a fleet run stops it after this."""
 
     schedule: str = "0 2 * * 0"
     dataset: Path | None = None
@@ -62,10 +61,9 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ChallengerExport:
-    """How the challenger is exported: to each of ``precisions``, never forced, each through
-    its own export gate (``tolerances`` against FP32, as ``inspection export --tolerance``);
-    the challenger is the first in this order whose gate passed. None passed: the champion
-    stays ("challenger refused by its export gate")."""
+    """The challenger's export: each of ``precisions`` in order, never forced, through its own
+    gate (``tolerances`` against FP32); the first that passes is the challenger, else the
+    champion stays."""
 
     precisions: tuple[str, ...] = ("int8", "fp32")
     tolerances: GateTolerances = field(default_factory=GateTolerances)
@@ -81,15 +79,10 @@ class ChallengerExport:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """Everything ``inspection retrain`` and ``inspection scheduler`` read.
-
-    ``reviewed_since``: which reviewed-good inspections join the training images: ``champion``
-    (reviewed since the live version, plus those it was trained with: data accumulates),
-    ``latest_version`` (since the newest version) or ``all``. ``warmup``: inferences before
-    latency is measured. ``keep_work_dirs``: run folders kept per product. ``incremental``:
-    a memory-bank champion plus only new reviewed-good images gets its bank extended, not refit.
-    ``export``: the challenger's precisions and export gate (``ChallengerExport``).
-    """
+    """Everything ``inspection retrain`` and ``inspection scheduler`` read. ``reviewed_since``:
+    ``champion`` (reviews since the live version plus those it trained with), ``latest_version`` or
+    ``all``; ``warmup``: inferences before latency is measured; ``incremental``: a memory-bank
+    champion with only new reviewed-good images gets its bank extended, not refit."""
 
     products: dict[str, ProductJob] = field(default_factory=dict)
     gate: GatePolicy = field(default_factory=GatePolicy)
@@ -145,9 +138,7 @@ def load_retrain_config(
     *,
     configs_dir: Path | None = None,
 ) -> RetrainConfig:
-    """Read ``path`` and merge ``overrides``. Without a path: ``retrain.yaml`` in the site's
-    configs folder (``configs_dir``; ``core.config.configs_folder``) when present, else the
-    built-in defaults (no schedules; the shipped file's gate)."""
+    """Read ``path`` (default: the site's ``retrain.yaml``, if any) and merge ``overrides``."""
     if path is None:
         path = configs_folder(configs_dir) / RETRAIN_CONFIG_FILE
         data = read_yaml(path) if path.is_file() else {}

@@ -24,9 +24,8 @@ def train_champion(
     actor: str,
     export: ChallengerExport | None = None,
 ) -> str:
-    """Train ``config`` on the dataset at ``data`` and promote its bundle as the live champion,
-    exported as a challenger is (``export``: INT8 when its gate passes, else FP32; never
-    forced, so a station serves it). Its bundle id."""
+    """Train ``config`` on the dataset at ``data`` and promote its bundle, exported as a
+    challenger is (``export``, never forced), as the live champion; returns its bundle id."""
     # deferred: torch (the training side)
     from inspection.training.train import train
 

@@ -1,10 +1,8 @@
 """Retrain many products at once: Ray tasks with a CPU budget each, or in-process.
 
-Every task runs the ordinary ``retrain_product`` (same lock, registry writes and gate), so
-results are exactly those of ``inspection retrain``. A task that raises or whose worker dies
-never promotes (promotion is a run's last write); the driver records a lost worker's failure.
-Under a memory budget the product retrains in a child process of the worker that alone holds
-the limit, so the product fails alone and the worker (its Ray threads unlimited) reports it.
+Every task runs the ordinary ``retrain_product``, so results are those of ``inspection
+retrain``; a task that raises or whose worker dies never promotes (promotion is a run's last
+write). Under a memory budget the product retrains in a child process that alone holds the limit.
 """
 
 from __future__ import annotations
@@ -40,11 +38,9 @@ FleetStatus = Literal["promoted", "kept", "skipped", "failed"]
 
 @dataclass(frozen=True)
 class FleetOptions:
-    """``ray_address``: ``None`` runs products one after another in this process, ``"auto"``
-    or ``host:port`` on that Ray cluster. ``cpus_per_task``: the Ray request and the task's
-    thread count. ``memory_gb``: each task's budget (a product's own in retrain.yaml wins), as
-    Ray's request and the ``RLIMIT_DATA`` of the process it retrains in: a product outgrowing
-    it fails alone."""
+    """``ray_address``: ``None`` runs in this process, else ``"auto"`` or ``host:port``.
+    ``cpus_per_task``: Ray request and thread count. ``memory_gb``: each task's budget (a
+    product's own in retrain.yaml wins), Ray's request and the ``RLIMIT_DATA`` of its process."""
 
     ray_address: str | None = None
     cpus_per_task: float = 1.0
@@ -63,8 +59,7 @@ class FleetOptions:
 
 @dataclass(frozen=True)
 class FleetOutcome:
-    """One product's result as the driver saw it (``where`` = host:pid of the worker;
-    ``peak_rss_gb``: that worker's peak resident memory, Ray tasks only)."""
+    """One product's result (``where``: host:pid of the worker; ``peak_rss_gb``: Ray only)."""
 
     product: str
     status: FleetStatus
@@ -103,9 +98,8 @@ def retrain_task(
     product: str, site: SiteConfig, config: RetrainConfig, options: FleetOptions
 ) -> FleetOutcome:
     """Retrain one product (in a Ray worker or in-process); never raises. Under a memory
-    budget or a time limit the product runs in a child process: it alone holds the memory
-    limit (Ray's own threads starved of memory could hang the worker, and the fleet, instead
-    of failing the product), and it can be stopped when its time is up."""
+    budget or a time limit it runs in a child process, which alone holds the memory limit
+    (Ray's threads starved of memory could hang the fleet) and can be stopped in time."""
     budget = memory_budget_gb(product, config, options)
     minutes = config.job(product).timeout_minutes
     if budget is None and minutes is None:
@@ -123,9 +117,9 @@ def retrain_task(
             outcome: FleetOutcome = receive.recv()
         else:
             child.kill()
-            outcome = _stopped_child(product, site, options, minutes or 0.0, child, started)
+            outcome = _lost_child(product, site, options, child, started, minutes=minutes or 0.0)
     except EOFError:  # died without a word: killed (the OOM killer) or aborted
-        outcome = _lost_child(product, site, options, budget, child, started)
+        outcome = _lost_child(product, site, options, child, started, budget=budget)
     child.join()
     return outcome
 
@@ -138,9 +132,8 @@ def _retrain_within(
     config: RetrainConfig,
     options: FleetOptions,
 ) -> None:
-    """The child: it dies with its parent (a lost worker's run never promotes later), loads
-    its libraries, sets ``RLIMIT_DATA`` to ``budget`` GB (if any), retrains and sends the
-    outcome."""
+    """The child: dies with its parent (a lost worker's run never promotes later), sets
+    ``RLIMIT_DATA`` to ``budget`` GB (if any), retrains and sends the outcome."""
     # deferred: alembic, skimage, sqlalchemy, torch; loaded before the limit, counted in it
     import inspection.retrain.pipeline  # noqa: F401
 
@@ -203,46 +196,26 @@ def _lost_child(
     product: str,
     site: SiteConfig,
     options: FleetOptions,
-    budget: float | None,
     child: BaseProcess,
     started: float,
+    *,
+    budget: float | None = None,
+    minutes: float | None = None,
 ) -> FleetOutcome:
-    """The outcome of a child that died before sending one, recorded (its run could not)."""
+    """The recorded outcome of a child stopped after ``minutes``, or that died without one."""
     child.join()
-    code = child.exitcode or 0
-    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
-    detail = f"the retraining process {how}"
-    if budget is not None:
-        detail += f" (a process dies so when it runs out of {_budget_hint(product, budget)})"
-    return _failed_child(product, site, options, detail, "process", child, started)
-
-
-def _stopped_child(
-    product: str,
-    site: SiteConfig,
-    options: FleetOptions,
-    minutes: float,
-    child: BaseProcess,
-    started: float,
-) -> FleetOutcome:
-    """The outcome of a child stopped when its time was up, recorded (its run could not)."""
-    child.join()
-    detail = (
-        f"the retraining was stopped after {minutes:g} min (raise timeout_minutes for "
-        f"{product} in retrain.yaml)"
-    )
-    return _failed_child(product, site, options, detail, "timeout", child, started)
-
-
-def _failed_child(
-    product: str,
-    site: SiteConfig,
-    options: FleetOptions,
-    detail: str,
-    stage: str,
-    child: BaseProcess,
-    started: float,
-) -> FleetOutcome:
+    if minutes is not None:
+        stage = "timeout"
+        detail = (
+            f"the retraining was stopped after {minutes:g} min (raise timeout_minutes for "
+            f"{product} in retrain.yaml)"
+        )
+    else:
+        stage, code = "process", child.exitcode or 0
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+        detail = f"the retraining process {how}"
+        if budget is not None:
+            detail += f" (a process dies so when it runs out of {_budget_hint(product, budget)})"
     _record_failure(site, product, options.actor, detail, stage=stage)
     peak = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2, 2)
     where = f"{socket.gethostname()}:{child.pid}"
@@ -320,9 +293,7 @@ RAY_DEFAULT_TOKEN = Path("~/.ray/auth_token")
 
 
 def connect_ray(address: str) -> None:
-    """Join the cluster at ``address`` with this package's code on the workers' path, with
-    Ray's token authentication unless ``RAY_AUTH_MODE=disabled`` (a head without it runs any
-    code its port receives; docs/security.md)."""
+    """Join the Ray cluster at ``address`` with this package on the path, token-authenticated."""
     os.environ.setdefault(RAY_AUTH_MODE, "token")
     # deferred: ray (optional)
     import ray
@@ -349,8 +320,7 @@ def connect_ray(address: str) -> None:
 
 
 def require_ray_token() -> None:
-    """``InspectionError`` saying how to make one when Ray would find no authentication token
-    for this driver (Ray's own order: variable, path, default file)."""
+    """``InspectionError`` saying how to make one when Ray would find no token."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -427,9 +397,7 @@ def _budget_hint(product: str, budget: float) -> str:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is an allocation refused: numpy's ``MemoryError``,
-    torch's "can't allocate memory", OpenVINO's "Failed to allocate N bytes of memory", an
-    ``OSError`` with ENOMEM."""
+    """Whether ``exc`` or its cause is a refused allocation (MemoryError, ENOMEM, "allocate")."""
     while exc is not None:
         enomem = isinstance(exc, OSError) and exc.errno == errno.ENOMEM
         if enomem or isinstance(exc, MemoryError) or OUT_OF_MEMORY.search(str(exc)):
@@ -439,8 +407,7 @@ def _out_of_memory(exc: BaseException) -> bool:
 
 
 def _peak_rss_gb(options: FleetOptions) -> float | None:
-    """This worker's peak resident memory (Linux reports KiB); ``None`` in-process, where the
-    driver's own peak would hide the product's."""
+    """This worker's peak RSS (Linux: KiB); ``None`` in-process (the driver's would hide it)."""
     if options.ray_address is None:
         return None
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2, 2)

@@ -1,8 +1,4 @@
-"""The champion/challenger gate: a pure decision on two metric tables.
-
-``decide(champion, challenger, policy)`` never touches files or models; the retrain
-pipeline feeds it the metrics both bundles scored on the same evaluation set.
-"""
+"""The champion/challenger gate: ``decide`` is a pure decision on two metric tables."""
 
 from __future__ import annotations
 
@@ -23,10 +19,9 @@ each with its direction: True when a higher value is better. Latency has
 
 @dataclass(frozen=True)
 class MetricRule:
-    """One gated metric: ``tolerance`` is the largest allowed absolute regression in its own
-    direction (``higher_is_better``, from ``GATEABLE_METRICS`` when left out; a contradicting
-    value is refused). ``required``: missing (or NaN) on either side keeps the champion; an
-    optional metric neither side has (AUPRO without masks) is skipped."""
+    """One gated metric: ``tolerance`` is the largest allowed regression in its direction
+    (``higher_is_better``, default from ``GATEABLE_METRICS``). ``required``: missing or NaN on
+    either side keeps the champion; an optional metric neither side has is skipped."""
 
     name: str
     tolerance: float = 0.0
@@ -53,9 +48,8 @@ class MetricRule:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """What a challenger must match: metric rules plus ``latency_tolerance``, the allowed
-    relative p50 slowdown (0.25: 25 %; ``None``: unchecked). The default is the shipped
-    ``configs/retrain.yaml``'s gate (a test holds them equal)."""
+    """What a challenger must match: metric rules and ``latency_tolerance``, the allowed relative
+    p50 slowdown (None: unchecked). Defaults: the shipped ``configs/retrain.yaml`` (tested)."""
 
     metrics: tuple[MetricRule, ...] = field(
         default_factory=lambda: (

@@ -1,9 +1,6 @@
-"""What a champion learned beyond its dataset folder and the reviews: the good images that
-``train --update`` added to its bank, or to the bank of a version it descends from.
-
-Each incremental version keeps a copy of the images it added (``core.model_record.ADDED_DIR``);
-a retrain run records the ones it trained on in its event (``learned_images``). So a challenger
-trains on every image its champion learned from, and the next run finds them again.
+"""What a champion learned beyond its dataset and reviews: the good images ``train --update``
+added to its bank or an ancestor's (``core.model_record.ADDED_DIR``), so a challenger trains
+on them too.
 """
 
 from __future__ import annotations
@@ -26,8 +23,7 @@ class Learned:
 
 
 def learned_images(registry: Registry, record: ModelRecord | None) -> Learned:
-    """The ``Learned`` of ``record``: walking its incremental lineage back to a fully trained
-    version, and that version's own retrain run's ``learned_images`` when a run made it."""
+    """The ``Learned`` of ``record``: its incremental lineage, then the run that made its root."""
     images: list[Path] = []
     missing: dict[str, str] = {}
     while record is not None:

@@ -1,9 +1,6 @@
-"""One retrain run: assemble data, train a challenger, export it through its export gate (INT8
-when that passes, else FP32), gate it against the champion, maybe promote.
-
-The registry changes only through its atomic writes (a version, a bundle, the ``retrain``
-event, ``promote`` after a passed gate). A failure leaves the live bundle as it was and is
-recorded as a ``failed`` retrain event; a challenger version without a bundle is never live.
+"""One retrain run: assemble data, train a challenger, export it through its export gate, gate
+it against the champion, maybe promote. The registry changes only through its atomic writes;
+a failure leaves the live bundle as it was and is recorded as a ``failed`` retrain event.
 """
 
 from __future__ import annotations
@@ -43,9 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrainResult:
-    """Outcome of a finished run: ``status`` is ``promoted`` or ``kept``; ``challenger_bundle``
-    is empty and ``report_dir`` None when no export gate passed the challenger (nothing was
-    compared, no report written)."""
+    """Outcome of a run; ``challenger_bundle`` empty when no export gate passed the challenger."""
 
     product: str
     run_id: str
@@ -128,9 +123,8 @@ def retrain_product(
     progress: Progress | None = None,
     train_progress: bool = False,
 ) -> RetrainResult:
-    """Retrain ``product`` under its lock (``RetrainBusy`` if held). ``store``: where reviewed
-    images come from (a ``Store``, ``None``, or the site's own). ``overrides`` /
-    ``replace_config`` change the challenger's config (default: the champion's)."""
+    """Retrain ``product`` under its lock (``RetrainBusy`` if held). ``store``: reviews source;
+    ``overrides`` / ``replace_config`` change the challenger's config (default: champion's)."""
     registry = Registry(site.registry_dir)
     _check_trained(registry, product)
     refine = refine_config_in(site.configs)  # a bad key stops the run before anything is done
@@ -152,14 +146,21 @@ def retrain_product(
 def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     champion_record, champion_dir = _champion(ctx.registry, run)
     data = _assemble(run, ctx, champion_record)
-    if _nothing_new(run, ctx, champion_record, data):
-        return _kept_nothing_new(run, ctx, data)
+    if reason := _nothing_new(run, ctx, champion_record, data):
+        shutil.rmtree(data.train_root.parent.parent, ignore_errors=True)  # the unused run folder
+        details = {"data": data.summary(), "training": "none", "nothing_new": True}
+        return _kept(run, ctx, reason, details)
     record = _incremental(run, ctx, champion_record, data) or _train(
         run, ctx, champion_record or ctx.registry.bundles.latest_version(run.product), data
     )
     bundle_id = _export(run, ctx, record, data)
+    details = {"challenger_version": record.version, "data": data.summary(),
+               "training": run.training, "export_refused": run.export_refused}  # fmt: skip
     if bundle_id is None:
-        return _refused_by_export_gate(run, ctx, record, data)
+        refused = "; ".join(f"{p}: {why}" for p, why in run.export_refused.items())
+        reason = f"challenger refused by its export gate ({refused}); keeping the champion"
+        log.error("retrain %s/%s: %s", run.product, run.run_id, reason)
+        return _kept(run, ctx, reason, details)
     bundles = {"challenger": ctx.registry.bundles.bundle_dir(run.product, bundle_id)}
     if champion_dir is not None:
         bundles = {"champion": champion_dir, **bundles}
@@ -177,10 +178,8 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
     report_dir = _report(run, ctx, record, status, decision, evaluations, data)
     _finish(ctx.registry, run, decision, evaluations, report_dir, status)
     return RetrainResult(
-        run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir,
-        {"challenger_version": record.version, "data": data.summary(),
-         "training": run.training, "export_refused": run.export_refused},
-    )  # fmt: skip
+        run.product, run.run_id, status, bundle_id, run.champion, decision, report_dir, details
+    )
 
 
 def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData:
@@ -242,30 +241,29 @@ def _new_reviews(store: Store | None, product: str, since: datetime | None) -> i
     return len(recorded)
 
 
-def _nothing_new(run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData) -> bool:
-    """True when the challenger could only repeat the champion: same config, no review since
-    the champion was made, and as many training images as it had."""
+def _nothing_new(run: _Run, ctx: _Context, champion: ModelRecord | None, data: RunData) -> str:
+    """Why the challenger could only repeat the champion (same config, no review since it was
+    made, as many training images as it had); '' when it could not."""
     if champion is None or ctx.overrides or ctx.replace_config or run.new_reviews != 0:
-        return False
+        return ""
     images = data.original_train + len(data.learned) + len(data.reviewed_good)
-    return images == champion.train_image_count()
-
-
-def _kept_nothing_new(run: _Run, ctx: _Context, data: RunData) -> RetrainResult:
-    """End a run with nothing to learn: the champion stays, no version is registered."""
-    reason = (
-        f"nothing new since {run.champion}: no review since it was made and the same "
-        f"{data.original_train + len(data.learned) + len(data.reviewed_good)} training images; "
-        "kept the champion, no version registered"
+    if images != champion.train_image_count():
+        return ""
+    return (
+        f"nothing new since {run.champion}: no review since it was made and the same {images} "
+        "training images; kept the champion, no version registered"
     )
+
+
+def _kept(run: _Run, ctx: _Context, reason: str, details: dict[str, Any]) -> RetrainResult:
+    """End a run that compared nothing (nothing new, or no export gate passed the challenger):
+    the champion stays, and the ``retrain`` event says why."""
     run.stage = "done"
     _record_event(ctx.registry, run, reason, "keep", "kept", reasons=[reason])
     ctx.say(f"decision: kept; {reason}")
-    shutil.rmtree(data.train_root.parent.parent, ignore_errors=True)  # the unused run folder
     return RetrainResult(
-        run.product, run.run_id, "kept", "", run.champion, Decision(False, [reason]), None,
-        {"data": data.summary(), "training": "none", "nothing_new": True},
-    )  # fmt: skip
+        run.product, run.run_id, "kept", "", run.champion, Decision(False, [reason]), None, details
+    )
 
 
 def _train(run: _Run, ctx: _Context, source: ModelRecord, data: RunData) -> ModelRecord:
@@ -345,25 +343,6 @@ def _export(run: _Run, ctx: _Context, record: ModelRecord, data: RunData) -> str
     run.challenger_bundle = result.bundle_id
     run.int8_image_auroc_drop = result.metadata.export_record().image_auroc_drop
     return result.bundle_id
-
-
-def _refused_by_export_gate(
-    run: _Run, ctx: _Context, record: ModelRecord, data: RunData
-) -> RetrainResult:
-    """End a run whose challenger no export gate passed: nothing to promote, the champion
-    stays, and the ``retrain`` event says why (stations refuse such a bundle unforced)."""
-    refused = "; ".join(f"{p}: {why}" for p, why in run.export_refused.items())
-    reason = f"challenger refused by its export gate ({refused}); keeping the champion"
-    log.error("retrain %s/%s: %s", run.product, run.run_id, reason)
-    decision = Decision(promote=False, reasons=[reason])
-    run.stage = "done"
-    _record_event(ctx.registry, run, reason, "keep", "kept", reasons=decision.reasons)
-    ctx.say(f"decision: kept; {reason}")
-    return RetrainResult(
-        run.product, run.run_id, "kept", "", run.champion, decision, None,
-        {"challenger_version": record.version, "data": data.summary(),
-         "training": run.training, "export_refused": run.export_refused},
-    )  # fmt: skip
 
 
 def _report(
@@ -492,9 +471,8 @@ def _check_trained(registry: Registry, product: str) -> None:
 def _since(
     registry: Registry, product: str, config: RetrainConfig, champion: ModelRecord | None
 ) -> datetime | None:
-    """Reviews after this are new: after the version ``reviewed_since`` names was made, or
-    after the retrain run that made it read the reviews, when that was earlier (a review
-    recorded while that run trained was in neither its training set nor any later one's)."""
+    """Reviews after this are new: after the version ``reviewed_since`` names was made, or after
+    its run read the reviews if earlier (a review made during that run is in no training set)."""
     if config.reviewed_since == "all":
         return None
     if config.reviewed_since == "champion":
@@ -567,9 +545,7 @@ def unsigned_refusal(
     decision: Decision, bundles: Mapping[str, Path], registry_dir: str | Path
 ) -> Decision:
     """``decision``, unless it would promote an unsigned challenger where stations expect
-    signed bundles (the champion is signed, or the site has a public key but this machine
-    found no private key): then the champion stays, saying why. Stations refuse an unsigned
-    bundle, so promoting it would stop the line."""
+    signed bundles (a signed champion, or a site public key): they would refuse it."""
 
     def signed(role: str) -> bool:
         return role in bundles and (bundles[role] / SIGNATURE_FILE).is_file()

@@ -1,8 +1,5 @@
-"""The retrain report: metrics side by side, the gate's reasons, ROC curves and histograms.
-
-Writes ``report.json`` (a :class:`~inspection.core.retrain_report.RetrainReport`, the schema
-the dashboard reads), ``report.md``, ``roc.png`` and ``scores.png`` into the run's report
-folder (``reports/retrain/<product>/<run>/``).
+"""The retrain report: ``report.json`` (``core.retrain_report.RetrainReport``, read by the
+dashboard), ``report.md``, ``roc.png`` and ``scores.png`` in the run's report folder.
 """
 
 from __future__ import annotations
@@ -75,6 +72,7 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 def _markdown(report: RetrainReport) -> str:
     run, data = report.run, report.data
+    skipped, left_out = data.get("skipped") or {}, data.get("left_out") or {}
     models = report.sides()
     roles = list(models)
     verdict = "**promoted**" if report.promote else "**kept the champion**"
@@ -110,8 +108,16 @@ def _markdown(report: RetrainReport) -> str:
         f"images ({data['eval_test_split']} labelled test split, {data['eval_reviewed_defect']} "
         f"reviewed defects, {data['eval_reviewed_false_alarm']} reviewed false alarms; "
         f"{data['eval_with_pixel_truth']} with pixel ground truth).",
-        *_skipped_lines(data.get("skipped") or {}),
-        *_left_out_lines(data.get("left_out") or {}),
+        *_listed(
+            f"Left out {len(skipped)} reviewed inspection(s) whose image is missing or unreadable "
+            "(the next run tries the reviewed-good ones again):",
+            dict(sorted(skipped.items())),
+        ),
+        *_listed(
+            f"Not trained on ({len(left_out)}): learned by the champion or labelled by a "
+            "reviewer, left out for the reason given:",
+            left_out,
+        ),
         "",
         f"INT8 export: image AUROC drop vs FP32 on the training test split = "
         f"{_fmt(run.get('int8_image_auroc_drop'))}.",
@@ -124,22 +130,11 @@ def _markdown(report: RetrainReport) -> str:
     return "\n".join(lines)
 
 
-def _skipped_lines(skipped: Mapping[str, str]) -> list[str]:
-    """The reviewed inspections left out for a missing or unreadable image, one line each."""
-    if not skipped:
+def _listed(header: str, items: Mapping[str, str]) -> list[str]:
+    """``header`` and one ``- `what`: why`` line per item (nothing without items)."""
+    if not items:
         return []
-    lines = ["", f"Left out {len(skipped)} reviewed inspection(s) whose image is missing or "
-             "unreadable (the next run tries the reviewed-good ones again):", ""]  # fmt: skip
-    return lines + [f"- `{inspection_id}`: {why}" for inspection_id, why in sorted(skipped.items())]
-
-
-def _left_out_lines(left_out: Mapping[str, str]) -> list[str]:
-    """What the champion learned or a reviewer labelled that the run did not train on."""
-    if not left_out:
-        return []
-    lines = ["", f"Not trained on ({len(left_out)}): learned by the champion or labelled by a "
-             "reviewer, left out for the reason given:", ""]  # fmt: skip
-    return lines + [f"- `{what}`: {why}" for what, why in left_out.items()]
+    return ["", header, "", *(f"- `{what}`: {why}" for what, why in items.items())]
 
 
 def _plot_roc(path: Path, evaluations: Mapping[str, BundleEvaluation], labels: np.ndarray) -> None:

@@ -1,8 +1,7 @@
 """Cron-style scheduling of retrain jobs with retries and exponential backoff.
 
-Due jobs run one after another (training is CPU-heavy); each product's last run is recorded in
-``<work_dir>/scheduler-state.json``. A locked product is skipped; a failed attempt is retried
-and leaves the champion live (the pipeline promotes only after a passed gate).
+Due jobs run one after another; each product's last run is kept in
+``<work_dir>/scheduler-state.json``. A locked product is skipped; a failed attempt is retried.
 """
 
 from __future__ import annotations
@@ -73,8 +72,7 @@ def next_fire(schedule: str, after: datetime) -> datetime:
 
 @dataclass
 class Housekeeping:
-    """A site job run beside the retrains on its own cron ``schedule`` (the store prune):
-    due at once after start; a failure is logged and waits for the next fire time."""
+    """A site job (the store prune) on its own cron ``schedule``; a failure waits for the next."""
 
     name: str
     schedule: str
@@ -96,8 +94,7 @@ class Housekeeping:
 
 
 class Scheduler:
-    """Runs ``run_job(product)`` for each enabled product when its schedule is due (at once
-    if it never ran under this state file), and the ``housekeeping`` jobs on theirs."""
+    """Runs ``run_job(product)`` for each enabled product when due, and ``housekeeping`` jobs."""
 
     def __init__(
         self,

@@ -1,7 +1,5 @@
-"""Score champion and challenger bundles on one evaluation set with the station ``Inspector``.
-
-Both bundles see every image in turn (alternating order), so latency is measured under the same
-load; metrics are judged by each bundle's own threshold and segmentation, as the station judges.
+"""Score champion and challenger bundles on one evaluation set with the station ``Inspector``,
+in alternating order (latency under the same load), each judged by its own threshold.
 """
 
 from __future__ import annotations
@@ -31,8 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BundleEvaluation:
-    """One bundle's results on the evaluation set: ``scores`` (N,) float32 in [0, 1];
-    ``latencies_ms`` (N,) float64; ``metrics`` overall and per defect type."""
+    """One bundle's scores (N,) in [0, 1], latencies (N,) ms and metrics on the evaluation set."""
 
     role: str
     bundle_id: str
@@ -49,8 +46,7 @@ class BundleEvaluation:
         }
 
     def gate_metrics(self) -> dict[str, float]:
-        """Flat ``{name: value}`` the gate compares (rates at the bundle's own operating point);
-        undefined metrics are left out."""
+        """Flat ``{name: value}`` the gate compares; undefined metrics are left out."""
         figures = self.metrics.overall.figures()
         flat = {k: figures[k] for k in GATEABLE_METRICS if k in figures}
         return {**flat, **self.latency()}
@@ -80,9 +76,8 @@ def evaluate_bundles(
     warmup: int = 2,
     on_image: Callable[[int], None] | None = None,
 ) -> dict[str, BundleEvaluation]:
-    """Run every bundle in ``bundles`` (role -> bundle folder) on ``items``. Pixel metrics
-    are at the first bundle's input size, without items lacking pixel truth. Every item is
-    judged, in the input domain or not: a ``warn`` station stores images a bundle would refuse."""
+    """Run every bundle (role -> folder) on ``items``, pixel metrics at the first one's input
+    size; every item is judged in or out of the input domain (a ``warn`` station stores both)."""
     # deferred: pulls OpenVINO (0.3 s), only when bundles are scored
     from inspection.runtime.predictor import load_inspector
 

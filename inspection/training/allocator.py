@@ -1,14 +1,9 @@
 """glibc's allocator, tuned for training: freed memory kept for the next allocation.
 
-A training run allocates and frees arrays of the same few sizes over and over (feature batches,
-distance blocks, anomaly maps, metric curves). By default glibc serves every block above a
-sliding threshold (128 KB to 32 MB) with a fresh ``mmap`` and hands it back to the kernel when
-freed, so the next one faults its pages in again, zeroed. With the threshold pinned at its
-32 MB ceiling and freed heap kept up to 1 GB, training spends far less system time at the same
-peak memory (``reports/training/train_profile.md``).
-
-The price: a long-lived process that trains (the retraining scheduler) keeps up to 1 GB of freed
-memory for its next run. Stations never import the training side, so they keep glibc's defaults.
+Training frees and reallocates blocks of the same few sizes; glibc's default ``mmap``s each
+above a sliding threshold and returns it on free, so its pages fault in again. Pinning the
+threshold at 32 MB and keeping up to 1 GB of freed heap spares that system time
+(``reports/training/train_profile.md``). Stations never import it.
 """
 
 from __future__ import annotations

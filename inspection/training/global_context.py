@@ -1,14 +1,9 @@
 """Fit the global-context model (``inspection.core.global_context``) on normal images.
 
-Each component's Gaussian is fitted on all training images with Ledoit-Wolf shrinkage (few
-normal images, many dimensions); its normal scale comes from out-of-fold distances, so the
-standardiser sees *unseen* good images (a Gaussian scored on its own fitting images gives an
-over-tight scale and false alarms). The local model's raw score is standardised on the good
-validation images. ``select_components`` keeps, by greedy forward selection on validation
-image AUROC, the components that add at least ``MIN_GAIN``; test images never take part.
-``context_threshold`` sets the operating point on fused scores of good images the model has not
-seen: the good validation images and the training images fused out of fold (validation alone
-left 18 good scores on a 300-image weave, and 3 of 42 held-out good parts were rejected).
+Each component's Gaussian is fitted with Ledoit-Wolf shrinkage; its scale comes from
+out-of-fold distances (scored on its own images it would be over-tight). ``select_components``
+keeps, by greedy forward selection on validation AUROC, components adding ``MIN_GAIN``;
+``context_threshold`` sets the operating point on good images the model has not seen.
 """
 
 from __future__ import annotations
@@ -43,7 +38,7 @@ from inspection.core.operating_point import (
     pools_out_of_fold,
 )
 from inspection.runtime.preprocess import preprocess
-from inspection.training.convert import ScoreAndMap, no_chunking
+from inspection.training.convert import no_chunking, score_and_map
 
 MIN_STD = 1e-6
 FOLDS = 5
@@ -61,8 +56,7 @@ def fit_gaussian(vectors: np.ndarray) -> Gaussian:
 
 
 def out_of_fold_distances(vectors: np.ndarray, folds: int = FOLDS) -> np.ndarray:
-    """(N,) Mahalanobis distance of each of the (N, D) vectors under a Gaussian fitted
-    without its fold: the distances of good images the model has not seen (N >= 4)."""
+    """(N,) Mahalanobis distance of each (N, D) vector under a Gaussian fitted without its fold."""
     vectors = np.asarray(vectors, dtype=np.float64)
     if vectors.ndim != 2 or len(vectors) < 4:
         raise ValueError(f"need (N >= 4, D) vectors of normal images, got {vectors.shape}")
@@ -77,8 +71,7 @@ def out_of_fold_distances(vectors: np.ndarray, folds: int = FOLDS) -> np.ndarray
 
 @dataclass(frozen=True)
 class TrainOutOfFold:
-    """The local model's out-of-fold raw scores of some training images (``rows`` index the
-    training images), in the score space of the outputs they are fused with."""
+    """The local model's out-of-fold raw scores of the training images ``rows``."""
 
     rows: np.ndarray
     local_raw: np.ndarray
@@ -87,9 +80,8 @@ class TrainOutOfFold:
 def out_of_fold_fused(
     context: GlobalContext, vectors: Mapping[str, np.ndarray], train: TrainOutOfFold
 ) -> np.ndarray:
-    """Fused scores of training images as unseen good parts: each kept component's
-    out-of-fold distance (the folds its standardiser was fitted on) and the local
-    out-of-fold raw score, standardised and fused as the station fuses them."""
+    """Fused scores of training images as unseen good parts: each kept component's and the
+    local model's out-of-fold scores, standardised and fused as the station fuses them."""
     distances = {
         name: out_of_fold_distances(vectors[name])[train.rows] for name in context.components
     }
@@ -111,9 +103,7 @@ def fit_global_context(
     feature_layers: Sequence[str] = (),
     validation_local_raw: np.ndarray | None = None,
 ) -> GlobalContext:
-    """Fit each component on the training (normal) images, standardised on out-of-fold ones.
-    ``train_pooled``: (N, D) pooled backbone features of the training images (``features``);
-    ``validation_local_raw``: the local raw scores of the good validation images."""
+    """Fit each component on the training images, standardised on out-of-fold distances."""
     gaussians: dict[str, Gaussian] = {}
     standardisers: dict[str, Standardiser] = {}
     for name, vectors in component_vectors(components, train_images, train_pooled).items():
@@ -173,10 +163,9 @@ def restrict(context: GlobalContext, kept: Sequence[str]) -> GlobalContext:
 def refit_on_outputs(
     context: GlobalContext, train_pooled: np.ndarray | None, validation_good_local: np.ndarray
 ) -> GlobalContext:
-    """``context`` with the model-dependent parts re-fitted on a bundle's own outputs (a
-    quantised graph's features shift; a tight Mahalanobis scale turns that into false alarms):
-    the ``features`` Gaussian and scale on ``train_pooled`` (N, D), the local scale on the good
-    validation images' raw scores. Colour and frequency stay as they are."""
+    """``context`` with the ``features`` Gaussian and scale re-fitted on a bundle's own
+    ``train_pooled`` (N, D) and the local scale on its good validation scores (a quantised graph's
+    features shift; colour and frequency stay)."""
     gaussians = dict(context.gaussians)
     standardisers = dict(context.standardisers)
     if FEATURES in gaussians:
@@ -199,8 +188,7 @@ FUSION_RULE = (
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """Outputs of the export wrapper on N images: local raw scores (N,), pooled features
-    (N, D; D = 0 without pooled layers) and the images as the model saw them ((h, w, 3) float32 in [0, 1])."""
+    """Export-graph outputs on N images: local raw scores (N,), pooled (N, D), images seen."""
 
     local_raw: np.ndarray
     pooled: np.ndarray
@@ -218,7 +206,7 @@ def model_outputs(
     # deferred: torch (2 s), only for a torch model's outputs
     import torch
 
-    wrapper = ScoreAndMap.wrap(torch_model.eval(), layers)
+    wrapper = score_and_map(torch_model.eval(), layers)
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         score, *rest = wrapper(torch.from_numpy(batch))
@@ -236,8 +224,7 @@ def batched_outputs(
     *,
     images: bool = True,
 ) -> ModelOutputs:
-    """``run`` (a (B, 3, h, w) station-preprocessed batch -> raw scores (B,) and pooled
-    features (B, D) or None) over ``paths``; the images as the graph saw them with ``images``."""
+    """``run`` over ``paths`` in station-preprocessed batches (images kept with ``images``)."""
     scores, pooled, seen = [], [], []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
@@ -286,9 +273,7 @@ def fit_model_context(
     train_out_of_fold: TrainOutOfFold | None = None,
     calibration_paths: Sequence[Path] = (),
 ) -> FittedContext:
-    """Fit the global context of a trained model, keep the components that help on the
-    validation split, and re-derive the image threshold (by ``point``; ``context_threshold``,
-    with the good ``calibration_paths``' fused scores) and min/max in fused space."""
+    """Fit a trained model's global context, keep the components that help, re-derive thresholds."""
     train = model_outputs(torch_model, train_paths, prep, layers)
     val = model_outputs(torch_model, [s.path for s in validation], prep, layers)
     labels = np.asarray([s.label for s in validation], dtype=int)
@@ -321,9 +306,8 @@ def context_threshold(
     train_good: np.ndarray | None = None,
     held_aside: np.ndarray | None = None,
 ) -> ThresholdChoice:
-    """The threshold ``point`` sets on (N,) fused validation scores with their (N,) labels,
-    the calibration images' ``held_aside`` and, while those are too few
-    (``pools_out_of_fold``), the training images' out-of-fold fused scores ``train_good``."""
+    """The threshold ``point`` sets on fused validation scores, the calibration images'
+    ``held_aside`` and, while those are too few, the out-of-fold fused ``train_good``."""
     good = fused[labels == 0]
     sources = {"validation": len(good)}
     n_held = 0 if held_aside is None else len(held_aside)

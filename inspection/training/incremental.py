@@ -1,15 +1,9 @@
 """Incremental PatchCore update: add new good images' patches to a registered memory bank.
 
-``update_bank`` extracts the patch embeddings of the NEW images only, appends their greedy
-k-center picks of what the bank does not cover yet (``extend_bank``), re-calibrates at the
-product's operating point as a full training does (``training.operating``) and registers a new
-version with its ``Lineage``; the parent never changes, and export and the station treat the new
-version as any other.
-
-Its out-of-fold scores: the parent's, and the new images' as the parent scores them (a bank
-that never saw them). A bank only grows, so the child scores every image at most as the parent
-did: these are upper bounds of its own out-of-fold scores, a threshold set on them errs towards
-fewer false rejects. The calibration images and the full-bank pairs the child scores itself.
+``update_bank`` embeds the NEW images only, appends their k-center picks of what the bank does
+not cover (``extend_bank``), re-calibrates as a full training does and registers a new version
+with its ``Lineage``. Out-of-fold scores: the parent's, and the new images' as the parent scores
+them; a bank only grows, so these bound the child's own from above (fewer false rejects).
 """
 
 from __future__ import annotations
@@ -70,8 +64,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class UpdateOutcome:
-    """The new version, its lineage and test figures (``metrics`` as ``train_model`` writes);
-    ``seconds``: from the call until the version is registered."""
+    """The new version, its lineage, test figures and seconds until it was registered."""
 
     record: ModelRecord
     lineage: Lineage
@@ -89,9 +82,8 @@ def update_bank(
     dataset: Dataset | None = None,
     progress: Progress | None = None,
 ) -> UpdateOutcome:
-    """Add ``images`` (good parts) to a PatchCore version's bank as a new version.
-    ``version``: the parent (default: the latest). ``dataset``: where the parent's recorded
-    split lives (default: its recorded root), matched by path relative to its root."""
+    """Add ``images`` (good parts) to a PatchCore version's bank as a new version; ``version``:
+    the parent (default: latest), ``dataset``: where its recorded split lives."""
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     stages: dict[str, float] = {}
@@ -165,9 +157,8 @@ def _timed(stages: dict[str, float], name: str) -> Iterator[None]:
 def extend_bank(
     bank: torch.Tensor, new: torch.Tensor, ratio: float, cap_rows: int | None
 ) -> torch.Tensor:
-    """(m, d) bank plus ``int(n * ratio)`` greedy k-center picks of (n, d) ``new`` rows, in one
-    random projection of both (the bank counts as chosen); past ``cap_rows`` both are reduced
-    together by the same greedy k-center."""
+    """(m, d) bank plus ``int(n * ratio)`` greedy k-center picks of (n, d) ``new`` rows in one
+    projection of both (the bank counts as chosen); both reduced together past ``cap_rows``."""
     if bank.ndim != 2 or new.ndim != 2 or bank.shape[1] != new.shape[1]:
         raise ValueError(
             f"bank (m, d) and new (n, d) must share d, got {tuple(bank.shape)}, {tuple(new.shape)}"
@@ -233,9 +224,8 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
 def _check_unseen(
     registry: Registry, parent: ModelRecord, dataset: Dataset, images: Sequence[Path]
 ) -> tuple[str, ...]:
-    """The sha256 of each new image; ``DatasetError`` naming the files already in the parent's
-    bank (its training images, and those added by the updates it descends from). Held-out
-    copies were refused before (``data.leaks``)."""
+    """The sha256 of each new image; ``DatasetError`` naming those already in the parent's bank
+    (its training images and earlier updates' images)."""
     recorded: dict[str, str] = parent.dataset.get("files") or {}
     train = (relative_name(s.path, dataset.root) for s in dataset.train_samples)
     banked = {recorded[r]: r for r in train if r in recorded} | _added_digests(registry, parent)
@@ -254,8 +244,7 @@ def _check_unseen(
 
 
 def _added_digests(registry: Registry, record: ModelRecord) -> dict[str, str]:
-    """sha256 -> "added in vNNNN" of every image the incremental updates up to ``record``
-    added to its bank."""
+    """sha256 -> "added in vNNNN" of every image the updates up to ``record`` added."""
     added: dict[str, str] = {}
     while (lineage := record.lineage()) is not None and lineage.method == "incremental":
         added |= dict.fromkeys(lineage.added_digests, f"added in {record.version}")
@@ -305,8 +294,7 @@ def _parent_scores(
     config: ModelConfig,
     roi: RoiSpec | None,
 ) -> np.ndarray | None:
-    """(N,) the new ``images``' scores by the parent ``model`` (their out-of-fold scores: see
-    the module docstring); None when the parent records no out-of-fold scores."""
+    """(N,) the new ``images``' out-of-fold scores: the parent's (None: it records none)."""
     if not parent.good_scores().out_of_fold:
         return None
     return _scores(model, images, config, _scoring_roi(parent, config, roi))
@@ -321,10 +309,8 @@ def _child_good_scores(
     config: ModelConfig,
     roi: RoiSpec | None,
 ) -> TrainGoodScores | None:
-    """The updated ``model``'s good scores that calibrate with its validation ones: the
-    parent's out-of-fold scores and the new images' ``unseen`` ones, and its own scores of the
-    parent's full-bank images (export's score pairs), through the parent's training ``roi``.
-    None: the parent has none to carry."""
+    """The updated ``model``'s calibrating good scores: the parent's out-of-fold and the new images'
+    ``unseen`` ones, and its own of the parent's full-bank images (None: the parent has none)."""
     recorded = parent.good_scores()
     if unseen is None:
         return None
@@ -353,9 +339,8 @@ def _good_score_record(
     images: Sequence[Path],
     digests: Sequence[str],
 ) -> GoodScores:
-    """The child's ``good_scores`` entry: ``good_score_record``'s validation and calibration
-    scores, the parent's out-of-fold ones and the new images' named ``added/<sha256><suffix>``
-    (as kept in the version), the full-bank pairs its own."""
+    """The child's ``good_scores``: its own validation, calibration and full-bank scores, the
+    parent's out-of-fold ones and the new images' (named ``added/<sha256><suffix>``)."""
     recorded = parent.good_scores()
     own = good_score_record(dataset, None, validation, recorded.folds, held_aside)
     if good is None:
@@ -377,8 +362,7 @@ def _good_score_record(
 def _embeddings(
     model: Any, images: Sequence[Path], config: ModelConfig, roi: RoiSpec | None = None
 ) -> torch.Tensor:
-    """(patches, channels) embeddings of ``images`` exactly as PatchCore's training epoch
-    (with ``roi``, the parent's training ROI: only the patches inside it)."""
+    """(patches, channels) embeddings of ``images`` as the training epoch takes them."""
     samples = [Sample(p, "train", 0, GOOD) for p in images]
     masks = None if roi is None else TrainingRoi.whole_image(roi, tuple(config.image_size))
     model.model.train()  # the backbone stays in eval mode (anomalib's extractor sees to it)
@@ -403,8 +387,7 @@ def _embeddings(
 def _extend_local_statistics(
     model: Any, images: Sequence[Path], config: ModelConfig, trained: RoiTraining | None
 ) -> None:
-    """Extend a fused local-statistics bank (``training.models.patchcore.local_stats``) with the new images'
-    cells, as the PatchCore bank: a colour the line has since shown good stops alarming."""
+    """Extend a fused local-statistics bank with the new images' cells, as the PatchCore bank."""
     head = getattr(model.model, "local_stats", None)
     if head is None or not head.enabled:
         return
@@ -428,9 +411,8 @@ def _register(
     metrics: dict[str, Any],
     images: Sequence[Path],
 ) -> ModelRecord:
-    """The new version, keeping a copy of each added image (``ADDED_DIR``): a later retrain
-    trains on them too (``retrain.assemble.lineage_images``); ``calibrated``: its calibration
-    and the good scores its bundles calibrate on."""
+    """The new version, keeping a copy of each added image (``ADDED_DIR``) for later retrains;
+    ``calibrated``: its calibration and good scores."""
     calibration, scores = calibrated
 
     def keep_added(directory: Path) -> None:

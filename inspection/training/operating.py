@@ -1,13 +1,9 @@
 """Training's side of the operating point: good calibration scores and the calibration.
 
-Out-of-fold scores of the training images (PatchCore's ``out_of_fold``, PaDiM's ``gaussian``)
-and the trained model's scores of the good calibration images (``calibration/good``: never
-trained on, so exchangeable with a new good part's) join the good validation scores that set
-the threshold; the registry keeps them so that each exported bundle can carry the out-of-fold
-ones into its own score space (``core.operating_point.fit_transfer``) and score the calibration
-images itself.
-A model fusing local statistics calibrates only on good scores its standardisers did not see
-(``training.models.patchcore.local_stats.standardiser_images``): the other folds'.
+Out-of-fold scores of the training images and the model's scores of the good calibration images
+(never trained on) join the good validation scores that set the threshold; the registry keeps
+them for each exported bundle to carry into its own score space. A model fusing local
+statistics calibrates only on the folds its standardisers did not see.
 """
 
 from __future__ import annotations
@@ -43,10 +39,9 @@ CALIBRATION_CHUNK = 64
 
 @dataclass(frozen=True)
 class TrainGoodScores:
-    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,).
-    ``calibrates`` (N,) bool: the out-of-fold scores that may set the threshold;
-    ``validation_calibrates``: whether the good validation scores may (both False where they
-    fitted a fusion's standardisers); ``roi_masked``: scored through the ROI of whole images."""
+    """Raw torch scores of training images: out-of-fold (N,) and by the full bank (M,);
+    ``calibrates`` / ``validation_calibrates``: which may set the threshold (not those that fitted
+    a fusion's standardisers); ``roi_masked``: scored through the ROI."""
 
     samples: tuple[Sample, ...]
     out_of_fold: np.ndarray
@@ -65,8 +60,7 @@ def calibration_good_scores(
     roi: TrainingRoi | None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> TrainGoodScores | None:
-    """Out-of-fold scores of ``train`` (None where the kind has none or for
-    ``calibration_folds`` 0); ``stages`` is told of each fold scored."""
+    """Out-of-fold scores of ``train`` (None without any, or with ``calibration_folds`` 0)."""
     folds = config.calibration_folds
     kind = model_kind(config.kind)
     if kind.out_of_fold_scores is None or folds < 2:
@@ -94,9 +88,7 @@ def held_aside_scores(
     roi: RoiSpec | None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
-    """(N,) raw scores of the good calibration ``samples`` as the trained model scores a test
-    image (masked to ``roi`` as the bundle masks), one forward pass each, ``CALIBRATION_CHUNK``
-    at a time; ``stages`` is told of each chunk."""
+    """(N,) raw scores of the good calibration ``samples``, masked to ``roi``, chunk by chunk."""
     scores = [np.empty(0, np.float32)]
     for start in range(0, len(samples), CALIBRATION_CHUNK):
         chunk = samples[start : start + CALIBRATION_CHUNK]
@@ -116,9 +108,8 @@ def calibrate_predictions(
     good: TrainGoodScores | None,
     held_aside: np.ndarray | None = None,
 ) -> Calibration:
-    """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores of
-    the calibration images (``held_aside_scores``) and, while those are too few
-    (``pools_out_of_fold``), the out-of-fold scores ``good`` says may calibrate."""
+    """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores and,
+    while those are too few (``pools_out_of_fold``), the out-of-fold scores that may calibrate."""
     with_validation = good is None or good.validation_calibrates
     sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
     n_held = 0 if held_aside is None else int(held_aside.size)
@@ -130,7 +121,7 @@ def calibrate_predictions(
         sources["calibration"] = int(held_aside.size)
         extra = held_aside if extra is None else np.r_[extra, held_aside]
     calibration = calibrate(
-        validation.scores, validation.maps, validation.labels, validation.gt_masks,
+        validation.scores, validation.maps, validation.labels, validation.masks,
         validation.defect_types, mask_known=validation.mask_known, point=point,
         extra_good_scores=extra, good_sources=sources, validation_good=with_validation,
     )  # fmt: skip
@@ -146,9 +137,8 @@ def good_score_record(
     folds: int,
     held_aside: np.ndarray | None = None,
 ) -> GoodScores:
-    """The registry's ``good_scores`` entry (paths relative to the dataset root): the
-    out-of-fold scores that may calibrate (``TrainGoodScores.calibrates``) and the
-    ``held_aside`` scores of ``dataset.calibration_samples``."""
+    """The registry's ``good_scores`` entry (paths relative to the dataset root): the calibrating
+    out-of-fold scores and the ``held_aside`` scores of the calibration images."""
 
     def rel(path: str | Path) -> str:
         return relative_name(path, dataset.root)

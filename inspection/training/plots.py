@@ -35,8 +35,7 @@ def save_plots(
     judged: Callable[[list[int]], JudgedSet | None],
 ) -> list[Path]:
     """Write roc.png, score_histogram.png and examples.png into ``out_dir``; ``judged(rows)``:
-    the station's verdicts and (len(rows), H, W) masks of those images, or ``None`` when
-    unknown."""
+    the station's verdicts and (len(rows), H, W) masks of those images, or None."""
     return [
         plot_roc(out_dir / "roc.png", predictions, metrics),
         plot_histogram(out_dir / "score_histogram.png", predictions, metrics),
@@ -94,10 +93,8 @@ def plot_examples(
     metrics: EvaluationMetrics,
     judge: Callable[[list[int]], JudgedSet | None],
 ) -> Path:
-    """Rows of image | anomaly map | judged mask (the station's verdict rule, ``judge(rows)``;
-    blank when unknown) | ground truth, defects first, each row named by its kind, score and
-    verdict (OK/NG, "missed" or "false reject"): one mosaic in one axes (one axes per image is
-    slow to lay out and draw)."""
+    """Rows of image | anomaly map | judged mask | ground truth, defects first, each named by kind,
+    score and verdict: one mosaic in one axes (one axes per image is slow to draw)."""
     rows = _example_rows(predictions)
     judged = judge(rows)
     height, width = predictions.maps.shape[1:]
@@ -115,7 +112,7 @@ def plot_examples(
             load_image(Path(predictions.paths[index]), (height, width), predictions.bits),
             jet(heat)[..., :3],
             np.repeat(judged_mask[..., None], 3, axis=2),
-            np.repeat(predictions.gt_masks[index][..., None], 3, axis=2),
+            np.repeat(predictions.masks[index][..., None], 3, axis=2),
         ]
         top = number * (height + GAP)
         for column, panel in enumerate(panels):

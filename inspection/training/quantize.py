@@ -1,11 +1,8 @@
 """INT8 post-training quantisation of an OpenVINO model with NNCF.
 
-Only the backbone is quantised: the distance head (PatchCore's pooling, embedding, memory-bank
-distances, kNN and the map's blur; STFPM's teacher-student differences) stays in FP32 through
-an NNCF ``IgnoredScope`` (in INT8 the bank distances collapse), and so does the input stem
-(``input_stem``: per-tensor INT8 there shifts good scores past the threshold, on every CPU;
-``reports/runtime/int8.md``). Calibration uses good training images preprocessed as the
-station does.
+Only the backbone is quantised: the distance head stays FP32 through an NNCF ``IgnoredScope``
+(in INT8 bank distances collapse), and so does the input stem (``input_stem``: per-tensor INT8
+there shifts good scores past the threshold; ``reports/runtime/int8.md``).
 """
 
 from __future__ import annotations
@@ -118,34 +115,23 @@ def describe_kept(kept: dict[str, list[str]]) -> tuple[str, ...]:
     )
 
 
-def ignored_scope(model: ov.Model, stem_depth: int = 0) -> object:
-    """The NNCF ``IgnoredScope`` keeping ``kept_fp32(model, stem_depth)`` in FP32."""
-    nncf = import_nncf()
-
-    names = [name for part in kept_fp32(model, stem_depth).values() for name in part]
-    return nncf.IgnoredScope(names=names, validate=False)
-
-
 def quantize_int8(
     model: ov.Model,
     calibration: Sequence[np.ndarray],
     *,
     stem_depth: int = 0,
 ) -> ov.Model:
-    """Quantise ``model`` to INT8 on ``calibration``, (3, h, w) float32 inputs of good images.
-
-    The distance head and the ``input_stem`` of ``stem_depth`` stay FP32 (``ignored_scope``).
-    Weights are 7-bit in every layer (NNCF's overflow fix; its default fixes the first layer
-    only), so AVX2 CPUs (u8 x s8 pairs summed to int16 saturate with 8-bit weights) compute what
-    VNNI and AMX do.
-    """
+    """Quantise ``model`` to INT8 on ``calibration`` ((3, h, w) float32 good images), the distance
+    head and ``input_stem`` kept FP32 (an NNCF ``IgnoredScope``). Weights are 7-bit everywhere,
+    so AVX2 CPUs (u8 x s8 pairs saturate int16 with 8-bit weights) compute what VNNI and AMX do."""
     nncf = import_nncf()
 
     if not calibration:
         raise ValueError("INT8 quantisation needs at least one calibration image")
     calibration_set = nncf.Dataset(list(calibration), lambda item: item[None])
     subset = len(calibration)
-    scope = ignored_scope(model, stem_depth)
+    kept = [name for part in kept_fp32(model, stem_depth).values() for name in part]
+    scope = nncf.IgnoredScope(names=kept, validate=False)
     advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     log.info("quantising to INT8 with %d calibration images", subset)
     return nncf.quantize(

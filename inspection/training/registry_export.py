@@ -1,7 +1,5 @@
-"""Export a registered model version: its bundle metadata, its recorded splits, the registry.
-
-``export_bundle`` hands the version's model and dataset to ``training.export.export_model`` and
-adds the bundle, signed with the site key when the site has one, to the registry.
+"""Export a registered model version (``training.export.export_model``) and add the bundle,
+signed with the site key when the site has one, to the registry.
 """
 
 from __future__ import annotations
@@ -74,8 +72,7 @@ def base_metadata(record: ModelRecord, precision: Precision) -> BundleMetadata:
 
 @dataclass(frozen=True)
 class RegistryExport:
-    """Which registered version to export (default: the latest), from which dataset folder
-    (default: the one it was trained on), and whether the new bundle goes live."""
+    """Which version to export (default: latest), from which dataset, and whether it goes live."""
 
     version: str | None = None
     dataset_path: Path | None = None
@@ -97,12 +94,8 @@ def export_bundle(
     progress: Progress | None = None,
     reference: Measured | None = None,
 ) -> ExportResult:
-    """Export a registered version and add the bundle to the registry, signed when the site
-    holds its signing key (``core.signing.site_keys_dir``).
-
-    ``options``: precision, INT8 calibration and the gate; ``source``: which version, and
-    whether to promote it. ``reference``: the same version's FP32 export's ``measured``.
-    """
+    """Export a registered version and add the bundle to the registry, signed when the site holds
+    its key. ``reference``: the same version's FP32 export's ``measured``."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     version = source.version
@@ -164,10 +157,8 @@ def export_gated(
     *,
     progress: Progress | None = None,
 ) -> GatedExports:
-    """Export ``source``'s version to each of ``precisions``, never forced: FP32 first, whose
-    measured figures are the others' gate reference; a bundle its gate refuses (or that this
-    model cannot have, a tiled INT8) is not registered and the others go on. ``options``:
-    calibration, tolerances and refine; its precision and force are set here."""
+    """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
+    gate reference); a refused bundle is not registered and the others go on."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
@@ -190,9 +181,8 @@ def export_gated(
 def record_force(
     registry: Registry, result: ExportResult, *, actor: str, reason: str, promote: bool
 ) -> bool:
-    """A gate-refused bundle registered by an admin: record a signed ``force`` decision naming
-    its digest (a station serves a gate-refused bundle only with it), then promote it when
-    asked. Returns whether the gate had refused it (a decision was recorded)."""
+    """Record a signed ``force`` decision naming a gate-refused bundle's digest (stations serve
+    it only with one), then promote it when asked; returns whether the gate had refused it."""
     product, bundle_id = result.metadata.product, result.bundle_id
     refused = not result.gate.passed
     if refused:
@@ -217,8 +207,7 @@ def roi_decided(registry: Registry, result: ExportResult) -> bool:
 
 
 def _export_dataset(record: ModelRecord, path: Path | None) -> Any:
-    """The dataset to calibrate on: ``path``, else the folder ``record`` was trained on (a
-    moved folder is named with the way to point at it)."""
+    """The dataset to calibrate on: ``path``, else the folder ``record`` was trained on."""
     root = path or record.dataset_root()
     if path is None and not Path(root).is_dir():
         raise BundleError(
@@ -252,9 +241,8 @@ def export_splits(record: ModelRecord, dataset: Any) -> ExportSplits:
 def with_part_setup(
     base: BundleMetadata, config_dir: Path | None = None
 ) -> tuple[BundleMetadata, dict[str, Path]]:
-    """``base`` with its product's ROI, alignment and units (``products/<product>.yaml`` of
-    ``config_dir``, the site's configs folder), and the files they need in the bundle (the
-    alignment reference image, checksummed like any file)."""
+    """``base`` with its product's ROI, alignment and units (``products/<product>.yaml`` in
+    ``config_dir``), and the files they need in the bundle (the alignment reference image)."""
     config = load_product_config(base.product, config_dir)
     path = product_config_path(base.product, config_dir)
     trained = base.training_roi
@@ -282,8 +270,7 @@ def _context_files(record: ModelRecord) -> dict[str, Path]:
 
 
 def calibration_samples(record: ModelRecord, dataset: Any) -> list[LabelledSample]:
-    """The good calibration images the version scored (``GoodScores.calibration``), as they
-    were (``BundleError`` when one is missing or changed)."""
+    """The good calibration images the version scored (``BundleError`` if missing or changed)."""
     chosen = set(record.good_scores().calibration)
     if not chosen:
         return []
@@ -305,8 +292,7 @@ def held_out_test_samples(record: ModelRecord, dataset: Any) -> list[LabelledSam
 def split_samples(
     record: ModelRecord, dataset: Any, split: Literal["validation", "test"]
 ) -> list[LabelledSample]:
-    """The labelled images of the version's recorded ``split`` (a record without splits:
-    the whole test split)."""
+    """The labelled images of the version's recorded ``split`` (none recorded: the test split)."""
     chosen = set(getattr(record.splits(), split))
     if not chosen:
         log.warning(
@@ -335,8 +321,7 @@ def _require_recorded_content(
     chosen: set[str],
 ) -> None:
     """``BundleError`` when the ``split`` images (or masks) in ``root`` are not the ones the
-    version recorded (its thresholds would be set on images nobody evaluated); versions that
-    record no file hashes are not checked."""
+    version recorded (its thresholds would be set on images nobody evaluated)."""
     recorded: dict[str, str] = record.dataset.get("files") or {}
     if not recorded:
         return

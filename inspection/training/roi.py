@@ -1,9 +1,7 @@
 """The product's ROI in training: which feature-map patches a model may learn from.
 
-A patch is kept when its receptive-field centre lies inside the ROI (``core.roi``): PatchCore
-leaves the others out of its bank, STFPM out of its loss. Masks are looked up by each item's
-``image_path``, so one ``TrainingRoi`` serves whole images and tiles. Whole images' scores and
-maps are masked as a bundle masks its outputs (``masked_predictions``).
+A patch is kept when its receptive-field centre lies inside the ROI (``core.roi``); masks are
+looked up by ``image_path``, so one ``TrainingRoi`` serves whole images and tiles.
 """
 
 from __future__ import annotations
@@ -14,16 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from inspection.core.roi import RoiSpec, apply_roi_batch
 from inspection.training.samples import Predictions
 
 
 class TrainingRoi:
-    """Input-resolution ROI masks of training items: (H, W) bool, True inside. ``masks`` by
-    ``image_path``; ``every``: the mask of any other path (whole images); ``spec``: the ROI
-    whole images' scores are masked to (None for tiles)."""
+    """Input-resolution ROI masks of training items, (H, W) bool: ``masks`` by ``image_path``,
+    ``every`` for any other; ``spec``: the ROI whole images' scores are masked to."""
 
     def __init__(
         self,
@@ -57,8 +53,7 @@ class TrainingRoi:
     def keep_rows(
         self, paths: Sequence[str], embedding: torch.Tensor, input_size: tuple[int, int]
     ) -> torch.Tensor:
-        """(rows,) bool over a PatchCore embedding of ``paths`` (rows = B * h * w, batch-major,
-        then row-major cells): True for the patches inside."""
+        """(rows,) bool over an embedding of ``paths`` (B * h * w rows): True for patches inside."""
         grid = feature_grid(embedding.shape[0], len(paths), input_size)
         return self.patch_keep(paths, *grid).reshape(-1).to(embedding.device)
 
@@ -68,8 +63,7 @@ class TrainingRoi:
 
 
 def masked_predictions(predictions: Predictions, roi: RoiSpec | None) -> Predictions:
-    """``predictions`` of whole images with scores and maps masked to ``roi`` exactly as a
-    bundle masks its outputs (``core.roi.apply_roi_batch``; unchanged when ``roi`` is None)."""
+    """``predictions`` masked to ``roi`` exactly as a bundle masks its outputs (None: unchanged)."""
     if roi is None:
         return predictions
     scores, maps = apply_roi_batch(predictions.scores, predictions.maps, roi)
@@ -77,16 +71,14 @@ def masked_predictions(predictions: Predictions, roi: RoiSpec | None) -> Predict
 
 
 def centres(mask: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(height, width) bool: ``mask`` ((H, W) bool) sampled at the centres of a height x width
-    grid of cells over it (a feature map's receptive-field centres)."""
+    """(height, width) bool: the (H, W) ``mask`` at the centres of a height x width cell grid."""
     rows = ((np.arange(height) + 0.5) * mask.shape[0] / height).astype(int)
     cols = ((np.arange(width) + 0.5) * mask.shape[1] / width).astype(int)
     return mask[np.ix_(rows, cols)]
 
 
 def feature_grid(rows: int, batch: int, input_size: tuple[int, int]) -> tuple[int, int]:
-    """(h, w) of a feature map flattened to ``rows`` = batch * h * w over an input of
-    ``input_size`` (same stride on both axes)."""
+    """(h, w) of a feature map of ``rows`` = batch * h * w over an ``input_size`` input."""
     cells = rows // batch
     height = round(math.sqrt(cells * input_size[0] / input_size[1]))
     width = cells // max(height, 1)
@@ -95,29 +87,6 @@ def feature_grid(rows: int, batch: int, input_size: tuple[int, int]) -> tuple[in
             f"cannot lay {rows} embedding rows out as {batch} x h x w over {input_size}"
         )
     return height, width
-
-
-def masked_stfpm_loss(
-    teacher: Mapping[str, torch.Tensor],
-    student: Mapping[str, torch.Tensor],
-    keep: Mapping[str, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """anomalib's STFPM loss over kept positions only (``keep``: (B, h, w) bool per layer):
-    per layer, 0.5 * the squared distance of the L2-normalised features summed over channels
-    and kept positions, divided by the kept positions per image (all kept: anomalib's loss)."""
-    total = torch.zeros((), dtype=next(iter(teacher.values())).dtype)
-    for layer, teacher_features in teacher.items():
-        squared = (F.normalize(teacher_features) - F.normalize(student[layer])) ** 2
-        per_position = squared.sum(dim=1)  # (B, h, w)
-        if keep is None:
-            kept = per_position.sum()
-            positions = per_position[0].numel()
-        else:
-            mask = keep[layer].to(per_position.device)
-            kept = per_position[mask].sum()
-            positions = max(int(mask.sum()), 1) / mask.shape[0]
-        total = total + 0.5 * kept / positions
-    return total
 
 
 def per_image_rows(

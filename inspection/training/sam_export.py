@@ -1,9 +1,7 @@
 """Export SAM (MobileSAM vit_t or SAM ViT-B) to an OpenVINO refiner bundle (torch side).
 
-The bundle holds the image encoder and the prompt encoder + mask decoder as two IR models
-and a ``metadata.json`` (see ``inspection.refine.bundle``). Weights come from a user-supplied
-checkpoint; random initialisation is only for tests and latency mechanics and is recorded in
-the metadata so the station warns about it.
+Two IR models (image encoder; prompt encoder + mask decoder) and ``metadata.json``
+(``inspection.refine.bundle``); random weights, for tests only, are recorded so stations warn.
 """
 
 from __future__ import annotations
@@ -66,8 +64,7 @@ SAM_BUILDERS: dict[str, Callable[[], nn.Module]] = {"vit_t": _build_vit_t, "vit_
 def build_sam(
     backend: str, checkpoint: str | Path | None, *, random_init: bool = False
 ) -> nn.Module:
-    """Build a SAM model in eval mode from ``checkpoint`` (a bad one raises ``WeightsError``),
-    or with random weights if asked."""
+    """A SAM model in eval mode from ``checkpoint`` (bad: ``WeightsError``), or random if asked."""
     if backend not in SAM_BUILDERS:
         raise ValueError(
             f"unknown SAM backend {backend!r}; valid: {', '.join(sorted(SAM_BUILDERS))}"
@@ -136,13 +133,9 @@ class EncoderForExport(nn.Module):
 
 
 class DecoderForExport(nn.Module):
-    """Prompt encoder + mask decoder for point/box prompts (no mask prompt).
-
-    Inputs: embeddings (1, 256, 64, 64), point_coords (1, N, 2) in 1024-pixel space,
-    point_labels (1, N) float (1 pos, 0 neg, 2/3 box corners, -1 padding).
-    Outputs: low_res_masks (1, 4, 256, 256) logits, iou_predictions (1, 4).
-    Same arithmetic as ``SamOnnxModel`` in segment-anything's ``utils/onnx.py``.
-    """
+    """Prompt encoder + mask decoder for point/box prompts, as segment-anything's ``SamOnnxModel``:
+    embeddings (1, 256, 64, 64), point_coords (1, N, 2) in 1024 px space, point_labels (1, N)
+    -> low_res_masks (1, 4, 256, 256) logits, iou_predictions (1, 4)."""
 
     def __init__(self, sam: nn.Module) -> None:
         super().__init__()

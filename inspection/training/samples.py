@@ -1,8 +1,4 @@
-"""Labelled samples as model inputs, and a model's raw predictions on them (torch side).
-
-``SampleDataset`` feeds anomalib at the model resolution; ``Predictions`` is what
-``training.evaluate.predict`` returns and what metrics, reports and plots read.
-"""
+"""Labelled samples as model inputs (``SampleDataset``), and a model's raw predictions on them."""
 
 from __future__ import annotations
 
@@ -17,14 +13,14 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
+from inspection.core.outputs import RawOutputs
 from inspection.data.dataset import Sample
 from inspection.data.decoded import KEPT
 
 
 class SampleDataset(TorchDataset):
-    """Samples as anomalib ``ImageItem``s at the model resolution: image (3, H, W) float32 in
-    [0, 1], bilinear as the bundle's ``resize``; gt_mask (H, W) bool. Normalisation is the
-    pre-processor's. ``bits``: significant bits of 16-bit images (``image_bits``)."""
+    """Samples as anomalib ``ImageItem``s at the model resolution (bilinear, as the bundle's
+    ``resize``): image (3, H, W) float32 in [0, 1], gt_mask (H, W) bool."""
 
     def __init__(
         self,
@@ -59,8 +55,7 @@ class SampleDataset(TorchDataset):
 def load_image(
     path: Path, image_size: tuple[int, int], bits: int = DEFAULT_SOURCE_BITS
 ) -> np.ndarray:
-    """Read (16-bit images at ``bits`` significant bits) and resize to (H, W, 3) float32 RGB
-    in [0, 1] (bilinear)."""
+    """Read (16-bit at ``bits``) and resize to (H, W, 3) float32 RGB in [0, 1], bilinear."""
     height, width = image_size
     rgb = KEPT.take(Path(path), bits)  # the dataset check's decoding, if it kept it
     rgb = read_image(path, bits=bits) if rgb is None else rgb
@@ -81,29 +76,14 @@ def mask_known(sample: Sample) -> bool:
 
 
 @dataclass(frozen=True)
-class Predictions:
-    """Raw model outputs on N test images: scores (N,) float32; maps (N, H, W) float32 at the
-    model input resolution; labels (N,) int64 0 good / 1 defective; gt_masks (N, H, W) bool;
-    mask_known (N,) bool, False for a defective image without a mask file; ``bits``: the
-    significant bits 16-bit images were read at."""
+class Predictions(RawOutputs):
+    """``RawOutputs`` of a torch model on N test images, with their ``paths`` and the
+    ``bits`` 16-bit images were read at (for the report's examples)."""
 
-    scores: np.ndarray
-    maps: np.ndarray
-    labels: np.ndarray
-    gt_masks: np.ndarray
-    mask_known: np.ndarray
-    defect_types: tuple[str, ...]
-    paths: tuple[str, ...]
+    paths: tuple[str, ...] = ()
     bits: int = DEFAULT_SOURCE_BITS
 
     def __post_init__(self) -> None:
-        n = len(self.scores)
-        if self.scores.shape != (n,):
-            raise ValueError(f"scores: expected shape (N,), got {self.scores.shape}")
-        if self.maps.ndim != 3 or len(self.maps) != n:
-            raise ValueError(f"maps: expected ({n}, H, W), got {self.maps.shape}")
-        if self.gt_masks.shape != self.maps.shape:
-            raise ValueError(f"gt_masks: expected {self.maps.shape}, got {self.gt_masks.shape}")
-        for name in ("labels", "mask_known", "defect_types", "paths"):
-            if len(getattr(self, name)) != n:
-                raise ValueError(f"{name}: expected {n} entries, got {len(getattr(self, name))}")
+        super().__post_init__()
+        if len(self.paths) != len(self.scores):
+            raise ValueError(f"paths: expected {len(self.scores)} entries, got {len(self.paths)}")

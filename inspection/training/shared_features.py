@@ -16,9 +16,8 @@ LIMIT_BYTES = 2 * 1024**3
 
 
 class SharedFeatures:
-    """Backbone outputs shared by model runs on the same input batches (a PatchCore or PaDiM
-    candidate with an earlier one's backbone and input size reads them from here), keyed by
-    backbone, layer and the batch's bytes, up to ``LIMIT_BYTES``."""
+    """Backbone outputs shared by model runs on the same input batches (a later candidate with
+    the same backbone and size), keyed by backbone, layer and batch bytes, up to ``LIMIT_BYTES``."""
 
     def __init__(self, limit: int = LIMIT_BYTES) -> None:
         self.outputs: dict[tuple[str, str, bytes], torch.Tensor] = {}
@@ -64,8 +63,7 @@ class _Remembered(torch.nn.Module):
 
 @contextmanager
 def shared_backbone(model: Any, backbone: str = "") -> Iterator[SharedFeatures]:
-    """Inside, ``model``'s backbone outputs are kept and reused (``SharedFeatures``); its own
-    feature extractor is back afterwards (checkpoints keep their keys)."""
+    """Inside, ``model``'s backbone outputs are reused (``SharedFeatures``); restored after."""
     shared, inner = SharedFeatures(), model.model
     extractor = getattr(inner, "feature_extractor", None)
     shared.attach(model, backbone)

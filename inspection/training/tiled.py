@@ -1,12 +1,8 @@
 """Tiled training at native resolution: one model over every tile of the training images.
 
-``train_tiled`` cuts each good training image into the tiles the station cuts (``core.tiling``:
-the same grid and resize), fits one model on all of them, then calibrates it as an exported
-bundle is calibrated: on whole validation images, tiles stitched back, the image score the
-highest tile's. The version records its ``tiling`` for the bundle. anomalib's ``Tiler`` pads or
-interpolates an image that does not divide evenly; the station never invents pixels (its last
-tile is flush with the edge), so training uses the station's grid (``tests/training/test_tiled.py``
-pins that both agree where anomalib's applies).
+``train_tiled`` cuts the tiles the station cuts (``core.tiling``; never anomalib's ``Tiler``,
+which pads or interpolates), fits one model on them, and calibrates on whole validation images
+stitched back as an exported bundle is.
 """
 
 from __future__ import annotations
@@ -36,6 +32,7 @@ from inspection.core.tiling import TilingSpec, cut, stitch
 from inspection.data.dataset import Dataset, Sample
 from inspection.runtime.tiled import evaluation_size
 from inspection.training.backbones import ResolvedWeights
+from inspection.training.evaluate import metrics_of_predictions
 from inspection.training.models import model_kind
 from inspection.training.roi import TrainingRoi
 from inspection.training.train import (
@@ -56,10 +53,8 @@ def tile_key(path: object, tile: int) -> str:
 
 
 class TileDataset(TorchDataset):
-    """Every tile of every sample, image-major, as anomalib ``ImageItem``s (image (3, th, tw)
-    float32 in [0, 1], gt_mask (th, tw) bool). With ``roi``, tiles without an ROI pixel are left
-    out and ``training_roi`` holds the kept tiles' masks. Only the last image is cached: read in
-    order. ``bits``: significant bits of 16-bit images."""
+    """Every tile of every sample, image-major, as anomalib ``ImageItem``s; with ``roi``, tiles
+    without an ROI pixel are left out. Only the last image is cached: read in order."""
 
     def __init__(
         self,
@@ -133,9 +128,7 @@ def predict_tiled(
     roi: RoiSpec | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> RawOutputs:
-    """Run the torch model over every tile of ``samples`` (with ``roi``: every tile holding
-    an ROI pixel, as the station does) and stitch each image back: raw scores (N,) (highest
-    tile), stitched raw maps and ground truth (N, h, w) at ``evaluation_size``."""
+    """Raw scores (N,) (highest tile) and stitched maps of the tiles of ``samples`` (in ``roi``)."""
     data = TileDataset(samples, tiling, bits=bits)
     scores, maps = [], []
     model.eval()
@@ -170,8 +163,7 @@ def fit_tiles(
     progress: bool = True,
     roi: RoiSpec | None = None,
 ) -> tuple[Any, float, TileDataset]:
-    """Seeded anomalib ``Engine.fit`` on the tiles (with ``roi``: only the tiles and patches
-    inside it); returns (model, seconds, the training tiles)."""
+    """Seeded fit on the tiles (inside ``roi``); returns (model, seconds, the training tiles)."""
     train_loader = _tile_loader(train_samples, tiling, config, roi)
     validation_loader = _tile_loader(validation, tiling, config, roi)
     tiles = train_loader.dataset
@@ -205,10 +197,7 @@ def train_tiled(
     evaluate: bool = True,
     roi: RoiSpec | None = None,
 ) -> ModelRecord:
-    """Fit on tiles, calibrate on whole validation images, (measure the test split) and
-    register a version that records its tiling. ``evaluate=False`` skips the test split
-    (its bundle is measured at export anyway). ``roi``: the product's; tiles without an ROI
-    pixel and patches outside it are left out (``training.roi``), recorded in the version."""
+    """Fit on tiles, calibrate on whole images, measure and register a version with its tiling."""
     check_tiling(config, tiling)
     validation, test = evaluation_splits(config, dataset)
     weights = config_weights(config)
@@ -223,9 +212,9 @@ def train_tiled(
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
-        outputs = predict_tiled(model, test, tiling, roi=roi, bits=bits)
-        measured, _ = outputs.measure(calibration)
-        judged = replace(measured, calibration=calibration)
+        judged = metrics_of_predictions(
+            predict_tiled(model, test, tiling, roi=roi, bits=bits), calibration
+        )
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
     roi_extra = training_roi_extra(roi, tile_data.training_roi, model, tiles_kept=tiles,
                                    tiles_total=tile_data.total_tiles)  # fmt: skip

@@ -1,9 +1,8 @@
-"""Train anomalib PatchCore / STFPM / PaDiM on an ``inspection.data`` Dataset and register a version.
+"""Train an anomalib model on an ``inspection.data`` Dataset and register a version.
 
-A version holds ``model.pt`` (the LightningModule ``state_dict``, rebuilt from ``record.config``
-by ``load_trained_model`` with no weights download), the resolved config, the dataset
-fingerprint, the backbone weights used, and in ``record.extra`` the preprocessing,
-normalisation and validation/test split an exported bundle needs.
+A version holds ``model.pt`` (rebuilt from ``record.config`` by ``load_trained_model``), the
+resolved config, dataset fingerprint, backbone weights, and in ``record.extra`` what an exported
+bundle needs (preprocessing, normalisation, splits).
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from inspection.training.global_context import (
     model_outputs,
 )
 from inspection.training.models import build_model, model_kind
+from inspection.training.models.common import Stages
 from inspection.training.models.mixed import fit_for_model as fit_supervised
 from inspection.training.models.mixed import supervised_config
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
@@ -146,13 +146,8 @@ def load_trained_model(record: ModelRecord) -> Any:
     return model.eval()
 
 
-StageProgress = Callable[[str, int, int], None]
-"""Called with (stage, done, total) as a long stage advances (``cli.console.StepProgress.stage``)."""
-
-
 class StageClock:
-    """Wall seconds per named stage of one training run (``train stages: {...}`` in the log),
-    and the process's peak RSS when each ended (``train peak RSS GB: {...}``)."""
+    """Wall seconds and peak RSS per named stage of one training run (logged)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -205,13 +200,10 @@ def train_model(
     progress: bool = True,
     lineage: Mapping[str, Any] | None = None,
     roi: RoiSpec | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> TrainOutcome:
-    """``train`` that also returns the model and test predictions (for reports).
-
-    ``lineage``: extra record entries on how this config was chosen (e.g. ``auto_search``).
-    ``roi``: the product's ROI; patches outside it are left out of training (``training.roi``).
-    ``stages``: told how the long stages advance (feature batches, out-of-fold folds)."""
+    """``train`` that also returns the model and test predictions. ``lineage``: record entries
+    on how the config was chosen; ``stages``: told how the long stages advance."""
     clock = StageClock()
     gate = config.supervised == "auto"  # auto: the head is kept only where it helps
     config = supervised_config(config, dataset)
@@ -291,8 +283,7 @@ def _fit_local_statistics(
     validation: Sequence[Sample],
     roi: TrainingRoi | None,
 ) -> LocalStatsChoice | None:
-    """Fit the fused local-statistics model (``training.models.patchcore.local_stats``) where
-    the kind has one and the config asks."""
+    """Fit the fused local-statistics model where the kind has one and the config asks."""
     fit_local = model_kind(config.kind).fit_local_statistics
     if fit_local is None or config.local_statistics_mode == "off":
         return None
@@ -305,8 +296,7 @@ def _fit_local_statistics(
 def predict_validation(
     model: Any, config: ModelConfig, validation: Sequence[Sample]
 ) -> tuple[Predictions, BlurChoice | None]:
-    """Predictions on the validation split, after a ``map_peak`` model's
-    ``image_score_blur`` is set on them (``training.models.patchcore.image_score.choose_blur``)."""
+    """Predictions on the validation split, with a ``map_peak`` model's blur chosen on them."""
     validated = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
     head = getattr(model.model, "map_peak", None)
     if head is None:
@@ -331,8 +321,7 @@ def _fit_global_context(
     calibration: Sequence[Path] = (),
 ) -> tuple[FittedContext, Normalization, Any]:
     """Fit the global context; test predictions get fused scores (maps stay local) when a
-    component was kept on validation, else they stay the local model's. ``good_scores``: the
-    training images' out-of-fold scores, for the fused threshold with the ``calibration`` images'."""
+    component was kept, the fused threshold set with the out-of-fold ``good_scores``."""
     fitted = fit_model_context(
         model.model, config.global_context, config.backbone.layers,
         station_preprocessing(config, weights), [s.path for s in train_samples], validation,
@@ -367,8 +356,7 @@ def fused_predictions(
 
 
 def _context_out_of_fold(good: TrainGoodScores | None) -> TrainOutOfFold | None:
-    """The out-of-fold scores that may calibrate, as the fused threshold takes them (none
-    when they were scored through an ROI: the context scores whole images)."""
+    """The calibrating out-of-fold scores for the fused threshold (none through an ROI)."""
     if good is None or good.roi_masked:
         return None
     return TrainOutOfFold(np.flatnonzero(good.calibrates), good.out_of_fold[good.calibrates])
@@ -400,10 +388,9 @@ def fit(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> tuple[Any, float]:
-    """``fit_loaders`` on ``train_samples``, without a validation loop (the calibration sets
-    thresholds and normalisation once, from the validation predictions)."""
+    """``fit_loaders`` on ``train_samples``, without a validation loop (calibration follows)."""
     train_loader = make_loader(train_samples, config, shuffle=True)
     return fit_loaders(config, weights, train_loader, None, progress, roi, prepare, stages)
 
@@ -416,11 +403,10 @@ def fit_loaders(
     progress: bool = True,
     roi: TrainingRoi | None = None,
     prepare: Callable[[Any], None] | None = None,
-    stages: StageProgress | None = None,
+    stages: Stages = None,
 ) -> tuple[Any, float]:
-    """Seeded fit on CPU of whole images or tiles; returns (model in eval mode, seconds).
-    ``roi``: input masks of the training items (patches outside leave the bank / the loss);
-    ``prepare``: called on the built model first (the auto search's ``SharedFeatures``)."""
+    """Seeded CPU fit of whole images or tiles; returns (model in eval mode, seconds).
+    ``roi``: the items' input masks; ``prepare``: called on the built model first."""
     lightning.seed_everything(config.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = build_model(config, weights)
@@ -468,10 +454,8 @@ def register_version(
     fingerprint: Mapping[str, Any] | None = None,
     **record: Any,
 ) -> ModelRecord:
-    """Register ``model``'s state dict as ``model.pt`` of a new version of ``product``, with
-    ``dataset``'s fingerprint (taken now unless given) and the ``Registry.create_version``
-    entries ``record`` (kind, config, metrics, weights, extra); ``save`` writes further files
-    into the version."""
+    """Register ``model``'s state dict as a new version of ``product`` with ``dataset``'s
+    fingerprint and the ``create_version`` entries ``record``; ``save`` writes further files."""
     state = model.state_dict()
     fingerprint = fingerprint or dataset.fingerprint()
 
@@ -492,8 +476,7 @@ def version_extra(
     splits: tuple[Sequence[Sample], Sequence[Sample]],
     calibration: Any,
 ) -> dict[str, Any]:
-    """The ``extra`` entries every trained version records: preprocessing, normalisation and
-    segmentation (of ``calibration``), its (validation, test) ``splits``, training images."""
+    """The ``extra`` every trained version records (preprocessing, calibration, splits)."""
     return {
         "preprocessing": to_mapping(station_preprocessing(config, weights)),
         "normalization": to_mapping(calibration.normalization),

@@ -1,4 +1,4 @@
-"""compute_metrics on plain numpy arrays: known answers, per-defect subsets, bad shapes."""
+"""metrics_of_predictions on plain numpy arrays: known answers, per-defect subsets, bad shapes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from inspection.core.calibration import Calibration, Normalization
+from inspection.core.metrics import EvaluationMetrics
 from inspection.core.verdict import Segmentation
-from inspection.training.evaluate import Predictions, compute_metrics
+from inspection.training.evaluate import Predictions, metrics_of_predictions
 
 
 def cal(pixel_threshold: float = 0.5, segmentation: Segmentation | None = None) -> Calibration:
@@ -15,6 +16,25 @@ def cal(pixel_threshold: float = 0.5, segmentation: Segmentation | None = None) 
     the global pixel threshold unless ``segmentation`` is given."""
     norm = Normalization(0.5, pixel_threshold, 0.0, 1.0, 0.0, 1.0)
     return Calibration(norm, segmentation or Segmentation.global_threshold(0.5))
+
+
+def compute_metrics(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    maps: np.ndarray,
+    masks: np.ndarray,
+    types: list[str],
+    *,
+    calibration: Calibration,
+    mask_known: np.ndarray | None = None,
+) -> EvaluationMetrics:
+    """``metrics_of_predictions`` of these arrays as a model's predictions."""
+    predictions = Predictions(
+        scores=np.asarray(scores, np.float32), maps=maps, labels=labels, masks=masks,
+        mask_known=np.ones(len(scores), bool) if mask_known is None else mask_known,
+        defect_types=tuple(types), paths=tuple(f"{i}.png" for i in range(len(scores))),
+    )  # fmt: skip
+    return metrics_of_predictions(predictions, calibration)
 
 
 def _case(seed: int = 0):
@@ -78,12 +98,6 @@ def test_segmentation_is_applied_and_recorded() -> None:
     assert after.overall.pixel_f1 == pytest.approx(1.0)
 
 
-def test_without_maps_is_refused() -> None:
-    labels, types, _, _ = _case()
-    with pytest.raises(ValueError, match="verdicts need the anomaly maps"):
-        compute_metrics(labels.astype(float), labels, None, None, types, calibration=cal())
-
-
 def test_one_class_gives_none_not_an_error() -> None:
     scores = np.array([0.1, 0.2])
     maps, masks = np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), bool)
@@ -111,10 +125,9 @@ def test_unknown_masks_are_left_out_of_pixel_metrics() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"labels": np.array([0, 1])}, "scores, labels, defect_types and judged need the same"),
-        ({"maps": None}, "give both maps and gt_masks"),
-        ({"maps": np.zeros((8, 4, 4), np.float32)}, "maps and gt_masks must both be"),
-        ({"maps": np.zeros((3, 16, 16), np.float32)}, "expected 8 maps"),
+        ({"labels": np.array([0, 1])}, "labels, mask_known and defect_types need 8 entries"),
+        ({"maps": np.zeros((8, 4, 4), np.float32)}, r"masks: expected \(8, 4, 4\)"),
+        ({"maps": np.zeros((3, 16, 16), np.float32)}, r"needs scores \(N,\) and maps \(N, h, w\)"),
     ],
 )
 def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
@@ -129,12 +142,12 @@ def test_bad_inputs_are_refused(kwargs: dict, message: str) -> None:
 
 
 def test_predictions_check_shapes() -> None:
-    with pytest.raises(ValueError, match=r"gt_masks: expected \(2, 4, 4\), got \(2, 3, 3\)"):
+    with pytest.raises(ValueError, match=r"masks: expected \(2, 4, 4\), got \(2, 3, 3\)"):
         Predictions(
             scores=np.zeros(2, np.float32),
             maps=np.zeros((2, 4, 4), np.float32),
             labels=np.zeros(2, np.int64),
-            gt_masks=np.zeros((2, 3, 3), bool),
+            masks=np.zeros((2, 3, 3), bool),
             mask_known=np.ones(2, bool),
             defect_types=("good", "good"),
             paths=("a", "b"),

@@ -20,7 +20,7 @@ def _predictions(labels: list[int]) -> Predictions:
         scores=np.linspace(0.0, 1.0, n, dtype=np.float32),
         maps=np.zeros((n, 4, 4), np.float32),
         labels=np.asarray(labels, np.int64),
-        gt_masks=np.zeros((n, 4, 4), bool),
+        masks=np.zeros((n, 4, 4), bool),
         mask_known=np.ones(n, bool),
         defect_types=tuple("crack" if label else "good" for label in labels),
         paths=tuple(f"{i}.png" for i in range(n)),

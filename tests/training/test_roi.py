@@ -16,7 +16,8 @@ from inspection.core.tiling import TilingSpec
 from inspection.data.dataset import Sample
 from inspection.training.backbones import resolve_weights
 from inspection.training.models import build_model
-from inspection.training.roi import TrainingRoi, centres, feature_grid, masked_stfpm_loss
+from inspection.training.models.stfpm.lightning_model import masked_stfpm_loss
+from inspection.training.roi import TrainingRoi, centres, feature_grid
 from inspection.training.tiled import TileDataset, tile_key
 from inspection.training.train import fit
 

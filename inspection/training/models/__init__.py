@@ -1,9 +1,5 @@
 """One folder per model kind, as anomalib keeps its models: each defines its ``KIND``
-(``common.ModelKind``: builder, fit, out-of-fold scores and what the kind can do) and holds the
-steps that are its own (``patchcore``: coreset, local statistics, image score, out-of-fold
-scores, bank collection; ``mixed``: PatchCore's supervised head learned from labelled defects,
-the kind ``patchcore``; ``stfpm``: ROI-masked loss; ``padim``: covariance estimators and
-out-of-fold scores). ``KINDS`` registers them by name.
+(``common.ModelKind``) and holds the steps that are its own; ``KINDS`` registers them by name.
 """
 
 from __future__ import annotations

@@ -74,9 +74,8 @@ def fit_with_engine(
 
 @dataclass(frozen=True)
 class ModelKind:
-    """One model kind as training, calibration and export see it: its hooks and what it can
-    do. Each kind's folder defines one (``KIND``), registered in ``training.models.KINDS``;
-    nothing outside the folder switches on its name."""
+    """One model kind as training, calibration and export see it: its hooks and what it can do.
+    Nothing outside its folder switches on its name."""
 
     name: str
     build: Callable[[ModelConfig, ResolvedWeights], Any]
@@ -108,9 +107,8 @@ class ModelKind:
 
 
 def anomalib_options(config: ModelConfig, weights: ResolvedWeights) -> dict[str, Any]:
-    """The backbone and layers of ``config``, a pre-processor that resizes to its
-    ``image_size`` and normalises with the weights' mean and std, and no evaluator or
-    visualizer (metrics and figures are ours)."""
+    """The backbone and layers of ``config``, a resize-and-normalise pre-processor, and no
+    evaluator or visualizer (metrics and figures are ours)."""
     resize = Resize(list(config.image_size), antialias=True)
     normalize = Normalize(mean=list(weights.mean), std=list(weights.std))
     return {

@@ -17,10 +17,8 @@ from inspection.training.models.padim.gaussian import PadimGaussian, out_of_fold
 
 
 def build(config: ModelConfig, weights: ResolvedWeights) -> Padim:
-    """anomalib's PaDiM: one Gaussian (mean, inverse covariance) per grid cell of the first
-    layer's map, Mahalanobis distance at inspection. ``n_features`` None keeps every channel;
-    anomalib requires the number for backbones it has no default for. ``covariance``: the
-    estimator of each cell's covariance (``PadimGaussian``)."""
+    """anomalib's PaDiM with ``covariance``'s estimator (``PadimGaussian``); ``n_features`` None
+    keeps every channel (anomalib needs the number for backbones it has no default for)."""
     channels = sum(
         feature_channels(config.backbone.name)[layer] for layer in config.backbone.layers
     )

@@ -1,13 +1,8 @@
 """PaDiM's per-cell Gaussians (``covariance`` estimator) and out-of-fold calibration scores.
 
-``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with the config's covariance
-estimator: ``ridge`` (anomalib's, sample covariance + 0.01 I), or scikit-learn's ``ledoit_wolf``
-/ ``oas`` shrinkage per grid cell; the served model and the out-of-fold Gaussians use the same.
-A PaDiM model scores its own training images low, and the good validation images alone set a
-loose threshold (``reports/padim``). So, as for
-PatchCore, each seeded fold of training images is scored by Gaussians fitted on the other
-folds' embeddings (computed once) through the model's own anomaly-map head: if anything a
-little high, a conservative threshold (much higher with ``ridge``, which shrinkage narrows).
+``PadimGaussian`` is anomalib's ``MultiVariateGaussian`` with ``ridge`` (anomalib's) or
+scikit-learn's ``ledoit_wolf`` / ``oas`` shrinkage. As for PatchCore, each seeded fold of
+training images is scored by Gaussians fitted on the other folds (its own images score low).
 """
 
 from __future__ import annotations
@@ -54,9 +49,8 @@ class PadimGaussian(MultiVariateGaussian):
 
 
 def shrunk_gaussian(embedding: torch.Tensor, covariance: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings:
-    the ``covariance`` estimator (``SHRINKAGE``) per grid cell in float64, inverted as one
-    batch. One BLAS thread: threaded BLAS on such small products is slower on a busy host."""
+    """Mean (D, h*w) and inverse covariance (h*w, D, D), float32, of (N, D, h, w) embeddings,
+    per cell in float64 on one BLAS thread (threaded BLAS is slower on such small products)."""
     estimator = SHRINKAGE[covariance]
     n, dims, height, width = embedding.shape
     cells = embedding.detach().reshape(n, dims, height * width).permute(2, 0, 1).double()
@@ -74,10 +68,8 @@ def out_of_fold_scores(
     roi: TrainingRoi | None = None,
     stages: Stages = None,
 ) -> np.ndarray:
-    """(N,) float64 raw image scores of ``samples`` (the training images, whole: ``roi`` and
-    ``stages`` unused), each from Gaussians fitted without its fold of ``config``'s, with the
-    served model's covariance estimator. ``model``: the trained anomalib ``Padim`` built by
-    ``training.models.build_model`` (left unchanged)."""
+    """(N,) float64 raw scores of the whole training ``samples`` (``roi``, ``stages`` unused), each
+    from Gaussians fitted without its fold with the served estimator; ``model`` is unchanged."""
     inner = model.model
     covariance = served_covariance(inner)
     folds, image_size = config.calibration_folds, config.image_size
@@ -122,9 +114,7 @@ def padim_embeddings(inner: Any, images: torch.Tensor, batch_size: int = 8) -> t
 def padim_scores(
     inner: Any, embeddings: torch.Tensor, gaussian: Any, image_size: tuple[int, int]
 ) -> np.ndarray:
-    """(N,) float64 image scores (map maximum) of (N, D, h, w) ``embeddings`` under
-    ``gaussian`` (its ``mean`` (D, h*w) and ``inv_covariance`` (h*w, D, D)), through the
-    model's anomaly-map head (distance, upsampling to ``image_size``, blur)."""
+    """(N,) float64 map-maximum scores of (N, D, h, w) ``embeddings`` under ``gaussian``."""
     with torch.no_grad():
         amap = inner.anomaly_map_generator(
             embedding=embeddings,

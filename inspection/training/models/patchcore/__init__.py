@@ -45,10 +45,8 @@ def fit(
     progress: bool,
     stages: Stages = None,
 ) -> float:
-    """PatchCore's one training epoch without lightning's ``Trainer`` (no optimiser, no
-    validation): each batch transformed into ``training_step``, then the coreset
-    (``on_train_epoch_end``); with a ``validation_loader`` (tiles), anomalib's ``Engine``.
-    Returns the seconds; ``stages`` is told of each batch."""
+    """PatchCore's one training epoch without lightning's ``Trainer`` (nothing to optimise), then
+    the coreset; with a ``validation_loader`` (tiles), anomalib's ``Engine``. Returns seconds."""
     if validation_loader is not None:
         return fit_with_engine(model, config, train_loader, validation_loader, progress)
     started = time.perf_counter()

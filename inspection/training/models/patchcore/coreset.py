@@ -1,13 +1,8 @@
 """Greedy k-center coreset selection for PatchCore memory banks, vectorised in torch.
 
-Same result as anomalib's ``KCenterGreedy``: anomalib's ``SparseRandomProjection(eps=0.9)``, the
-first center drawn with ``torch.randint`` right after (a run seeded as ``lightning.seed_everything``
-does projects and starts exactly as anomalib's), then ``k = int(n * ratio)`` farthest-point picks.
-Only the arithmetic differs: anomalib reduces an (n, d) difference matrix per pick; here
-distances are ``|x|^2 - 2 x.c + |c|^2``, updated lazily (``_LazyGreedy``), exactly. The loop
-runs on one thread (a second OpenMP thread beside a busy core costs several times its work).
-Float rounding may break near-ties differently; the coverage radius stays within a few percent
-(tests pin it). ``cap_rows`` (``memory_bank_max``) caps k.
+Same picks as anomalib's ``KCenterGreedy`` (same projection and seeded first center), with
+distances ``|x|^2 - 2 x.c + |c|^2`` updated lazily (``_LazyGreedy``) on one thread (a second
+OpenMP thread beside a busy core slows it). Float rounding may break near-ties differently.
 """
 
 from __future__ import annotations
@@ -26,8 +21,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Coreset:
-    """``indices``: (k,) int64 rows of an (n, d) embedding, in selection order; ``radius``:
-    the largest projected distance from any row to its nearest kept row."""
+    """``indices``: (k,) int64 rows in selection order; ``radius``: the projected cover radius."""
 
     indices: torch.Tensor
     radius: float
@@ -75,10 +69,8 @@ lazy updates (``_LazyGreedy``) pay off only with many dimensions."""
 
 def project(embedding: torch.Tensor) -> torch.Tensor:
     """anomalib's sparse random projection of (n, d) rows (consumes torch's RNG like anomalib).
-    Rows of fewer columns than the projection's (PatchCore's 152 against 272 at 61 k rows and
-    312 at 307 k; the local statistics' 6) are not raised to its dimensions: rows in their own
-    d with the same distances as the projected ones, so the greedy does the same picks (but for
-    float rounding of near-ties) at d / n_components of the arithmetic."""
+    Rows of fewer columns than the projection's are kept in their own d: the same distances, so
+    the same picks at d / n_components of the arithmetic."""
     # deferred: anomalib (5 s on top of torch), only for the projected greedy coreset
     from anomalib.models.components.dimensionality_reduction import SparseRandomProjection
 
@@ -101,9 +93,8 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
 
 
 def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
-    """anomalib's ``SparseRandomProjection._sparse_random_matrix``, the same draws from the same
-    generators (torch's binomials, numpy's global state through scikit-learn's sampling), without
-    the two ``torch.distributions.Binomial`` built and validated per row (slow)."""
+    """anomalib's ``SparseRandomProjection._sparse_random_matrix`` with the same draws, without
+    building two ``torch.distributions.Binomial`` per row (slow)."""
     from sklearn.utils.random import sample_without_replacement
 
     real = torch.get_default_dtype()  # what Binomial makes of plain numbers (broadcast_all)
@@ -135,11 +126,8 @@ def select_coreset(embedding: torch.Tensor, ratio: float, cap_rows: int | None =
 def grouped_coreset_rows(
     chunks: Sequence[torch.Tensor], ratio: float, cap_rows: int | None, budget_bytes: int
 ) -> torch.Tensor:
-    """(k, d) float32 rows chosen from (n_i, d) row ``chunks`` (float16 or float32) in bounded
-    memory: a coreset of each group of chunks (as float32 with its projection, at most
-    ``budget_bytes`` together), then one of the union of those coresets, ``k`` as one coreset
-    of all n rows would keep. A union of k-center coresets covers the union of their groups (a
-    composable coreset: the cover radius at most twice the groups' own)."""
+    """(k, d) float32 rows from (n_i, d) row ``chunks`` in bounded memory: a coreset of each group
+    (at most ``budget_bytes``), then one of their union (composable: cover radius at most twice)."""
     n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
     if n == 0:
         raise RuntimeError("the ROI keeps no training patch: check the product's roi polygons")
@@ -188,13 +176,9 @@ def greedy_k_center(
     min_sq: torch.Tensor | None = None,
     lazy: bool | None = None,
 ) -> Coreset:
-    """``k`` greedy farthest-point picks over (n, d) float32 ``features``.
-
-    ``start``: the first pick (``None``: the farthest row given ``min_sq``). ``min_sq``: (n,)
-    squared distances to centers chosen earlier (an existing bank; default +inf).
-    ``lazy``: ``_LazyGreedy`` or the full scan (the same picks up to near-ties); ``None``: lazy
-    above ``FEW_DIMS`` columns.
-    """
+    """``k`` greedy farthest-point picks over (n, d) float32 ``features``. ``start``: the first
+    pick (None: farthest given ``min_sq``, (n,) squared distances to an existing bank). ``lazy``:
+    ``_LazyGreedy`` or the full scan (same picks up to near-ties); None: lazy above ``FEW_DIMS``."""
     n = features.shape[0]
     lazy = features.shape[1] > FEW_DIMS if lazy is None else lazy
     if not 1 <= k <= n:
@@ -233,15 +217,9 @@ class _FullScan:
 
 
 class _LazyGreedy(_FullScan):
-    """Greedy k-center that updates only the rows that could be the next pick.
-
-    ``best`` holds, per row, the squared distance to the nearest of its first ``seen`` picks:
-    an upper bound that only shrinks. The rows of the largest bounds are brought up to date (a
-    matrix product over the picks they have not seen) until the largest true distance is at
-    least every other row's bound, so the pick is exactly the full scan's, at a few hundred
-    rows per pick instead of all n. The search runs among the ``POOL`` highest bounds while
-    that is enough (``farthest``).
-    """
+    """Greedy k-center that updates only the rows that could be the next pick: ``best`` holds
+    upper bounds that only shrink; the largest are brought up to date until the largest true
+    distance beats every other bound, so each pick is exactly the full scan's."""
 
     BATCH = 32  # top bounds brought up to date first
     CHUNK = 128  # picks per matrix product
@@ -266,9 +244,8 @@ class _LazyGreedy(_FullScan):
         self.seen[index] = pick + 1
 
     def farthest(self, picked: int) -> int:
-        """The row farthest from the picks so far: from the ``POOL`` rows of the highest bounds
-        when it is at least the pool's floor (every row outside is bounded by it), else from
-        all rows, refilling the pool."""
+        """The row farthest from the picks so far: from the ``POOL`` highest bounds when it beats
+        the pool's floor, else from all rows, refilling the pool."""
         if self.best.shape[0] <= self.POOL:
             return self._farthest_among(None, picked)
         if self.pool is not None:

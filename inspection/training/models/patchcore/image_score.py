@@ -1,13 +1,8 @@
-"""PatchCore's image score: the peak of its anomaly map, optionally blurred first.
+"""PatchCore's image score: the peak of its (optionally further blurred) anomaly map.
 
-anomalib scores an image by its largest patch distance: one unsmoothed stride-8 cell, so a single
-odd patch of good texture sets a good part's score. ``image_score: map_peak`` takes the peak of
-the (already blurred) anomaly map instead, as STFPM and PaDiM do; ``image_score_blur`` blurs it
-further (sigma a fraction of the side) so evidence spread over a faint or diffuse defect adds up;
-``auto`` picks a sigma from ``BLUR_CANDIDATES`` on validation and keeps it only when its paired
-bootstrap gain is above 0 at 95 %. Only the score changes, not maps or regions. ``MapPeakHead``
-is part of the torch model, so the exported graph and everything measured on it see the same
-score (``reports/image_score``).
+anomalib's largest patch distance lets one odd patch set a good part's score; ``map_peak`` takes
+the blurred map's peak, and ``image_score_blur: auto`` keeps a sigma from ``BLUR_CANDIDATES``
+only when its paired bootstrap gain on validation is above 0. ``MapPeakHead`` is in the graph.
 """
 
 from __future__ import annotations

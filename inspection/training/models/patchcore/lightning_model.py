@@ -1,15 +1,9 @@
 """anomalib's PatchCore with our coreset selection and a bounded memory bank.
 
-``Patchcore`` keeps anomalib's model and replaces only ``fit()``: ``coreset.select_coreset``
-instead of ``KCenterGreedy``, the bank capped at ``memory_bank_max`` rows. Its torch model may
-fuse ``local_stats`` and score by ``image_score.MapPeakHead``; with ``training_roi`` set,
-patches whose receptive-field centre lies outside the ROI are dropped as they are collected.
-
-Memory: the patch rows (``train_rows``, also the out-of-fold scores') are float32 while they fit
-``rows_budget_gb``, and the bank is one coreset of all, as anomalib's. Past it (a plant's
-thousands of images) they are float16 in an unlinked file mapping under ``TMPDIR`` (the page
-cache holds them while memory is free), and the bank is a
-coreset of the union of per-group coresets (composable, ``coreset.grouped_coreset_rows``).
+``Patchcore`` replaces only ``fit()``: ``coreset.select_coreset``, the bank capped at
+``memory_bank_max``; ROI-outside patches are dropped as collected. Patch rows are float32 within
+``rows_budget_gb``; past it float16 in an unlinked file mapping under ``TMPDIR``, the bank a
+coreset of per-group coresets (``coreset.grouped_coreset_rows``).
 """
 
 from __future__ import annotations
@@ -81,8 +75,7 @@ class Patchcore(AnomalibPatchcore):
         out-of-fold scores replay: the backbone runs once over the training images."""
 
     def training_step(self, batch: Any, *args: Any, **kwargs: Any) -> Any:
-        """Collect the batch's patch embeddings (only those inside the ROI, when one is set),
-        then those of its ``bank_augment`` views (``training.augment``)."""
+        """Collect the batch's patch embeddings (inside the ROI), then its views'."""
         loss = super().training_step(batch, *args, **kwargs)
         store = self.model.embedding_store
         embedding = store[-1]

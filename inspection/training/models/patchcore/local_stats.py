@@ -1,25 +1,13 @@
 """Local colour statistics: a second nearest-neighbour model, fused with PatchCore in its graph.
 
-PatchCore's CNN patches are blind to defects that change a surface's colour or contrast more
-than its texture (a stain on grass, a faded patch of cloth). This model describes each cell of
-a stride-8 grid by the per-channel mean and std of the pixels in a ``WINDOW`` px square around
-it, relative to the whole image's (lighting that varies from part to part is no defect),
-z-scored on the training cells, and scores a cell by its distance to the nearest training cell
-(a coreset bank, like PatchCore's).
-
-Fusion: the max of both scores, each standardised on good images so that its median maps to 0
-and its largest good score to 1 (images by their scores, maps by their peaks): at a false-reject
-budget one part's tail does not set the other's threshold. The good images are the validation
-split's and, for the statistics part, the training images of the first ``SCALING_FOLDS`` folds
-scored out of fold (a colour seen in one training image only alarms for every other).
-Standardisers fitted on the images a conformal threshold is set on break its guarantee
-(``reports/statistics/conformal_mc.md``), so those images set no threshold: the
-fusion is kept only with ``calibration_folds`` >= 2, no global context and no ROI.
-
-The fusion is part of the torch model (``FusedPatchcoreModel``): the exported graph, its
-calibration, the export gate and the golden outputs all see it; a station needs nothing new.
-``local_statistics: auto`` keeps it only when it adds ``MIN_GAIN`` validation image AUROC and
-loses at most ``MAX_PIXEL_LOSS`` pixel AUROC (``reports/local_stats``, ``reports/hard_surfaces``).
+PatchCore's CNN patches are blind to defects that change colour or contrast more than texture.
+This model describes each stride-8 cell by the per-channel mean and std of a ``WINDOW`` px
+square, relative to the whole image's, and scores it by its distance to a coreset bank of
+training cells. Fusion: the max of both scores, each standardised on good images (median to 0,
+largest to 1), so one part's tail does not set the other's threshold. Standardisers fitted on
+the images a conformal threshold is set on break its guarantee, so the fusion needs
+``calibration_folds`` >= 2, no global context and no ROI. It lives in the torch model
+(``FusedPatchcoreModel``): the exported graph, its calibration and gate all see it.
 """
 
 from __future__ import annotations
@@ -74,9 +62,8 @@ FUSION = (
 
 
 def relative(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) pixels centred on and scaled by each image's own per-channel mean and std: a
-    part lit brighter or with more contrast than the training parts is not a defect everywhere
-    (a global change of colour is the global context's to judge, ``core.global_context``)."""
+    """(N, 3, H, W) pixels centred and scaled by each image's own per-channel mean and std: a
+    part lit brighter than the training parts is no defect (colour is the global context's)."""
     centre = images.mean((2, 3), keepdim=True)
     spread = images.std((2, 3), keepdim=True).clamp_min(MIN_STD)
     return (images - centre) / spread
@@ -111,8 +98,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         return self.bank.numel() > 0
 
     def raw_cells(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 6, H/8, W/8): per-channel mean and std of (N, 3, H, W) normalised pixels in each
-        window, relative to the image's own (``relative``)."""
+        """(N, 6, H/8, W/8): per-channel mean and std of each window of ``relative`` pixels."""
         pixels = relative(images)
         mean = self.pool(pixels)
         variance = (self.pool(pixels * pixels) - mean * mean).clamp_min(0)
@@ -164,8 +150,7 @@ class FusedPatchcoreModel(PatchcoreModel):
         return self.map_peak is not None
 
     def main_outputs(self, input_tensor: torch.Tensor) -> torch.Tensor | InferenceBatch:
-        """PatchCore's own (unfused) outputs: anomalib's ``PatchcoreModel.forward`` (its
-        image score is the largest patch distance, whatever ``map_peak``)."""
+        """PatchCore's own unfused outputs (image score: the largest patch distance)."""
         return super().forward(input_tensor)
 
     def side_outputs(self, input_tensor: torch.Tensor) -> InferenceBatch:
@@ -232,13 +217,11 @@ def fit_local_statistics(
     train_paths: Sequence[str] = (),
     roi: TrainingRoi | None = None,
 ) -> LocalStatsChoice:
-    """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W)
-    pre-processed training images, standardise both parts on good images, and keep it
-    (``mode`` on, or auto and it helps on validation) or leave the bank empty.
-
-    ``folds`` >= 2: the first ``SCALING_FOLDS`` folds' out-of-fold statistics scores join the
-    statistics part's standardiser. ``validation_masks``: (N, H, W) bool ground truth, used
-    where ``mask_known`` ((N,) bool); with them ``auto`` also refuses worse pixel AUROC."""
+    """Fit the statistics model of a trained PatchCore ``inner`` on its (N, 3, H, W) pre-processed
+    training images, standardise both parts on good images, and keep it (``mode`` on, or auto and
+    it helps on validation) or leave the bank empty. ``folds`` >= 2: the first ``SCALING_FOLDS``
+    folds' out-of-fold scores join the statistics part's standardiser. ``validation_masks``:
+    (N, H, W) bool, used where ``mask_known``; with them ``auto`` also refuses worse pixel AUROC."""
     head = inner.local_stats
     head.bank = torch.empty(0)
     labels = np.asarray(validation_labels, dtype=int)
@@ -302,9 +285,8 @@ def side_out_of_fold(
     cap_rows: int | None,
     seed: int,
 ) -> tuple[tuple[np.ndarray, np.ndarray], list[torch.Tensor]]:
-    """(scores, map peaks) of the statistics part on each training image from a bank fitted on
-    the other folds (``out_of_fold``'s), empty with fewer than 2 folds or images per fold; and
-    the fold banks, which ``out_of_fold.out_of_fold_scores`` reuses."""
+    """(scores, map peaks) of the statistics part on each training image from its fold's bank
+    (empty with too few images), and the fold banks, which ``out_of_fold_scores`` reuses."""
     if folds < 2 or len(images) < 2 * folds:
         return (np.empty(0), np.empty(0)), []
     head = inner.local_stats
@@ -332,9 +314,8 @@ def _side(
     paths: Sequence[str],
     options: tuple[float, int | None, int, TrainingRoi | None],
 ) -> tuple[list[torch.Tensor], _Outputs]:
-    """``_fit_bank`` on the ``images()`` (``paths``) with ``options`` (ratio, cap_rows, seed,
-    roi), then the statistics part's outputs on the validation images: (rows, outputs); taken
-    from ``head.reused`` where an earlier fit kept them for the same inputs."""
+    """``_fit_bank`` on ``images()`` with ``options`` (ratio, cap_rows, seed, roi), then the
+    statistics part's validation outputs; taken from ``head.reused`` where kept."""
     head = inner.local_stats
 
     def fit() -> tuple[Any, ...]:
@@ -480,10 +461,8 @@ def _validation_evidence(
     pixels_need_gain: bool = False,
 ) -> dict[str, float]:
     """Validation image AUROC of PatchCore, the statistics model and their fusion as the graph
-    computes it (``peak_scored``: image scores are map peaks), and pixel AUROC of PatchCore and
-    the fusion on the ``known`` images' (N, H, W) ``masks``; {} without defect images.
-    ``pixels_need_gain``: pixel AUROC (two sorts of every pixel) only when the image gain
-    would keep the fusion."""
+    computes it, and pixel AUROC of PatchCore and the fusion on the ``known`` images (only when
+    the image gain would keep it, with ``pixels_need_gain``); {} without defect images."""
     if labels.min() == labels.max():
         return {}
     s = standardisers
@@ -575,8 +554,7 @@ def no_room_to_gain(
 
 
 def no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
-    """Why a fused model would have no good calibration scores apart from the images that fit
-    its standardisers ('' when it has)."""
+    """Why a fused model would have no good scores apart from its standardisers' ('' if not)."""
     folds = config.calibration_folds
     if folds < 2 or train_images < 2 * folds:
         return "needs calibration_folds >= 2 and 2 training images per fold (a calibration set apart from its standardisers')"

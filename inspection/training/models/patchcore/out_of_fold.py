@@ -1,11 +1,8 @@
 """Out-of-fold PatchCore scores of the training images: good calibration scores for free.
 
-A training image scored by the bank it helped build scores low, which says nothing about a new
-good part. So the N training images are split into k seeded folds, and each fold is scored by a
-bank of the other folds' patch embeddings (``fold_banks``: selected as the trained bank is),
-a little weaker than the trained bank (if anything, a conservative threshold).
-The embeddings are the fit's, replayed; a fused local-statistics part gets its bank from the
-other folds too. With a whole-image ROI every score is masked to it as the bundle masks its own.
+A training image scored by the bank it helped build scores low, so each of k seeded folds is
+scored by a bank of the other folds' embeddings (``fold_banks``), replayed from the fit: a
+little weaker than the trained bank, if anything a conservative threshold.
 """
 
 from __future__ import annotations
@@ -58,10 +55,8 @@ def out_of_fold_scores(
     roi: TrainingRoi | None = None,
     stages: Callable[[str, int, int], None] | None = None,
 ) -> np.ndarray:
-    """(N,) float64 raw image scores of ``samples`` (the training images), each from a bank
-    fitted without its fold (``config``'s folds, coreset and batch size). ``model``: the
-    trained anomalib ``Patchcore`` (its bank is put back afterwards); ``roi``: the training
-    ROI, applied to the fold banks as in training; ``stages``: told of each fold scored."""
+    """(N,) float64 raw image scores of the training ``samples``, each from a bank fitted without
+    its fold; ``model``'s bank is put back afterwards, ``stages`` told of each fold scored."""
     inner, folds, image_size = model.model, config.calibration_folds, config.image_size
     ratio, cap_rows, seed = config.coreset_sampling_ratio, config.memory_bank_max, config.seed
     batch_size, bits = config.batch_size, config.image_bits
@@ -75,7 +70,8 @@ def out_of_fold_scores(
     side_banks = _local_stats_fold_banks(
         inner, images, samples, roi, batch_size, assignment, (ratio, cap_rows, seed)
     )
-    trained_banks = _banks(inner)
+    head = getattr(inner, "local_stats", None)
+    trained = inner.memory_bank, None if head is None else head.bank
     budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
     banks = fold_banks(rows, assignment, ratio, cap_rows, seed, budget_bytes=budget)
     scores = np.empty(len(samples), dtype=np.float64)
@@ -83,7 +79,7 @@ def out_of_fold_scores(
         for fold in range(folds):
             inner.memory_bank = banks[fold]
             if side_banks:
-                inner.local_stats.bank = side_banks[fold]
+                head.bank = side_banks[fold]
             held = np.flatnonzero(assignment == fold)
             scores[held] = score_images(
                 inner, held, images, own, image_size=image_size, batch_size=batch_size,
@@ -92,9 +88,11 @@ def out_of_fold_scores(
             if stages is not None:
                 stages("out-of-fold scores", fold + 1, folds)
     finally:
-        _restore_banks(inner, trained_banks)
+        inner.memory_bank = trained[0]
+        if head is not None:
+            head.bank = trained[1]
         if side_banks:
-            inner.local_stats.fold_banks = []  # used once: the memory goes back
+            head.fold_banks = []  # used once: the memory goes back
     logger.info("out-of-fold scores of %d training images (%d folds)", len(samples), folds)
     return scores
 
@@ -107,9 +105,8 @@ def trained_scores(
     batch_size: int = 8,
     roi: TrainingRoi | None = None,
 ) -> np.ndarray:
-    """(N,) float64 scores of training ``samples`` by the trained model (its whole bank), from
-    the fit's embeddings where it kept them (``fit_embeddings``), else a backbone pass; masked
-    to ``roi``'s spec as ``out_of_fold_scores`` are."""
+    """(N,) float64 scores of training ``samples`` by the whole trained bank (from the fit's
+    embeddings where kept), masked to ``roi`` as ``out_of_fold_scores`` are."""
     own, images = _scoring_inputs(model, samples, image_size, bits)
     indices = np.arange(len(samples))
     spec = roi.spec if roi is not None else None
@@ -121,9 +118,8 @@ def trained_scores(
 def _scoring_inputs(
     model: Any, samples: Sequence[Sample], image_size: tuple[int, int], bits: int
 ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
-    """What ``score_images`` needs: the fit's embeddings of ``samples`` (None when it did not
-    keep them all) and their pre-processed images (None when the embeddings do without them:
-    only a fused statistics part reads the pixels)."""
+    """The fit's embeddings of ``samples`` (None unless it kept them all) and their pre-processed
+    images (None when only embeddings are needed: only a fused statistics part reads pixels)."""
     own = fit_embeddings(model, samples)
     head = getattr(model.model, "local_stats", None)
     fused = head is not None and head.enabled
@@ -137,8 +133,7 @@ def model_inputs(
     image_size: tuple[int, int],
     bits: int = DEFAULT_SOURCE_BITS,
 ) -> torch.Tensor:
-    """(N, 3, H, W) float32: the samples (16-bit ones at ``bits``) through the model's
-    pre-processor."""
+    """(N, 3, H, W) float32: the samples through the model's pre-processor."""
     dataset = SampleDataset(samples, image_size, bits)
     with torch.no_grad():
         images = torch.stack([dataset[i].image for i in range(len(dataset))])
@@ -154,15 +149,11 @@ def fold_banks(
     *,
     budget_bytes: int | None = None,
 ) -> list[torch.Tensor]:
-    """Every fold's bank from the other folds' rows, selected as the trained bank is (``ratio``,
-    ``cap_rows``; seeded ``seed + fold``), so a held-out fold scores as a new good part does.
-    ``rows``: one tensor per image; ``assignment``: each image's fold. Below the rows budget
-    (``budget_bytes`` None) the trained bank is one coreset of all rows, so a fold's is one
-    coreset of the others' (two folds at once): a union of per-fold coresets covers them more
-    sparsely and lifts every out-of-fold score above fresh good parts (``reports/operating_point``).
-    Past it the trained bank is itself a union of group
-    coresets (``grouped_coreset_rows``), so each fold's is selected once and a fold's bank is the
-    others' union, cut to the cap as the trained bank is: one trained bank's greedy, not k - 1."""
+    """Every fold's bank from the other folds' rows, selected as the trained bank is (seeded
+    ``seed + fold``), so a held-out fold scores as a new good part does. Below the rows budget a
+    fold's bank is one coreset of the others' rows (a union of per-fold coresets is sparser and
+    lifts every score); past it the trained bank is a union of group coresets, so each fold's is
+    selected once and a fold's bank is the others' union, cut to the cap."""
     folds = range(int(assignment.max()) + 1)
     if budget_bytes is not None:
         cores = []
@@ -193,17 +184,6 @@ def _union(cores: list[torch.Tensor], cap_rows: int | None, seed: int) -> torch.
     return union[select_coreset(union, 1.0, cap_rows).indices].contiguous()
 
 
-def _banks(inner: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-    head = getattr(inner, "local_stats", None)
-    return inner.memory_bank, head.bank if head is not None else None
-
-
-def _restore_banks(inner: Any, banks: tuple[torch.Tensor, torch.Tensor | None]) -> None:
-    inner.memory_bank = banks[0]
-    if banks[1] is not None:
-        inner.local_stats.bank = banks[1]
-
-
 def _local_stats_fold_banks(
     inner: Any,
     images: torch.Tensor,
@@ -213,9 +193,8 @@ def _local_stats_fold_banks(
     assignment: np.ndarray,
     selection: tuple[float, int | None, int],
 ) -> list[torch.Tensor]:
-    """Per fold, its local-statistics bank when the model fuses them ([] otherwise): the banks
-    its fit already selected on the same folds, else ``fold_banks`` of the z-scored cells
-    (``selection``: ratio, cap, seed)."""
+    """Per fold, its local-statistics bank ([] without one): those its fit selected on the same
+    folds, else ``fold_banks`` of the z-scored cells."""
     head = getattr(inner, "local_stats", None)
     if head is None or not head.enabled:
         return []
@@ -226,9 +205,8 @@ def _local_stats_fold_banks(
 
 
 def fit_embeddings(model: Any, samples: Sequence[Sample]) -> list[torch.Tensor] | None:
-    """Per image, its own (h * w, d) patch embedding as the fit collected it
-    (``Patchcore.train_rows``, before the ROI, without its ``bank_augment`` views' rows);
-    None when the fit did not see every sample (then the backbone runs again)."""
+    """Per image, its (h * w, d) patch embedding as the fit collected it (before the ROI, without
+    ``bank_augment`` views); None when the fit did not see every sample."""
     kept = getattr(model, "train_rows", {})
     if not samples or not all(str(s.path) in kept for s in samples):
         return None
@@ -246,10 +224,8 @@ def score_images(
     batch_size: int = 8,
     roi: RoiSpec | None = None,
 ) -> np.ndarray:
-    """(len(indices),) float64 image scores of the model ``inner`` as it stands, masked to
-    ``roi`` as a bundle masks its outputs. With ``embeddings`` (``fit_embeddings``) the
-    backbone does not run again (``replayed_embeddings``); ``images`` (N, 3, H, W),
-    pre-processed, are needed only without them or for a fused statistics part."""
+    """(len(indices),) float64 image scores of ``inner`` as it stands, masked to ``roi``; from the
+    fit's ``embeddings`` when given, else from the pre-processed ``images`` (N, 3, H, W)."""
     height, width = image_size
     inner.eval()
     scores = []
@@ -280,10 +256,8 @@ class _NoFeatures(torch.nn.Module):
 def replayed_embeddings(
     inner: Any, rows: Sequence[torch.Tensor], image_size: Sequence[int]
 ) -> Iterator[None]:
-    """Inside, one call of the PatchCore model ``inner`` (anomalib's ``PatchcoreModel.forward``
-    and the heads around it) takes the batch's patch embedding from ``rows`` (per image,
-    (h * w, d) in ``reshape_embedding``'s order) instead of running its backbone: the
-    scores from the kNN on are computed as ever. The embedding grid has the input's aspect."""
+    """Inside, ``inner``'s forward takes the batch's patch embedding from ``rows`` (per image,
+    (h * w, d) in ``reshape_embedding``'s order) instead of running its backbone."""
     count, dim = rows[0].shape
     height = round(math.sqrt(count * image_size[0] / image_size[1]))
     width = count // height
@@ -303,8 +277,7 @@ def replayed_embeddings(
 def _fit_rows(
     model: Any, samples: Sequence[Sample], roi: TrainingRoi | None, size: Sequence[int]
 ) -> list[torch.Tensor]:
-    """Per image, the patch rows its fit collected (``Patchcore.train_rows``, its
-    ``bank_augment`` views' included), ROI applied as in ``_embeddings``."""
+    """Per image, the patch rows its fit collected (views included), ROI applied."""
     kept = model.train_rows
     rows = [kept[str(s.path)] for s in samples]
     if roi is not None:
