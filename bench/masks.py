@@ -44,7 +44,7 @@ WORK = Path("var/bench-masks")
 log = logging.getLogger("bench.masks")
 DEMO = ("brick", "grass", "gravel")
 EVALUATION = ("part", "tissue", "weave")  # untuned: no choice of the masks was made on these
-REFINERS = ("grabcut", "random_walker", "guided")
+REFINERS = ("grabcut", "random_walker")
 """The refiners an export can keep (besides none)."""
 THIN = ("crack", "scratch", "cut", "thread", "burr", "line")
 """Defect kinds reported separately as thin (name contains one of these)."""
@@ -317,7 +317,7 @@ def markdown(report: dict) -> str:
         "",
         *table(["product", "family", "validation good/defective", "test good/defective",
                 "segmentation", "refiner kept",
-                "test judged-NG pixel F1 raw / grabcut / random walker / guided",
+                "test judged-NG pixel F1 raw / grabcut / random walker",
                 "best level (F1)", "held-out score: global 0.5 / global / grid"], chosen),
         *_levels(report),
     ]  # fmt: skip

@@ -82,7 +82,7 @@ def evaluate(
     dataset: Annotated[Path, typer.Option("--dataset", help="MVTec-style product folder.")],
     methods: Annotated[
         str, typer.Option(help="Comma-separated refiners.")
-    ] = "grabcut,random_walker,guided",
+    ] = "grabcut,random_walker",
     sam_bundle: Annotated[
         Path | None, typer.Option("--sam-bundle", help="SAM refiner bundle to include.")
     ] = None,

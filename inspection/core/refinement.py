@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-RefinerMethod = Literal["none", "grabcut", "random_walker", "guided"]
-REFINER_METHODS: tuple[str, ...] = ("none", "grabcut", "random_walker", "guided")
+RefinerMethod = Literal["none", "grabcut", "random_walker"]
+REFINER_METHODS: tuple[str, ...] = ("none", "grabcut", "random_walker")
 DEFAULT_MIN_GAIN = 0.01
 """A refiner is chosen only if it beats the raw mask's validation pixel F1 by this much."""
 

@@ -63,26 +63,6 @@ class ClassicalConfig:
 
 
 @dataclass(frozen=True)
-class GuidedConfig:
-    """The guided refiner's filter (``refine.guided``); 1/32 of the shorter side is one patch
-    stride of a 256 px PatchCore input."""
-
-    radius_fraction: float = 1 / 32
-    eps: float = 1e-3
-    relative_level: float = 0.25
-
-    def __post_init__(self) -> None:
-        if not 0 < self.radius_fraction <= 0.5:
-            raise ValueError(
-                f"guided radius_fraction must be in (0, 0.5], got {self.radius_fraction}"
-            )
-        if not self.eps > 0:
-            raise ValueError(f"guided eps must be > 0, got {self.eps}")
-        if not 0 <= self.relative_level < 1:
-            raise ValueError(f"guided relative_level must be in [0, 1), got {self.relative_level}")
-
-
-@dataclass(frozen=True)
 class SamConfig:
     """The SAM refiner: ``checkpoint``, the weights ``inspection refine export-sam`` exports
     into the refiner ``bundle`` a station loads."""
@@ -103,11 +83,10 @@ class RefineConfig:
     """``method``: which refiner ``build_refiner`` makes; "auto" = SAM when a bundle is
     configured, else GrabCut."""
 
-    method: Literal["auto", "none", "grabcut", "random_walker", "guided", "sam"] = "auto"
+    method: Literal["auto", "none", "grabcut", "random_walker", "sam"] = "auto"
     prompts: PromptConfig = field(default_factory=PromptConfig)
     guards: GuardConfig = field(default_factory=GuardConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
-    guided: GuidedConfig = field(default_factory=GuidedConfig)
     sam: SamConfig = field(default_factory=SamConfig)
 
 

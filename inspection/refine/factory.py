@@ -14,7 +14,6 @@ from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 from inspection.refine.classical import ClassicalRefiner
 from inspection.refine.config import RefineConfig
-from inspection.refine.guided import GuidedRefiner
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,6 @@ REFINERS: dict[str, Callable[[RefineConfig, PublicKeys | None], MaskRefiner]] = 
     "none": lambda config, keys: RawRefiner(),
     "grabcut": lambda config, keys: ClassicalRefiner("grabcut", config),
     "random_walker": lambda config, keys: ClassicalRefiner("random_walker", config),
-    "guided": lambda config, keys: GuidedRefiner(config),
     "sam": _build_sam,
 }
 

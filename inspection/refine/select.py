@@ -14,8 +14,6 @@ from inspection.refine.evaluate import LabelledImage, MapSource, evaluate_refine
 from inspection.refine.factory import build_refiner
 
 CANDIDATES: tuple[str, ...] = ("grabcut", "random_walker")
-"""The export's default choice; ``guided`` is opt-in: it can shrink a region without image
-edges below the overlap that counts it as found (``docs/masks.md``)."""
 CHOICE_MAX_SIDE = 512
 """Longer side the choice measures at (``refine.budget``): its cost grows steeply with it."""
 

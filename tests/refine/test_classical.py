@@ -76,7 +76,7 @@ def test_unknown_refiner_lists_the_valid_ones() -> None:
     with pytest.raises(ValueError) as info:
         build_refiner(RefineConfig(), "watershed")
     assert str(info.value) == (
-        "unknown refiner 'watershed'; valid: auto, grabcut, guided, none, random_walker, sam"
+        "unknown refiner 'watershed'; valid: auto, grabcut, none, random_walker, sam"
     )
     with pytest.raises(ValueError, match="unknown classical method 'x'; valid: grabcut"):
         ClassicalRefiner("x", RefineConfig())
