@@ -52,11 +52,7 @@ def show_model(
 ) -> None:
     """Print a version's full record as JSON (config, dataset fingerprint, metrics, packages)."""
     registry = Registry(load_site_config(site).registry_dir)
-    record = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    record = registry.bundles.version(product, version)
     data = {k: v for k, v in record.__dict__.items() if k != "path"}
     data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
     data["path"] = str(record.path)

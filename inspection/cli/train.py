@@ -301,11 +301,7 @@ def update_command(
         reason = "is not a folder" if images.exists() else "does not exist"
         raise typer.BadParameter(f"{images} {reason}", param_hint="--images")
     registry = Registry(site.registry_dir)
-    source = (
-        registry.bundles.version(product, parent)
-        if parent
-        else registry.bundles.latest_version(product)
-    )
+    source = registry.bundles.version(product, parent)
     paths = list_images(images) if images is not None else reviewed_good(site, source)
     if not paths:
         console.print(
@@ -370,11 +366,7 @@ def evaluate_command(
 
     site_config = load_site_config(site)
     registry = Registry(site_config.registry_dir)
-    record = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    record = registry.bundles.version(product, version)
     dataset = load_dataset(data or record.dataset_root())
     if dataset.fingerprint()["sha256"] != record.dataset_ref().sha256:
         console.print("[yellow]warning:[/] the dataset changed since this model was trained")

@@ -53,7 +53,7 @@ def test_versions_are_numbered_and_immutable(tmp_path: Path) -> None:
     first, second = _version(registry), _version(registry, b"other")
     assert (first.version, second.version) == ("v0001", "v0002")
     assert first.file("model.ckpt").read_bytes() == b"weights"
-    assert registry.bundles.latest_version("brick").version == "v0002"
+    assert registry.bundles.version("brick").version == "v0002"
     assert [r.version for r in registry.bundles.versions("brick")] == ["v0001", "v0002"]
 
 
