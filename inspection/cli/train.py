@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION
 from inspection.cli.console import (
     StepProgress,
     configs_line,
@@ -52,7 +52,6 @@ console = Console()
 commands = typer.Typer()
 log = logging.getLogger(__name__)
 
-SITE_OPTION = site_option()
 DATA_OPTION = typer.Option(None, "--data", help="Dataset folder or spec (default: product's).")
 CONFIG_OPTION = typer.Option(None, "--config", help="YAML of model config overrides.")
 SET_OPTION = typer.Option(
