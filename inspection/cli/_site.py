@@ -1,11 +1,11 @@
 """``--site``, the option of every command that works on a site: the YAML given, else
 ``INSPECTION_SITE_CONFIG`` (announced on stderr), else ``configs/site.yaml``; ``site_registry``
-opens its registry. ``group`` makes a module's command group.
+opens its registry. ``ProductArg`` is the product argument, ``group`` a module's command group.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -56,6 +56,7 @@ def site_from_env(ctx: typer.Context, name: str = "site") -> bool:
 
 
 SITE_OPTION = site_option()
+ProductArg = Annotated[str, typer.Argument(help="Product name.")]
 
 
 def site_registry(site: str | None) -> Registry:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import SITE_OPTION, group, site_registry
+from inspection.cli._site import SITE_OPTION, ProductArg, group, site_registry
 from inspection.cli.operating import fmt
 
 models_app = group("models", "Browse the model registry.")
@@ -43,7 +43,7 @@ def list_models(
 
 @models_app.command("show")
 def show_model(
-    product: str = typer.Argument(..., help="Product name."),
+    product: ProductArg,
     version: str = typer.Argument(None, help="Version such as v0001 (default: latest)."),
     site: str = SITE_OPTION,
 ) -> None:

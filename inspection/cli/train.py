@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from inspection.cli._site import SITE_OPTION
+from inspection.cli._site import SITE_OPTION, ProductArg
 from inspection.cli.console import (
     StepProgress,
     configs_line,
@@ -352,7 +352,7 @@ def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
 
 @commands.command("evaluate")
 def evaluate_command(
-    product: str = typer.Argument(..., help="Product name."),
+    product: ProductArg,
     version: str = typer.Argument(None, help="Model version, e.g. v0002 (default: latest)."),
     data: Path = EVAL_DATA_OPTION,
     site: str = SITE_OPTION,
