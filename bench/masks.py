@@ -404,7 +404,7 @@ def prepare(product: str, work: Path, seed: int = 0) -> Path:
     if product not in registry.bundles.products() or not registry.bundles.versions(product):
         train(load_model_config("patchcore", product=product), dataset, product=product,
               registry=registry, progress=False)  # fmt: skip
-    record = registry.bundles.latest_version(product)
+    record = registry.bundles.version(product)
     bundles = [b for b in registry.bundles.bundle_ids(product) if b.endswith("fp32")]
     if not bundles:
         bundles = [export_bundle(registry, product, ExportOptions(precision="fp32")).bundle_id]

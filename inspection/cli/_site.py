@@ -1,17 +1,18 @@
 """``--site``, the option of every command that works on a site: the YAML given, else
-``INSPECTION_SITE_CONFIG`` (announced on stderr), else ``configs/site.yaml``. ``group`` makes
-a module's command group.
+``INSPECTION_SITE_CONFIG`` (announced on stderr), else ``configs/site.yaml``; ``site_registry``
+opens its registry. ``ProductArg`` is the product argument, ``group`` a module's command group.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from inspection.core.config import DEFAULT_SITE_CONFIG, SITE_CONFIG_ENV
+from inspection.core.config import DEFAULT_SITE_CONFIG, SITE_CONFIG_ENV, load_site_config
+from inspection.core.registry import Registry
 
 err_console = Console(stderr=True)
 
@@ -52,3 +53,12 @@ def site_from_env(ctx: typer.Context, name: str = "site") -> bool:
     """Whether the command's ``--site`` value came from ``INSPECTION_SITE_CONFIG`` (not given)."""
     source = ctx.get_parameter_source(name)  # typer's own click: compare the enum by name
     return getattr(source, "name", None) == "ENVIRONMENT"
+
+
+SITE_OPTION = site_option()
+ProductArg = Annotated[str, typer.Argument(help="Product name.")]
+
+
+def site_registry(site: str | None) -> Registry:
+    """The registry of the site config ``site`` names."""
+    return Registry(load_site_config(site).registry_dir)

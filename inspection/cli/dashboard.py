@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION
 from inspection.cli.console import check_port_free
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
@@ -50,7 +50,6 @@ def dashboard_env(site: Path | None) -> dict[str, str]:
     return env
 
 
-SITE_OPTION = site_option()
 PORT_OPTION = typer.Option(8501, "--port", help="Port to serve on.")
 HOST_OPTION = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default).")
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from inspection.cli._site import SITE_OPTION
 from inspection.cli.console import (
     StepProgress,
     configs_line,
@@ -31,7 +32,6 @@ from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_c
 from inspection.cli.operating import kind_miss_text, not_line_ready, operating_text
 from inspection.cli.train import (
     SET_OPTION,
-    SITE_OPTION,
     VERBOSE_OPTION,
     _closing_rows,
     _offline,

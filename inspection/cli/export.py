@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION
 from inspection.cli.console import (
     configs_line,
     log_dir,
@@ -33,7 +33,6 @@ from inspection.core.retrain_report import RetrainEvent
 from inspection.core.signing import require_site_key, site_signing_key
 from inspection.refine.config import refine_config_in
 
-SITE_OPTION = site_option()
 commands = typer.Typer()
 console = Console()
 err_console = Console(stderr=True)

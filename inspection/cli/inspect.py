@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION
 from inspection.cli.console import log_dir, quiet_logs, ready_to_write, verbose_requested
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from inspection.runtime.predictor import Predictor
 
 
-SITE_OPTION = site_option()
 commands = typer.Typer()
 console = Console()
 errors = Console(stderr=True)

@@ -8,14 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import group, site_option
+from inspection.cli._site import SITE_OPTION, ProductArg, group, site_registry
 from inspection.cli.operating import fmt
-from inspection.core.config import load_site_config
-from inspection.core.registry import Registry
 
 models_app = group("models", "Browse the model registry.")
 console = Console()
-SITE_OPTION = site_option()
 
 
 @models_app.command("list")
@@ -24,7 +21,7 @@ def list_models(
     site: str = SITE_OPTION,
 ) -> None:
     """List model versions with their key metrics, and the live bundle per product."""
-    registry = Registry(load_site_config(site).registry_dir)
+    registry = site_registry(site)
     table = Table(
         "product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live"
     )
@@ -46,17 +43,13 @@ def list_models(
 
 @models_app.command("show")
 def show_model(
-    product: str = typer.Argument(..., help="Product name."),
+    product: ProductArg,
     version: str = typer.Argument(None, help="Version such as v0001 (default: latest)."),
     site: str = SITE_OPTION,
 ) -> None:
     """Print a version's full record as JSON (config, dataset fingerprint, metrics, packages)."""
-    registry = Registry(load_site_config(site).registry_dir)
-    record = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    registry = site_registry(site)
+    record = registry.bundles.version(product, version)
     data = {k: v for k, v in record.__dict__.items() if k != "path"}
     data["dataset"] = {k: v for k, v in record.dataset.items() if k != "files"}
     data["path"] = str(record.path)

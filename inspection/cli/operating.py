@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from inspection.cli._site import group, site_option
+from inspection.cli._site import SITE_OPTION, group
 from inspection.core.config import load_site_config
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
@@ -28,7 +28,7 @@ def certify(
         ..., "--product", "-p", help="Product whose live bundle to certify."
     ),
     actor: str = typer.Option(..., "--actor", help="Who certifies (audit log)."),
-    site: str = site_option(),
+    site: str = SITE_OPTION,
 ) -> None:
     """Derive the live bundle's threshold again, without retraining, from its calibration
     scores and the random audit sample's parts reviewers confirmed good; record it as a new

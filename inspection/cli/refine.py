@@ -21,6 +21,7 @@ from inspection.refine.report import write_report
 
 refine_app = group("refine", "Defect-mask refinement (SAM, GrabCut).")
 console = Console()
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="Refine config YAML.")]
 
 
 @refine_app.command("export-sam")
@@ -38,7 +39,7 @@ def export_sam(
     precision: Annotated[
         str | None, typer.Option(help="fp32, fp16 or int8 (default: refine.sam.precision).")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Refine config YAML.")] = None,
+    config: ConfigOption = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle folder.")] = False,
     site: str | None = site_option("Site config YAML, its signing key beside its registry"),
 ) -> None:
@@ -86,7 +87,7 @@ def evaluate(
     sam_bundle: Annotated[
         Path | None, typer.Option("--sam-bundle", help="SAM refiner bundle to include.")
     ] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Refine config YAML.")] = None,
+    config: ConfigOption = None,
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports/refine"),
     limit: Annotated[int, typer.Option(help="Use at most this many test images (0 = all).")] = 0,
 ) -> None:

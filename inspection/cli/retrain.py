@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION, site_registry
 from inspection.cli.console import (
     log_dir,
     os_error_line,
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 console = Console()
 commands = typer.Typer()
 log = logging.getLogger(__name__)
-SITE_OPTION = site_option()
 CONFIG_OPTION = typer.Option(
     None,
     "--config",
@@ -213,7 +212,7 @@ def rollback(
     """Make the previously live bundle live again (recorded with who and why)."""
     if not actor.strip() or not reason.strip():
         raise RegistryError("a rollback needs who (--actor) and why (--reason)")
-    registry = Registry(load_site_config(site).registry_dir)
+    registry = site_registry(site)
     before = registry.journal.live(product)
     state = registry.journal.rollback(product, actor=actor.strip(), reason=reason.strip())
     console.print(
@@ -238,7 +237,7 @@ def promote(
     from inspection.station.trust import gate_refusal
 
     actor = actor or getpass.getuser()
-    registry = Registry(load_site_config(site).registry_dir)
+    registry = site_registry(site)
     refusal = gate_refusal(read_bundle_metadata(registry.bundles.bundle_dir(product, bundle)))
     if refusal is not None:
         raise RegistryError(

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from inspection.cli._site import group, site_option
+from inspection.cli._site import SITE_OPTION, group
 from inspection.cli.console import check_port_free
 from inspection.cli.station import CONFIG_OPTION, announce_signatures
 from inspection.core.config import load_site_config
@@ -95,7 +95,7 @@ def _scan_until_idle(watcher: WatchFolder, settle_seconds: float) -> None:
 
 @registry_app.command("serve")
 def serve_registry(
-    site: str = site_option(),
+    site: str = SITE_OPTION,
     host: str = typer.Option("127.0.0.1", help="Bind address (0.0.0.0 to serve the plant LAN)."),
     port: int = typer.Option(8700, min=1, max=65535, help="Port."),
 ) -> None:

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from inspection.cli._site import site_option
+from inspection.cli._site import SITE_OPTION, ProductArg
 from inspection.cli.console import (
     StepProgress,
     configs_line,
@@ -52,7 +52,6 @@ console = Console()
 commands = typer.Typer()
 log = logging.getLogger(__name__)
 
-SITE_OPTION = site_option()
 DATA_OPTION = typer.Option(None, "--data", help="Dataset folder or spec (default: product's).")
 CONFIG_OPTION = typer.Option(None, "--config", help="YAML of model config overrides.")
 SET_OPTION = typer.Option(
@@ -301,11 +300,7 @@ def update_command(
         reason = "is not a folder" if images.exists() else "does not exist"
         raise typer.BadParameter(f"{images} {reason}", param_hint="--images")
     registry = Registry(site.registry_dir)
-    source = (
-        registry.bundles.version(product, parent)
-        if parent
-        else registry.bundles.latest_version(product)
-    )
+    source = registry.bundles.version(product, parent)
     paths = list_images(images) if images is not None else reviewed_good(site, source)
     if not paths:
         console.print(
@@ -357,7 +352,7 @@ def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
 
 @commands.command("evaluate")
 def evaluate_command(
-    product: str = typer.Argument(..., help="Product name."),
+    product: ProductArg,
     version: str = typer.Argument(None, help="Model version, e.g. v0002 (default: latest)."),
     data: Path = EVAL_DATA_OPTION,
     site: str = SITE_OPTION,
@@ -370,11 +365,7 @@ def evaluate_command(
 
     site_config = load_site_config(site)
     registry = Registry(site_config.registry_dir)
-    record = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    record = registry.bundles.version(product, version)
     dataset = load_dataset(data or record.dataset_root())
     if dataset.fingerprint()["sha256"] != record.dataset_ref().sha256:
         console.print("[yellow]warning:[/] the dataset changed since this model was trained")

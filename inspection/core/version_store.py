@@ -98,7 +98,13 @@ class VersionStore:
         names = sorted(p.name for p in versions_dir.iterdir() if _VERSION_RE.match(p.name))
         return [self.version(product, name) for name in names]
 
-    def version(self, product: str, version: str) -> ModelRecord:
+    def version(self, product: str, version: str | None = None) -> ModelRecord:
+        """The record of ``version`` (``v0001``), or of the product's latest when not given."""
+        if not version:
+            records = self.versions(product)
+            if not records:
+                raise RegistryError(f"product {product!r} has no trained model versions yet")
+            return records[-1]
         path = product_dir(self.root, product) / "versions" / version
         record_file = path / RECORD_FILE
         if not record_file.is_file():
@@ -108,12 +114,6 @@ class VersionStore:
             )
         data = json.loads(record_file.read_text(encoding="utf-8"))
         return from_mapping(ModelRecord, {**data, "path": path}, str(record_file))
-
-    def latest_version(self, product: str) -> ModelRecord:
-        records = self.versions(product)
-        if not records:
-            raise RegistryError(f"product {product!r} has no trained model versions yet")
-        return records[-1]
 
     # ------------------------------------------------------------------ bundles
     def add_bundle(self, product: str, source_dir: str | Path, bundle_id: str) -> Path:

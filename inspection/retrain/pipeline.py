@@ -151,7 +151,7 @@ def _retrain(run: _Run, ctx: _Context) -> RetrainResult:
         details = {"data": data.summary(), "training": "none", "nothing_new": True}
         return _kept(run, ctx, reason, details)
     record = _incremental(run, ctx, champion_record, data) or _train(
-        run, ctx, champion_record or ctx.registry.bundles.latest_version(run.product), data
+        run, ctx, champion_record or ctx.registry.bundles.version(run.product), data
     )
     bundle_id = _export(run, ctx, record, data)
     details = {"challenger_version": record.version, "data": data.summary(),

@@ -87,11 +87,7 @@ def update_bank(
     say = progress or (lambda message: log.info("%s", message))
     started = time.perf_counter()
     stages: dict[str, float] = {}
-    parent = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    parent = registry.bundles.version(product, version)
     config = _check_parent(parent)
     images = _check_images(images)
     point = config.operating_point

@@ -98,18 +98,13 @@ def export_bundle(
     its key. ``reference``: the same version's FP32 export's ``measured``."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
-    version = source.version
-    record = (
-        registry.bundles.version(product, version)
-        if version
-        else registry.bundles.latest_version(product)
-    )
+    record = registry.bundles.version(product, source.version)
     base, part_files = with_part_setup(base_metadata(record, options.precision), source.configs_dir)
     if base.bundle_id in registry.bundles.bundle_ids(product):
         raise BundleError(
             f"bundle {product}/{base.bundle_id} already exists (bundles never change): make "
             f"it live with `inspection promote {product} {base.bundle_id}`, or export "
-            f"another version with --version (latest: {registry.bundles.latest_version(product).version})"
+            f"another version with --version (latest: {registry.bundles.version(product).version})"
         )
     dataset = _export_dataset(record, source.dataset_path)
     model = load_trained_model(record)

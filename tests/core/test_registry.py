@@ -50,10 +50,14 @@ def _version(registry: Registry, payload: bytes = b"weights"):
 
 def test_versions_are_numbered_and_immutable(tmp_path: Path) -> None:
     registry = Registry(tmp_path)
+    with pytest.raises(RegistryError, match="'brick' has no trained model versions yet"):
+        registry.bundles.version("brick")
     first, second = _version(registry), _version(registry, b"other")
     assert (first.version, second.version) == ("v0001", "v0002")
     assert first.file("model.ckpt").read_bytes() == b"weights"
-    assert registry.bundles.latest_version("brick").version == "v0002"
+    assert registry.bundles.version("brick").version == "v0002"
+    with pytest.raises(RegistryError, match="no model version brick/v0009; known: v0001, v0002"):
+        registry.bundles.version("brick", "v0009")
     assert [r.version for r in registry.bundles.versions("brick")] == ["v0001", "v0002"]
 
 

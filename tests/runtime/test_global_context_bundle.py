@@ -41,7 +41,7 @@ def weave_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Registry, Pa
 
 def test_record_and_bundle_carry_the_global_context(weave_bundle) -> None:
     registry, bundle_dir, _ = weave_bundle
-    record = registry.bundles.latest_version("weave")
+    record = registry.bundles.version("weave")
     spec = record.global_context()
     assert spec is not None and list(spec.candidates) == COMPONENTS and spec.file in record.files
     assert spec.components and set(spec.components) <= set(COMPONENTS)
@@ -76,7 +76,7 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
     from inspection.training.train import load_trained_model
 
     registry, bundle_dir, root = weave_bundle
-    record = registry.bundles.latest_version("weave")
+    record = registry.bundles.version("weave")
     inspector = Inspector.from_bundle(bundle_dir)
     paths = sorted((root / "test").rglob("*.png"))[:4]
     context = inspector.model.context
@@ -112,7 +112,7 @@ def test_record_describes_the_threshold_in_force(weave_bundle) -> None:
     (chosen on the good validation images and the training images' out-of-fold fused
     scores), not the local model's."""
     registry, _, _ = weave_bundle
-    record = registry.bundles.latest_version("weave")
+    record = registry.bundles.version("weave")
     calibration = record.metrics["calibration"]
     operating, applied = calibration["operating"], record.extra["normalization"]
     assert record.global_context().components
@@ -137,7 +137,7 @@ def test_bundle_threshold_takes_the_out_of_fold_fused_scores(weave_bundle) -> No
     from inspection.training.train import load_trained_model
 
     registry, bundle_dir, root = weave_bundle
-    record = registry.bundles.latest_version("weave")
+    record = registry.bundles.version("weave")
     inspector = Inspector.from_bundle(bundle_dir)
     operating = inspector.metadata.output_calibration.operating
     good = record.good_scores()

@@ -55,7 +55,7 @@ def test_update_registers_a_child_version_and_leaves_the_parent(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
 
-    record = registry.bundles.latest_version("brick")
+    record = registry.bundles.version("brick")
     lineage = record.lineage()
     assert f"registered {record.model_version} from {parent.version}" in result.output
     assert (tmp_path / "reports" / "brick" / f"{record.version}-patchcore/metrics.json").is_file()
@@ -140,7 +140,7 @@ def test_update_refuses_held_out_and_banked_images(
     else:
         expected = f"copy held-out test images (same decoded pixels): {copy} is held-out "
         assert expected + str(root / names[0]) in str(refused.value)
-    assert registry.bundles.latest_version("brick").version == parent.version
+    assert registry.bundles.version("brick").version == parent.version
 
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
