@@ -569,11 +569,6 @@ def run_store(
 
 
 # ------------------------------------------------------------------------- report
-WINDOW_HEADERS = ("parts", "s", "parts/s", "HTTP p50/p99 ms", "PLC p50/p99 ms",
-                  "CPU ms/part serve / line / bench / prune", "RSS HTTP/line MB",
-                  "disk MB (blobs)", "rows", "load")  # fmt: skip
-
-
 def markdown(report: dict[str, Any]) -> str:
     run = report["run"]
     v, rss, p99 = run["verification"], run["rss_growth_after_warmup"], run["p99_end_over_start"]
@@ -627,19 +622,23 @@ def markdown(report: dict[str, Any]) -> str:
         "signing, outbox to MQTT), bench (HTTP clients and the soft PLC's OPC UA server), "
         "prune runs.",
         "",
-        *table(WINDOW_HEADERS, window_rows(run["windows"])),
+        *window_table(run["windows"]),
     ]
     return "\n".join(lines) + "\n"
 
 
-def window_rows(windows: list[dict[str, Any]]) -> list[tuple[object, ...]]:
-    """One table row a window that has CPU figures."""
-    return [(f"{w['parts']:,}", w["at_s"], rate, f"{w['http_p50_ms']} / {w['http_p99_ms']}",
+def window_table(windows: list[dict[str, Any]]) -> list[str]:
+    """The per-window table: a row a window that has CPU figures."""
+    headers = ("parts", "s", "parts/s", "HTTP p50/p99 ms", "PLC p50/p99 ms",
+               "CPU ms/part serve / line / bench / prune", "RSS HTTP/line MB", "disk MB (blobs)",
+               "rows", "load")  # fmt: skip
+    rows = [(f"{w['parts']:,}", w["at_s"], rate, f"{w['http_p50_ms']} / {w['http_p99_ms']}",
              f"{w['plc_p50_ms']} / {w['plc_p99_ms']}", " / ".join(map(str, cpu.values())),
              f"{w['rss_http_mb']} / {w['rss_line_mb']}", f"{w['disk_mb']} ({w['blob_mb']})",
              f"{w['rows']:,}", w["load"])
             for w, rate in zip(windows, window_rates(windows), strict=True)
             if (cpu := w.get("cpu_ms_per_part", {}))]  # fmt: skip
+    return table(headers, rows)
 
 
 def window_rates(windows: list[dict[str, Any]]) -> list[float]:
