@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from _report import measured, recorded, save_report
+from _report import measured, recorded, save_report, table
 
 OUTCOME = re.compile(
     r"^(?P<product>\S+): (?P<status>promoted|kept|skipped|failed) in (?P<seconds>\d+) s "
@@ -79,9 +79,9 @@ def run(work: Path, ray: str, memory_gb: float) -> dict:
 
 
 def markdown(report: dict) -> str:
-    rows = [f"| {o['product']} | {o['status']} | {o['seconds']} | {o['peak'] or '—'} | "
-            f"{report['budgets'].get(o['product'], report['memory_gb'])} | "
-            f"{o['detail'][:160].replace('|', '/')} |" for o in report["outcomes"]]  # fmt: skip
+    rows = [(o["product"], o["status"], o["seconds"], o["peak"] or "—",
+             report["budgets"].get(o["product"], report["memory_gb"]),
+             o["detail"][:160].replace("|", "/")) for o in report["outcomes"]]  # fmt: skip
     return "\n".join([
         "# The nightly fleet: `inspection retrain --all` on Ray", "",
         f"> Written by `{report['command']}`. CPU: {report['cpu']}. One Ray "
@@ -89,8 +89,8 @@ def markdown(report: dict) -> str:
         f"{report['load_before']}, after {report['load_after']}.", "",
         f"Whole command: **{report['wall_s']} s** wall for {len(report['outcomes'])} products, "
         f"exit code {report['exit_code']} (2: a product failed).", "",
-        "| product | status | seconds | worker peak RSS (GB) | budget (GB) | detail |",
-        "|---|---|---|---|---|---|", *rows, "",
+        *table(("product", "status", "seconds", "worker peak RSS (GB)", "budget (GB)", "detail"),
+               rows), "",
     ])  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _report import previous_report, recorded, save_report
+from _report import previous_report, recorded, save_report, table
 from _shared import (
     Attempt,
     Events,
@@ -416,11 +416,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"each names); *now*: {now.get('commit', '?')}.",
         f"Run on {now.get('cpu', '?')}, load {now.get('load', '?')}.",
         "",
-        "| case | before | now |",
-        "| --- | --- | --- |",
+        *table(
+            ("case", "before", "now"),
+            (
+                (r["case"], before.get(r["case"], "not run"), r["outcome"])
+                for r in now.get("rows", [])
+            ),
+        ),
     ]
-    for row in now.get("rows", []):
-        lines.append(f"| {row['case']} | {before.get(row['case'], 'not run')} | {row['outcome']} |")
     return "\n".join(lines) + "\n"
 
 

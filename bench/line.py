@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _report import recorded, rounds, save_report
+from _report import recorded, rounds, save_report, table
 from _shared import Events, job_args, mes_client
 from _station import STATION_ID, ScratchLine, signature_policy
 from asyncua import Client, ua
@@ -413,8 +413,7 @@ NO_SECURITY = tuple(register_plcs())  # the memory-block protocols have none (do
 
 
 def latency_rows(runs: dict[str, Any]) -> list[str]:
-    rows = ["| path | security | n | p50 ms | p99 ms | max ms | p50 per round ms |",
-            "| --- | --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    rows = []
     for name, label in LABELS.items():
         for mode, run_ in runs.items():
             if name not in run_["latency"]:  # a link --links left out
@@ -422,20 +421,22 @@ def latency_rows(runs: dict[str, Any]) -> list[str]:
             row = run_["latency"][name]
             security = f"none in the protocol (station {mode})" if name in NO_SECURITY else mode
             rounds = " / ".join(map(str, row.get("round_p50_ms", [])))
-            rows.append(f"| {label} | {security} | {row['n']} | {row['p50_ms']} | "
-                        f"{row['p99_ms']} | {row['max_ms']} | {rounds} |")  # fmt: skip
-    return rows
+            rows.append((label, security, row["n"], row["p50_ms"], row["p99_ms"], row["max_ms"],
+                         rounds))  # fmt: skip
+    headers = ("path", "security", "n", "p50 ms", "p99 ms", "max ms", "p50 per round ms")
+    return table(headers, rows)
 
 
 def views_rows(views: dict[str, Any]) -> list[str]:
-    rows = ["| views per part | products | n | part p50 ms | part p99 ms | max ms | errors | "
-            "model per view p50 / p99 ms |", "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    headers = ("views per part", "products", "n", "part p50 ms", "part p99 ms", "max ms",
+               "errors", "model per view p50 / p99 ms")  # fmt: skip
+    rows = []
     for count, run_ in views.items():
         part, model = run_["part"], run_["model_per_view"]
-        rows.append(f"| {count} | {', '.join(run_['products'])} | {part['n']} | "
-                    f"{part['p50_ms']} | {part['p99_ms']} | {part['max_ms']} | {run_['errors']} | "
-                    f"{model.get('p50_ms')} / {model.get('p99_ms')} |")  # fmt: skip
-    return rows
+        rows.append((count, ", ".join(run_["products"]), part["n"], part["p50_ms"],
+                     part["p99_ms"], part["max_ms"], run_["errors"],
+                     f"{model.get('p50_ms')} / {model.get('p99_ms')}"))  # fmt: skip
+    return table(headers, rows)
 
 
 def write(report: dict[str, Any], args: argparse.Namespace) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from _report import previous_report, recorded, save_report
+from _report import previous_report, recorded, save_report, table
 from _station import STATION_ID, ScratchLine, ScratchPostgres, _admin
 from line import line_config, percentiles, plc_trigger_retrying
 
@@ -227,6 +227,9 @@ def drive(
 
 
 def markdown(report: dict[str, Any]) -> str:
+    rows = [(name, phase, *(row[k] for k in ("n", "p50_ms", "p99_ms", "max_ms")),
+             run["error_answers"][phase])
+            for name, run in report["runs"].items() for phase, row in run["latency"].items()]  # fmt: skip
     lines = [
         "# Line station with the central store down: PLC answers and store and forward",
         "",
@@ -242,13 +245,8 @@ def markdown(report: dict[str, Any]) -> str:
         "(`grant_station`, row-level security), through a TCP relay. The forwarder's batch is "
         "200 and it retries with a backoff to 30 s. The machine was shared with other work.",
         "",
-        "| scenario | phase | n | p50 ms | p99 ms | max ms | error answers |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        *table(("scenario", "phase", "n", "p50 ms", "p99 ms", "max ms", "error answers"), rows),
     ]
-    for name, run in report["runs"].items():
-        for phase, row in run["latency"].items():
-            lines.append(f"| {name} | {phase} | {row['n']} | {row['p50_ms']} | "
-                         f"{row['p99_ms']} | {row['max_ms']} | {run['error_answers'][phase]} |")  # fmt: skip
     for name, run in report["runs"].items():
         ev, ratio = run["events_s"], run["ratio_during_before"]
         lines += [

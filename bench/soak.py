@@ -35,7 +35,7 @@ import httpx
 import numpy as np
 import psutil
 import yaml
-from _report import load_average, recorded, save_report
+from _report import load_average, recorded, save_report, table
 from _station import (
     CLI,
     REPO,
@@ -577,6 +577,18 @@ def markdown(report: dict[str, Any]) -> str:
     prunes = run["prune_runs"]
     cut = [f"**Cut short** at {run['parts']:,} of the {report['parts_requested']:,} parts asked "
            f"for, to end by {report['end_by']} UTC (`--end-by`).", ""]  # fmt: skip
+    must_show = [
+        ("RSS growth after warm-up (window 2 -> last)",
+         f"HTTP {rss['http']:.1%}, line {rss['line']:.1%}"),
+        ("p99 last / window 2", f"HTTP {p99['http']}x, PLC {p99['plc']}x"),
+        ("lost / duplicated", f"{v['lost']} / {v['duplicated']}"),
+        ("rows pointing at a missing blob", v["rows_pointing_at_missing_blobs"]),
+        ("blobs held (steady state, windows 2..last)", f"{min(blob_mb)}-{max(blob_mb)} MB; soak "
+         f"rows already stripped: {v['soak_rows_without_blobs']:,} of {v['soak_rows']:,}"),
+        ("store rows first -> last window",
+         f"{run['windows'][0]['rows']:,} -> {run['windows'][-1]['rows']:,}"),
+        ("client events", run["events"] or "none"),
+    ]  # fmt: skip
     lines = [
         f"# Soak on {run['store']} (bench/soak.py)",
         "",
@@ -604,36 +616,29 @@ def markdown(report: dict[str, Any]) -> str:
         f"{sum(p['stripped'] for p in prunes):,}, files removed "
         f"{sum(p['files_removed'] for p in prunes):,}.",
         "",
-        "| must show | result |",
-        "|---|---|",
-        f"| RSS growth after warm-up (window 2 -> last) | HTTP {rss['http']:.1%}, line "
-        f"{rss['line']:.1%} |",
-        f"| p99 last / window 2 | HTTP {p99['http']}x, PLC {p99['plc']}x |",
-        f"| lost / duplicated | {v['lost']} / {v['duplicated']} |",
-        f"| rows pointing at a missing blob | {v['rows_pointing_at_missing_blobs']} |",
-        f"| blobs held (steady state, windows 2..last) | {min(blob_mb)}-{max(blob_mb)} MB; "
-        f"soak rows already stripped: {v['soak_rows_without_blobs']:,} of {v['soak_rows']:,} |",
-        f"| store rows first -> last window | {run['windows'][0]['rows']:,} -> "
-        f"{run['windows'][-1]['rows']:,} |",
-        f"| client events | {run['events'] or 'none'} |",
+        *table(("must show", "result"), must_show),
         "",
         "CPU ms per part: serve (HTTP), line station (PLC path: inspection, OPC UA client, "
         "signing, outbox to MQTT), bench (HTTP clients and the soft PLC's OPC UA server), "
         "prune runs.",
         "",
-        "| parts | s | parts/s | HTTP p50/p99 ms | PLC p50/p99 ms | CPU ms/part serve / line / "
-        "bench / prune | RSS HTTP/line MB | disk MB (blobs) | rows | load |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {w['parts']:,} | {w['at_s']} | {rate} | {w['http_p50_ms']} / {w['http_p99_ms']} | "
-        f"{w['plc_p50_ms']} / {w['plc_p99_ms']} | {' / '.join(map(str, cpu.values()))} | "
-        f"{w['rss_http_mb']} / {w['rss_line_mb']} | {w['disk_mb']} ({w['blob_mb']}) | "
-        f"{w['rows']:,} | {w['load']} |"
-        for w, rate in zip(run["windows"], window_rates(run["windows"]), strict=True)
-        if (cpu := w.get("cpu_ms_per_part", {}))
+        *window_table(run["windows"]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def window_table(windows: list[dict[str, Any]]) -> list[str]:
+    """The per-window table: a row a window that has CPU figures."""
+    headers = ("parts", "s", "parts/s", "HTTP p50/p99 ms", "PLC p50/p99 ms",
+               "CPU ms/part serve / line / bench / prune", "RSS HTTP/line MB", "disk MB (blobs)",
+               "rows", "load")  # fmt: skip
+    rows = [(f"{w['parts']:,}", w["at_s"], rate, f"{w['http_p50_ms']} / {w['http_p99_ms']}",
+             f"{w['plc_p50_ms']} / {w['plc_p99_ms']}", " / ".join(map(str, cpu.values())),
+             f"{w['rss_http_mb']} / {w['rss_line_mb']}", f"{w['disk_mb']} ({w['blob_mb']})",
+             f"{w['rows']:,}", w["load"])
+            for w, rate in zip(windows, window_rates(windows), strict=True)
+            if (cpu := w.get("cpu_ms_per_part", {}))]  # fmt: skip
+    return table(headers, rows)
 
 
 def window_rates(windows: list[dict[str, Any]]) -> list[float]:

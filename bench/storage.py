@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _report import recorded, save_report
+from _report import recorded, save_report, table
 from _station import REPO, demo_test_images, serve_live_copy, tiny_registry
 from sqlalchemy import text
 
@@ -127,6 +127,12 @@ def per_day(parts: dict, rate: int, ng_rate: float, retention: RetentionConfig) 
 
 
 def markdown(report: dict[str, Any]) -> str:
+    headers = ("setting", "good part", "NG part", "DB per row",
+               *(f"{r:,}/day written, held" for r in report["rates"]))  # fmt: skip
+    rows = [(name, *(f"{row['parts'][v]['blob_bytes'] / 1e3:.1f} KB" for v in ("OK", "NG")),
+             f"{row['parts']['OK']['db_bytes']} B",
+             *(f"{d['written_gb_per_day']} GB, {d['steady_state_gb']} GB" for d in row["per_day"]))
+            for name, row in report["settings"].items()]  # fmt: skip
     lines = [
         "# Storage per part (bench/storage.py)",
         "",
@@ -137,22 +143,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['ng_rate']:.1%}, retention windows of configs/retention.yaml "
         f"({report['retention']}).",
         "",
-        "| setting | good part | NG part | DB per row | "
-        + " | ".join(f"{r:,}/day written, held" for r in report["rates"])
-        + " |",
-        "|---|---|---|---|" + "---|" * len(report["rates"]),
+        *table(headers, rows),
+        "",
+        f"CPU: {report['cpu']}; load {report['load_before']} before, {report['load_after']} after.",
+        "",
     ]
-    for name, row in report["settings"].items():
-        good, ng = row["parts"]["OK"], row["parts"]["NG"]
-        days = " | ".join(
-            f"{d['written_gb_per_day']} GB, {d['steady_state_gb']} GB" for d in row["per_day"]
-        )
-        lines.append(
-            f"| {name} | {good['blob_bytes'] / 1e3:.1f} KB | {ng['blob_bytes'] / 1e3:.1f} KB | "
-            f"{good['db_bytes']} B | {days} |"
-        )
-    lines += ["", f"CPU: {report['cpu']}; load {report['load_before']} before, "
-              f"{report['load_after']} after.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from _report import load_average, save_report
+from _report import load_average, save_report, table
 from _shared import write_mean_bundle
 
 from inspection.core import signing
@@ -261,12 +261,10 @@ def attacks() -> int:
         "the site key. Each row is also a test; the forged thresholds, the file swap between "
         "check and compile, `inspect` without a key and a replaced key file are tests only.",
         "",
-        "| attack | how | station | what it did |",
-        "| --- | --- | --- | --- |",
-        *[
-            f"| {r['attack']} | {r['how']} | {r['outcome']} | {r['what'].replace('|', '/')} |"
-            for r in rows
-        ],
+        *table(
+            ("attack", "how", "station", "what it did"),
+            ((r["attack"], r["how"], r["outcome"], r["what"].replace("|", "/")) for r in rows),
+        ),
         "",
         "",
     ]

@@ -287,14 +287,14 @@ def runnable(blocks: list[Block]) -> tuple[list[Block], list[str]]:
 def report(walk: Walk, skipped: list[str], small: bool) -> str:
     """The walk as markdown: one row per block with its seconds, then each block's output."""
     sys.path.insert(0, str(REPO / "bench"))
-    from _report import cpu_description, load_average
+    from _report import cpu_description, load_average, table
 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
     state = "ran to the end" if walk.returncode == 0 else f"FAILED in {walk.failed_block.step}"
     rows = [
-        f"| {block.step} | `{block.code.strip().splitlines()[0]}` | {seconds:.1f} |"
+        (block.step, f"`{block.code.strip().splitlines()[0]}`", f"{seconds:.1f}")
         for block, seconds in zip(walk.blocks, walk.seconds, strict=False)
     ]
     outputs = [
@@ -311,9 +311,7 @@ def report(walk: Walk, skipped: list[str], small: bool) -> str:
         f"The dashboard stopped serving after `kill`: {walk.dashboard_stopped}."
         + (f" Not run here: {'; '.join(skipped)}." if skipped else ""),
         "",
-        "| step | first line | seconds |",
-        "|---|---|---|",
-        *rows,
+        *table(("step", "first line", "seconds"), rows),
         "",
         "## What each block printed (last lines)",
         "",
