@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -180,6 +181,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with recorded(argv) as env:
         for name, setting in SETTINGS.items():
             parts = measure(setting, args, images)
+            if missing := [verdict for verdict, part in parts.items() if not part["parts"]]:
+                sys.exit(
+                    f"no part judged {' or '.join(missing)} among {len(images)} images: "
+                    "raise --good or --defective"
+                )
             days = [per_day(parts, rate, args.ng_rate, retention) for rate in args.rates]
             settings[name] = {"setting": setting, "parts": parts, "per_day": days}
     report = {
