@@ -202,14 +202,14 @@ def extra_good_scores(
     held_aside: np.ndarray | None,
     out_of_fold: np.ndarray | None = None,
     weights: np.ndarray | None = None,
-) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, int]]:
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, int]]:
     """The good scores joining ``n_validation`` good validation ones (None: those do not
-    calibrate) in setting a threshold, the images each counts for (None: one each), and their
+    calibrate) in setting a threshold, the images each counts for (None: one each) and their
     ``good_sources``: ``out_of_fold`` ones (``weights``: ``convolved``) while
     ``pools_out_of_fold``, then the ``held_aside`` calibration images'."""
     sources = {} if n_validation is None else {"validation": n_validation}
     held = np.empty(0) if held_aside is None else held_aside
-    extra = None
+    extra = np.empty(0)
     if out_of_fold is not None and pools_out_of_fold(budget, held.size + (n_validation or 0)):
         extra = out_of_fold
         sources[OUT_OF_FOLD] = len(extra) if weights is None else round(weights.sum())
@@ -218,8 +218,7 @@ def extra_good_scores(
     if held.size:
         sources["calibration"] = int(held.size)
         weights = None if weights is None else np.r_[weights, np.ones(held.size)]
-        extra = held if extra is None else np.r_[extra, held]
-    return extra, weights, sources
+    return np.r_[extra, held], weights, sources
 
 
 def conformal_bound(n: int, rank: int) -> float:

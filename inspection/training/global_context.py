@@ -309,6 +309,5 @@ def context_threshold(
     ``held_aside`` and, while those are too few, the out-of-fold fused ``train_good``."""
     good = fused[labels == 0]
     extra, _, sources = extra_good_scores(point.budget, len(good), held_aside, train_good)
-    if extra is not None:
-        good = np.concatenate([good, extra])
+    good = np.r_[good, extra]
     return choose_threshold(good, point, defect_scores=fused[labels == 1], good_sources=sources)
