@@ -203,10 +203,9 @@ def extra_good_scores(
     out_of_fold: np.ndarray | None = None,
     weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, int]]:
-    """The good scores joining ``n_validation`` good validation ones (None: those do not
-    calibrate) in setting a threshold, the images each counts for (None: one each) and their
-    ``good_sources``: ``out_of_fold`` ones (``weights``: ``convolved``) while
-    ``pools_out_of_fold``, then the ``held_aside`` calibration images'."""
+    """Good scores joining ``n_validation`` validation ones (None: those do not calibrate) in
+    setting a threshold, the images each counts for (None: one each) and their ``good_sources``:
+    ``out_of_fold`` (``weights``: ``convolved``) while ``pools_out_of_fold``, then ``held_aside``."""
     sources = {} if n_validation is None else {"validation": n_validation}
     held = np.empty(0) if held_aside is None else held_aside
     extra = np.empty(0)
