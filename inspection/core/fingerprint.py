@@ -1,10 +1,12 @@
-"""Content hashes for files, folders and datasets."""
+"""What a model or bundle was made from: content hashes of files, folders and datasets, and the
+versions of installed packages."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -43,3 +45,15 @@ def fingerprint_files(paths: Iterable[str | Path], root: str | Path) -> dict:
     for rel in sorted(files):
         digest.update(f"{rel}\0{files[rel]}\n".encode())
     return {"sha256": digest.hexdigest(), "count": len(files), "files": dict(sorted(files.items()))}
+
+
+def package_versions(names: Iterable[str], missing: str | None = None) -> dict[str, str]:
+    """Installed versions of ``names``; one not installed gets ``missing`` (None: left out)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if missing is not None:
+                versions[name] = missing
+    return versions

@@ -196,6 +196,30 @@ def pools_out_of_fold(budget: float, n_never_trained: int) -> bool:
     return n_never_trained < fewest_below_largest(budget)
 
 
+def extra_good_scores(
+    budget: float,
+    n_validation: int | None,
+    held_aside: np.ndarray | None,
+    out_of_fold: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, int]]:
+    """Good scores joining ``n_validation`` validation ones (None: those do not calibrate) in
+    setting a threshold, the images each counts for (None: one each) and their ``good_sources``:
+    ``out_of_fold`` (``weights``: ``convolved``) while ``pools_out_of_fold``, then ``held_aside``."""
+    sources = {} if n_validation is None else {"validation": n_validation}
+    held = np.empty(0) if held_aside is None else held_aside
+    extra = np.empty(0)
+    if out_of_fold is not None and pools_out_of_fold(budget, held.size + (n_validation or 0)):
+        extra = out_of_fold
+        sources[OUT_OF_FOLD] = len(extra) if weights is None else round(weights.sum())
+    else:
+        weights = None
+    if held.size:
+        sources["calibration"] = int(held.size)
+        weights = None if weights is None else np.r_[weights, np.ones(held.size)]
+    return np.r_[extra, held], weights, sources
+
+
 def conformal_bound(n: int, rank: int) -> float:
     """P(a new exchangeable good score lands above the ``rank``-th of n) = (n + 1 - k) / (n + 1)."""
     return (n + 1 - min(rank, n)) / (n + 1)

@@ -30,6 +30,7 @@ from inspection.core.operating_point import (
     OperatingPoint,
     ScoreTransfer,
     convolved,
+    extra_good_scores,
     fewest_below_largest,
     fit_transfer,
     pools_out_of_fold,
@@ -74,22 +75,17 @@ def calibrate_bundle(
     own = run(held_aside).scores.astype(np.float64) if held_aside else np.empty(0)
     with_validation = fused or good_scores.validation_calibrates
 
-    def calibrated(extra: np.ndarray | None, weights: np.ndarray | None = None) -> Calibration:
-        sources = {"validation": int((outputs.labels == 0).sum())} if with_validation else {}
-        if extra is not None:
-            sources[OUT_OF_FOLD] = len(extra) if weights is None else round(weights.sum())
-        if own.size:
-            sources["calibration"] = int(own.size)
-            weights = None if weights is None else np.r_[weights, np.ones(own.size)]
-            extra = own if extra is None else np.r_[extra, own]
+    n_validation = int((outputs.labels == 0).sum()) if with_validation else None
+
+    def calibrated(oof: np.ndarray | None, weights: np.ndarray | None = None) -> Calibration:
+        extra, weights, sources = extra_good_scores(point.budget, n_validation, own, oof, weights)
         return calibrate(
             outputs.scores, outputs.maps, outputs.labels, outputs.masks, outputs.defect_types,
             mask_known=outputs.mask_known, point=point, extra_good_scores=extra,
             good_sources=sources, validation_good=with_validation, extra_weights=weights,
         )  # fmt: skip
 
-    never_trained = own.size + (int((outputs.labels == 0).sum()) if with_validation else 0)
-    if not pools_out_of_fold(point.budget, never_trained):
+    if not pools_out_of_fold(point.budget, own.size + (n_validation or 0)):
         return calibrated(None)
     if fused:
         return calibrated(*(fused_train_good or (None, None)))

@@ -31,11 +31,10 @@ from inspection.core.global_context import (
 from inspection.core.images import read_image
 from inspection.core.metrics import image_auroc
 from inspection.core.operating_point import (
-    OUT_OF_FOLD,
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
-    pools_out_of_fold,
+    extra_good_scores,
 )
 from inspection.runtime.preprocess import preprocess
 from inspection.training.convert import no_chunking, score_and_map
@@ -309,12 +308,6 @@ def context_threshold(
     """The threshold ``point`` sets on fused validation scores, the calibration images'
     ``held_aside`` and, while those are too few, the out-of-fold fused ``train_good``."""
     good = fused[labels == 0]
-    sources = {"validation": len(good)}
-    n_held = 0 if held_aside is None else len(held_aside)
-    if train_good is not None and pools_out_of_fold(point.budget, len(good) + n_held):
-        good = np.concatenate([good, train_good])
-        sources[OUT_OF_FOLD] = len(train_good)
-    if held_aside is not None:
-        good = np.concatenate([good, held_aside])
-        sources["calibration"] = len(held_aside)
+    extra, _, sources = extra_good_scores(point.budget, len(good), held_aside, train_good)
+    good = np.r_[good, extra]
     return choose_threshold(good, point, defect_scores=fused[labels == 1], good_sources=sources)

@@ -19,7 +19,7 @@ import numpy as np
 from inspection.core.calibration import Calibration, calibrate
 from inspection.core.fingerprint import relative_name
 from inspection.core.model_record import GoodScores
-from inspection.core.operating_point import OUT_OF_FOLD, OperatingPoint, pools_out_of_fold
+from inspection.core.operating_point import OperatingPoint, extra_good_scores
 from inspection.core.product_config import ModelConfig
 from inspection.core.roi import RoiSpec
 from inspection.data.dataset import Dataset, Sample
@@ -111,15 +111,9 @@ def calibrate_predictions(
     """The calibration ``point`` sets on validation predictions, the ``held_aside`` scores and,
     while those are too few (``pools_out_of_fold``), the out-of-fold scores that may calibrate."""
     with_validation = good is None or good.validation_calibrates
-    sources = {"validation": int((validation.labels == 0).sum())} if with_validation else {}
-    n_held = 0 if held_aside is None else int(held_aside.size)
-    pooled = good is not None and pools_out_of_fold(point.budget, n_held + sum(sources.values()))
-    extra = good.out_of_fold[good.calibrates] if pooled and good is not None else None
-    if extra is not None:
-        sources[OUT_OF_FOLD] = len(extra)
-    if held_aside is not None and held_aside.size:
-        sources["calibration"] = int(held_aside.size)
-        extra = held_aside if extra is None else np.r_[extra, held_aside]
+    n_validation = int((validation.labels == 0).sum()) if with_validation else None
+    out_of_fold = None if good is None else good.out_of_fold[good.calibrates]
+    extra, _, sources = extra_good_scores(point.budget, n_validation, held_aside, out_of_fold)
     calibration = calibrate(
         validation.scores, validation.maps, validation.labels, validation.masks,
         validation.defect_types, mask_known=validation.mask_known, point=point,

@@ -6,7 +6,6 @@ Two IR models (image encoder; prompt encoder + mask decoder) and ``metadata.json
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import pickle
 import shutil
@@ -21,7 +20,7 @@ from torch import nn
 
 from inspection.core.bundle import PRECISIONS
 from inspection.core.errors import BundleError, WeightsError
-from inspection.core.fingerprint import sha256_file
+from inspection.core.fingerprint import package_versions, sha256_file
 from inspection.core.model_record import utc_now
 from inspection.refine.bundle import (
     REFINER_SCHEMA_VERSION,
@@ -34,6 +33,7 @@ from inspection.training.quantize import import_nncf
 log = logging.getLogger(__name__)
 
 INPUT_SIZE = 1024
+PACKAGES = ("torch", "openvino", "mobilesam-mirror", "segment-anything")
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 UNREADABLE = (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError,
@@ -202,7 +202,7 @@ def export_sam_bundle(
         INPUT_SIZE, PIXEL_MEAN, PIXEL_STD, random_weights=random_init,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else None,
         checkpoint_name=Path(checkpoint).name if checkpoint else None,
-        created_at=utc_now(), package_versions=_package_versions(),
+        created_at=utc_now(), package_versions=package_versions(PACKAGES),
     )  # fmt: skip
     write_refiner_metadata(out_dir, metadata)
     log.info("wrote SAM refiner bundle %s (%s, %s)", out_dir, backend, precision)
@@ -231,13 +231,3 @@ def convert_sam(model: nn.Module):
     name_ports(decoder.inputs, ["image_embeddings", "point_coords", "point_labels"])
     name_ports(decoder.outputs, ["low_res_masks", "iou_predictions"])
     return encoder, decoder
-
-
-def _package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("torch", "openvino", "mobilesam-mirror", "segment-anything"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions

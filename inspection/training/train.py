@@ -14,7 +14,6 @@ import resource
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from inspection.core.bundle import GlobalContextSpec, Preprocessing
 from inspection.core.calibration import Normalization
 from inspection.core.config import to_mapping
 from inspection.core.errors import DatasetError
-from inspection.core.fingerprint import relative_name
+from inspection.core.fingerprint import package_versions, relative_name
 from inspection.core.global_context import GlobalContext
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.model_record import DataSplits, FitFigures, ModelRecord
@@ -465,7 +464,8 @@ def register_version(
             save(directory)
 
     dataset_entry = {**fingerprint, "root": str(dataset.root)}
-    return registry.bundles.create_version(product, dataset=dataset_entry, packages=package_versions(),
+    packages = package_versions(PACKAGES, "not installed")
+    return registry.bundles.create_version(product, dataset=dataset_entry, packages=packages,
                                    write_files=write_files, **record)  # fmt: skip
 
 
@@ -484,16 +484,6 @@ def version_extra(
         "splits": to_mapping(DataSplits(*(_names(dataset, samples) for samples in splits))),
         "train_images": len(dataset.train_samples),
     }
-
-
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def _names(dataset: Dataset, samples: Sequence[Sample]) -> tuple[str, ...]:
