@@ -39,6 +39,15 @@ class LinkSecurity:
         return self.mode != "none"
 
 
+def check_bound(where: str, config: object, bound: int, *names: str, strict: bool = False) -> None:
+    """Each of ``config``'s ``names`` that is set must be >= ``bound`` (> with ``strict``)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and (value <= bound if strict else value < bound):
+            relation = ">" if strict else ">="
+            raise ConfigError(f"{where}: {name} must be {relation} {bound}, got {value}")
+
+
 @dataclass(frozen=True)
 class SinkConfig:
     """Where results go; ``kind`` picks the fields that apply: ``mqtt`` (``host``, ``port``,
@@ -61,8 +70,7 @@ class SinkConfig:
         for key in needed:
             if not getattr(self, key):
                 raise ConfigError(f"sink {self.name!r} ({self.kind}) needs '{key}'")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"sink {self.name!r}: timeout_s must be > 0")
+        check_bound(f"sink {self.name!r}", self, 0, "timeout_s", strict=True)
         check_port(f"sink {self.name!r}: port", self.port)
 
 
@@ -76,10 +84,8 @@ class PublisherConfig:
     backoff_max_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.batch < 1:
-            raise ConfigError(f"publisher: batch must be >= 1, got {self.batch}")
-        if self.poll_s <= 0:
-            raise ConfigError(f"publisher: poll_s must be > 0, got {self.poll_s}")
+        check_bound("publisher", self, 1, "batch")
+        check_bound("publisher", self, 0, "poll_s", strict=True)
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
                 "publisher: need 0 < backoff_initial_s <= backoff_max_s, got "
@@ -100,10 +106,8 @@ class OpcUaTriggerConfig:
     heartbeat_ms: float = 250.0  # ``Heartbeat`` counts up this often while the station serves
 
     def __post_init__(self) -> None:
-        if self.sampling_ms < 0:
-            raise ConfigError(f"opcua: sampling_ms must be >= 0, got {self.sampling_ms}")
-        if self.heartbeat_ms <= 0:
-            raise ConfigError(f"opcua: heartbeat_ms must be > 0, got {self.heartbeat_ms}")
+        check_bound("opcua", self, 0, "sampling_ms")
+        check_bound("opcua", self, 0, "heartbeat_ms", strict=True)
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,7 @@ class PolledLinkConfig:
 
     def __post_init__(self) -> None:
         check_port(f"{self.link}: port", self.port)
-        for key in ("poll_ms", "heartbeat_ms"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{self.link}: {key} must be > 0, got {getattr(self, key)}")
+        check_bound(self.link, self, 0, "poll_ms", "heartbeat_ms", strict=True)
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
                 f"{self.link}: need 0 < backoff_initial_s <= backoff_max_s, got "
@@ -223,10 +225,7 @@ class CameraConfig:
             raise ConfigError("camera: kind 'file' needs 'path' (a folder of images)")
         if self.kind == "genicam" and self.cti is None:
             raise ConfigError("camera: kind 'genicam' needs 'cti' (the vendor's GenTL producer)")
-        if self.timeout_s <= 0:
-            raise ConfigError(f"camera: timeout_s must be > 0, got {self.timeout_s}")
-        if self.exposure_us is not None and self.exposure_us <= 0:
-            raise ConfigError(f"camera: exposure_us must be > 0, got {self.exposure_us}")
+        check_bound("camera", self, 0, "timeout_s", "exposure_us", strict=True)
 
     def genicam_features(self) -> dict[str, str | int | float | bool]:
         """The SFNC features to write, in order: trigger mode, exposure, gain, the rest."""
@@ -270,11 +269,7 @@ class WarmConfig:
     margin_ms: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("idle_ms", "margin_ms"):
-            if getattr(self, name) < 0:
-                raise ConfigError(
-                    f"warm_on_trigger: {name} must be >= 0, got {getattr(self, name)}"
-                )
+        check_bound("warm_on_trigger", self, 0, "idle_ms", "margin_ms")
 
 
 @dataclass(frozen=True)
@@ -316,10 +311,7 @@ class LineConfig:
                 f"line config: sink names must be unique and not {SIGNED_RECORD!r}, got {names}"
             )
         self._check_views()
-        if self.inspect_timeout_s <= 0:
-            raise ConfigError(
-                f"line config: inspect_timeout_s must be > 0, got {self.inspect_timeout_s}"
-            )
+        check_bound("line config", self, 0, "inspect_timeout_s", strict=True)
         if self.metrics_port is not None:
             check_port("line config: metrics_port", self.metrics_port)
         for name, section in self.links.items():

@@ -13,11 +13,12 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar
 
 from inspection.line import registers as regs
 from inspection.line.config import LineConfig, PolledLinkConfig
-from inspection.line.handshake import Answer, LinkContext
+from inspection.line.handshake import Answer
 from inspection.line.mosquitto import wait_port
 from inspection.line.softplc import RegisterPlc
 
@@ -112,9 +113,7 @@ class EnipLink:
         self.plc.Close()
 
 
-def serve(config: EnipConfig, link: LinkContext) -> regs.RegisterHandshake:
-    """The station's side of the ``enip`` link (``links.LinkKind.serve``)."""
-    return regs.RegisterHandshake(config, link, "enip", EnipLink)
+serve = partial(regs.RegisterHandshake, open_link=EnipLink)
 
 
 class EnipPlc(RegisterPlc):

@@ -26,9 +26,10 @@ from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from inspection.core.config import from_mapping, to_mapping
-from inspection.core.errors import ConfigError, InspectionError
+from inspection.core.errors import InspectionError
 from inspection.line.camera import Camera, CaptureError
 from inspection.line.config import LinkSecurity, WarmConfig
+from inspection.line.payload import json_record
 from inspection.line.warm import TriggerWarmer, WarmHook
 from inspection.station.errors import ErrorCode, RequestRefused, RetryUnproven, answer_to
 from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
@@ -64,16 +65,7 @@ class Trigger:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Trigger:
-        try:
-            data = json.loads(text or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise TriggerError(f"trigger is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise TriggerError(f"trigger must be a JSON object, got {type(data).__name__}")
-        try:
-            return from_mapping(cls, data, where="trigger")
-        except ConfigError as exc:
-            raise TriggerError(str(exc)) from exc
+        return json_record(cls, text or b"{}", "trigger", TriggerError)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -26,6 +26,7 @@ from inspection.core.types import VERDICTS
 from inspection.store.models import ARTEFACTS
 
 RESULT_SCHEMA = "inspection.result/1"
+T = TypeVar("T")
 SIGNED_RECORD = "signed"
 """The outbox row that keeps each result's payload as signed, delivered when written (no sink
 takes it): what a link that serves results reads (``Outbox.payload``), never rebuilding it."""
@@ -109,20 +110,26 @@ class ResultPayload:
     @classmethod
     def from_json(cls, text: str | bytes) -> ResultPayload:
         """Parse and validate; unknown keys or a different schema raise ``PayloadError``."""
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"result payload is not JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise PayloadError(f"result payload must be a JSON object, got {type(data).__name__}")
-        if data.get("schema") != RESULT_SCHEMA:
-            raise PayloadError(
-                f"payload schema must be {RESULT_SCHEMA!r}, got {data.get('schema')!r}"
-            )
-        try:
-            return from_mapping(cls, data, where="inspection.result/1")
-        except ConfigError as exc:
-            raise PayloadError(str(exc)) from exc
+        return json_record(cls, text, "result payload", PayloadError, schema=RESULT_SCHEMA)
+
+
+def json_record(
+    cls: type[T], text: str | bytes, what: str, error: type[Exception], *, schema: str = ""
+) -> T:
+    """The dataclass ``cls`` from the JSON object ``text`` (its ``schema`` key, if given, checked
+    first); every fault raises ``error``, the messages naming ``what`` or ``schema``."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{what} is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise error(f"{what} must be a JSON object, got {type(data).__name__}")
+    if schema and data.get("schema") != schema:
+        raise error(f"payload schema must be {schema!r}, got {data.get('schema')!r}")
+    try:
+        return from_mapping(cls, data, where=schema or what)
+    except ConfigError as exc:
+        raise error(str(exc)) from exc
 
 
 def client_request_id(stored: str | None, inspection_id: str) -> str:

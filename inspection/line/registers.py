@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from inspection.core.background import Background
@@ -96,16 +97,6 @@ class ModbusLink:
         self.client.close()
 
 
-def serve_s7(config: S7Config, link: LinkContext) -> RegisterHandshake:
-    """The station's side of the ``s7`` link (``links.LinkKind.serve``)."""
-    return RegisterHandshake(config, link, "s7", S7Link)
-
-
-def serve_modbus(config: ModbusConfig, link: LinkContext) -> RegisterHandshake:
-    """The station's side of the ``modbus`` link (``links.LinkKind.serve``)."""
-    return RegisterHandshake(config, link, "modbus", ModbusLink)
-
-
 def s7_string(text: str, capacity: int) -> bytes:
     """``text`` as S7 ``STRING[capacity]`` (cut to fit; non-ASCII replaced)."""
     data = text.encode("ascii", "replace")[:capacity]
@@ -147,17 +138,15 @@ class _Locked:
 
 class RegisterHandshake:
     """Polls the PLC block every ``poll_ms`` and counts ``Heartbeat`` up in another thread,
-    reconnecting while the PLC is away; ``via`` names the link, ``open_link`` connects."""
+    reconnecting while the PLC is away; ``open_link`` connects. ``serve_s7``, ``serve_modbus``
+    and ``enip.serve`` are the links' ``links.LinkKind.serve``."""
 
     def __init__(
-        self,
-        config: PolledLinkConfig,
-        link: LinkContext,
-        via: str,
-        open_link: Callable[[Any], BlockLink],
+        self, config: PolledLinkConfig, link: LinkContext, open_link: Callable[[Any], BlockLink]
     ) -> None:
-        self.config, self.handler, self.via, self._link = config, link.handler, via, open_link
-        self.on_answer = link.counted(via)
+        self.config, self.handler, self._link = config, link.handler, open_link
+        self.via = config.link
+        self.on_answer = link.counted(self.via)
         self.connected = threading.Event()
         self.beats = 0  # the Heartbeat count last written
         self._replayed: bool | None = None  # Replayed as last written this session
@@ -262,3 +251,7 @@ class RegisterHandshake:
             self._replayed = answer.replayed
         link.write(STATUS, status_bytes(ready=True, busy=False, done=True, answer=answer))
         self.on_answer(answer, time.perf_counter() - started)
+
+
+serve_s7 = partial(RegisterHandshake, open_link=S7Link)
+serve_modbus = partial(RegisterHandshake, open_link=ModbusLink)

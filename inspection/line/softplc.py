@@ -157,7 +157,7 @@ class SoftPlc:
 class RegisterPlc:
     """A PLC without OPC UA: a protocol library's own server holds the handshake block, and this
     side plays the PLC program through a client link every ``scan_s``. Each subclass (registered
-    as its link's ``plc``) says how to ``serve``, ``config``, ``open_link`` and ``shutdown``."""
+    as its link's ``plc``) says how to ``serve`` and ``shutdown``, and its link's types."""
 
     protocol: str
     """The link's name (``links.LINKS``)."""
@@ -165,8 +165,12 @@ class RegisterPlc:
     """The protocol as reports name it."""
     library: str
     """The Python library whose server holds the block (tests skip without it)."""
+    served: dict[str, Any]
+    """``config`` settings naming the memory this server holds."""
     unserved: dict[str, Any]
     """``config`` settings naming memory this server does not hold (the station backs off)."""
+    config_type: type  # the link's section (``links.LinkKind.section``)
+    opens: Callable[[Any], regs.BlockLink]  # the link's ``BlockLink``, opened with a section
 
     def __init__(self, *, scan_s: float = 0.001) -> None:
         self.scan_s, self.port = scan_s, free_port()
@@ -178,10 +182,10 @@ class RegisterPlc:
 
     def config(self, **settings: Any) -> Any:
         """The station's section for this PLC (``settings`` on top)."""
-        raise NotImplementedError
+        return self.config_type(**{"enabled": True, "port": self.port} | self.served | settings)
 
     def open_link(self) -> regs.BlockLink:
-        raise NotImplementedError
+        return self.opens(self.config())
 
     def shutdown(self) -> None:
         raise NotImplementedError
@@ -246,7 +250,8 @@ class S7Plc(RegisterPlc):
     """S7 data block ``DB`` in python-snap7's server."""
 
     protocol, label, DB = "s7", "S7", 100
-    library, unserved = "snap7", {"db": 999}
+    library, served, unserved = "snap7", {"db": DB}, {"db": 999}
+    config_type, opens = S7Config, regs.S7Link
 
     def serve(self) -> None:
         from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
@@ -256,22 +261,17 @@ class S7Plc(RegisterPlc):
         self.server.register_area(SrvArea.DB, self.DB, self.block)
         self.server.start_to("127.0.0.1", self.port)
 
-    def config(self, **settings: Any) -> S7Config:
-        return S7Config(**{"enabled": True, "port": self.port, "db": self.DB} | settings)
-
-    def open_link(self) -> regs.S7Link:
-        return regs.S7Link(self.config())
-
     def shutdown(self) -> None:
         self.server.stop()
         self.server.destroy()
 
 
 class ModbusPlc(RegisterPlc):
-    """Modbus holding registers from ``ADDRESS`` of unit 1 in pymodbus's server."""
+    """Modbus holding registers from ``address`` 10 of unit 1 in pymodbus's server."""
 
-    protocol, label, ADDRESS = "modbus", "Modbus TCP", 10
-    library, unserved = "pymodbus", {"address": 5000}
+    protocol, label = "modbus", "Modbus TCP"
+    library, served, unserved = "pymodbus", {"address": 10}, {"address": 5000}
+    config_type, opens = ModbusConfig, regs.ModbusLink
 
     def serve(self) -> None:
         from pymodbus.datastore import ModbusDeviceContext as Device
@@ -291,14 +291,6 @@ class ModbusPlc(RegisterPlc):
         self.loop.start()
         self.server = self.loop.post(serve())
         wait_port(self.port)
-
-    def config(self, **settings: Any) -> ModbusConfig:
-        return ModbusConfig(
-            **{"enabled": True, "port": self.port, "address": self.ADDRESS} | settings
-        )
-
-    def open_link(self) -> regs.ModbusLink:
-        return regs.ModbusLink(self.config())
 
     def shutdown(self) -> None:
         self.loop.post(self.server.shutdown())

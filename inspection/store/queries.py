@@ -7,7 +7,7 @@ pages by keyset over a covering index and counts up to a cap; reviewed parts are
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
@@ -125,6 +125,9 @@ class QueueRow:
     def part(self) -> str:
         """What names the part: its part id, else the file it came from, else ''."""
         return self.part_id or self.source_name or ""
+
+
+_QUEUE_COLUMNS = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
 
 
 def _filters(
@@ -367,31 +370,26 @@ class QueueCursor:
     id: str
 
 
-def _sort_key(order: QueueOrder) -> Any:
-    return {
-        "score_desc": Inspection.score,
-        "newest": Inspection.created_at,
-        "oldest": Inspection.created_at,
-        "closest_to_threshold": func.abs(Inspection.score - Inspection.threshold),
-    }[order]
-
-
+_SORT_KEYS: dict[str, tuple[Any, Callable[[QueueRow], float | datetime]]] = {
+    "score_desc": (Inspection.score, lambda row: row.score),
+    "newest": (Inspection.created_at, lambda row: row.created_at),
+    "oldest": (Inspection.created_at, lambda row: row.created_at),
+    "closest_to_threshold": (
+        func.abs(Inspection.score - Inspection.threshold),
+        lambda row: abs(row.score - row.threshold),
+    ),
+}
+"""Each order's sort key in SQL and as a cursor reads it from a row, side by side."""
 _DESCENDING = ("score_desc", "newest")
 
 
 def cursor_after(row: QueueRow, order: QueueOrder) -> QueueCursor:
     """The cursor that continues a queue ordered by ``order`` after ``row``."""
-    key = {
-        "score_desc": row.score,
-        "newest": row.created_at,
-        "oldest": row.created_at,
-        "closest_to_threshold": abs(row.score - row.threshold),
-    }[order]
-    return QueueCursor(key, row.id)
+    return QueueCursor(_SORT_KEYS[order][1](row), row.id)
 
 
 def _queue_order(order: QueueOrder) -> tuple[Any, Any]:
-    key = _sort_key(order)
+    key = _SORT_KEYS[order][0]
     return (key.desc(), Inspection.id.desc()) if order in _DESCENDING else (key, Inspection.id)
 
 
@@ -401,9 +399,8 @@ def review_queue(
     """One page of the review queue: ``limit`` rows after ``after`` (from the start: None)."""
     if limit < 1:
         raise StoreError(f"a queue page needs limit >= 1, got {limit}")
-    key = _sort_key(query.order)
-    columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
-    statement = select(*columns).order_by(*_queue_order(query.order))
+    key = _SORT_KEYS[query.order][0]
+    statement = select(*_QUEUE_COLUMNS).order_by(*_queue_order(query.order))
     if after is not None:
         position = tuple_(key, Inspection.id)
         bound = tuple_(literal(after.key, key.type), literal(after.id))
@@ -421,7 +418,9 @@ def queue_anchor(store: Store, query: QueueQuery, position: int) -> QueueCursor 
     row follows it; it reads sort keys and ids only, index entries (migration 0008)."""
     if position < 0:
         raise StoreError(f"a queue position must be >= 0, got {position}")
-    statement = select(_sort_key(query.order), Inspection.id).order_by(*_queue_order(query.order))
+    statement = select(_SORT_KEYS[query.order][0], Inspection.id).order_by(
+        *_queue_order(query.order)
+    )
     with store.session() as session:
         conditions = _queue_conditions(query, _lowest_threshold(session, query))
         rows = session.execute(statement.where(*conditions).offset(position).limit(2)).all()
@@ -475,9 +474,8 @@ def part_views_statement(
     station_id: str, part_id: str, around: datetime, window: timedelta
 ) -> Select:
     """The SELECT of ``part_views`` (its plan is checked by the tests)."""
-    columns = [getattr(Inspection, name) for name in QueueRow.__dataclass_fields__]
     return (
-        select(Inspection.request_id, *columns)
+        select(Inspection.request_id, *_QUEUE_COLUMNS)
         .where(
             Inspection.station_id == station_id,
             Inspection.created_at >= around - window,
