@@ -77,26 +77,15 @@ class RawOutputs:
             defect_types=tuple(s.defect_type for s in samples),
         )
 
+    @property
+    def _labelled(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+        """The leading arguments of ``calibrate`` and ``measure``, in their order."""
+        return self.scores, self.maps, self.labels, self.masks, self.defect_types
+
     def calibrate(self, point: OperatingPoint | None = None) -> Calibration:
         """The calibration these validation outputs set at ``point`` (``calibrate``)."""
-        return calibrate(
-            self.scores,
-            self.maps,
-            self.labels,
-            self.masks,
-            self.defect_types,
-            mask_known=self.mask_known,
-            point=point,
-        )
+        return calibrate(*self._labelled, mask_known=self.mask_known, point=point)
 
     def measure(self, calibration: Calibration) -> tuple[EvaluationMetrics, BundleFigures]:
         """Metrics and gated figures when judged at ``calibration`` (``export_gate.measure``)."""
-        return measure(
-            self.scores,
-            self.maps,
-            self.labels,
-            self.masks,
-            self.defect_types,
-            calibration,
-            mask_known=self.mask_known,
-        )
+        return measure(*self._labelled, calibration, mask_known=self.mask_known)

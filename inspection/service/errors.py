@@ -23,14 +23,9 @@ class RequestError(InspectionError):
         return JSONResponse({"detail": self.message}, status_code=self.status, headers=headers)
 
 
-def http_status(exc: RequestRefused) -> int:
-    """The HTTP status for a refusal (``station.errors.REFUSALS``)."""
-    return answer_to(exc).http_status
-
-
 def http_error(exc: RequestRefused) -> RequestError:
-    """The HTTP response for a refusal, with Retry-After when the station is busy."""
-    headers = {}
-    if isinstance(exc, StationBusy):
-        headers["Retry-After"] = str(exc.retry_after_s)
-    return RequestError(http_status(exc), exc.message, headers)
+    """The HTTP response for a refusal (status from ``station.errors.REFUSALS``), with
+    Retry-After when the station is busy."""
+    busy = isinstance(exc, StationBusy)
+    headers = {"Retry-After": str(exc.retry_after_s)} if busy else {}
+    return RequestError(answer_to(exc).http_status, exc.message, headers)

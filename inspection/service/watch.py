@@ -163,15 +163,13 @@ class WatchFolder:
             if exc.transient:
                 result = FileOutcome(name, "retry", exc.message)
             else:
-                self._move_failed(path, name, exc.message)
-                result = FileOutcome(name, "failed", exc.message)
+                result = self._to_failed(path, name, exc.message)
         except (OSError, SQLAlchemyError) as exc:
             result = FileOutcome(name, "retry", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a model that crashes on this image: park the file
             log.exception("inspecting %s failed", name)
             message = f"internal error while inspecting: {type(exc).__name__}: {exc}"
-            self._move_failed(path, name, message)
-            result = FileOutcome(name, "failed", message)
+            result = self._to_failed(path, name, message)
         else:
             _move(path, self.done / name, data)
             result = FileOutcome(name, "done" if outcome.created else "replayed", outcome.row.id)
@@ -182,7 +180,7 @@ class WatchFolder:
             self._on_file(result, outcome)
         return result
 
-    def _move_failed(self, path: Path, name: str, reason: str) -> None:
+    def _to_failed(self, path: Path, name: str, reason: str) -> FileOutcome:
         target = self.failed / name
         target.parent.mkdir(parents=True, exist_ok=True)
         reason_file = target.with_name(target.name + ".reason.txt")
@@ -190,6 +188,7 @@ class WatchFolder:
         tmp.write_text(reason.rstrip() + "\n", encoding="utf-8")
         os.replace(tmp, reason_file)
         os.replace(path, target)
+        return FileOutcome(name, "failed", reason)
 
 
 def watch_request_id(data: bytes, name: str) -> str:

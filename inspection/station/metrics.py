@@ -162,10 +162,7 @@ class GoldenCollector(Collector):
             passed.add_metric(values, 1.0 if golden["passed"] else 0.0)
             drift.add_metric(values, float(golden["worst_drift"]))
             outcome.add_metric([*values, str(golden.get("outcome", ""))], 1.0)
-        yield passed
-        yield drift
-        yield outcome
-        yield refused
+        yield from (passed, drift, outcome, refused)
 
 
 class ForwardCollector(Collector):

@@ -141,12 +141,12 @@ def test_bad_trigger_messages(text: bytes, message: str) -> None:
 
 
 def test_an_unaligned_part_is_an_error_answer_never_a_verdict() -> None:
-    from inspection.service.errors import http_status
+    from inspection.service.errors import http_error
     from inspection.station.errors import PartNotAligned, answer_to
 
     refusal = PartNotAligned("correlation 0.21 < 0.8")
     code = answer_to(refusal).plc_code
-    assert code == ErrorCode.NOT_ALIGNED and http_status(refusal) == 422
+    assert code == ErrorCode.NOT_ALIGNED and http_error(refusal).status == 422
     answer = Answer("r1", int(code), refusal.message, product="plate")
     assert answer.result == ResultCode.ERROR and answer.verdict is None
 

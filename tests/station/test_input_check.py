@@ -12,7 +12,7 @@ from inspection.core.errors import ConfigError
 from inspection.line.config import load_line_config
 from inspection.line.handshake import Answer, ErrorCode, ResultCode
 from inspection.service.config import load_station_config
-from inspection.service.errors import http_status
+from inspection.service.errors import http_error
 from inspection.station.errors import InputOutOfDomain, answer_to
 
 STATION = """\
@@ -70,6 +70,6 @@ def test_the_line_station_reads_the_same_key(tmp_path: Path) -> None:
 def test_a_refused_input_is_an_error_answer_never_a_verdict() -> None:
     refusal = InputOutOfDomain("grey image (its three channels are equal: channel spread 0.0)")
     code = answer_to(refusal).plc_code
-    assert code == ErrorCode.OUT_OF_DOMAIN == 8 and http_status(refusal) == 422
+    assert code == ErrorCode.OUT_OF_DOMAIN == 8 and http_error(refusal).status == 422
     answer = Answer("r1", int(code), refusal.message, product="brick")
     assert answer.result == ResultCode.ERROR and answer.verdict is None

@@ -119,13 +119,13 @@ def test_longest_accepted_inputs_fit_their_columns(store_url: str, tmp_path: Pat
 
 @pytest.mark.parametrize("bad", ["p\x00q", "tab\tbed", "p" * 129])
 def test_part_ids_that_postgres_cannot_store_are_refused(bad: str) -> None:
-    from inspection.service.errors import http_status
+    from inspection.service.errors import http_error
     from inspection.station.errors import InvalidRequest
     from inspection.station.pipeline import check_part_id
 
     with pytest.raises(InvalidRequest) as caught:
         check_part_id(bad)
-    assert http_status(caught.value) == 422
+    assert http_error(caught.value).status == 422
 
 
 def test_a_painted_region_is_audited_with_its_review_and_mirrored(
