@@ -151,6 +151,7 @@ def step_export(ctx: DemoContext) -> None:
     except ImportError as exc:
         log.info("export step skipped: %s", exc)
         return
+    # deferred: openvino, spared by --help and the other commands
     from inspection.runtime.tuning import promote_fastest
 
     signing_key = _site_signing_key(ctx)
@@ -221,6 +222,7 @@ def step_inspect(ctx: DemoContext) -> None:
     except ImportError as exc:
         log.info("inspect step skipped: %s", exc)
         return
+    # deferred: torch, anomalib, openvino, spared by --help and the other commands
     from inspection.training.registry_export import held_out_test_samples
 
     for product in ctx.products:

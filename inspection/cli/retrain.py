@@ -293,6 +293,7 @@ def scheduler(
 
 def _store_prune(site_config: SiteConfig) -> Housekeeping:
     """The site store's retention prune as a scheduler job (``retention.yaml``'s schedule)."""
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.retention import load_retention, prune_configured
     from inspection.store.store import Store
 

@@ -332,6 +332,7 @@ def update_command(
 
 def reviewed_good(site: SiteConfig, since: ModelRecord) -> list[Path]:
     """Blob files of ``product``'s inspections reviewed good after ``since`` was created."""
+    # deferred: SQLAlchemy and Alembic, not needed for --help
     from inspection.store.store import Store
 
     store = Store(site.store_url, site.blob_dir)

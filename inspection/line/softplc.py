@@ -254,7 +254,8 @@ class S7Plc(RegisterPlc):
     config_type, opens = S7Config, regs.S7Link
 
     def serve(self) -> None:
-        from snap7.server import Server as S7Server  # deferred: only S7 PLCs need it
+        # deferred: only S7 PLCs need python-snap7
+        from snap7.server import Server as S7Server
         from snap7.type import SrvArea
 
         self.server, self.block = S7Server(), bytearray(regs.BLOCK_BYTES)
@@ -274,6 +275,7 @@ class ModbusPlc(RegisterPlc):
     config_type, opens = ModbusConfig, regs.ModbusLink
 
     def serve(self) -> None:
+        # deferred: only Modbus PLCs need pymodbus
         from pymodbus.datastore import ModbusDeviceContext as Device
         from pymodbus.datastore import ModbusSequentialDataBlock, ModbusServerContext
         from pymodbus.server import ModbusTcpServer

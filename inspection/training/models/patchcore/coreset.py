@@ -95,7 +95,7 @@ def project(embedding: torch.Tensor) -> torch.Tensor:
 def sparse_random_matrix(n_components: int, n_features: int) -> torch.Tensor:
     """anomalib's ``SparseRandomProjection._sparse_random_matrix`` with the same draws, without
     building two ``torch.distributions.Binomial`` per row (slow)."""
-    from sklearn.utils.random import sample_without_replacement
+    from sklearn.utils.random import sample_without_replacement  # deferred: used here only
 
     real = torch.get_default_dtype()  # what Binomial makes of plain numbers (broadcast_all)
     one, half = torch.tensor(1, dtype=real), torch.tensor(0.5, dtype=real)
