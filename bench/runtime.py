@@ -1,6 +1,6 @@
 """Runtime benchmark on the hardware it runs on: OpenVINO FP32/FP16/BF16/INT8 bundles.
 
-    /work/bin/bench python bench/runtime.py [--product brick] [--kinds patchcore stfpm]
+    python bench/runtime.py [--product brick] [--kinds patchcore stfpm]
 
 For each model kind: train on the demo data into a bench registry (reused on later runs),
 export every precision (forced), then measure each engine in its own subprocess on the held-out
@@ -444,7 +444,7 @@ def markdown(report: dict) -> str:
         f"- CPU: **{machine['summary']}**",
         f"- OpenVINO {machine['openvino']} CPU capabilities: {', '.join(machine['capabilities'])}",
         f"- 1-minute load at start {machine['load_1m_start']}, at end {report['load_1m_end']} "
-        "(per-engine loads in the tables; /work/bin/bench waits for load < 1.2 first)",
+        "(per-engine loads in the tables)",
         f"- Product `{report['product']}`, held-out test split, each engine in its own "
         "process. Latency: decoded RGB image in, full result out (preprocess, inference, "
         "normalisation, map resize, regions); decode is listed separately. p50/p95: images "
@@ -595,7 +595,7 @@ def run_parent(args: argparse.Namespace) -> None:
     registry = Registry(scratch_registry(Path(args.registry)))
     dataset_dir = ensure_dataset(args.product, Path(args.datasets))
     out = Path(args.out)
-    if args.prepare_only:  # train and export outside the timed run (e.g. via /work/bin/heavy)
+    if args.prepare_only:  # train and export outside the timed run
         for kind in args.kinds:
             record = ensure_version(registry, args.product, kind, dataset_dir)
             ensure_bundles(registry, record, dataset_dir)
