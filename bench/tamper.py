@@ -4,7 +4,8 @@ Builds a small signed site in a scratch folder (a tiny OpenVINO bundle, a signed
 0.6, a station pinning the key) and puts one attack per row to it — a forged live pointer,
 tuning pick, ROI and refiner, a gate-refused bundle without its force record, altered
 validation scores, an altered SAM refiner bundle (a random-init MobileSAM export: needs torch)
-— recording what the station served. Writes ``reports/security/attacks.json`` and ``.md``;
+— recording what the station served. Writes ``reports/security/attacks.json`` and ``.md``
+(keeping the recorded rows of attacks that are tests only now, each with its run's date);
 exit code 1 unless every row reads "refused, last good kept". Each row is also a test
 (tests/station/test_signed_decisions.py, tests/refine/test_sam_signature.py).
 
@@ -233,6 +234,21 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
             "what": what}  # fmt: skip
 
 
+def _recorded_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded report's rows of attacks this run did not put (tests only now), each
+    with the date of the run that put it."""
+    recorded = OUT / "attacks.json"
+    if not recorded.is_file():
+        return []
+    earlier = json.loads(recorded.read_text())
+    done = {row["attack"] for row in rows}
+    return [
+        {**row, "when": row.get("when", earlier["when"])}
+        for row in earlier["rows"]
+        if row["attack"] not in done
+    ]
+
+
 def attacks() -> int:
     """One row per attack (``--attacks``); exit code 1 unless every row was refused."""
     rows = []
@@ -248,29 +264,31 @@ def attacks() -> int:
             rows.append(served_row(name, attack, root / attack.__name__))
         rows.append(altered_validation_scores(root / "scores"))
         rows.append(altered_sam_refiner(root / "sam"))
-    report = {
-        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "load": load_average(),
-        "rows": rows,
-    }
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    rows = [{**row, "when": when} for row in rows]
+    report = {"when": when, "load": load_average(), "rows": rows + _recorded_only(rows)}
     lines = [
         "# Attacks on the chain of custody, one row each",
         "",
         f"Written by `python bench/tamper.py --attacks` ({report['when']}, load {report['load']}) "
         "on a scratch site: a tiny signed bundle, a signed threshold of 0.6, a station pinning "
-        "the site key. Each row is also a test; the forged thresholds, the file swap between "
-        "check and compile, `inspect` without a key and a replaced key file are tests only.",
+        "the site key. Each row is also a test. The forged thresholds, the file swap between "
+        "check and compile, `inspect` without a key and a replaced key file are tests only now: "
+        "their rows are the last bench run that put them (its date in the row).",
         "",
         *table(
-            ("attack", "how", "station", "what it did"),
-            ((r["attack"], r["how"], r["outcome"], r["what"].replace("|", "/")) for r in rows),
+            ("attack", "how", "station", "what it did", "run"),
+            (
+                (r["attack"], r["how"], r["outcome"], r["what"].replace("|", "/"), r["when"])
+                for r in report["rows"]
+            ),
         ),
         "",
         "",
     ]
     save_report(OUT, "attacks", report, "\n".join(lines))
     print("\n".join(lines))
-    return 0 if all(r["outcome"] == "refused, last good kept" for r in rows) else 1
+    return 0 if all(r["outcome"] == "refused, last good kept" for r in report["rows"]) else 1
 
 
 def main() -> int:
