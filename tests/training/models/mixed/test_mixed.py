@@ -21,9 +21,11 @@ from inspection.training.models.mixed import (
     _Checked,
     _fit_fusion,
     _Judge,
+    _own_rows,
     _SidePeaks,
     _teach,
     _Teaching,
+    _without_fold_rows,
     _without_own_rows,
     keep,
     supervised_config,
@@ -126,6 +128,21 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     expected = torch.cdist(rows, other).amin(1).reshape(1, 1, 4, 4)
     torch.testing.assert_close(distance, expected.unsqueeze(0)[0])
     assert float(distance.min()) > 0
+
+
+def test_fold_out_distances_skip_every_bank_row_of_the_images_fold() -> None:
+    """As an out-of-fold calibration score sees the bank: without any row its fold gave."""
+    draw = torch.Generator().manual_seed(0)
+    grid = torch.randn(3, 5, 2, 2, generator=draw)  # images 0 and 1 share a fold
+    rows = [g.flatten(1).T for g in grid]
+    other = torch.randn(6, 5, generator=draw) + 10
+    bank = torch.cat([rows[0][:2], rows[1][:2], rows[2][:2], other])
+    own = _own_rows(grid, bank)
+    assert own.sum(1).tolist() == [2, 2, 2]
+    distance = _without_fold_rows(grid, bank, own, np.array([1, 1, 2]))
+    for image, kept in ((0, [rows[2][:2], other]), (2, [rows[0][:2], rows[1][:2], other])):
+        expected = torch.cdist(rows[image], torch.cat(kept)).amin(1).reshape(1, 2, 2)
+        torch.testing.assert_close(distance[image], expected)
 
 
 def test_the_bundle_carries_the_head(
@@ -407,3 +424,26 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     assert off[2]["good"] == 6 and off[2]["defects"] == 6  # the teaching images judged too
     missed = dataclasses.replace(checked, distance=torch.cat([good_distance, distance - 2.5]))
     assert dataclasses.replace(judge, checked=missed).unbeatable(kinds, BUDGET) is None
+
+
+def test_a_synthetic_head_is_judged_on_the_calibration_images(mixed: TrainOutcome) -> None:
+    """With no labels the rule judges held-aside synthetic defects against a tail that holds
+    the calibration images (which set the threshold): a head that helps on the synthetic
+    defects but raises false alarms on those is dropped, though the validation and other
+    training images alone would keep it."""
+
+    def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        grid = torch.zeros(n, 2, 4, 4)
+        grid[:, 0] = channel_zero
+        return grid, torch.full((n, 1, 4, 4), distance)
+
+    good = cells(1.0, 0.0, 3)
+    checked = _Checked(*good, np.zeros(3, dtype=np.int64))
+    pasted = cells(0.9, 2.0, 3)  # synthetic defects the distance misses but the head sees
+    judge = _Judge(mixed.model, None, checked, (32, 32), 0, others=cells(1.0, 0.0, 4))
+    judge = dataclasses.replace(judge, pasted=pasted)
+    kept, _, evidence = judge.decide(_channel_zero_head(2), [], None, BUDGET)
+    assert kept and evidence["defects"] == 3 and evidence["mixed_missed"] == 0
+    judge = dataclasses.replace(judge, held=cells(1.0, 3.0, 5))  # the head fires on them
+    kept, reason, evidence = judge.decide(_channel_zero_head(2), [], None, BUDGET)
+    assert not kept and reason.startswith("off") and evidence["good"] == 12
