@@ -48,6 +48,7 @@ from inspection.training.backbones import ResolvedWeights, channels_last
 from inspection.training.models.common import ModelKind
 from inspection.training.models.mixed import keep
 from inspection.training.models.mixed.head import (
+    FINE_CHANNELS,
     SupervisedHead,
     head_network,
     mixed_model_class,
@@ -293,10 +294,10 @@ def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, in
     """Fit ``head``'s input standardisers and weights on ``teaching``; the cell counts."""
     t = teaching
     _set_input_standardisers(head, t.good_grid, t.good_distance)
+    good = t.targets.new_zeros(len(t.good_grid), *t.targets.shape[1:])  # stride-4 cells
     return _fit_head(
         head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
-        torch.cat([torch.zeros_like(t.good_distance), t.targets]),
-        torch.cat([torch.ones_like(t.good_distance), t.weights]),
+        torch.cat([good, t.targets]), torch.cat([good + 1, t.weights]),
         torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
     )  # fmt: skip
 
@@ -573,8 +574,8 @@ def _without_own_rows(
     image's rows (``_own_rows``); ``excluded``: (N, B) bool, the rows to leave out instead."""
     out = []
     for index, cells in enumerate(grid):
-        squared = torch.cdist(_rows(cells), bank.float()).square()
-        own = squared.amin(0) <= _SAME * len(cells) if excluded is None else excluded[index]
+        squared = torch.cdist(_rows(cells, bank.shape[1]), bank.float()).square()
+        own = squared.amin(0) <= _SAME * bank.shape[1] if excluded is None else excluded[index]
         squared[:, own] = float("inf")
         out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
     return torch.stack(out)
@@ -586,7 +587,11 @@ _SAME = 1e-6
 
 def _own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, B) bool: the bank rows each of the (N, C, h, w) training grids gave."""
-    rows = [torch.cdist(_rows(c), bank.float()).square().amin(0) <= _SAME * len(c) for c in grid]
+    channels = bank.shape[1]
+    rows = [
+        torch.cdist(_rows(c, channels), bank.float()).square().amin(0) <= _SAME * channels
+        for c in grid
+    ]
     return torch.stack(rows)
 
 
@@ -601,9 +606,9 @@ def _without_fold_rows(
     return _without_own_rows(grid, bank, excluded)
 
 
-def _rows(cells: torch.Tensor) -> torch.Tensor:
-    """(h * w, C) float32 rows of one (C, h, w) grid."""
-    return cells.flatten(1).T.float()
+def _rows(cells: torch.Tensor, channels: int) -> torch.Tensor:
+    """(h * w, ``channels``) float32 rows of one (C, h, w) grid: the bank's channels."""
+    return cells[:channels].flatten(1).T.float()
 
 
 def _pooled(
@@ -623,13 +628,13 @@ def _pooled(
     own = _own_rows(good_grid, inner.memory_bank)[pool.source]
     distance = _without_own_rows(grid, inner.memory_bank, own)
     none = torch.zeros(len(grid), dtype=torch.bool)
-    return grid, distance, *_cell_targets(pool.masks, grid.shape[-2:]), none
+    return grid, distance, *_cell_targets(pool.masks, _fine_cells(grid)), none
 
 
 def _labelled(model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int) -> _Taught:
     """The labelled images' cells (``_cells``) and ``_targets``."""
     grid, distance = _cells(model, samples, size, bits)
-    return grid, distance, *_targets(samples, size, grid.shape[-2:])
+    return grid, distance, *_targets(samples, size, _fine_cells(grid))
 
 
 _Taught = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
@@ -651,12 +656,18 @@ def _grids(inner: Any, images: torch.Tensor, batch_size: int = 16) -> torch.Tens
     return torch.cat([inner.cells(b.type(dtype))[0].float() for b in images.split(batch_size)])
 
 
+def _fine_cells(grid: torch.Tensor) -> tuple[int, int]:
+    """The stride-4 cells the head scores of a (N, C, h, w) stride-8 grid."""
+    return 2 * grid.shape[-2], 2 * grid.shape[-1]
+
+
 def _targets(
     samples: Sequence[Sample], size: tuple[int, int], cells: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per labelled image: cell targets (N, 1, h, w) (1 where the mask covers any pixel of
-    the cell), weights (0 on the ring of cells around a defect, and on every cell of an
-    image-level label) and which images are image-level labels (N,) bool."""
+    """Per labelled image: stride-4 cell targets (N, 1, h, w) (1 where the mask covers any
+    pixel of the cell), weights (0 on the ring of cells around a defect, two cells or 8 px
+    wide, and on every cell of an image-level label) and which images are image-level labels
+    (N,) bool."""
     masks = torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float()
     targets, weights = _cell_targets(masks.unsqueeze(1), cells)
     image_level = torch.tensor([s.mask_path is None for s in samples])
@@ -668,7 +679,7 @@ def _cell_targets(masks: torch.Tensor, cells: Sequence[int]) -> tuple[torch.Tens
     """(N, 1, h, w) cell targets of (N, 1, H, W) pixel ``masks`` (1 where the mask covers any
     pixel of the cell) and weights (0 on the ring of cells around a defect)."""
     targets = F.adaptive_max_pool2d(masks, tuple(cells))
-    return targets, 1.0 - (F.max_pool2d(targets, 3, stride=1, padding=1) - targets)
+    return targets, 1.0 - (F.max_pool2d(targets, 5, stride=1, padding=2) - targets)
 
 
 def _set_input_standardisers(
@@ -704,7 +715,7 @@ def _fit_head(
     generator = torch.Generator().manual_seed(seed)
     with _DRAWS, torch.random.fork_rng():  # heads taught side by side draw their seeded init
         torch.manual_seed(seed)
-        network = head_network(grid.shape[1])
+        network = head_network(grid.shape[1] - 4 * FINE_CHANNELS)
     optimiser = torch.optim.Adam(network.parameters(), LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     for _ in range(STEPS):
         batch = torch.randint(len(inputs), (BATCH,), generator=generator)

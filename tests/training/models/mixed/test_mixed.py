@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inspection.core.errors import DatasetError
 from inspection.core.operating_point import OperatingPoint
@@ -30,7 +31,14 @@ from inspection.training.models.mixed import (
     keep,
     supervised_config,
 )
-from inspection.training.models.mixed.head import MixedCore, SupervisedHead, head_network
+from inspection.training.models.mixed.head import (
+    FINE_CHANNELS,
+    MixedCore,
+    SupervisedHead,
+    fold_fine,
+    head_network,
+    upsampled,
+)
 from inspection.training.models.patchcore.coreset import threads
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
@@ -98,7 +106,31 @@ def test_the_fusion_never_scores_a_cell_below_its_distance(mixed: TrainOutcome) 
     head: SupervisedHead = mixed.model.model.supervised
     channels = head.shift.shape[1]
     grid, distance = torch.randn(3, channels, 8, 8) * 3, torch.rand(3, 1, 8, 8) * 10
-    assert bool((head.fuse(grid, distance) >= distance).all())
+    assert bool((head.fuse(grid, distance) >= upsampled(distance)).all())
+
+
+def test_the_head_scores_the_stride_4_grid(mixed: TrainOutcome) -> None:
+    """The model's cells carry the stride-4 block folded into the stride-8 grid; the head and
+    the fused map score every stride-4 cell, as its trainable network does."""
+    inner = mixed.model.model
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        grid, distance = inner.cells(images)
+        fused = inner.supervised.fuse(grid, distance)
+        out = inner(images)
+    fine = 4 * FINE_CHANNELS
+    assert grid.shape == (2, inner.memory_bank.shape[1] + fine, 8, 8)
+    assert distance.shape == (2, 1, 8, 8) and fused.shape == (2, 1, 16, 16)
+    assert out.anomaly_map.shape == (2, 1, 64, 64)
+    head, network = SupervisedHead(), head_network(3)
+    head.set_weights(network)
+    head.shift, head.scale = torch.zeros(1, 3 + fine, 1, 1), torch.ones(1, 3 + fine, 1, 1)
+    x, d = torch.randn(2, 3 + fine, 5, 6), torch.randn(2, 1, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(head.logits(x, d), network(head.inputs(x, d)))
+    assert head.logits(x, d).shape == (2, 1, 10, 12)
+    stride_4 = torch.randn(2, FINE_CHANNELS, 10, 12)
+    torch.testing.assert_close(F.pixel_shuffle(fold_fine(stride_4, (5, 6)), 2), stride_4)
 
 
 def test_a_product_without_labels_trains_plain_patchcore(
@@ -278,7 +310,7 @@ def test_fold_heads_side_by_side_score_as_one_after_another(mixed: TrainOutcome)
         grid = torch.randn(n, channels, 8, 8, generator=draw)
         return grid, torch.rand(n, 1, 8, 8, generator=draw) + shift
 
-    targets = (torch.rand(9, 1, 8, 8, generator=draw) > 0.8).float()
+    targets = (torch.rand(9, 1, 16, 16, generator=draw) > 0.8).float()  # stride-4 cells
     teaching = _Teaching(
         *cells(6),
         *cells(9, 0.5),
@@ -338,12 +370,14 @@ def _channel_zero_head(channels: int) -> SupervisedHead:
     head = SupervisedHead()
     network = head_network(channels)
     with torch.no_grad():
-        network[0].weight.zero_()[0, 0] = 1.0
-        network[0].bias.zero_()
-        network[2].weight.zero_()[0, 0, 1, 1] = 1.0
-        network[2].bias.zero_()
+        network.coarse.weight.zero_()[0, 0] = 1.0
+        network.coarse.bias.zero_()
+        network.fine.weight.zero_()
+        network.out.weight.zero_()[0, 0, 1, 1] = 1.0
+        network.out.bias.zero_()
     head.set_weights(network)
-    head.shift, head.scale = torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
+    every = channels + 4 * FINE_CHANNELS
+    head.shift, head.scale = torch.zeros(1, every, 1, 1), torch.ones(1, every, 1, 1)
     return head
 
 
@@ -352,7 +386,7 @@ def test_the_head_is_judged_on_every_good_training_image(mixed: TrainOutcome) ->
     though the validation images alone (the rule's old good side) would keep it."""
 
     def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.zeros(n, 2, 4, 4)
+        grid = torch.zeros(n, 2 + 4 * FINE_CHANNELS, 4, 4)
         grid[:, 0] = channel_zero
         return grid, torch.full((n, 1, 4, 4), distance)
 
@@ -399,11 +433,11 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     draw = torch.Generator().manual_seed(1)
 
     def cells(n: int, distance: float) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.randn(n, 2, 4, 4, generator=draw)
+        grid = torch.randn(n, 2 + 4 * FINE_CHANNELS, 4, 4, generator=draw)
         return grid, distance + 0.1 * torch.rand(n, 1, 4, 4, generator=draw)
 
     kinds = ["crack", "hole", "stain"]
-    targets = (torch.rand(3, 1, 4, 4, generator=draw) > 0.5).float()
+    targets = (torch.rand(3, 1, 8, 8, generator=draw) > 0.5).float()  # stride-4 cells
     teaching = _Teaching(
         *cells(3, 1.0), *cells(3, 3.0), targets, torch.ones_like(targets), torch.zeros(3) > 0
     )
@@ -433,7 +467,7 @@ def test_a_synthetic_head_is_judged_on_the_calibration_images(mixed: TrainOutcom
     training images alone would keep it."""
 
     def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.zeros(n, 2, 4, 4)
+        grid = torch.zeros(n, 2 + 4 * FINE_CHANNELS, 4, 4)
         grid[:, 0] = channel_zero
         return grid, torch.full((n, 1, 4, 4), distance)
 
