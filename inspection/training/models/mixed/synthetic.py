@@ -1,0 +1,140 @@
+"""Image-level synthetic anomalies for the mixed model's head (``synthetic: true``).
+
+Taught (where no defect is labelled): a fixed pool made once from the good images that teach the
+head, ``COPIES`` per image, half DRAEM-style Perlin blends (anomalib's ``PerlinAnomalyGenerator``,
+its texture the product's own good images) and half thin strokes (chains of quadratic Bezier
+curves, 1-3 px, darker or lighter than the texture beneath: crack- and scratch-like), made in image
+space so that thin structure exists before the backbone pools it into stride-8 cells. Judged (by
+the keep rule): CutPaste patches (Li et al. 2021) on the good images that do not teach, a kind the
+head never saw. All seeded. Why and what the evidence can show: ``reports/learning/synthetic.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
+from scipy.ndimage import binary_dilation
+from skimage.draw import bezier_curve
+
+from inspection.data.dataset import Sample
+from inspection.training.samples import SampleDataset
+
+COPIES = 8
+"""Synthetic images per teaching image: the first half Perlin blends, the rest strokes."""
+STROKES = (1, 3)
+"""Strokes per image (inclusive range), each a chain of ``SEGMENTS`` Bezier segments."""
+SEGMENTS = (1, 3)
+SEGMENT_LENGTH = (0.05, 0.25)
+"""A Bezier segment's chord, as a fraction of the image side."""
+WIDTH = (1, 3)
+"""Stroke width in pixels (inclusive range)."""
+CONTRAST = (0.35, 0.75)
+"""Darker: pixel x U(range); lighter: pixel + (1 - pixel) x U(range)."""
+PATCH_AREA = (0.02, 0.15)
+"""CutPaste: the pasted rectangle's area as a fraction of the image's."""
+PATCH_ASPECT = (0.3, 3.3)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Synthetic images through the model's pre-processor (P, 3, H, W), their (P, 1, H, W)
+    masks and (P,) int64 index of the teaching image each was made from."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    source: torch.Tensor
+
+
+def teaching_pool(
+    model: Any,
+    samples: Sequence[Sample],
+    texture: Sequence[Sample],
+    size: tuple[int, int],
+    bits: int,
+    seed: int,
+) -> Pool:
+    """``COPIES`` synthetic anomalies of each of ``samples``: Perlin blends of the ``texture``
+    images, then thin strokes."""
+    images = _images(samples, size, bits)
+    source = torch.arange(len(images)).repeat_interleave(COPIES)
+    strokes = (torch.arange(len(source)) % COPIES) >= COPIES // 2
+    generator = PerlinAnomalyGenerator(probability=1.0)
+    generator.anomaly_source_paths = [s.path for s in texture]
+    rng = np.random.default_rng(seed)
+    out, masks = [], []
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        for index, stroke in zip(source.tolist(), strokes.tolist(), strict=True):
+            if stroke:
+                image, mask = _stroked(images[index], rng)
+            else:
+                image, mask = generator(images[index])
+            out.append(image.clamp(0.0, 1.0))
+            masks.append(mask.float())
+        return Pool(model.pre_processor(torch.stack(out)), torch.stack(masks), source)
+
+
+def cutpaste_inputs(
+    model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int, seed: int
+) -> torch.Tensor:
+    """(N, 3, H, W): each of ``samples`` (at least two) with one rectangle of another of them
+    pasted in (CutPaste's "patch"), through the model's pre-processor."""
+    images = _images(samples, size, bits)
+    rng = np.random.default_rng(seed)
+    height, width = images.shape[-2:]
+    pasted = images.clone()
+    for index in range(len(images)):
+        area = rng.uniform(*PATCH_AREA) * height * width
+        aspect = np.exp(rng.uniform(*np.log(PATCH_ASPECT)))
+        h = int(np.clip(np.sqrt(area * aspect), 2, height - 1))
+        w = int(np.clip(np.sqrt(area / aspect), 2, width - 1))
+        other = (index + rng.integers(1, len(images))) % len(images)
+        top, left = rng.integers(0, height - h), rng.integers(0, width - w)
+        to_top, to_left = rng.integers(0, height - h), rng.integers(0, width - w)
+        patch = images[other, :, top : top + h, left : left + w]
+        pasted[index, :, to_top : to_top + h, to_left : to_left + w] = patch
+    with torch.no_grad():
+        return model.pre_processor(pasted)
+
+
+def _images(samples: Sequence[Sample], size: tuple[int, int], bits: int) -> torch.Tensor:
+    """(N, 3, H, W) float32 in [0, 1] at the model resolution."""
+    dataset = SampleDataset(samples, size, bits)
+    return torch.stack([dataset[i].image.as_subclass(torch.Tensor) for i in range(len(dataset))])
+
+
+def _stroked(image: torch.Tensor, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``image`` (3, H, W) with thin strokes drawn in, and their (1, H, W) mask."""
+    height, width = image.shape[-2:]
+    mask = np.zeros((height, width), dtype=bool)
+    for _ in range(rng.integers(STROKES[0], STROKES[1] + 1)):
+        mask |= _stroke((height, width), rng)
+    change = torch.from_numpy(mask)[None].float()
+    amount = float(rng.uniform(*CONTRAST))
+    if rng.random() < 0.5:  # darker
+        return image * (1 - change * (1 - amount)), change
+    return image + (1 - image) * change * amount, change
+
+
+def _stroke(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """(H, W) bool: one chain of Bezier segments from a random point, dilated to its width."""
+    side = min(shape)
+    mask = np.zeros(shape, dtype=bool)
+    point = rng.uniform((0, 0), shape)
+    for _ in range(rng.integers(SEGMENTS[0], SEGMENTS[1] + 1)):
+        angle = rng.uniform(0, 2 * np.pi)
+        end = point + rng.uniform(*SEGMENT_LENGTH) * side * np.array([np.sin(angle), np.cos(angle)])
+        bend = (point + end) / 2 + rng.normal(0, 0.25, 2) * np.linalg.norm(end - point)
+        rows, cols = bezier_curve(
+            *np.round(point).astype(int), *np.round(bend).astype(int),
+            *np.round(end).astype(int), rng.uniform(0.5, 3.0), shape=shape,
+        )  # fmt: skip
+        mask[rows, cols] = True
+        point = end
+    width = int(rng.integers(WIDTH[0], WIDTH[1] + 1))
+    return binary_dilation(mask, np.ones((width, width), bool)) if width > 1 else mask
