@@ -2,7 +2,7 @@
 
 Taught (where no defect is labelled): a fixed pool made once from the good images that teach the
 head, ``COPIES`` per image, half DRAEM-style Perlin blends (anomalib's ``PerlinAnomalyGenerator``,
-its texture the product's own good images) and half thin strokes (chains of quadratic Bezier
+its texture anomalib's own Perlin noise, foreign to the product) and half thin strokes (chains of quadratic Bezier
 curves, 1-3 px, darker or lighter than the texture beneath: crack- and scratch-like), made in image
 space so that thin structure exists before the backbone pools it into stride-8 cells. Judged (by
 the keep rule): CutPaste patches (Li et al. 2021) on the good images that do not teach, a kind the
@@ -64,7 +64,8 @@ def teaching_pool(
     source = torch.arange(len(images)).repeat_interleave(COPIES)
     strokes = (torch.arange(len(source)) % COPIES) >= COPIES // 2
     generator = PerlinAnomalyGenerator(probability=1.0)
-    generator.anomaly_source_paths = [s.path for s in texture]
+    # v5: no source images: anomalib's own Perlin-noise texture (DRAEM without DTD), foreign to
+    # the product (``texture`` unused)
     rng = np.random.default_rng(seed)
     out, masks = [], []
     with torch.random.fork_rng(), torch.no_grad():
