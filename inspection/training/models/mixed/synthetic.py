@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from anomalib.data.utils.generators.perlin import PerlinAnomalyGenerator
 from scipy.ndimage import binary_dilation
-from skimage.draw import bezier_curve
+from skimage.draw import bezier_curve, polygon
+from torchvision.transforms.v2 import ColorJitter
 
 from inspection.data.dataset import Sample
 from inspection.training.samples import SampleDataset
@@ -38,6 +39,12 @@ CONTRAST = (0.35, 0.75)
 PATCH_AREA = (0.02, 0.15)
 """CutPaste: the pasted rectangle's area as a fraction of the image's."""
 PATCH_ASPECT = (0.3, 3.3)
+SCAR_LENGTH = (10, 25)
+"""CutPaste-scar: length and width in pixels at 256 px, rotation in degrees (the paper's)."""
+SCAR_WIDTH = (2, 16)
+SCAR_ANGLE = (-45, 45)
+JITTER = (0.1, 0.1, 0.1, 0.1)
+"""CutPaste's colour jitter of the pasted region: brightness, contrast, saturation, hue."""
 
 
 @dataclass(frozen=True)
@@ -83,24 +90,50 @@ def teaching_pool(
 def cutpaste_inputs(
     model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int, seed: int
 ) -> torch.Tensor:
-    """(N, 3, H, W): each of ``samples`` (at least two) with one rectangle of another of them
-    pasted in (CutPaste's "patch"), through the model's pre-processor."""
+    """(N, 3, H, W): each of ``samples`` (at least two) with one region of another of them
+    pasted in, colour-jittered as CutPaste's paper does: a rectangle ("patch") on even
+    indices, a thin rotated one ("scar") on odd ones; through the model's pre-processor."""
     images = _images(samples, size, bits)
     rng = np.random.default_rng(seed)
-    height, width = images.shape[-2:]
     pasted = images.clone()
-    for index in range(len(images)):
+    jitter = ColorJitter(*JITTER)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for index in range(len(images)):
+            other = (index + rng.integers(1, len(images))) % len(images)
+            _paste(pasted[index], images[other], jitter, rng, scar=bool(index % 2))
+    with torch.no_grad():
+        return model.pre_processor(pasted)
+
+
+def _paste(
+    image: torch.Tensor, source: torch.Tensor, jitter: Any, rng: np.random.Generator, scar: bool
+) -> None:
+    """Paste a jittered region of ``source`` into ``image`` (3, H, W) in place."""
+    height, width = image.shape[-2:]
+    scale = min(height, width) / 256
+    if scar:
+        long, thin = rng.uniform(*SCAR_LENGTH) * scale, rng.uniform(*SCAR_WIDTH) * scale
+        angle = np.deg2rad(rng.uniform(*SCAR_ANGLE))
+        side = int(np.ceil(long + thin)) + 2
+        corners = np.array([[-long, -thin], [long, -thin], [long, thin], [-long, thin]]) / 2
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        rows, cols = (corners @ turn.T + side / 2).T
+        mask = np.zeros((side, side), dtype=bool)
+        mask[polygon(rows, cols, mask.shape)] = True
+        h = w = side
+    else:
         area = rng.uniform(*PATCH_AREA) * height * width
         aspect = np.exp(rng.uniform(*np.log(PATCH_ASPECT)))
         h = int(np.clip(np.sqrt(area * aspect), 2, height - 1))
         w = int(np.clip(np.sqrt(area / aspect), 2, width - 1))
-        other = (index + rng.integers(1, len(images))) % len(images)
-        top, left = rng.integers(0, height - h), rng.integers(0, width - w)
-        to_top, to_left = rng.integers(0, height - h), rng.integers(0, width - w)
-        patch = images[other, :, top : top + h, left : left + w]
-        pasted[index, :, to_top : to_top + h, to_left : to_left + w] = patch
-    with torch.no_grad():
-        return model.pre_processor(pasted)
+        mask = np.ones((h, w), dtype=bool)
+    top, left = rng.integers(0, height - h), rng.integers(0, width - w)
+    to_top, to_left = rng.integers(0, height - h), rng.integers(0, width - w)
+    patch = jitter(source[:, top : top + h, left : left + w]).clamp(0.0, 1.0)
+    region = image[:, to_top : to_top + h, to_left : to_left + w]
+    keep = torch.from_numpy(mask)
+    region[:, keep] = patch[:, keep]
 
 
 def _images(samples: Sequence[Sample], size: tuple[int, int], bits: int) -> torch.Tensor:
