@@ -39,7 +39,6 @@ MODEL_KINDS: dict[str, dict[str, str]] = {
         "image_score": "only a patchcore model chooses its image score",
         "bank_augment": "only a patchcore model has a memory bank",
         "supervised": "the mixed model's head fuses with a patchcore model",
-        "synthetic": "synthetic anomalies teach the mixed model's head",
     },
     "stfpm": {},
     "padim": {
@@ -106,9 +105,6 @@ class ModelConfig:
     # kept where it misses fewer defects out of fold (mixed.keep); true: always (the dataset
     # must have them)
     supervised: bool | Literal["auto"] = False
-    # where no defect is labelled, image-level synthetic anomalies teach the head, judged on
-    # others of a kind it was not taught (training.models.mixed.synthetic)
-    synthetic: bool = False
     # STFPM
     max_epochs: int = 5
     # PaDiM: a seeded subset of backbone channels per cell (None: all; size grows with its square)
@@ -159,8 +155,6 @@ class ModelConfig:
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
         _check(self.supervised in (True, False, "auto"), "supervised",
                f"must be true, false or auto, got {self.supervised!r}")  # fmt: skip
-        _check(not self.synthetic or self.supervised, "synthetic",
-               "teaches the mixed model's head: needs supervised: auto or true")  # fmt: skip
         unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]
         _check(not unknown_views, "bank_augment",
                f"unknown views {unknown_views}; valid: {list(BANK_VIEWS)}")  # fmt: skip

@@ -22,7 +22,7 @@ VALID_KEYS = (
     "backbone, bank_augment, batch_size, calibration_folds, coreset_sampling_ratio, covariance, "
     "global_context, image_bits, image_score, image_score_blur, image_size, kind, knn_rank, "
     "local_statistics, max_epochs, memory_bank_max, n_features, num_neighbors, num_workers, "
-    "operating_point, rows_budget_gb, seed, supervised, synthetic, val_fraction"
+    "operating_point, rows_budget_gb, seed, supervised, val_fraction"
 )
 
 
@@ -51,10 +51,6 @@ VALID_KEYS = (
             "m.yaml: coreset_sampling_ratio: must be in (0, 1]",
         ),
         ({"kind": "stfpm", "max_epochs": 0}, "m.yaml: max_epochs: must be at least 1"),
-        (
-            {"kind": "patchcore", "synthetic": True},
-            "m.yaml: synthetic: teaches the mixed model's head: needs supervised: auto or true",
-        ),
         ({"kind": "stfpm", "val_fraction": 1.0}, "m.yaml: val_fraction: must be in [0, 1)"),
         (
             {"kind": "spade"},

@@ -13,13 +13,7 @@ What the head learns from (``fit_for_model``):
   label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
 - negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced;
-- with no labelled defect and ``synthetic: true``, positives from a pool of image-level
-  synthetic anomalies of those good images (Perlin blends and thin strokes, ``synthetic``),
-  judged by the keep rule on CutPaste patches of the other good images instead of labelled
-  defects, against a good tail that holds the scores that set the threshold (the calibration
-  images, the other folds' distances without their fold's bank rows). With labels they alone
-  teach (synthetic positives beside them raised held-out misses, reports/learning).
+  rows out (as a new part sees the bank). Losses are class-balanced.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -48,12 +42,10 @@ from inspection.training.backbones import ResolvedWeights, channels_last
 from inspection.training.models.common import ModelKind
 from inspection.training.models.mixed import keep
 from inspection.training.models.mixed.head import (
-    FINE_CHANNELS,
     SupervisedHead,
     head_network,
     mixed_model_class,
 )
-from inspection.training.models.mixed.synthetic import Pool, cutpaste_inputs, teaching_pool
 from inspection.training.models.patchcore import KIND as PATCHCORE
 from inspection.training.models.patchcore import build as build_patchcore
 from inspection.training.models.patchcore.coreset import threads
@@ -104,9 +96,6 @@ class SupervisedChoice:
     cells: dict[str, int] = field(default_factory=dict)
     """Training cells: ``positive``, ``negative``, ``image_level`` (images)."""
     seconds: float = 0.0
-    synthetic: dict[str, int] = field(default_factory=dict)
-    """With ``synthetic: true``: ``taught`` synthetic images, ``judged`` CutPaste ones,
-    ``calibration`` images in the good tail."""
     evidence: dict[str, float] = field(default_factory=dict)
     """What ``supervised: auto`` decided on (``keep.decide``): ``defects`` and ``good``
     images judged; of ``patchcore`` (what the product ships without the head: the kNN
@@ -146,15 +135,14 @@ KIND: ModelKind = dataclasses.replace(PATCHCORE, build=build)
 
 def supervised_config(config: Any, dataset: Dataset) -> Any:
     """``config`` with ``supervised: auto`` resolved: true where ``dataset`` holds labelled
-    defects or ``synthetic`` ones teach (else unchanged: PatchCore exactly as without the
-    option)."""
-    taught = bool(dataset.labelled_samples) or config.synthetic
-    if config.supervised is True and not taught:
+    defects (else unchanged: PatchCore exactly as without the option)."""
+    labelled = bool(dataset.labelled_samples)
+    if config.supervised is True and not labelled:
         raise DatasetError(
             f"supervised: true, but {dataset.name!r} has no labelled defects (train/<defect>/, "
-            "see datasets/README.md); add some, set synthetic: true or supervised: auto"
+            "see datasets/README.md); add some or set supervised: auto"
         )
-    if config.supervised == "auto" and taught:
+    if config.supervised == "auto" and labelled:
         return dataclasses.replace(config, supervised=True)
     return config
 
@@ -185,53 +173,25 @@ def fit_for_model(
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
     labelled = dataset.labelled_samples
-    synthetic = config.synthetic and not labelled  # with labels, they alone teach
-    texture = [train[i] for i in np.flatnonzero(~scaling)]
-    others = texture if gate else []
-    pastes = None  # no labels: judged on CutPaste patches of the others
-    if synthetic and len(others) > 1:
-        pastes = cutpaste_inputs(model, others, size, bits, config.seed)
-    aside = list(dataset.calibration_samples) if synthetic and gate else []
-    judged_samples = (validation, labelled, aside)
-    statistics = _statistics(model, config, train, judged_samples, roi, pastes) if gate else None
+    statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
+    others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
     with torch.no_grad(), channels_last(inner):
         good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
+        grid, distance = _cells(model, labelled, size, bits)
         checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
-        judged, own = None, None
-        if others:
-            judged = _cells(model, others, size, bits, leave_own_out=not synthetic)
-        if synthetic and judged is not None:  # as their out-of-fold calibration scores
-            own = _own_rows(judged[0], inner.memory_bank)
-            folds = fold_of(len(train), config.calibration_folds, config.seed)[~scaling]
-            judged = judged[0], _without_fold_rows(judged[0], inner.memory_bank, own, folds)
-        taught = (
-            _pooled(model, (good, texture or good), good_grid, size, bits, config.seed)
-            if synthetic
-            else _labelled(model, labelled, size, bits)
-        )
-        pasted = None if pastes is None else _pasted(inner, pastes, own)
-        held = _cells(model, aside, size, bits) if aside else None
-    teaching = _Teaching(good_grid, good_distance, *taught)
-    judge = _Judge(
-        model, teaching, checked, size, config.seed, statistics, judged, scaling, pasted, held
-    )
+        judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
+    targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
+    teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
+    judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
     kept, reason, evidence, counts = _taught(judge, head, labelled, config, gate)
     if not kept:
         inner.supervised = SupervisedHead()  # empty: the model scores as PatchCore
     kinds = sorted({s.defect_type for s in labelled})
-    counted = {
-        "taught": len(taught[0]), "judged": 0 if pasted is None else len(pasted[0]),
-        "calibration": len(aside),
-    }  # fmt: skip
-    if synthetic:
-        reason = f"{reason} (synthetic: {counted['taught']} image-level anomalies taught, judged "
-        reason += f"on {counted['judged']} CutPaste ones; {len(aside)} calibration images judged)"
     choice = SupervisedChoice(
         kept, reason,
         labelled={k: sum(s.defect_type == k for s in labelled) for k in kinds},
         masked=sum(s.mask_path is not None for s in labelled), good_images=len(good),
         cells=counts, seconds=round(time.perf_counter() - started, 2), evidence=evidence,
-        synthetic=counted if synthetic else {},
     )  # fmt: skip
     logger.info("mixed model: %s in %.1f s", reason, choice.seconds)
     return choice
@@ -294,10 +254,10 @@ def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, in
     """Fit ``head``'s input standardisers and weights on ``teaching``; the cell counts."""
     t = teaching
     _set_input_standardisers(head, t.good_grid, t.good_distance)
-    good = t.targets.new_zeros(len(t.good_grid), *t.targets.shape[1:])  # stride-4 cells
     return _fit_head(
         head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
-        torch.cat([good, t.targets]), torch.cat([good + 1, t.weights]),
+        torch.cat([torch.zeros_like(t.good_distance), t.targets]),
+        torch.cat([torch.ones_like(t.good_distance), t.weights]),
         torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
     )  # fmt: skip
 
@@ -321,12 +281,6 @@ class _Judge:
     teaches: np.ndarray | None = None
     """(T,) bool over the training images: those that teach the head (the rest are
     ``others``)."""
-    pasted: tuple[torch.Tensor, torch.Tensor] | None = None
-    """Cells of the ``others`` with a CutPaste patch each: judged as the defects where none is
-    labelled (the validation defects then are not)."""
-    held: tuple[torch.Tensor, torch.Tensor] | None = None
-    """Cells of the calibration images (never trained on): good, judged where none is
-    labelled."""
 
     def peaks(self, cells: torch.Tensor) -> np.ndarray:
         """(N,) peaks of the maps of (N, 1, h, w) cells after anomalib's upsampling and blur."""
@@ -373,10 +327,6 @@ class _Judge:
         groups = [self._validation(head)]
         if self.others is not None:
             groups.append(self._others(head))
-        if self.pasted is not None:
-            groups.append(self._pasted(head))
-        if self.held is not None:
-            groups.append(self._held(head))
         if taught:
             groups.append(self._taught(folds))
         return tuple(keep.joined(group) for group in zip(*groups, strict=True))
@@ -416,29 +366,16 @@ class _Judge:
 
     def _validation(self, head: SupervisedHead | None) -> _Group:
         c, good = self.checked, self.checked.labels == 0
-        bad = ~good if self.pasted is None else np.zeros_like(good)
         fused = self._fused(head, c.grid, c.distance)
         distance, stats = self.peaks(c.distance), self.statistics
-        side = None if stats is None else keep.Peaks(stats.validation[good], stats.validation[bad])
+        side = (
+            None if stats is None else keep.Peaks(stats.validation[good], stats.validation[~good])
+        )
         return (
-            keep.Peaks(distance[good], distance[bad]),
-            None if fused is None else keep.Peaks(fused[good], fused[bad]),
+            keep.Peaks(distance[good], distance[~good]),
+            None if fused is None else keep.Peaks(fused[good], fused[~good]),
             side,
         )
-
-    def _pasted(self, head: SupervisedHead | None) -> _Group:
-        grid, distance = self.pasted
-        fused, stats, none = self._fused(head, grid, distance), self.statistics, np.zeros(0)
-        side = None if stats is None else keep.Peaks(none, stats.pasted)
-        mixed = None if fused is None else keep.Peaks(none, fused)
-        return keep.Peaks(none, self.peaks(distance)), mixed, side
-
-    def _held(self, head: SupervisedHead | None) -> _Group:
-        grid, distance = self.held
-        fused, stats, none = self._fused(head, grid, distance), self.statistics, np.zeros(0)
-        side = None if stats is None else keep.Peaks(stats.calibration, none)
-        mixed = None if fused is None else keep.Peaks(fused, none)
-        return keep.Peaks(self.peaks(distance), none), mixed, side
 
     def _others(self, head: SupervisedHead | None) -> _Group:
         grid, distance = self.others
@@ -474,31 +411,26 @@ _Group = tuple[keep.Peaks, keep.Peaks | None, keep.Peaks | None]
 
 @dataclass(frozen=True)
 class _SidePeaks:
-    """(N,) map peaks of the local statistics part: of the validation images, the labelled
-    defects and the calibration images (the whole statistics bank), and of every good training
-    image in order (out of fold: the bank of the other folds' images, as the statistics' own
-    standardiser sees them)."""
+    """(N,) map peaks of the local statistics part: of the validation images and the
+    labelled defects (the whole statistics bank), and of every good training image in order
+    (out of fold: the bank of the other folds' images, as the statistics' own standardiser
+    sees them)."""
 
     validation: np.ndarray
     labelled: np.ndarray
     good: np.ndarray
-    calibration: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    pasted: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Of the ``pastes`` (the other folds' good images with a CutPaste patch), out of fold."""
 
 
 def _statistics(
     model: Any,
     config: Any,
     train: Sequence[Sample],
-    judged: tuple[Sequence[Sample], Sequence[Sample], Sequence[Sample]],
+    judged: tuple[Sequence[Sample], Sequence[Sample]],
     roi: TrainingRoi | None,
-    pastes: torch.Tensor | None = None,
 ) -> _SidePeaks | None:
     """The local statistics the product without the head would fuse (fitted as the
     ``local_statistics`` option would, on the model before its head), as map peaks of the
-    (validation, labelled, calibration) images, of every training image out of fold and of the
-    ``pastes`` (one per other-fold training image, in order) out of fold; None where it would
+    (validation, labelled) images and of every training image out of fold; None where it would
     not fuse them. The model's statistics are left empty: training fits them again after the
     head, taking the statistics part's own fits from this one (``LocalStatsHead.reused``)."""
     inner = model.model
@@ -511,29 +443,20 @@ def _statistics(
         stats = inner.local_stats
         size, bits = tuple(config.image_size), config.image_bits
 
-        def peaks(images: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
-            if not len(images):
-                return np.zeros(0)
+        def peaks(samples: Sequence[Sample], bank: torch.Tensor) -> np.ndarray:
             stats.bank = bank
-            out = [inner.side_outputs(b).anomaly_map.flatten(1) for b in images.split(16)]
-            return torch.cat(out).amax(1).double().numpy()
-
-        def inputs(samples: Sequence[Sample]) -> torch.Tensor:
-            return model_inputs(model, samples, size, bits) if samples else torch.zeros(0)
+            images = model_inputs(model, samples, size, bits)
+            out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
+            return out.flatten(1).amax(1).double().numpy()
 
         folds = fold_of(len(train), config.calibration_folds, config.seed)
         good = np.zeros(len(train))
-        pasted = np.zeros(0 if pastes is None else len(pastes))
-        others = folds[~standardiser_images(len(train), config.calibration_folds, config.seed)]
         with torch.no_grad(), channels_last(inner):
-            whole = [peaks(inputs(samples), stats.bank) for samples in judged]
+            validation, labelled = (peaks(samples, stats.bank) for samples in judged)
             for fold, bank in enumerate(stats.fold_banks):
                 rows = np.flatnonzero(folds == fold)
-                good[rows] = peaks(inputs([train[i] for i in rows]), bank)
-                if pastes is not None:
-                    mine = np.flatnonzero(others == fold)
-                    pasted[mine] = peaks(pastes[torch.from_numpy(mine)], bank)
-        return _SidePeaks(whole[0], whole[1], good, whole[2], pasted)
+                good[rows] = peaks([train[i] for i in rows], bank)
+        return _SidePeaks(validation, labelled, good)
     finally:
         reused = inner.local_stats.reused
         inner.local_stats = LocalStatsHead().train(inner.local_stats.training)
@@ -567,119 +490,32 @@ def _cells(
     return torch.cat(grids), torch.cat(distances)
 
 
-def _without_own_rows(
-    grid: torch.Tensor, bank: torch.Tensor, excluded: torch.Tensor | None = None
-) -> torch.Tensor:
+def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, 1, h, w) distance of each cell to the nearest bank row that is not one of its own
-    image's rows (``_own_rows``); ``excluded``: (N, B) bool, the rows to leave out instead."""
+    image's rows (a bank row equal to one of the image's cells came from that image)."""
     out = []
-    for index, cells in enumerate(grid):
-        squared = torch.cdist(_rows(cells, bank.shape[1]), bank.float()).square()
-        own = squared.amin(0) <= _SAME * bank.shape[1] if excluded is None else excluded[index]
+    for cells in grid:
+        rows = cells.flatten(1).T.float()  # (h * w, C)
+        squared = torch.cdist(rows, bank.float()).square()
+        own = squared.amin(0) <= 1e-6 * rows.shape[1]
         squared[:, own] = float("inf")
         out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
     return torch.stack(out)
 
 
-_SAME = 1e-6
-"""A bank row within this squared distance per channel of a cell came from that cell's image."""
-
-
-def _own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-    """(N, B) bool: the bank rows each of the (N, C, h, w) training grids gave."""
-    channels = bank.shape[1]
-    rows = [
-        torch.cdist(_rows(c, channels), bank.float()).square().amin(0) <= _SAME * channels
-        for c in grid
-    ]
-    return torch.stack(rows)
-
-
-def _without_fold_rows(
-    grid: torch.Tensor, bank: torch.Tensor, own: torch.Tensor, folds: np.ndarray
-) -> torch.Tensor:
-    """(N, 1, h, w) distances of training grids without the bank rows of any image of their
-    out-of-fold fold (``own``: ``_own_rows``; ``folds``: (N,) each grid's fold), the sparser
-    bank their out-of-fold calibration scores see."""
-    fold = torch.from_numpy(folds)
-    excluded = torch.stack([own[fold == f].any(0) for f in folds.tolist()])
-    return _without_own_rows(grid, bank, excluded)
-
-
-def _rows(cells: torch.Tensor, channels: int) -> torch.Tensor:
-    """(h * w, ``channels``) float32 rows of one (C, h, w) grid: the bank's channels."""
-    return cells[:channels].flatten(1).T.float()
-
-
-def _pooled(
-    model: Any,
-    samples: tuple[Sequence[Sample], Sequence[Sample]],
-    good_grid: torch.Tensor,
-    size: tuple[int, int],
-    bits: int,
-    seed: int,
-) -> _Taught:
-    """The synthetic pool (``synthetic.teaching_pool``) of the (teaching, texture) ``samples``
-    as the head's defects (as ``_labelled``): their kNN distances without the source image's
-    bank rows (``good_grid``: the teaching images' grids), cell targets from the masks."""
-    inner = model.model
-    pool: Pool = teaching_pool(model, *samples, size, bits, seed)
-    grid = _grids(inner, pool.images)
-    own = _own_rows(good_grid, inner.memory_bank)[pool.source]
-    distance = _without_own_rows(grid, inner.memory_bank, own)
-    none = torch.zeros(len(grid), dtype=torch.bool)
-    return grid, distance, *_cell_targets(pool.masks, _fine_cells(grid)), none
-
-
-def _labelled(model: Any, samples: Sequence[Sample], size: tuple[int, int], bits: int) -> _Taught:
-    """The labelled images' cells (``_cells``) and ``_targets``."""
-    grid, distance = _cells(model, samples, size, bits)
-    return grid, distance, *_targets(samples, size, _fine_cells(grid))
-
-
-_Taught = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
-"""The defects a head learns from: grids, distances, targets, weights, image-level flags."""
-
-
-def _pasted(
-    inner: Any, images: torch.Tensor, own: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grids, kNN distances) of the CutPaste ``images`` of training images whose bank rows
-    are ``own`` (``_own_rows``; left out)."""
-    grid = _grids(inner, images)
-    return grid, _without_own_rows(grid, inner.memory_bank, own)
-
-
-def _grids(inner: Any, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """(N, C, h, w) float32 embedding grids of pre-processed ``images``."""
-    dtype = inner.memory_bank.dtype
-    return torch.cat([inner.cells(b.type(dtype))[0].float() for b in images.split(batch_size)])
-
-
-def _fine_cells(grid: torch.Tensor) -> tuple[int, int]:
-    """The stride-4 cells the head scores of a (N, C, h, w) stride-8 grid."""
-    return 2 * grid.shape[-2], 2 * grid.shape[-1]
-
-
 def _targets(
     samples: Sequence[Sample], size: tuple[int, int], cells: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per labelled image: stride-4 cell targets (N, 1, h, w) (1 where the mask covers any
-    pixel of the cell), weights (0 on the ring of cells around a defect, two cells or 8 px
-    wide, and on every cell of an image-level label) and which images are image-level labels
-    (N,) bool."""
+    """Per labelled image: cell targets (N, 1, h, w) (1 where the mask covers any pixel of
+    the cell), weights (0 on the ring of cells around a defect, and on every cell of an
+    image-level label) and which images are image-level labels (N,) bool."""
     masks = torch.from_numpy(np.stack([load_mask(s, size) for s in samples])).float()
-    targets, weights = _cell_targets(masks.unsqueeze(1), cells)
+    targets = F.adaptive_max_pool2d(masks.unsqueeze(1), tuple(cells))
+    ring = F.max_pool2d(targets, 3, stride=1, padding=1) - targets
     image_level = torch.tensor([s.mask_path is None for s in samples])
+    weights = 1.0 - ring
     weights[image_level] = 0.0
     return targets, weights, image_level
-
-
-def _cell_targets(masks: torch.Tensor, cells: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 1, h, w) cell targets of (N, 1, H, W) pixel ``masks`` (1 where the mask covers any
-    pixel of the cell) and weights (0 on the ring of cells around a defect)."""
-    targets = F.adaptive_max_pool2d(masks, tuple(cells))
-    return targets, 1.0 - (F.max_pool2d(targets, 5, stride=1, padding=2) - targets)
 
 
 def _set_input_standardisers(
@@ -715,7 +551,7 @@ def _fit_head(
     generator = torch.Generator().manual_seed(seed)
     with _DRAWS, torch.random.fork_rng():  # heads taught side by side draw their seeded init
         torch.manual_seed(seed)
-        network = head_network(grid.shape[1] - 4 * FINE_CHANNELS)
+        network = head_network(grid.shape[1])
     optimiser = torch.optim.Adam(network.parameters(), LEARNING_RATE, weight_decay=WEIGHT_DECAY)
     for _ in range(STEPS):
         batch = torch.randint(len(inputs), (BATCH,), generator=generator)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from inspection.core.errors import DatasetError
 from inspection.core.operating_point import OperatingPoint
@@ -22,23 +21,14 @@ from inspection.training.models.mixed import (
     _Checked,
     _fit_fusion,
     _Judge,
-    _own_rows,
     _SidePeaks,
     _teach,
     _Teaching,
-    _without_fold_rows,
     _without_own_rows,
     keep,
     supervised_config,
 )
-from inspection.training.models.mixed.head import (
-    FINE_CHANNELS,
-    MixedCore,
-    SupervisedHead,
-    fold_fine,
-    head_network,
-    upsampled,
-)
+from inspection.training.models.mixed.head import MixedCore, SupervisedHead, head_network
 from inspection.training.models.patchcore.coreset import threads
 from inspection.training.train import TrainOutcome, load_trained_model, train_model
 from tests.conftest import TINY_PATCHCORE
@@ -106,31 +96,7 @@ def test_the_fusion_never_scores_a_cell_below_its_distance(mixed: TrainOutcome) 
     head: SupervisedHead = mixed.model.model.supervised
     channels = head.shift.shape[1]
     grid, distance = torch.randn(3, channels, 8, 8) * 3, torch.rand(3, 1, 8, 8) * 10
-    assert bool((head.fuse(grid, distance) >= upsampled(distance)).all())
-
-
-def test_the_head_scores_the_stride_4_grid(mixed: TrainOutcome) -> None:
-    """The model's cells carry the stride-4 block folded into the stride-8 grid; the head and
-    the fused map score every stride-4 cell, as its trainable network does."""
-    inner = mixed.model.model
-    images = torch.rand(2, 3, 64, 64)
-    with torch.no_grad():
-        grid, distance = inner.cells(images)
-        fused = inner.supervised.fuse(grid, distance)
-        out = inner(images)
-    fine = 4 * FINE_CHANNELS
-    assert grid.shape == (2, inner.memory_bank.shape[1] + fine, 8, 8)
-    assert distance.shape == (2, 1, 8, 8) and fused.shape == (2, 1, 16, 16)
-    assert out.anomaly_map.shape == (2, 1, 64, 64)
-    head, network = SupervisedHead(), head_network(3)
-    head.set_weights(network)
-    head.shift, head.scale = torch.zeros(1, 3 + fine, 1, 1), torch.ones(1, 3 + fine, 1, 1)
-    x, d = torch.randn(2, 3 + fine, 5, 6), torch.randn(2, 1, 5, 6)
-    with torch.no_grad():
-        torch.testing.assert_close(head.logits(x, d), network(head.inputs(x, d)))
-    assert head.logits(x, d).shape == (2, 1, 10, 12)
-    stride_4 = torch.randn(2, FINE_CHANNELS, 10, 12)
-    torch.testing.assert_close(F.pixel_shuffle(fold_fine(stride_4, (5, 6)), 2), stride_4)
+    assert bool((head.fuse(grid, distance) >= distance).all())
 
 
 def test_a_product_without_labels_trains_plain_patchcore(
@@ -160,21 +126,6 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     expected = torch.cdist(rows, other).amin(1).reshape(1, 1, 4, 4)
     torch.testing.assert_close(distance, expected.unsqueeze(0)[0])
     assert float(distance.min()) > 0
-
-
-def test_fold_out_distances_skip_every_bank_row_of_the_images_fold() -> None:
-    """As an out-of-fold calibration score sees the bank: without any row its fold gave."""
-    draw = torch.Generator().manual_seed(0)
-    grid = torch.randn(3, 5, 2, 2, generator=draw)  # images 0 and 1 share a fold
-    rows = [g.flatten(1).T for g in grid]
-    other = torch.randn(6, 5, generator=draw) + 10
-    bank = torch.cat([rows[0][:2], rows[1][:2], rows[2][:2], other])
-    own = _own_rows(grid, bank)
-    assert own.sum(1).tolist() == [2, 2, 2]
-    distance = _without_fold_rows(grid, bank, own, np.array([1, 1, 2]))
-    for image, kept in ((0, [rows[2][:2], other]), (2, [rows[0][:2], rows[1][:2], other])):
-        expected = torch.cdist(rows[image], torch.cat(kept)).amin(1).reshape(1, 2, 2)
-        torch.testing.assert_close(distance[image], expected)
 
 
 def test_the_bundle_carries_the_head(
@@ -310,7 +261,7 @@ def test_fold_heads_side_by_side_score_as_one_after_another(mixed: TrainOutcome)
         grid = torch.randn(n, channels, 8, 8, generator=draw)
         return grid, torch.rand(n, 1, 8, 8, generator=draw) + shift
 
-    targets = (torch.rand(9, 1, 16, 16, generator=draw) > 0.8).float()  # stride-4 cells
+    targets = (torch.rand(9, 1, 8, 8, generator=draw) > 0.8).float()
     teaching = _Teaching(
         *cells(6),
         *cells(9, 0.5),
@@ -370,14 +321,12 @@ def _channel_zero_head(channels: int) -> SupervisedHead:
     head = SupervisedHead()
     network = head_network(channels)
     with torch.no_grad():
-        network.coarse.weight.zero_()[0, 0] = 1.0
-        network.coarse.bias.zero_()
-        network.fine.weight.zero_()
-        network.out.weight.zero_()[0, 0, 1, 1] = 1.0
-        network.out.bias.zero_()
+        network[0].weight.zero_()[0, 0] = 1.0
+        network[0].bias.zero_()
+        network[2].weight.zero_()[0, 0, 1, 1] = 1.0
+        network[2].bias.zero_()
     head.set_weights(network)
-    every = channels + 4 * FINE_CHANNELS
-    head.shift, head.scale = torch.zeros(1, every, 1, 1), torch.ones(1, every, 1, 1)
+    head.shift, head.scale = torch.zeros(1, channels, 1, 1), torch.ones(1, channels, 1, 1)
     return head
 
 
@@ -386,7 +335,7 @@ def test_the_head_is_judged_on_every_good_training_image(mixed: TrainOutcome) ->
     though the validation images alone (the rule's old good side) would keep it."""
 
     def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.zeros(n, 2 + 4 * FINE_CHANNELS, 4, 4)
+        grid = torch.zeros(n, 2, 4, 4)
         grid[:, 0] = channel_zero
         return grid, torch.full((n, 1, 4, 4), distance)
 
@@ -433,11 +382,11 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     draw = torch.Generator().manual_seed(1)
 
     def cells(n: int, distance: float) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.randn(n, 2 + 4 * FINE_CHANNELS, 4, 4, generator=draw)
+        grid = torch.randn(n, 2, 4, 4, generator=draw)
         return grid, distance + 0.1 * torch.rand(n, 1, 4, 4, generator=draw)
 
     kinds = ["crack", "hole", "stain"]
-    targets = (torch.rand(3, 1, 8, 8, generator=draw) > 0.5).float()  # stride-4 cells
+    targets = (torch.rand(3, 1, 4, 4, generator=draw) > 0.5).float()
     teaching = _Teaching(
         *cells(3, 1.0), *cells(3, 3.0), targets, torch.ones_like(targets), torch.zeros(3) > 0
     )
@@ -458,26 +407,3 @@ def test_no_head_is_taught_where_none_could_be_kept(mixed: TrainOutcome) -> None
     assert off[2]["good"] == 6 and off[2]["defects"] == 6  # the teaching images judged too
     missed = dataclasses.replace(checked, distance=torch.cat([good_distance, distance - 2.5]))
     assert dataclasses.replace(judge, checked=missed).unbeatable(kinds, BUDGET) is None
-
-
-def test_a_synthetic_head_is_judged_on_the_calibration_images(mixed: TrainOutcome) -> None:
-    """With no labels the rule judges held-aside synthetic defects against a tail that holds
-    the calibration images (which set the threshold): a head that helps on the synthetic
-    defects but raises false alarms on those is dropped, though the validation and other
-    training images alone would keep it."""
-
-    def cells(distance: float, channel_zero: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        grid = torch.zeros(n, 2 + 4 * FINE_CHANNELS, 4, 4)
-        grid[:, 0] = channel_zero
-        return grid, torch.full((n, 1, 4, 4), distance)
-
-    good = cells(1.0, 0.0, 3)
-    checked = _Checked(*good, np.zeros(3, dtype=np.int64))
-    pasted = cells(0.9, 2.0, 3)  # synthetic defects the distance misses but the head sees
-    judge = _Judge(mixed.model, None, checked, (32, 32), 0, others=cells(1.0, 0.0, 4))
-    judge = dataclasses.replace(judge, pasted=pasted)
-    kept, _, evidence = judge.decide(_channel_zero_head(2), [], None, BUDGET)
-    assert kept and evidence["defects"] == 3 and evidence["mixed_missed"] == 0
-    judge = dataclasses.replace(judge, held=cells(1.0, 3.0, 5))  # the head fires on them
-    kept, reason, evidence = judge.decide(_channel_zero_head(2), [], None, BUDGET)
-    assert not kept and reason.startswith("off") and evidence["good"] == 12
