@@ -24,7 +24,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from _report import load_average, save_report, table
+from _report import load_average, previous_report, save_report, table
 from _shared import write_mean_bundle
 
 from inspection.core import signing
@@ -237,14 +237,11 @@ def _row(attack: str, how: str | None, refused: bool, what: str) -> dict[str, An
 def _recorded_only(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The recorded report's rows of attacks this run did not put (tests only now), each
     with the date of the run that put it."""
-    recorded = OUT / "attacks.json"
-    if not recorded.is_file():
-        return []
-    earlier = json.loads(recorded.read_text())
+    earlier = previous_report(OUT, "attacks")
     done = {row["attack"] for row in rows}
     return [
         {**row, "when": row.get("when", earlier["when"])}
-        for row in earlier["rows"]
+        for row in earlier.get("rows", [])
         if row["attack"] not in done
     ]
 
