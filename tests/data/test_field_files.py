@@ -159,3 +159,25 @@ def test_a_recorded_name_shown_with_u_fffd_finds_its_file_again(tmp_path: Path) 
     latin_1 = _rename_latin_1(folder, "000.png")
     assert path_of(tmp_path, f"train/good/{SHOWN}") == latin_1
     assert path_of(tmp_path, "train/good/other.png") == folder / "other.png"  # kept: named
+
+
+def test_a_folder_spec_reads_a_linked_mask_folder_under_its_own_name(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """A spec's ``mask_dir`` linked to a share was resolved to the share: the dataset root
+    became their common parent and every name changed with the link's target."""
+    from tests.data.test_dataset import _custom_tree
+
+    tree = _custom_tree(tiny_product, tmp_path / "widget", test_good=True)
+    spec = tree / "widget.yaml"
+    spec.write_text(
+        "name: widget\nnormal_dir: images/ok\nnormal_test_dir: images/ok_holdout\n"
+        "abnormal_dirs: {crack: images/ng_crack, stain: images/ng_stain}\nmask_dir: labels\n"
+    )
+    plain = load_dataset(spec).fingerprint()
+    shutil.move(tree / "labels", tmp_path / "share")
+    (tree / "labels").symlink_to(tmp_path / "share")
+    dataset = load_dataset(spec)
+    assert dataset.root == tree.resolve()
+    assert dataset.fingerprint() == plain
+    assert "labels/crack/000.png" in plain["files"]
