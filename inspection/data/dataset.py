@@ -357,9 +357,7 @@ def _spec_dir(yaml_path: Path, rel: object, key: str) -> Path:
         raise ConfigError(
             f"{yaml_path}: {key} of the dataset spec needs a folder path, got {rel!r}"
         )
-    path = Path(
-        os.path.normpath(yaml_path.resolve().parent / rel)
-    )  # a linked folder keeps its name
+    path = Path(os.path.normpath(yaml_path.resolve().parent / rel))  # links keep their names
     _require_dir(path, f"{key} of the dataset spec: folder not found")
     return path
 

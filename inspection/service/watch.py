@@ -116,7 +116,7 @@ class WatchFolder:
                 continue
             if entry.is_symlink() and entry.is_dir():
                 log.warning(
-                    "%s: symlinked folder skipped (links are not followed)", shown_name(entry)
+                    "%s: symlinked folder skipped (links are not followed)", shown_name(entry.name)
                 )
             elif entry.is_file() or entry.is_symlink():
                 found.append((entry, self.config.default_product))

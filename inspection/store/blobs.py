@@ -3,9 +3,9 @@
 A central blob folder is written by every station, so a file is created once (linked into
 place; on storage without hard links, exFAT and SMB shares, claimed by an exclusive create and
 renamed over its claim), read-only, in sticky fan-out folders: no station's account replaces
-another's (docs/security.md). Every read that hands bytes on hashes them and refuses a file whose sha256
-is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take the first
-that hashes right, and ``put`` writes beside a decoy.
+another's (docs/security.md). Every read that hands bytes on hashes them and refuses a file
+whose sha256 is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take
+the first that hashes right, and ``put`` writes beside a decoy.
 """
 
 from __future__ import annotations
