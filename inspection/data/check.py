@@ -96,7 +96,7 @@ class CheckReport:
     def to_dict(self) -> dict:
         return {
             "name": self.name,
-            "root": str(self.root),
+            "root": shown_name(self.root),
             "ok": self.ok,
             "counts": self.counts,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
@@ -361,9 +361,10 @@ def _ignored(dataset: Dataset) -> list[Problem]:
         problems.append(Problem(folder, message, "empty_folder", "warning"))
     if dataset.loose_images:
         loose = dataset.loose_images
+        names = listed([shown_name(p.name) for p in loose])
         message = (
-            f"{len(loose)} image(s) directly in test/ are ignored: "
-            f"{listed([p.name for p in loose])}; move them into test/good or test/<defect>"
+            f"{len(loose)} image(s) directly in test/ are ignored: {names}; move them into "
+            "test/good or test/<defect>"
         )
         problems.append(Problem(loose[0].parent, message, "loose_images", "warning"))
     return problems
