@@ -20,7 +20,7 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 
-from inspection.cli.console import os_error_line
+from inspection.cli.console import os_error_line, show_file_names
 from inspection.core.errors import InspectionError
 
 HELP_MARKUP = "markdown"
@@ -87,6 +87,7 @@ def quiet_import_noise(argv: list[str]) -> None:
 def main() -> None:
     """Entry point: user-facing errors print one clear line and exit 2, never a traceback."""
     quiet_import_noise(sys.argv[1:])
+    show_file_names()
     try:
         app()
     except SystemExit as exc:

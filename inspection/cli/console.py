@@ -3,8 +3,10 @@ logs in a file (``quiet_logs``), progress bars, the closing tables printed uncut
 
 from __future__ import annotations
 
+import codecs
 import logging
 import socket
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +33,21 @@ from inspection.core.config import SiteConfig
 THIRD_PARTY_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric", "py.warnings")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 TABLE_WIDTH = 120  # columns a table gets where the output has no terminal width (logs, CI)
+
+
+SHOWN = "inspection-shown"
+"""The encoding error handler of the command line's output and log files: a file name's bytes
+that are not UTF-8 (kept by Python as surrogates) are written as U+FFFD, as ``shown_name``
+shows them, never a ``UnicodeEncodeError``."""
+codecs.register_error(SHOWN, lambda error: ("\ufffd" * (error.end - error.start), error.end))
+
+
+def show_file_names() -> None:
+    """Write any file name the commands print as ``shown_name`` does (``SHOWN``)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)  # a test's captured stream has none
+        if reconfigure is not None:
+            reconfigure(errors=SHOWN)
 
 
 def log_dir(site: SiteConfig) -> Path:
@@ -65,7 +82,7 @@ def quiet_logs(log_dir: Path, name: str, *, verbose: bool = False) -> Iterator[P
     path = log_dir / f"{name}-{stamp}.log"
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler: logging.Handler = logging.FileHandler(path, encoding="utf-8", errors=SHOWN)
     except OSError as exc:  # a read-only working directory must not stop the command
         logging.getLogger(__name__).warning(
             "cannot write the log file %s (%s): INFO logs are not kept; -v shows them",

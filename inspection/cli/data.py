@@ -21,6 +21,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.core.config import load_site_config
+from inspection.core.fingerprint import shown_name
 from inspection.core.images import SIXTEEN_BIT_MODES
 from inspection.core.product_config import (
     load_model_config,
@@ -157,12 +158,13 @@ def check(
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
     declared = _declared_image_bits(dataset.name, configs) if image_bits is None else None
+    tiling = load_product_config(dataset.name, configs).tiling if product_file.is_file() else None
     # the false-reject budget ``train --product`` sets its threshold at
     model = load_model_config("patchcore", product=dataset.name, directory=configs)
     budget = model.operating_point.budget
     report = check_with_progress(
         dataset, "reading", image_bits=image_bits or declared, product_file=product_file,
-        budget=budget,
+        budget=budget, tiling=tiling,
     )  # fmt: skip
     if declared is not None and report.channels.keys() & set(SIXTEEN_BIT_MODES):  # 8-bit: unused
         where = f"products/{product_file.name} in {configs}"
@@ -280,6 +282,6 @@ def _table(title: str, *columns: str, counts: int = 0) -> Table:
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix() or "."
+        return shown_name(path.relative_to(root).as_posix() or ".")
     except ValueError:
-        return str(path)
+        return shown_name(path)

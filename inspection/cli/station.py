@@ -16,6 +16,7 @@ from rich.table import Table
 from inspection.cli._signals import stop_on_signals
 from inspection.cli._site import group
 from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
+from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.registry import Registry
 from inspection.core.signing import Keyring, key_id
@@ -32,6 +33,7 @@ from inspection.line.links import LINKS
 from inspection.runtime.hardware import cpu_info
 from inspection.service.config import load_station_config
 from inspection.station.config import UNSIGNED_WARNING, check_registry_dir, pinned_key
+from inspection.station.limits import ImageLimits
 
 if TYPE_CHECKING:
     from inspection.runtime.hardware import CpuInfo
@@ -241,7 +243,7 @@ def status(config: Path = LINE_OPTION) -> None:
     from inspection.station.trust import bundle_signature_status
     from inspection.store.store import Store
 
-    core, sinks, security = _status_source(config)
+    core, sinks, security, limits = _status_source(config)
     check_registry_dir(core)
     backlog = _backlog(core)
     if backlog is not None:
@@ -275,6 +277,7 @@ def status(config: Path = LINE_OPTION) -> None:
             check = bundle_signature_status(registry, product, live.bundle_id, public_key)
             colour = "green" if check.startswith(("signed", "not checked")) else "red"
             console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
+            _print_limits(registry, product, live.bundle_id, limits)
             _print_certificate(registry, store, product)
     finally:
         if store is not None:
@@ -295,18 +298,34 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
 
 
-def _status_source(path: Path) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None]:
-    """The core, sink names and link security of a line config, or the core of a serve
-    config; a file that is neither raises the line config's error."""
+def _print_limits(registry: Registry, product: str, bundle_id: str, limits: ImageLimits) -> None:
+    """A warning per station limit below the live bundle's training images."""
+    try:
+        domain = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id)).input_domain
+    except (InspectionError, OSError) as exc:
+        console.print(f"{product}: image limits [red]unchecked[/]: {escape(str(exc))}")
+        return
+    for line in limits.below(domain):
+        console.print(f"{product}: [yellow]warning:[/] live bundle {bundle_id}: {escape(line)}")
+
+
+def _status_source(
+    path: Path,
+) -> tuple[StationCoreConfig, tuple[str, ...], LinkSecurity | None, ImageLimits]:
+    """The core, sink names, link security and image limits of a line config, or the core
+    and limits (with ``max_upload_bytes``) of a serve config; a file that is neither raises
+    the line config's error."""
     try:
         line_config = load_line_config(path)
     except ConfigError as line_error:
         try:
-            return load_station_config(path).core, (), None
+            serve = load_station_config(path)
         except ConfigError:
             raise line_error from None
-    sinks = tuple(sink.name for sink in line_config.sinks)
-    return line_config.core, sinks, line_config.security
+        core = serve.core
+        return core, (), None, ImageLimits(core.max_pixels, core.max_side, serve.max_upload_bytes)
+    core, sinks = line_config.core, tuple(sink.name for sink in line_config.sinks)
+    return core, sinks, line_config.security, ImageLimits(core.max_pixels, core.max_side)
 
 
 def _announce_links(security: LinkSecurity) -> None:

@@ -29,6 +29,7 @@ from inspection.cli.data import check_with_progress
 from inspection.cli.operating import fmt, operating_text, subset_miss_text, train_advice
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
+from inspection.core.fingerprint import shown_name
 from inspection.core.images import list_images
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
@@ -41,12 +42,13 @@ from inspection.core.product_config import (
     product_config_path,
 )
 from inspection.core.registry import Registry
-from inspection.data.check import Problem
+from inspection.data.check import REFUSE_TRAINING, Problem
 from inspection.data.dataset import Dataset, load_dataset
 from inspection.data.leaks import listed
 
 if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
+    from inspection.core.tiling import TilingSpec
 
 console = Console()
 commands = typer.Typer()
@@ -81,18 +83,25 @@ def checked_dataset(
     allow_duplicates: bool = False,
     image_bits: int | None = None,
     product_file: Path | None = None,
+    tiling: TilingSpec | None = None,
 ) -> Dataset:
-    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files and
-    train/test duplicates refuse it; other findings are summarised and training goes on."""
+    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files,
+    broken links, images smaller than a ``tiling`` tile and train/test duplicates refuse it;
+    other findings are summarised and training goes on."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     report = check_with_progress(
         dataset, "checking", image_bits=image_bits, product_file=product_file,
         keep_decoded=True,  # the training reads them from there: each image decoded once
+        tiling=tiling,
     )  # fmt: skip
+    refused = [p for p in report.errors if p.code in REFUSE_TRAINING]
+    if refused:
+        files = listed([f"{shown_name(p.path)}: {p.message}" for p in refused], sep="; ")
+        raise DatasetError(f"{len(refused)} file(s) cannot be trained on: {files}")
     leaks = [p for p in report.errors if p.code == LEAK_CODE]
     if leaks and not allow_duplicates:
-        copies = listed([f"{p.path}: {p.message}" for p in leaks], sep="; ")
+        copies = listed([f"{shown_name(p.path)}: {p.message}" for p in leaks], sep="; ")
         raise DatasetError(
             f"{len(leaks)} test image(s) copy training images ({copies}). They would "
             "inflate every held-out figure and bias the threshold: remove them from test/, or "
@@ -111,7 +120,8 @@ def _print_findings(path: Path, problems: list[Problem]) -> None:
         f"training goes on. `inspection data check {path}` lists them all:[/]"
     )
     for problem in problems[:3]:
-        console.print(f"  {problem.severity}: {problem.path}: {problem.message}", highlight=False)
+        shown = f"{problem.severity}: {shown_name(problem.path)}: {problem.message}"
+        console.print(f"  {shown}", highlight=False)
 
 
 def _report_dir(site: SiteConfig, record: ModelRecord) -> Path:
@@ -180,6 +190,7 @@ def train_command(
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
         product_file=product_config_path(product, site_config.configs),
+        tiling=product_config.tiling,
     )
     if model_config is None:
         _train_auto(site_config, product, dataset, budget or product_config.auto_budget_s)

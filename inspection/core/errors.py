@@ -23,6 +23,15 @@ class ImageDecodeError(InspectionError, ValueError):
     """Bytes or a file could not be turned into an image."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image beyond a size limit: ``limit`` names it (``max_pixels`` or ``max_side``), so
+    whoever set the limit can say which key raises it."""
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
 class BundleError(InspectionError):
     """A model bundle is missing, corrupt or incompatible."""
 

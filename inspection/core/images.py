@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from inspection.core.errors import ImageDecodeError
+from inspection.core.errors import ImageDecodeError, ImageTooLarge
 
 DEFAULT_MAX_PIXELS = 40_000_000  # ~ 6300 x 6300
 DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no camera comes close
@@ -190,13 +190,15 @@ def _target_size(size: tuple[int, int], work_side: int | None) -> tuple[int, int
 def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
     width, height = size
     if width * height > max_pixels:
-        raise ImageDecodeError(
+        raise ImageTooLarge(
             f"{name}: image is {width}x{height} = {width * height} pixels, "
-            f"above the limit of {max_pixels}"
+            f"above the limit of {max_pixels}",
+            "max_pixels",
         )
     if max(width, height) > max_side or min(width, height) < 1:
-        raise ImageDecodeError(
-            f"{name}: image is {width}x{height} pixels; each side must be 1 to {max_side} pixels"
+        raise ImageTooLarge(
+            f"{name}: image is {width}x{height} pixels; each side must be 1 to {max_side} pixels",
+            "max_side",
         )
 
 

@@ -222,7 +222,9 @@ def intensity_reference(quantiles: Sequence[np.ndarray]) -> IntensityReference:
 @dataclass(frozen=True)
 class InputDomain:
     """What a bundle's images were: (lowest, highest) of each measure over ``images`` images,
-    ``colour_images`` of them measured for colour; ``intensity`` None: not checked."""
+    ``colour_images`` of them measured for colour; ``intensity`` None: not checked;
+    ``largest_pixels`` and ``largest_file_bytes``: of the largest image and file (None: not
+    recorded, bundles exported before), held against a station's limits."""
 
     colour: ColourMode
     channel_spread: tuple[float, float]
@@ -233,6 +235,8 @@ class InputDomain:
     colour_images: int
     tolerance: DomainTolerance = field(default_factory=DomainTolerance)
     intensity: IntensityReference | None = None
+    largest_pixels: int | None = None
+    largest_file_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.colour not in get_args(ColourMode):
@@ -377,6 +381,7 @@ def measure_input_domain(
     if not size_paths or not colour_paths:
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)
+    file_bytes = [Path(path).stat().st_size for path in size_paths]
     spreads, quantiles, trained = [], [], set(training)
     for path in colour_paths:
         image = read_image(path, bits=bits)
@@ -400,6 +405,8 @@ def measure_input_domain(
         intensity=intensity_reference([rows[colour != "grey"] for rows in quantiles])
         if quantiles
         else None,
+        largest_pixels=max(w * h for w, h in sizes),
+        largest_file_bytes=max(file_bytes),
     )
 
 

@@ -12,8 +12,16 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+from inspection.core.errors import InputDomainError
+
 if TYPE_CHECKING:
     from inspection.core.roi import RoiSpec
+
+
+class SmallerThanTile(InputDomainError, ValueError):
+    """An image smaller than one tile at the product's scale: it cannot be tiled, so it can
+    neither train nor be judged (the station refuses it as outside the bundle's domain)."""
+
 
 BlendMode = Literal["mean", "max"]
 BLEND_MODES: tuple[str, ...] = ("mean", "max")
@@ -46,12 +54,16 @@ class TilingSpec:
             raise ValueError(f"blend must be one of {BLEND_MODES}, got {self.blend!r}")
 
     def working_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) of an image of ``height`` × ``width`` after ``scale``."""
+        """(height, width) of an image of ``height`` × ``width`` after ``scale``;
+        ``SmallerThanTile`` when that is smaller than one tile."""
         size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
         if size[0] < self.tile_size[0] or size[1] < self.tile_size[1]:
-            raise ValueError(
-                f"image {height}x{width} at scale {self.scale} is {size[0]}x{size[1]}, smaller "
-                f"than one tile {self.tile_size[0]}x{self.tile_size[1]}: lower the tile size"
+            th, tw = self.tile_size
+            raise SmallerThanTile(
+                f"image is {width}x{height} px, {size[1]}x{size[0]} at the tiling scale "
+                f"{self.scale:g}: smaller than one tile {tw}x{th} (tiling.tile_size); lower "
+                "tiling.tile_size or raise tiling.scale in the product's config, or take the "
+                "image out of the product"
             )
         return size
 

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
+from inspection.core.fingerprint import shown_name
 from inspection.core.images import (
     DEFAULT_SOURCE_BITS,
     IMAGE_SUFFIXES,
@@ -28,6 +29,7 @@ from inspection.core.images import (
     mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
+from inspection.core.tiling import SmallerThanTile, TilingSpec
 from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
 from inspection.data.leaks import held_out_copies, listed, pixel_print
@@ -39,6 +41,10 @@ NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
 READERS = min(4, os.cpu_count() or 1)
 """Images decoded at once."""
+SMALLER_THAN_TILE = "smaller_than_tile"
+BROKEN_LINK = "broken_link"
+REFUSE_TRAINING = (SMALLER_THAN_TILE, BROKEN_LINK)
+"""Findings a training refuses to start with (the image would stop it, or is missing)."""
 
 
 @dataclass(frozen=True)
@@ -90,14 +96,14 @@ class CheckReport:
     def to_dict(self) -> dict:
         return {
             "name": self.name,
-            "root": str(self.root),
+            "root": shown_name(self.root),
             "ok": self.ok,
             "counts": self.counts,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
             "channels": self.channels,
             "coverage": {k: vars(v) for k, v in self.coverage.items()},
             "budget_note": self.budget_note,
-            "problems": [{**vars(p), "path": str(p.path)} for p in self.problems],
+            "problems": [{**vars(p), "path": shown_name(p.path)} for p in self.problems],
         }
 
 
@@ -121,10 +127,12 @@ def check_dataset(
     product_file: Path | None = None,
     budget: float = DEFAULT_BUDGET,
     keep_decoded: bool = False,
+    tiling: TilingSpec | None = None,
 ) -> CheckReport:
     """Check every sample of ``dataset`` (``on_file`` after each image) against the product's
-    declared ``image_bits`` (None: 16) and ``budget``; findings tell to edit ``product_file``
-    (default ``products/<name>.yaml``); ``keep_decoded``: for a training that follows."""
+    declared ``image_bits`` (None: 16), ``budget`` and ``tiling`` (an image smaller than one
+    tile is an error); findings tell to edit ``product_file`` (default
+    ``products/<name>.yaml``); ``keep_decoded``: for a training that follows."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
     sizes: dict[Path, tuple[int, int]] = {}
@@ -158,8 +166,17 @@ def check_dataset(
     problems += [
         Problem(p, "mask has no matching image", "extra_mask") for p in dataset.unmatched_masks
     ]
+    problems += [
+        Problem(p, f"symbolic link to {shown_name(os.readlink(p))}, which does not exist: "
+                "restore its target, or remove the link", BROKEN_LINK)
+        for p in dataset.broken_links
+    ]  # fmt: skip
     problems += _duplicates(prints, dataset.root)
-    problems += _mixed_sizes(sizes)
+    small = _smaller_than_tile(sizes, tiling)
+    problems += small
+    problems += _mixed_sizes(
+        {p: size for p, size in sizes.items() if p not in {s.path for s in small}}
+    )
     target = product_file or Path("products") / f"{dataset.name}.yaml"
     problems += _bit_depth(used, bits, dataset.root, target)
     problems += _ignored(dataset)
@@ -275,6 +292,19 @@ def _duplicates(prints: Mapping[str, dict[Path, np.ndarray]], root: Path) -> lis
     return problems
 
 
+def _smaller_than_tile(
+    sizes: dict[Path, tuple[int, int]], tiling: TilingSpec | None
+) -> list[Problem]:
+    """An error per image smaller than one tile of ``tiling`` at its scale (None: not tiled)."""
+    problems = []
+    for path, (width, height) in sizes.items() if tiling is not None else ():
+        try:
+            tiling.working_size(height, width)
+        except SmallerThanTile as exc:
+            problems.append(Problem(path, str(exc), SMALLER_THAN_TILE))
+    return problems
+
+
 def _mixed_sizes(sizes: dict[Path, tuple[int, int]]) -> list[Problem]:
     counts = Counter(sizes.values())
     if len(counts) < 2:
@@ -331,9 +361,10 @@ def _ignored(dataset: Dataset) -> list[Problem]:
         problems.append(Problem(folder, message, "empty_folder", "warning"))
     if dataset.loose_images:
         loose = dataset.loose_images
+        names = listed([shown_name(p.name) for p in loose])
         message = (
-            f"{len(loose)} image(s) directly in test/ are ignored: "
-            f"{listed([p.name for p in loose])}; move them into test/good or test/<defect>"
+            f"{len(loose)} image(s) directly in test/ are ignored: {names}; move them into "
+            "test/good or test/<defect>"
         )
         problems.append(Problem(loose[0].parent, message, "loose_images", "warning"))
     return problems
@@ -401,6 +432,6 @@ def _coverage(fractions: list[float]) -> Coverage:
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        return shown_name(path.relative_to(root).as_posix())
     except ValueError:
-        return str(path)
+        return shown_name(path)

@@ -91,8 +91,9 @@ class Sample:
 @dataclass(frozen=True)
 class Dataset:
     """A named set of samples under ``root``, with what the check reports: ``unmatched_masks``
-    (no image found for them), ``empty_dirs`` and ``loose_images`` (directly in ``test/``);
-    ``held_out_of_train``: see ``hold_out_good``."""
+    (no image found for them), ``empty_dirs``, ``loose_images`` (directly in ``test/``) and
+    ``broken_links``; ``held_out_of_train``: see ``hold_out_good``. Folders and files that are
+    symbolic links are followed and keep their names inside the dataset folder."""
 
     name: str
     root: Path
@@ -102,6 +103,8 @@ class Dataset:
     loose_images: tuple[Path, ...] = field(default=())
     held_out_of_train: bool = False
     """No ``test/`` folder: the good test images are ``train/good`` images held out."""
+    broken_links: tuple[Path, ...] = field(default=())
+    """Symbolic links in the dataset's folders whose target does not exist."""
 
     @property
     def train_samples(self) -> tuple[Sample, ...]:
@@ -164,7 +167,7 @@ class Dataset:
         ``{"name", "sha256", "count", "files": {rel_path: sha256}}``."""
         try:
             result = fingerprint_files(self.files(), self.root)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise DatasetError(f"cannot fingerprint dataset {self.name!r}: {exc}") from exc
         return {"name": self.name, **result}
 
@@ -211,7 +214,7 @@ def load_mvtec(root: str | Path) -> Dataset:
         samples += found.good(root / CALIBRATION_DIR, "calibration")
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, found.used)
     loose = tuple(list_images(test_dir)) if test_dir.is_dir() else ()
-    rest = (tuple(unmatched), tuple(found.empty), loose, bool(held_out))
+    rest = (tuple(unmatched), tuple(found.empty), loose, bool(held_out), _dangling_links(root))
     return Dataset(root.name, root, tuple(samples), *rest)
 
 
@@ -232,7 +235,8 @@ def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
 
 
 def _name_hash(path: Path) -> int:
-    return int(hashlib.sha256(path.name.encode()).hexdigest(), 16)
+    """The sha256 of the file name's bytes as the file system holds them (any encoding)."""
+    return int(hashlib.sha256(os.fsencode(path.name)).hexdigest(), 16)
 
 
 @dataclass
@@ -319,7 +323,10 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
     unmatched = [] if mask_dir is None else _unused_images(mask_dir, found.used)
     dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
     root = Path(os.path.commonpath([str(d) for d in dirs]))
-    return Dataset(spec.name, root, tuple(samples), tuple(unmatched), tuple(found.empty))
+    spec_dirs = {s.path.parent for s in samples} | ({mask_dir} if mask_dir else set())
+    broken = tuple(sorted({p for d in spec_dirs for p in _dangling_links(d)}))
+    rest = (tuple(unmatched), tuple(found.empty), (), False, broken)
+    return Dataset(spec.name, root, tuple(samples), *rest)
 
 
 def load_dataset(path: str | Path) -> Dataset:
@@ -350,7 +357,7 @@ def _spec_dir(yaml_path: Path, rel: object, key: str) -> Path:
         raise ConfigError(
             f"{yaml_path}: {key} of the dataset spec needs a folder path, got {rel!r}"
         )
-    path = (yaml_path.resolve().parent / rel).resolve()
+    path = Path(os.path.normpath(yaml_path.resolve().parent / rel))  # links keep their names
     _require_dir(path, f"{key} of the dataset spec: folder not found")
     return path
 
@@ -378,15 +385,37 @@ def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]
 
 
 def _lower_names(folder: Path) -> dict[str, Path]:
-    """Lower-cased image file name -> resolved path; of names that differ only in case the
-    first in sorted order wins, written last (the others stay unmatched masks)."""
-    return {path.name.lower(): path.resolve() for path in reversed(list_images(folder))}
+    """Lower-cased image file name -> path (as laid out: links not resolved); of names that
+    differ only in case the first in sorted order wins, written last (the others stay
+    unmatched masks)."""
+    return {path.name.lower(): path for path in reversed(list_images(folder))}
 
 
 def _unused_images(folder: Path, used: set[Path]) -> list[Path]:
-    """Images in ``folder`` and its subfolders that are not in ``used`` (resolved paths)."""
-    folders = [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]
-    return [p.resolve() for f in folders for p in list_images(f) if p.resolve() not in used]
+    """Images in ``folder`` and its subfolders (linked ones followed) that are not in ``used``."""
+    folders = [folder, *sorted(p for p in _walk(folder) if p.is_dir())]
+    return [p for f in folders for p in list_images(f) if p not in used]
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Everything under ``folder``, folders that are symbolic links followed (a shared
+    ``ground_truth/`` linked in; each real folder once), named by their path inside ``folder``."""
+    found, seen, stack = [], set(), [folder]
+    while stack:
+        top = stack.pop()
+        if top.resolve() in seen:
+            continue
+        seen.add(top.resolve())
+        for entry in sorted(top.iterdir()):
+            found.append(entry)
+            if entry.is_dir():
+                stack.append(entry)
+    return found
+
+
+def _dangling_links(root: Path) -> tuple[Path, ...]:
+    """Symbolic links under ``root`` whose target does not exist."""
+    return tuple(sorted(p for p in _walk(root) if p.is_symlink() and not p.exists()))
 
 
 def _split_normals(paths: list[Path], ratio: float) -> tuple[list[Path], list[Path]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
+from inspection.core.fingerprint import shown_name
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
@@ -111,7 +112,8 @@ def _judge(inspector: Predictor, images: Sequence[np.ndarray]) -> list[Inspectio
 
 @dataclass(frozen=True)
 class FoundFile:
-    """A file to inspect and its POSIX path below its folder argument (or its name)."""
+    """A file to inspect and its POSIX path below its folder argument (or its name), as
+    ``shown_name`` shows it (for reports, JSON and overlay names)."""
 
     path: Path
     relative: str
@@ -129,10 +131,11 @@ def find_files(paths: Iterable[str | Path], *, exclude: Iterable[Path] = ()) -> 
     for raw in paths:
         path = Path(raw)
         if not path.is_dir():
-            found.append(FoundFile(path, path.name))
+            found.append(FoundFile(path, shown_name(path.name)))
             continue
         found.extend(
-            FoundFile(file, file.relative_to(path).as_posix()) for file in _image_files(path, skip)
+            FoundFile(file, shown_name(file.relative_to(path).as_posix()))
+            for file in _image_files(path, skip)
         )
     return found
 

@@ -217,8 +217,9 @@ def _add_routes(app: FastAPI, station: Station) -> None:
 
     @app.get("/healthz", tags=["ops"])
     def healthz(request: Request) -> JSONResponse:
-        """200 ``ok`` or 503 ``degraded``; monitor and admin tokens also see per-product models,
-        the store, the watch folder and the central backlog."""
+        """200 ``ok`` or 503 ``degraded`` (a product without a model, the database unreachable,
+        or no file can be stored in ``blob_dir``); monitor and admin tokens also see per-product
+        models, the store, the blob folder, the watch folder and the central backlog."""
         products = station.models.status()
         try:
             with station.store.engine.connect() as connection:
@@ -226,13 +227,15 @@ def _add_routes(app: FastAPI, station: Station) -> None:
             store_ok, store_problem = True, None
         except Exception as exc:
             store_ok, store_problem = False, str(exc).splitlines()[0]
-        ok = store_ok and all(p["loaded"] for p in products.values())
+        blobs_problem = station.store.blobs.unwritable()
+        ok = store_ok and blobs_problem is None and all(p["loaded"] for p in products.values())
         body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
         identity = bearer_identity(request)
         if identity is not None and identity.has(*MONITORS):
             body |= {
                 "products": products,
                 "store": {"ok": store_ok, "problem": store_problem},
+                "blobs": {"ok": blobs_problem is None, "problem": blobs_problem},
                 "watch": station.watch_status(),
                 "central": station.core.central_status(),
                 "signatures": station.core.signatures(),

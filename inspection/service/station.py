@@ -9,6 +9,7 @@ from typing import Any
 from inspection.service.config import StationConfig
 from inspection.service.watch import FileOutcome, WatchFolder
 from inspection.station.core import StationCore
+from inspection.station.limits import ImageLimits
 from inspection.station.live import InspectorLoader, LiveModels, default_loader
 from inspection.station.metrics import ServiceMetrics
 from inspection.station.pipeline import Outcome, Pipeline
@@ -42,6 +43,9 @@ class Station:
             store=store,
             on_change=metrics.model_changed,
             on_input_domain=metrics.stages.count_input_domain,
+            limits=ImageLimits(
+                config.core.max_pixels, config.core.max_side, config.max_upload_bytes
+            ),
         )
         metrics.watch_golden(core.models)
         core.watch_forwarding(metrics.registry)

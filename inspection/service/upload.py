@@ -69,7 +69,7 @@ class _BodyReader:
         self.held = 0
 
     async def read(self, limit: int, max_bytes: int) -> bytes:
-        too_big = RequestError(413, f"upload too large: the limit is {max_bytes} bytes")
+        too_big = RequestError(413, _too_large(max_bytes))
         declared = self.request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise too_big
@@ -158,11 +158,19 @@ async def _parse_multipart(request: Request, body: bytes, max_bytes: int) -> Upl
             )
         data = await upload.read()
         if len(data) > max_bytes:
-            raise RequestError(413, f"upload too large: the limit is {max_bytes} bytes")
+            raise RequestError(413, _too_large(max_bytes))
         fields = {k: v for k in TEXT_FIELDS if isinstance(v := form.get(k), str) and v}
         return Upload(data, _clean_name(upload.filename), fields)
     finally:
         await form.close()
+
+
+def _too_large(max_bytes: int) -> str:
+    """The 413 message: the limit and the key that raises it."""
+    return (
+        f"upload too large: the limit is {max_bytes} bytes; raise max_upload_bytes in the "
+        "station config to accept larger images"
+    )
 
 
 def _is_image_type(content_type: str) -> bool:

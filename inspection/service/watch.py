@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from inspection.core.background import Background
 from inspection.core.errors import InspectionError
+from inspection.core.fingerprint import shown_name
 from inspection.service.config import WatchConfig
 from inspection.station.errors import InvalidRequest, RequestRefused
 from inspection.station.pipeline import Outcome, Pipeline
@@ -114,12 +115,14 @@ class WatchFolder:
             if _is_temporary(entry.name):
                 continue
             if entry.is_symlink() and entry.is_dir():
-                log.warning("%s: symlinked folder skipped (links are not followed)", entry.name)
+                log.warning(
+                    "%s: symlinked folder skipped (links are not followed)", shown_name(entry.name)
+                )
             elif entry.is_file() or entry.is_symlink():
                 found.append((entry, self.config.default_product))
             elif entry.is_dir():
                 found.extend(
-                    (child, entry.name)
+                    (child, shown_name(entry.name))
                     for child in sorted(entry.iterdir())
                     if (child.is_file() or child.is_symlink()) and not _is_temporary(child.name)
                 )
@@ -142,7 +145,8 @@ class WatchFolder:
     # --------------------------------------------------------------- processing
     def process(self, path: Path, product: str | None) -> FileOutcome:
         """Inspect one file and move it to done/ or failed/ (left in place on a transient error)."""
-        name = path.relative_to(self.incoming).as_posix()
+        exact = path.relative_to(self.incoming).as_posix()  # moves keep the file's own bytes
+        name = shown_name(exact)  # rows, logs and reasons: bytes not UTF-8 shown as U+FFFD
         self._seen.pop(path, None)
         outcome: Outcome | None = None
         try:
@@ -155,7 +159,7 @@ class WatchFolder:
                 data,
                 product=product,
                 station_id=self.config.station_id,
-                request_id=watch_request_id(data, name),
+                request_id=watch_request_id(data, exact),
                 source="watch",
                 source_name=name,
             )
@@ -163,15 +167,15 @@ class WatchFolder:
             if exc.transient:
                 result = FileOutcome(name, "retry", exc.message)
             else:
-                result = self._to_failed(path, name, exc.message)
+                result = self._to_failed(path, exact, exc.message)
         except (OSError, SQLAlchemyError) as exc:
             result = FileOutcome(name, "retry", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a model that crashes on this image: park the file
             log.exception("inspecting %s failed", name)
             message = f"internal error while inspecting: {type(exc).__name__}: {exc}"
-            result = self._to_failed(path, name, message)
+            result = self._to_failed(path, exact, message)
         else:
-            _move(path, self.done / name, data)
+            _move(path, self.done / exact, data)
             result = FileOutcome(name, "done" if outcome.created else "replayed", outcome.row.id)
         self.counts[result.status] += 1
         if said := {"retry": "will retry", "failed": "moved to failed/"}.get(result.status):
@@ -188,13 +192,14 @@ class WatchFolder:
         tmp.write_text(reason.rstrip() + "\n", encoding="utf-8")
         os.replace(tmp, reason_file)
         os.replace(path, target)
-        return FileOutcome(name, "failed", reason)
+        return FileOutcome(shown_name(name), "failed", reason)
 
 
 def watch_request_id(data: bytes, name: str) -> str:
-    """Content hash + name hash: the same file under the same name is inspected once."""
+    """Content hash + name hash (of the name's bytes, any encoding): the same file under the
+    same name is inspected once."""
     content = hashlib.sha256(data).hexdigest()[:48]
-    named = hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]
+    named = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
     return f"w{content}.{named}"
 
 

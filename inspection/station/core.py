@@ -23,6 +23,7 @@ from inspection.refine.config import REFINE_CONFIG_NAME, RefineConfig, load_refi
 from inspection.runtime.camera import bounded_loader
 from inspection.runtime.predictor import Predictor
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
+from inspection.station.limits import ImageLimits
 from inspection.station.live import (
     InspectorLoader,
     LiveModel,
@@ -63,12 +64,15 @@ class StationCore:
         outbox: OutboxBuilder | None = None,
         on_input_domain: InputDomainHook | None = None,
         refine: RefineConfig | None = None,
+        limits: ImageLimits | None = None,
     ) -> StationCore:
         """Open the store (schema brought up to date) and prepare the models, which load on
         ``start``; ``ConfigError`` first when ``registry_dir`` or the pinned key is unusable.
         ``outbox`` builds the sinks' messages committed with each result (the central store's
         follows); ``on_input_domain`` is told of each image outside its bundle's input domain;
-        ``refine`` defaults to ``station_refine_config``, read here so a bad key stops the start."""
+        ``refine`` defaults to ``station_refine_config``, read here so a bad key stops the start;
+        each bundle that goes live is held against ``limits`` (default: the config's image
+        limits), a warning logged per limit below its training images."""
         check_registry_dir(config)
         public_key = pinned_key(config)
         if loader is default_loader:
@@ -82,7 +86,9 @@ class StationCore:
             registry,
             config.products,
             loader=bounded_loader(_checking(loader, config.input_check), config.bounds),
-            on_change=on_change,
+            on_change=_warning_of_limits(
+                limits or ImageLimits(config.max_pixels, config.max_side), on_change
+            ),
             selector=TunedSelector(
                 registry, tune_on_load=config.tune_on_load, public_key=public_key
             ),
@@ -163,3 +169,21 @@ def _checking(loader: InspectorLoader, input_check: InputCheck) -> InspectorLoad
         return inspector
 
     return load
+
+
+def _warning_of_limits(
+    limits: ImageLimits, on_change: Callable[[LiveModel], None] | None
+) -> Callable[[LiveModel], None]:
+    """``on_change``, first logging once per bundle each of ``limits`` below the images the
+    bundle was trained on (``ImageLimits.below``)."""
+    warned: set[tuple[str, str]] = set()
+
+    def changed(model: LiveModel) -> None:
+        if (model.product, model.served_bundle_id) not in warned:
+            warned.add((model.product, model.served_bundle_id))
+            for line in limits.below(model.inspector.metadata.input_domain):
+                log.warning("%s: bundle %s: %s", model.product, model.served_bundle_id, line)
+        if on_change is not None:
+            on_change(model)
+
+    return changed

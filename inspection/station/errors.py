@@ -61,6 +61,13 @@ class StationBusy(RequestRefused):
         self.retry_after_s = retry_after_s
 
 
+class StorageUnavailable(RequestRefused):
+    """The result's files cannot be written to the station's blob folder (``core.blob_dir``
+    read-only, full or gone): nothing is stored; the same request may succeed once it is fixed."""
+
+    transient = True
+
+
 class PartNotAligned(RequestRefused):
     """The image could not be registered to the product's reference (``runtime.alignment``):
     wrong or missing part, blocked view, or a pose beyond the limits. Never a verdict."""
@@ -103,6 +110,7 @@ REFUSALS: dict[type[RequestRefused], RefusalAnswer] = {
     RetryUnproven: RefusalAnswer(409, ErrorCode.RETRY_UNPROVEN),
     NoLiveModel: RefusalAnswer(503, ErrorCode.NO_MODEL),
     StationBusy: RefusalAnswer(503, ErrorCode.TIMEOUT),
+    StorageUnavailable: RefusalAnswer(503, ErrorCode.INTERNAL),
     PartNotAligned: RefusalAnswer(422, ErrorCode.NOT_ALIGNED),
     InputOutOfDomain: RefusalAnswer(422, ErrorCode.OUT_OF_DOMAIN),
 }

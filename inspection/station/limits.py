@@ -1,4 +1,5 @@
-"""Admission control, in two separate stages.
+"""Admission control, in two separate stages, and the image limits a station holds against its
+live bundle's training images.
 
 - Uploads (``UploadBudget``): connections hold at most ``limit`` received bytes together, each
   closed by its read deadlines, so a slow client can never keep another's upload out.
@@ -11,8 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from inspection.station.errors import StationBusy
+
+if TYPE_CHECKING:
+    from inspection.core.input_domain import InputDomain
 
 RETRY_AFTER_SECONDS = 1
 
@@ -86,3 +91,43 @@ class ReadDeadlines:
         if self.min_rate > 0:
             limits.append((started + self.grace_s + received / self.min_rate, "slow"))
         return min(limits)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What a station accepts: ``core.max_pixels``, ``core.max_side`` and, at an HTTP station,
+    ``max_upload_bytes`` (None: no upload limit, a line station's camera)."""
+
+    max_pixels: int
+    max_side: int
+    max_upload_bytes: int | None = None
+
+    def below(self, domain: InputDomain | None) -> list[str]:
+        """One line per limit below the bundle's training images (``domain``; None or a bundle
+        recorded before file sizes: what it does not record is not checked), naming the key
+        that raises it: such images would be refused at this station."""
+        if domain is None:
+            return []
+        width, height = domain.width[1], domain.height[1]
+        pixels = domain.largest_pixels or width * height
+        found = []
+        if pixels > self.max_pixels:
+            found.append(
+                f"its training images reach {pixels} pixels, above core.max_pixels "
+                f"{self.max_pixels}: such images are refused; raise core.max_pixels to at least "
+                f"{pixels} in the station config"
+            )
+        if max(width, height) > self.max_side:
+            found.append(
+                f"its training images reach {max(width, height)} px a side, above core.max_side "
+                f"{self.max_side}: such images are refused; raise core.max_side in the station "
+                "config"
+            )
+        size = domain.largest_file_bytes
+        if self.max_upload_bytes is not None and size is not None and size > self.max_upload_bytes:
+            found.append(
+                f"its largest training image file is {size} bytes, above max_upload_bytes "
+                f"{self.max_upload_bytes}: such uploads get 413; raise max_upload_bytes to at "
+                f"least {size} in the station config"
+            )
+        return found

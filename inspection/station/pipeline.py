@@ -21,7 +21,12 @@ from typing import Any, Literal
 
 from sqlalchemy import or_, select
 
-from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
+from inspection.core.errors import (
+    AlignmentError,
+    ImageDecodeError,
+    ImageTooLarge,
+    InputDomainError,
+)
 from inspection.core.fingerprint import sha256_bytes
 from inspection.core.images import DecodedImage, decode_reduced
 from inspection.core.input_domain import check_bit_depth
@@ -40,10 +45,12 @@ from inspection.station.errors import (
     InvalidRequest,
     PartNotAligned,
     ReplayConflict,
+    StorageUnavailable,
     UnknownProduct,
 )
 from inspection.station.live import LiveModel, LiveModels
 from inspection.station.render import encode_jpeg, encode_map, encode_mask, image_extension
+from inspection.store.blobs import BlobMismatch
 from inspection.store.models import Inspection, OutboxEntry
 from inspection.store.retention import KeepPolicy, load_retention
 from inspection.store.store import Store
@@ -259,6 +266,8 @@ class Pipeline:
                 formats=self.config.image_formats,
                 name=name,
             )
+        except ImageTooLarge as exc:
+            raise BadImage(f"{exc}; raise core.{exc.limit} in the station config") from exc
         except ImageDecodeError as exc:
             raise BadImage(str(exc)) from exc
         decode_ms = _ms(started)
@@ -321,7 +330,15 @@ class Pipeline:
         request with the same key that committed first wins (this call's new blobs removed)."""
         timings = {**timings, "pipeline_ms": _ms(started)}
         stored = time.perf_counter()
-        puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]
+        try:
+            puts = [self.store.blobs.put_new(blob, ext) for blob, ext in encoded.values()]
+        except BlobMismatch:  # a planted file under the blob's name: refused loudly as it is
+            raise
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot store the result: core.blob_dir {self.store.blobs.root}: "
+                f"{exc.strerror or exc}; make the folder writable by the station"
+            ) from exc
         created = [sha for sha, new in puts if new]
         try:
             outbox = [entry for build in self.outbox for entry in build(fields, timings)]

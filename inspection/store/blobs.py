@@ -1,18 +1,20 @@
 """Content-addressed blob storage for images, anomaly maps, masks and overlays.
 
 A central blob folder is written by every station, so a file is created once (linked into
-place), read-only, in sticky fan-out folders: no station's account replaces another's
-(docs/security.md). Every read that hands bytes on hashes them and refuses a file whose sha256
-is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take the first
-that hashes right, and ``put`` writes beside a decoy.
+place; on storage without hard links, exFAT and SMB shares, claimed by an exclusive create and
+renamed over its claim), read-only, in sticky fan-out folders: no station's account replaces
+another's (docs/security.md). Every read that hands bytes on hashes them and refuses a file
+whose sha256 is not its name; of several files of one blob (a decoy ``<sha>.bin``) readers take
+the first that hashes right, and ``put`` writes beside a decoy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-import tempfile
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +39,20 @@ class BlobMismatch(FileNotFoundError):
     file was altered or replaced); refused, logged and counted (``BlobStore.refused``)."""
 
 
+LINKLESS = frozenset({errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+"""What ``os.link`` raises on storage without hard links (exFAT and FAT: EPERM; SMB shares
+and some FUSE file systems: EOPNOTSUPP or ENOSYS)."""
+
 _refused_lock = threading.Lock()
+
+
+def _claim(target: Path) -> bool:
+    """Create ``target`` empty, exclusively: False when it exists (another writer's)."""
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _none_holds(sha: str, files: list[Path]) -> BlobMismatch:
@@ -72,31 +87,68 @@ class BlobStore:
         except FileNotFoundError:
             return self._write(data, sha, target)
         if sha256_file(target) != sha:
+            if data and target.stat().st_size == 0:  # a claim left by a write that crashed
+                return self._reclaim(data, sha, target)
             self._refuse(sha, target)
         return sha, False
 
+    def _reclaim(self, data: bytes, sha: str, target: Path) -> tuple[str, bool]:
+        """Finish the write an empty claim of ``target`` stands for (``_write`` on storage
+        without hard links, interrupted): any writer of it writes these same bytes."""
+        log.warning("blob %s: an empty claim left by an interrupted write; writing it", target)
+        tmp = self._temporary(target.parent, data)
+        try:
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return sha, True
+
     def _write(self, data: bytes, sha: str, target: Path) -> tuple[str, bool]:
-        """Write ``data`` to ``target`` (create-only, fsynced): (sha, whether this call made it)."""
+        """Write ``data`` to ``target`` (create-only, fsynced): (sha, whether this call made it).
+        A file is linked into place; where the storage has no hard links (``LINKLESS``), the
+        target is claimed by an exclusive create and the written file renamed over the claim."""
+        tmp = self._temporary(target.parent, data)
         try:
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        except FileNotFoundError:  # the folder's first blob
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(PermissionError):  # made by another account meanwhile
-                os.chmod(target.parent, FOLDER_MODE)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, target)  # create-only: never replaces an existing file
             except FileExistsError:
                 return sha, False  # written by another writer meanwhile
+            except OSError as exc:
+                if exc.errno not in LINKLESS:
+                    raise
+                if not _claim(target):
+                    return sha, False
+                os.replace(tmp, target)  # over this call's own empty claim
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         return sha, True
+
+    def _temporary(self, folder: Path, data: bytes) -> Path:
+        """A new read-only ``.tmp-*`` file in ``folder`` holding ``data``, fsynced (the folder
+        made, group-writable and sticky, for its first blob)."""
+        tmp = folder / f".tmp-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        except FileNotFoundError:  # the folder's first blob
+            folder.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(PermissionError):  # another account's, or exFAT (no modes)
+                os.chmod(folder, FOLDER_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return tmp
+
+    def unwritable(self) -> str | None:
+        """Why no blob can be stored under ``root`` now (a file cannot be created, written and
+        removed there), naming the folder; None when one can (``/healthz``)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._temporary(self.root, b"probe").unlink()
+        except OSError as exc:
+            return f"core.blob_dir {self.root}: {exc.strerror or exc}; nothing can be stored"
+        return None
 
     def path(self, sha: str) -> Path:
         """A file named for blob ``sha`` (unchecked: its size, its removal); ``FileNotFoundError``

@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 
 from inspection.core.calibration import Calibration, calibrate
-from inspection.core.fingerprint import relative_name
+from inspection.core.fingerprint import path_of, relative_name
 from inspection.core.global_context import GlobalContext, component_vectors
 from inspection.core.model_record import GoodScores
 from inspection.core.operating_point import (
@@ -152,7 +152,7 @@ def _transferred(
                 target.append(float(own))
     names = sorted(good.train_full_bank)
     if names:
-        bank = run([make_sample(root / name) for name in names])
+        bank = run([make_sample(path_of(root, name)) for name in names])
         source.extend(good.train_full_bank[n] for n in names)
         target.extend(float(v) for v in bank.scores)
     oof = np.asarray(list(good.out_of_fold.values()), dtype=np.float64)

@@ -36,7 +36,7 @@ from inspection.core.export_gate import (
     check_gate,
     with_budget,
 )
-from inspection.core.fingerprint import fingerprint_files, relative_name
+from inspection.core.fingerprint import fingerprint_files, relative_name, shown_name
 from inspection.core.global_context import FEATURES
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 from inspection.core.input_domain import (
@@ -130,7 +130,7 @@ def _write_validation_scores(
         labels=tuple(int(s.label) for s in samples),
         split="test",
         defect_types=tuple(s.defect_type for s in samples),
-        names=tuple(Path(s.path).name for s in samples),
+        names=tuple(shown_name(Path(s.path).name) for s in samples),
     )
     write_validation_scores(bundle_dir, labelled)
 

@@ -23,7 +23,7 @@ import torch
 from inspection.core.calibration import Calibration
 from inspection.core.config import to_mapping
 from inspection.core.errors import ConfigError, DatasetError, RegistryError
-from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.fingerprint import path_of, relative_name, sha256_file, shown_name
 from inspection.core.model_record import ADDED_DIR, FitFigures, GoodScores, Lineage, ModelRecord
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import Registry
@@ -211,7 +211,7 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
     paths = [Path(p) for p in images]
     if not paths:
         raise DatasetError("no new images to add: give good images (--images DIR or --reviewed)")
-    missing = [str(p) for p in paths if not p.is_file()]
+    missing = [shown_name(p) for p in paths if not p.is_file()]
     if missing:
         raise DatasetError(f"images not found: {', '.join(missing[:5])}")
     return paths
@@ -311,8 +311,8 @@ def _child_good_scores(
     if unseen is None:
         return None
     masks = _scoring_roi(parent, config, roi)
-    paired = [dataset.root / name for name in sorted(recorded.train_full_bank)]
-    names = [dataset.root / name for name in recorded.out_of_fold]
+    paired = [path_of(dataset.root, name) for name in sorted(recorded.train_full_bank)]
+    names = [path_of(dataset.root, name) for name in recorded.out_of_fold]
     scores = np.r_[np.fromiter(recorded.out_of_fold.values(), float), unseen]
     return TrainGoodScores(
         samples=tuple(Sample(p, "train", 0, GOOD) for p in (*names, *images)),
