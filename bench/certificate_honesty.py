@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from _report import recorded, save_report, table  # noqa: E402
 
-from inspection.core.certificate import AUDITED, Certificate  # noqa: E402
+from inspection.core.certificate import (  # noqa: E402
+    AUDITED,
+    AuditedPart,
+    Certificate,
+    certified_choice,
+    select_audited,
+)
 from inspection.core.operating_point import (  # noqa: E402
     OUT_OF_FOLD,
     OperatingPoint,
     choose_threshold,
     fewest_below_largest,
+    pools_out_of_fold,
 )
 
 BUDGET = 0.01
@@ -60,6 +68,7 @@ class Rep:
     refused: str = ""
     station_realised: float | None = None
     threshold: float = float("nan")
+    station_stated: float | None = None
 
 
 def realised(threshold: float, scale: float = 1.0) -> float:
@@ -73,15 +82,61 @@ def goods(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def before_certificate(own: np.ndarray, sources: dict[str, int], audited: np.ndarray) -> Rep:
     """``certify`` as it was: the bundle's scores and every confirmed-good audit part pooled,
-    split-conformal at the budget, ``Certificate.certified`` the bound alone."""
+    split-conformal at the budget, "certified" the bound alone (``ThresholdChoice.sufficient``)."""
     choice = choose_threshold(
         np.r_[own, audited], POINT, good_sources={**sources, AUDITED: audited.size}
     )
-    cert = Certificate.of("b", choice)
+    cert = Certificate.of(BUNDLE, choice)
     return Rep(
-        cert.false_reject_bound, realised(choice.threshold), cert.certified,
+        cert.false_reject_bound, realised(choice.threshold), choice.sufficient,
         threshold=choice.threshold,
     )  # fmt: skip
+
+
+BUNDLE, SCALE = "b", "signed"
+"""The simulated bundle and its signed normalisation's fingerprint."""
+
+
+def parts(
+    scores: np.ndarray,
+    *,
+    station: str = "A",
+    labels: np.ndarray | None = None,
+    verdicts: np.ndarray | None = None,
+    rate: int = 500,
+    scale: str = SCALE,
+) -> list[AuditedPart]:
+    """Audit parts of ``scores`` (oldest first) as the store returns them."""
+    n = scores.size
+    labels = np.full(n, "good", dtype=object) if labels is None else labels
+    verdicts = np.full(n, "OK", dtype=object) if verdicts is None else verdicts
+    return [
+        AuditedPart(f"{station}{i}", BUNDLE, float(scores[i]), station, str(verdicts[i]),
+                    labels[i], rate, scale)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def now_certificate(
+    own: np.ndarray, sources: list[str], audit: list[AuditedPart], *, line: bool = False
+) -> tuple[Rep, Certificate]:
+    """``certify`` as it is (``select_audited`` then ``certified_choice``; no gate: no
+    defects here). Stated: the pooled bound, or with ``line`` the audited parts' own (for the
+    line) and certified only ``certified_for_line``."""
+    selection = select_audited(audit, BUNDLE, SCALE)
+    if (refusal := selection.refusal()) is not None:
+        return Rep(None, float("nan"), False, refusal.split(":")[0] + ": refused"), None
+    choice, cert = certified_choice(own, np.ones(own.size), sources, selection.good, POINT,
+                                    BUNDLE)  # fmt: skip
+    left = "; ".join(f"{n} left out: {why}" for why, n in selection.left_out.items())
+    if not cert.certified:
+        why = "not exchangeable" if not cert.exchangeable else "too few"
+        return Rep(None, realised(choice.threshold), False, f"NOT certified ({why})"), cert
+    stated = cert.line_bound if line else cert.false_reject_bound
+    certified = cert.certified_for_line if line else cert.certified
+    refused = "" if certified else "not certified for the line"
+    return Rep(stated, realised(choice.threshold), certified, left or refused,
+               threshold=choice.threshold), cert  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -96,7 +151,10 @@ def verdict_review(confirm_ng: float) -> Callable[[np.random.Generator, str], Re
         reviewed = ~ng | (rng.random(audit.size) < confirm_ng)
         if mode == "before":
             return before_certificate(own, {"calibration": 200}, audit[reviewed])
-        raise NotImplementedError(mode)
+        labels = np.where(reviewed, "good", None)
+        verdicts = np.where(ng, "NG", "OK")
+        audited = parts(audit, labels=labels, verdicts=verdicts)
+        return now_certificate(own, ["calibration"] * 200, audited)[0]
 
     return rep
 
@@ -108,7 +166,9 @@ def recalibrated_station(rng: np.random.Generator, mode: str) -> Rep:
     at_r = goods(rng, 200) + RECALIBRATED_SHIFT
     if mode == "before":
         return before_certificate(own, {"calibration": 200}, np.r_[at_a, at_r])
-    raise NotImplementedError(mode)
+    audited = parts(at_a) + parts(at_r, station="R", scale="re-calibrated")
+    rep, _ = now_certificate(own, ["calibration"] * 200, audited)
+    return Rep(rep.stated, rep.realised, rep.certified, rep.refused.split(" under")[0])
 
 
 def day_one(n_never_trained: int) -> Callable[[np.random.Generator, str], Rep]:
@@ -121,7 +181,10 @@ def day_one(n_never_trained: int) -> Callable[[np.random.Generator, str], Rep]:
             own = np.r_[oof, never] if pooled else never
             sources = {"calibration": n_never_trained, **({OUT_OF_FOLD: 240} if pooled else {})}
             return before_certificate(own, sources, np.empty(0))
-        raise NotImplementedError(mode)
+        pooled = pools_out_of_fold(BUDGET, n_never_trained)
+        own = np.r_[oof, never] if pooled else never
+        sources = [OUT_OF_FOLD] * (240 if pooled else 0) + ["calibration"] * n_never_trained
+        return now_certificate(own, sources, [])[0]
 
     return rep
 
@@ -133,12 +196,12 @@ def lighter_plus_audited(n_oof: int, n_audited: int) -> Callable[[np.random.Gene
         oof, audit = goods(rng, n_oof) * LIGHTER, goods(rng, n_audited)
         if mode == "before":
             return before_certificate(oof, {OUT_OF_FOLD: n_oof}, audit)
-        raise NotImplementedError(mode)
+        return now_certificate(oof, [OUT_OF_FOLD] * n_oof, parts(audit), line=True)[0]
 
     return rep
 
 
-STATIONS = {"A": (200_000, 2000, 1.0), "B": (20_000, 200, CAMERA_B)}
+STATIONS = {"A": (400_000, 2000, 1.0), "B": (40_000, 200, CAMERA_B)}
 """Station: (parts made in the audit window, audit rate 1 in N, camera scale)."""
 
 
@@ -146,12 +209,11 @@ def two_stations(rng: np.random.Generator, mode: str) -> Rep:
     """200 bundle goods (camera A); each station audits at its own rate; B's camera x1.15.
     Realised: production's mixture (by volume) and station B alone."""
     own = goods(rng, 200)
-    audited, rates, names = [], [], []
+    audited, drawn = [], []
     for name, (volume, rate, scale) in STATIONS.items():
-        n = rng.binomial(volume, 1.0 / rate)
-        audited.append(goods(rng, n) * scale)
-        rates += [rate] * n
-        names += [name] * n
+        scores = goods(rng, rng.binomial(volume, 1.0 / rate)) * scale
+        audited.append(scores)
+        drawn += parts(scores, station=name, rate=rate)
     scores = np.concatenate(audited)
     total = sum(volume for volume, _, _ in STATIONS.values())
 
@@ -162,7 +224,12 @@ def two_stations(rng: np.random.Generator, mode: str) -> Rep:
         rep = before_certificate(own, {"calibration": 200}, scores)
         return Rep(rep.stated, production(rep.threshold), rep.certified, "",
                    realised(rep.threshold, CAMERA_B))  # fmt: skip
-    raise NotImplementedError(mode)
+    rng.shuffle(drawn)  # the stations' parts interleave in time
+    rep, cert = now_certificate(own, ["calibration"] * 200, drawn, line=True)
+    over = [s for s, b in cert.stations.items() if b > BUDGET]
+    refused = f"not certified at station {', '.join(over)}" if over else rep.refused
+    return Rep(rep.stated, production(rep.threshold), rep.certified, refused,
+               realised(rep.threshold, CAMERA_B), rep.threshold, cert.stations.get("B"))  # fmt: skip
 
 
 def judged_split(fixed: np.ndarray | None) -> Callable[[np.random.Generator, str], Rep]:
@@ -188,7 +255,11 @@ def judged_split(fixed: np.ndarray | None) -> Callable[[np.random.Generator, str
             stated = reject_interval(sample, t).high
             judged = within_budget(int((split >= t).sum()), split.size, BUDGET)
             return Rep(stated, realised(t), judged)
-        raise NotImplementedError(mode)
+        sample = LabelledScores(audit, np.zeros(audit.size, np.int8), "audit sample")
+        suggestion, choice = suggest_for_budget(sample, BUDGET)
+        t = suggestion.threshold
+        judged = within_budget(int((split >= t).sum()), split.size, BUDGET)
+        return Rep(choice.false_reject_bound, realised(t), judged)
 
     return rep
 
@@ -219,6 +290,24 @@ CASES: dict[str, tuple[str, Callable[[np.random.Generator, str], Rep]]] = {
 }
 
 
+def holdout_rerun(reps: int, seed: int) -> list[dict[str, Any]]:
+    """``reports/statistics/thresholds_holdout.md``'s 3 of 16 over budget, re-run: the page's
+    95 % budget threshold on the bundle's 60 held-out goods + 600 audited goods, over budget
+    how often, with the seeded site's one split (``FIXED_SPLIT``) or a fresh split each time."""
+    rows = []
+    for budget in (0.01, 0.05):
+        point = OperatingPoint(budget=budget)
+        for name, fixed in (("the seeded site's split", FIXED_SPLIT), ("a fresh split", None)):
+            over = []
+            for r in range(reps):
+                rng = np.random.default_rng([seed, 5, r])
+                split = goods(rng, 60) if fixed is None else fixed
+                choice = choose_threshold(np.r_[split, goods(rng, 600)], point, confidence=0.95)
+                over.append(realised(choice.threshold) > budget)
+            rows.append({"budget": budget, "split": name, "over_budget": float(np.mean(over))})
+    return rows
+
+
 def run_case(case: Callable[[np.random.Generator, str], Rep], mode: str, reps: int, seed: int):
     """``reps`` repetitions of ``case`` in ``mode`` (each its own seeded generator)."""
     out = []
@@ -233,18 +322,20 @@ def run_case(case: Callable[[np.random.Generator, str], Rep], mode: str, reps: i
 def summary(reps: list[Rep]) -> dict[str, Any]:
     signed = [r for r in reps if r.certified and r.stated is not None]
     rates = np.array([r.realised for r in signed]) if signed else np.zeros(0)
-    station = [r.station_realised for r in signed if r.station_realised is not None]
-    refusals = sorted({r.refused for r in reps if r.refused})
+    station = [r.station_realised for r in reps if r.station_realised is not None]
+    station_stated = [r.station_stated for r in reps if r.station_stated is not None]
+    refusals = [why for why, _ in Counter(r.refused for r in reps if r.refused).most_common()]
     return {
         "reps": len(reps),
         "certified": len(signed) / len(reps),
-        "refused": sum(bool(r.refused) for r in reps) / len(reps),
+        "refused": sum(r.stated is None for r in reps) / len(reps),
         "refusal": refusals[0] if refusals else "",
         "stated": float(np.mean([r.stated for r in signed])) if signed else None,
         "realised": float(rates.mean()) if signed else None,
         "realised_se": float(rates.std(ddof=1) / np.sqrt(rates.size)) if rates.size > 1 else None,
         "over_budget": float((rates > BUDGET).mean()) if signed else None,
         "station_realised": float(np.mean(station)) if station else None,
+        "station_stated": float(np.mean(station_stated)) if station_stated else None,
     }
 
 
@@ -253,7 +344,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows = []
     for key, (title, _) in CASES.items():
         for mode in ("before", "now"):
-            row = report["cases"][key].get(mode)
+            row = report["cases"].get(key, {}).get(mode)
             rows.append([title, mode, *_cells(row)])
     lines = [
         "# The certificate against the false-reject rate it lets the line realise (issue #93)",
@@ -266,14 +357,28 @@ def markdown(report: dict[str, Any]) -> str:
         "the budget.",
         "",
         *table(["case", "code", "certified", "refused", "stated", "realised (± s.e.)",
-                "over 1 %", "station B realised", "refusal"], rows),
+                "over 1 %", "station B stated", "station B realised", "refused or left out"],
+               rows),
     ]  # fmt: skip
+    rerun = report.get("thresholds_holdout_rerun") or []
+    if rerun:
+        lines += [
+            "",
+            "## The 3 of 16 of `thresholds_holdout.md`, re-run",
+            "",
+            "The page's 95 % budget threshold on 60 held-out + 600 audited goods; share of "
+            f"{report['reps']:,} draws over the budget (promised: at most 5 %).",
+            "",
+            *table(["budget", "held-out split", "over budget"],
+                   [[f"{r['budget']:.0%}", r["split"], f"{r['over_budget']:.1%}"]
+                    for r in rerun]),
+        ]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 def _cells(row: dict[str, Any] | None) -> list[str]:
     if row is None:
-        return ["—"] * 7
+        return ["—"] * 8
 
     def pct(v: float | None) -> str:
         return "—" if v is None else f"{v:.2%}"
@@ -283,7 +388,8 @@ def _cells(row: dict[str, Any] | None) -> list[str]:
         realised += f" ± {row['realised_se']:.2%}"
     return [f"{row['certified']:.0%}", f"{row['refused']:.0%}", pct(row["stated"]), realised,
             "—" if row["over_budget"] is None else f"{row['over_budget']:.0%}",
-            pct(row["station_realised"]), row["refusal"] or ""]  # fmt: skip
+            pct(row.get("station_stated")), pct(row["station_realised"]),
+            row["refusal"] or ""]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,7 +406,9 @@ def main(argv: list[str] | None = None) -> None:
                   for mode in ("before", "now")}
             for key in chosen
         }  # fmt: skip
-    report = {"env": env, "budget": BUDGET, "reps": args.reps, "seed": args.seed, "cases": cases}
+        rerun = holdout_rerun(args.reps, args.seed)
+    report = {"env": env, "budget": BUDGET, "reps": args.reps, "seed": args.seed, "cases": cases,
+              "thresholds_holdout_rerun": rerun}  # fmt: skip
     path = save_report(args.out, "certificate_honesty", report, markdown(report))
     print(path.with_suffix(".md").read_text(encoding="utf-8"))
 
