@@ -6,11 +6,13 @@ back from the registry and the store.
 
 from __future__ import annotations
 
+import io
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from inspection.core.config import load_site_config
@@ -185,22 +187,28 @@ def _brick_scores(site: Path) -> thresholds.LabelledScores:
     )
 
 
-def _audited(site: Path, n: int = 40) -> thresholds.LabelledScores:
-    """``n`` random-audit brick parts the live bundle scored on its signed scale, reviewed
-    good (every 8th a defect), added to ``site``'s store; the sample a budget is chosen on."""
+def _audited(site: Path, n: int = 40, *, reviewed: bool = True) -> thresholds.LabelledScores:
+    """``n`` random-audit brick parts the live bundle scored on its signed scale (every 8th
+    NG), added to ``site``'s store, reviewed good or defect (``reviewed``); the sample a
+    budget is chosen on."""
     board = open_dashboard(site)
     scale = thresholds.bundle_scale(board.registry, "brick", "v0002-int8")
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 60, 40)).save(picture, format="PNG")
+    sha = board.store.blobs.put(picture.getvalue(), ".png")
     for i in range(n):
         score = 0.9 if i % 8 == 7 else 0.05 + 0.4 * i / n
         row = board.store.add_inspection(
-            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc), product="brick",
+            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=i),
+            product="brick",
             station_id="line1-cam1", score=score, threshold=0.5,
             verdict="NG" if score >= 0.5 else "OK", model_version="brick/v0002",
-            bundle_id="v0002-int8", latency_ms=10.0, width=8, height=8, image_sha="0" * 64,
+            bundle_id="v0002-int8", latency_ms=10.0, width=8, height=8, image_sha=sha,
             audit_sample=True, audit_rate=200, score_scale=scale,
         )  # fmt: skip
-        label = "defect" if score >= 0.5 else "good"
-        review.submit(board.store, row.id, label=label, reviewer="qa")
+        if reviewed:
+            label = "defect" if score >= 0.5 else "good"
+            review.submit(board.store, row.id, label=label, reviewer="qa")
     return thresholds.audit_scores(board.store, "brick", "v0002-int8", scale)
 
 
@@ -328,6 +336,30 @@ def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     assert [r.reviewer for r in store.reviews_of(first_id)] == ["bob"]
     caption = next(c.value for c in at.caption if "inspections" in c.value)
     assert int(caption.split(" inspections")[0].replace(",", "")) == total_before - 1
+
+
+def test_the_audit_sample_is_reviewed_blind_and_oldest_first(seeded_site, site_env) -> None:
+    """No verdict, score or threshold and the same artefacts (the image alone) for OK and NG
+    audit parts alike, oldest first (an AppTest run of the page, not a browser)."""
+    _audited(seeded_site, 16, reviewed=False)
+    site_env(seeded_site)
+    at = _open("review", user="bob", role="reviewer")
+    at.selectbox(key="rv_product").set_value("brick").run()
+    at.selectbox(key="rv_kind").set_value("Audit sample").run()
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert not {"score", "threshold", "verdict"} & set(frame.columns)
+    store = _store(seeded_site)
+    rows = [store.get_inspection(i) for i in frame["id"]]
+    assert {r.verdict for r in rows} == {"OK", "NG"}  # NG parts are listed, not shown as NG
+    assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
+    for position in range(len(rows)):
+        at.session_state["rv_cursor"] = position
+        at.run()
+        assert len(at.image) == 1  # the image alone, whatever the verdict
+        text = " ".join(m.value for m in at.markdown)
+        assert "score" not in text and ":red[NG]" not in text and "threshold" not in text
+    assert any("windows of 50" in i.value for i in at.info)
 
 
 def test_labelling_the_last_item_still_says_it_was_recorded(seeded_site, site_env) -> None:
