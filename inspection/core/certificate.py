@@ -49,8 +49,8 @@ AUDIT_WINDOW = 50
 """Audit parts are reviewed in windows of this many, oldest first; a window certifies only
 when every part in it is decided (``complete_windows``)."""
 REVIEW_BALANCE_LEVEL = 0.05
-"""Certification refuses when NG- and OK-verdict audit parts were reviewed to a different
-extent: Fisher's exact test of their completion rates below this (``ReviewCompletion``)."""
+"""Certification refuses when NG-verdict audit parts were reviewed less completely than
+OK-verdict ones: Fisher's exact one-sided test below this (``ReviewCompletion``)."""
 MARGINAL_QUANTILE = 0.95
 """The certificate quotes this quantile of the line's own realised rate (Beta distribution)."""
 
@@ -87,7 +87,8 @@ class AuditedPart:
 @dataclass(frozen=True)
 class ReviewCompletion:
     """How completely the audit parts of each verdict were reviewed (good or defect):
-    {verdict: (decided, total)} and Fisher's exact two-sided p of the difference."""
+    {verdict: (decided, total)} and Fisher's exact one-sided p that NG parts were reviewed
+    less (more is harmless: the NG queue labels them too, and windows count whole)."""
 
     by_verdict: dict[str, tuple[int, int]]
     p_value: float
@@ -106,16 +107,16 @@ class ReviewCompletion:
 
 
 def review_completion(parts: Sequence[AuditedPart]) -> ReviewCompletion:
-    """The decided share of NG- and OK-verdict audit ``parts`` and whether they differ
-    (``scipy.stats.fisher_exact``): a reviewer who skips NG parts drops exactly the good
-    parts the model scores high, and the certified threshold lands too low."""
+    """The decided share of NG- and OK-verdict audit ``parts`` and whether NG parts lag
+    (``scipy.stats.fisher_exact``, one-sided): a reviewer who skips NG parts drops exactly the
+    good parts the model scores high, and the certified threshold lands too low."""
     from scipy.stats import fisher_exact  # deferred: scipy.stats costs ~1 s at every CLI start
 
     counts = {v: (sum(p.decided for p in parts if p.verdict == v),
                   sum(p.verdict == v for p in parts)) for v in ("NG", "OK")}  # fmt: skip
     (ng, n_ng), (ok, n_ok) = counts["NG"], counts["OK"]
     table = [[ng, n_ng - ng], [ok, n_ok - ok]]
-    p = 1.0 if min(n_ng, n_ok) == 0 else float(fisher_exact(table).pvalue)
+    p = 1.0 if min(n_ng, n_ok) == 0 else float(fisher_exact(table, alternative="less").pvalue)
     return ReviewCompletion(counts, p)
 
 
@@ -146,7 +147,7 @@ class AuditSelection:
     def refusal(self) -> str | None:
         if self.completion.differs:
             return (
-                f"{self.completion.describe()}: they differ (Fisher p = "
+                f"{self.completion.describe()}: NG parts lag (Fisher p = "
                 f"{self.completion.p_value:.2g}), so the confirmed goods are not a random draw "
                 "of the line's; review the audit sample blind and whole (Review queue, Show: "
                 "Audit sample, oldest first), then certify"

@@ -150,6 +150,9 @@ def test_certification_refuses_when_ng_audit_parts_are_reviewed_less_than_ok_one
         certify(_bundle(), parts, HELD_OUT)
     labels[-4:] = ["false_alarm"] * 4
     assert not review_completion(_parts(scores, labels=labels, verdicts=verdicts)).differs
+    # NG parts reviewed ahead (the NG queue labels them too): harmless, windows count whole
+    ahead = ["good"] * 10 + [None] * 86 + ["false_alarm"] * 4
+    assert not review_completion(_parts(scores, labels=ahead, verdicts=verdicts)).differs
 
 
 def _choice(own, sources, audited=()):

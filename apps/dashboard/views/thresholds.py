@@ -271,7 +271,7 @@ def _certify() -> None:
         st.session_state["th_cert_message"] = ("error", "Certifying is for a named admin user.")
         return
     try:
-        version = certify_product(board.registry, board.store, product, actor=who)
+        version = certify_product(board.registry, board.store, product, actor=who, since=since)
     except InspectionError as exc:
         st.session_state["th_cert_message"] = ("error", str(exc))
         return
@@ -284,8 +284,12 @@ def _certify() -> None:
 
 
 st.subheader("Certificate")
+days = st.number_input(
+    "Audit parts of the last N days (0: all)", min_value=0, value=0, step=7, key="th_cert_days"
+)
+since = app_state.now_minute() - timedelta(days=days) if days else None
 try:
-    certificate = product_certificate(board.registry, board.store, product)
+    certificate = product_certificate(board.registry, board.store, product, since=since)
 except InspectionError as exc:
     st.caption(f"No certificate: {exc}")
 else:
@@ -293,8 +297,11 @@ else:
     st.caption(
         "The false-reject bound of the live bundle's threshold: its good calibration scores "
         "and the random audit sample's parts reviewers confirmed good (Review queue, *Show: "
-        "Audit sample*). *Certify* derives the threshold again on them without retraining, "
-        "if the bundle's export gate still passes on its held-out parts."
+        "Audit sample*: blind, oldest first, in whole windows), each weighed by its audit "
+        "rate. The bound is marginal (over calibration sets); the line's own rate's 95 % "
+        "quantile is quoted beside it. *Certify* derives the threshold again on them without "
+        "retraining, if the bundle's export gate, per defect kind too, still passes on its "
+        "held-out parts; it refuses when NG and OK audit parts were reviewed unevenly."
     )
     st.button(
         f"Certify {product} from audited parts", disabled=not admin, on_click=_certify,
