@@ -360,6 +360,7 @@ def markdown(report: dict[str, Any]) -> str:
                 "over 1 %", "station B stated", "station B realised", "refused or left out"],
                rows),
     ]  # fmt: skip
+    lines += ["", *READING]
     rerun = report.get("thresholds_holdout_rerun") or []
     if rerun:
         lines += [
@@ -376,6 +377,29 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+READING = (
+    "How to read NOW (the mechanisms of docs/statistics.md):",
+    "",
+    "1. Certification refuses when NG-verdict audit parts were reviewed less completely than "
+    "OK ones (one-sided Fisher test); the repetitions it accepts are those where every "
+    "NG-verdict part happened to be reviewed, and hold their bound. Windows of 50 reviewed "
+    "whole keep a skipped part from ever selecting what counts.",
+    "2. The re-calibrated station's parts carry another normalisation fingerprint: left out "
+    "and named; the certificate rests on the signed scale's parts and holds.",
+    "3. From `n_needed` (99) never-trained scores the threshold rests on them alone (within "
+    "its bound); below, the pooled certificate says NOT certified (not exchangeable). With 100 "
+    "out-of-fold scores, 200 audited parts drop them (stated: the bound on the audited parts).",
+    "4. Each audit part weighs its audit rate; the line and each station get their own "
+    "bound: station B's (about 2 %) is above the budget, so the line is not certified and B's "
+    "realised rate stays within B's stated bound. 'certified' is near 0 % there: that is the "
+    "honest answer for 200 audited parts a station.",
+    "5. At 1 % the page's 95 % choice keeps the budget on either split; what changes is that "
+    "model health no longer judges the split the threshold was chosen on (before, its check "
+    "passed by construction) and the page quotes the confidence bound, not an in-sample "
+    "interval.",
+)
+
+
 def _cells(row: dict[str, Any] | None) -> list[str]:
     if row is None:
         return ["—"] * 8
@@ -388,7 +412,8 @@ def _cells(row: dict[str, Any] | None) -> list[str]:
         realised += f" ± {row['realised_se']:.2%}"
     return [f"{row['certified']:.0%}", f"{row['refused']:.0%}", pct(row["stated"]), realised,
             "—" if row["over_budget"] is None else f"{row['over_budget']:.0%}",
-            pct(row.get("station_stated")), pct(row["station_realised"]),
+            pct(row.get("station_stated") or (row["stated"] if row["station_realised"] else None)),
+            pct(row["station_realised"]),
             row["refusal"] or ""]  # fmt: skip
 
 
