@@ -79,7 +79,7 @@ def workloads(board) -> dict[str, Callable[[], object]]:
         thresholds.reviewed_scores(store, PRODUCT)
         thresholds.roc_curve(unbiased), thresholds.pr_curve(unbiased)
         thresholds.suggest_max_f1(unbiased), thresholds.suggest_for_miss_rate(unbiased, 0.01)
-        thresholds.suggest_for_budget(unbiased, 0.01)
+        thresholds.suggest_for_budget(audit_sample(board), 0.01)
         histogram = queries.score_histogram(store, PRODUCT, since=week)
         thresholds.expected_ng(
             histogram, 0.5, queries.daily_volume(store, PRODUCT, since=week, until=now)
@@ -303,11 +303,19 @@ def unbiased_sample(board) -> thresholds.LabelledScores:
     return thresholds.combine(parts, " + ".join(p.source for p in parts))
 
 
+def audit_sample(board) -> thresholds.LabelledScores:
+    """What the Thresholds page chooses a budget on: the live bundle's audit parts on its
+    signed scale (never the held-out split model health judges on)."""
+    bundle = thresholds.default_bundle(board.registry, PRODUCT)
+    scale = thresholds.bundle_scale(board.registry, PRODUCT, bundle)
+    return thresholds.audit_scores(board.store, PRODUCT, bundle, scale)
+
+
 def threshold_row(board, budget: float = 0.01) -> dict[str, Any]:
-    """The Thresholds page's budget suggestion on its default sample vs held-out good parts of
+    """The Thresholds page's budget suggestion on the audit sample vs held-out good parts of
     the store."""
     store = board.store
-    sample = unbiased_sample(board)
+    sample = audit_sample(board)
     suggestion, choice = thresholds.suggest_for_budget(sample, budget)
     held_out = (
         Inspection.product == PRODUCT,

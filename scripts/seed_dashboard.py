@@ -56,6 +56,8 @@ DEFECT_RATE = 0.06
 AUDIT_EVERY = 200
 """One part in this many is in the random audit sample (``Inspection.audit_sample``)."""
 SEEDED_NOTE = "seeded demo data, not model output"
+SEEDED_SCALE = Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0)
+"""Every seeded bundle's normalisation, so the stored scores carry its fingerprint."""
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,8 @@ def seed_inspections(
                     "mask_sha": sample.mask_sha,
                     "overlay_sha": sample.overlay_sha,
                     "audit_sample": bool(audit[i]),
+                    "audit_rate": AUDIT_EVERY if audit[i] else None,
+                    "score_scale": SEEDED_SCALE.fingerprint,
                 }
             )
         with store.session() as session:
@@ -308,6 +312,8 @@ def copy_inspections(
                     "height": np.full(size, pictures[pairs[0][0]][0].size),
                     **{c: pa.array(v, pa.string()) for c, v in cols.items()},
                     "audit_sample": audit,
+                    "audit_rate": pa.array(np.where(audit, AUDIT_EVERY, 0), mask=~audit),
+                    "score_scale": pa.array([SEEDED_SCALE.fingerprint] * size),
                     "blobs_pruned_at": pa.array(
                         created + (np.minimum(after, span) * 1e6).astype("timedelta64[us]"),
                         mask=~pruned,
@@ -421,7 +427,7 @@ def _bundle(tmp: Path, product: str, version: str, precision: str, seed: int) ->
             model_version=f"{product}/{version}",
             precision=precision,
             preprocessing=Preprocessing((256, 256), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-            normalization=Normalization(0.5, 0.5, 0.0, 1.0, 0.0, 1.0),
+            normalization=SEEDED_SCALE,
             metrics={"overall": metrics},
             extra={"seeded": True},
         ),

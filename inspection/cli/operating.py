@@ -3,6 +3,7 @@ for figures, the operating point and per-kind miss rates (shared by commands).""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 import typer
@@ -28,6 +29,9 @@ def certify(
         ..., "--product", "-p", help="Product whose live bundle to certify."
     ),
     actor: str = typer.Option(..., "--actor", help="Who certifies (audit log)."),
+    since_days: float | None = typer.Option(
+        None, "--since-days", min=0.0, help="Only audit parts of the last N days (default: all)."
+    ),
     site: str = SITE_OPTION,
 ) -> None:
     """Derive the live bundle's threshold again, without retraining, from its calibration
@@ -41,11 +45,13 @@ def certify(
     config = load_site_config(site)
     registry = Registry(config.registry_dir)
     store = Store(config.store_url, config.blob_dir)
+    since = None if since_days is None else datetime.now(timezone.utc) - timedelta(days=since_days)
     try:
         store.check_schema()
-        version = certify_product(registry, store, product, actor=actor.strip())
+        version = certify_product(registry, store, product, actor=actor.strip(), since=since)
         console.print(f"{product}: threshold v{version.number} = {version.value:.4f}")
-        console.print(escape(product_certificate(registry, store, product).describe()))
+        shown = product_certificate(registry, store, product, since=since)
+        console.print(escape(shown.describe()))
     finally:
         store.engine.dispose()
 

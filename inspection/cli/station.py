@@ -293,8 +293,9 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
     except (InspectionError, OSError) as exc:
         console.print(f"{product}: certificate [red]unreadable[/]: {escape(str(exc))}")
         return
-    held = certificate.certificate is not None and certificate.certificate.certified
-    colour = "green" if held else "red"
+    shown = certificate.certificate
+    held = shown is not None and shown.certified
+    colour = "green" if held and shown.certified_for_line else "yellow" if held else "red"
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
 
 

@@ -9,12 +9,14 @@ Layered one way: ``regions`` <- ``verdict`` <- ``segmentation`` <- ``calibration
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from inspection.core.operating_point import (
+    OUT_OF_FOLD,
     OperatingPoint,
     ThresholdChoice,
     choose_threshold,
@@ -41,6 +43,14 @@ class Normalization:
     pixel_min: float
     pixel_max: float
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits naming this scale: every stored score records the fingerprint it was
+        normalised under (``Inspection.score_scale``), so a re-fitted normalisation
+        (``runtime.recalibration``) is never mistaken for the bundle's signed one."""
+        values = ",".join(repr(float(getattr(self, f.name))) for f in fields(self))
+        return hashlib.sha256(values.encode("ascii")).hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class Calibration:
@@ -64,6 +74,9 @@ class Calibration:
     fused (global-context) threshold replaced the local one (its bundles keep their own)."""
     good_weights: tuple[float, ...] = ()
     """How many good images each of ``good_scores`` counts for (``convolved``); empty: one."""
+    good_score_sources: tuple[str, ...] = ()
+    """Where each of ``good_scores`` comes from (a ``good_sources`` name); empty: recorded
+    before sources were kept, read from the order ``calibrate`` writes (``score_sources``)."""
 
     def __post_init__(self) -> None:
         norm = self.normalization
@@ -82,6 +95,18 @@ class Calibration:
         scores = np.asarray(self.good_scores, dtype=np.float64)
         weights = self.good_weights or np.ones(scores.size)
         return scores, np.asarray(weights, dtype=np.float64)
+
+    def score_sources(self) -> tuple[str, ...]:
+        """(G,) the source of each good score: recorded, else from ``calibrate``'s order (the
+        out-of-fold scores first, as many images as ``good_sources`` counts, then the rest)."""
+        if self.good_score_sources or not self.good_scores:
+            return self.good_score_sources
+        _, weights = self.good_set()
+        counts = dict((self.operating.good_sources or {}) if self.operating else {})
+        oof = counts.pop(OUT_OF_FOLD, 0)
+        before = np.cumsum(weights) - weights  # images counted before each score
+        rest = "+".join(sorted(counts)) or "calibration"
+        return tuple(OUT_OF_FOLD if done < oof - 1e-9 else rest for done in before)
 
 
 def calibrate(
@@ -123,6 +148,7 @@ def calibrate(
     weights = None if extra_weights is None else np.r_[extra_weights, np.ones(own.size)]
     good = np.r_[extra.reshape(-1), own]
     sources = good_sources or {"validation": int((labels == 0).sum())}
+    per_score = _per_score_sources(sources, extra.size, extra_weights, own.size)
     choice = choose_threshold(
         good, point, defect_scores=scores[labels == 1], good_sources=sources, good_weights=weights
     )
@@ -153,7 +179,21 @@ def calibrate(
         operating=choice,
         good_scores=tuple(float(f"{v:.9g}") for v in good),
         good_weights=() if weights is None else tuple(float(w) for w in weights),
+        good_score_sources=per_score,
     )
+
+
+def _per_score_sources(
+    sources: dict[str, int], n_extra: int, extra_weights: np.ndarray | None, n_own: int
+) -> tuple[str, ...]:
+    """The source of each of ``calibrate``'s good scores: ``extra`` holds the out-of-fold ones
+    first (as many images as ``sources`` counts, ``extra_weights`` each), then calibration
+    images; the validation ones follow."""
+    weights = np.ones(n_extra) if extra_weights is None else np.asarray(extra_weights, float)
+    before = np.cumsum(weights) - weights
+    oof = sources.get(OUT_OF_FOLD, 0)
+    extra = [OUT_OF_FOLD if done < oof - 1e-9 else "calibration" for done in before]
+    return (*extra, *(["validation"] * n_own))
 
 
 def _f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float | None:

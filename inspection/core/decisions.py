@@ -97,7 +97,12 @@ class ThresholdVersion:
         return f"threshold v{self.number} of {self.product}"
 
     def row(self) -> dict[str, object]:
-        return _row(self, ("budget", "certificate", "key_id", "signature"))
+        row = _row(self, ("budget", "certificate", "key_id", "signature"))
+        certificate = row.get("certificate")
+        for key in Certificate.OPTIONAL if isinstance(certificate, dict) else ():
+            if certificate[key] is None:  # rows signed before these fields verify the same
+                del certificate[key]
+        return row
 
 
 @dataclass(frozen=True)

@@ -191,9 +191,10 @@ def fewest_below_largest(budget: float) -> int:
 
 def pools_out_of_fold(budget: float, n_never_trained: int) -> bool:
     """Whether out-of-fold training scores join the good scores that set the threshold: only
-    while the never-trained good images are fewer than ``fewest_below_largest(budget)``, since
-    a model scores its own training images lower even out of fold (docs/statistics.md)."""
-    return n_never_trained < fewest_below_largest(budget)
+    while the never-trained good images are fewer than ``n_needed(budget)`` (99 at 1 %): from
+    there a valid certificate rests on them alone, since a model scores its own training
+    images lower even out of fold (docs/statistics.md)."""
+    return n_never_trained < n_needed(budget)
 
 
 def extra_good_scores(
@@ -491,17 +492,20 @@ def lacking_kinds(miss: Mapping[str, KindMiss], bound: float) -> tuple[str, ...]
     return tuple(sorted(k for k, m in miss.items() if m.interval.high > bound + 1e-12))
 
 
-def defects_needed(bound: float, level: float = 0.95) -> int | None:
-    """The fewest images of a defect kind that, none missed, show a miss rate <= ``bound``
-    (the exact interval's upper end, 1 - ((1 - level) / 2) ** (1 / n)); None when ``bound``
-    is 0 (no finite sample shows it)."""
+def defects_needed(bound: float, level: float = 0.95, missed: int = 0) -> int | None:
+    """The fewest images of a defect kind that, with ``missed`` of them missed and no more,
+    show a miss rate <= ``bound`` (the exact interval's upper end; none missed:
+    1 - ((1 - level) / 2) ** (1 / n)); None when ``bound`` is 0 (no finite sample shows it)."""
     if bound <= 0.0:
         return None
     n = max(1, math.ceil(math.log((1.0 - level) / 2.0) / math.log1p(-min(bound, 0.5)) - 1e-9))
-    while n > 1 and count_interval(0, n - 1, level=level).high <= bound + 1e-12:
+    n = max(n, missed + 1)
+    while n > missed + 1 and count_interval(missed, n - 1, level=level).high <= bound + 1e-12:
         n -= 1
-    while count_interval(0, n, level=level).high > bound + 1e-12:
-        n += 1
+    while count_interval(missed, n, level=level).high > bound + 1e-12:
+        n += 1 if n < 64 else max(1, n // 16)
+    while n > missed + 1 and count_interval(missed, n - 1, level=level).high <= bound + 1e-12:
+        n -= 1
     return n
 
 

@@ -337,9 +337,9 @@ def queue_page(
 
 
 @st.cache_data(ttl=300, show_spinner=False, max_entries=256)
-def views(site: str, row: queries.QueueRow) -> review.Views:
+def views(site: str, row: queries.QueueRow, blind: bool = False) -> review.Views:
     opened = _open(site)
-    return review.load_views(opened.store, row, opened.registry)
+    return review.load_views(opened.store, row, opened.registry, blind=blind)
 
 
 @st.cache_data(ttl=DATA_TTL_S, show_spinner=False)

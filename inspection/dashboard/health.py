@@ -62,6 +62,9 @@ class ModelHealth:
     rejected_good: int = 0
     kinds: tuple[KindMiss, ...] = ()
     problem: str = ""
+    not_held_out: str = ""
+    """Why the judged split is not held out for this threshold ('': it is): a threshold set by
+    value on the Thresholds page, where that split is shown, may have been chosen on it."""
 
     @property
     def reject_rate(self) -> float:
@@ -102,9 +105,10 @@ class ModelHealth:
                 f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}; 95% interval up to "
                 f"{k.interval.high:.1%}), not shown to be within the {bound:.0%} bound"
             )
-            needed = _defects_needed(bound)
-            if k.rate <= bound and needed is not None:
-                text += f": that takes at least {needed} {kind} images with no miss"
+            needed = _defects_needed(bound, 0.95, k.missed)
+            if k.rate < bound and needed is not None:
+                misses = "no miss" if not k.missed else f"no miss beyond these {k.missed}"
+                text += f": that takes at least {needed} {kind} images with {misses}"
             reasons.append(text)
         return tuple(reasons)
 
@@ -114,14 +118,15 @@ class ModelHealth:
 
     def summary(self) -> str:
         where = f"{self.product} `{self.bundle_id}`" if self.bundle_id else self.product
+        caveat = f"; not held-out: {self.not_held_out}" if self.not_held_out else ""
         if self.line_ready:
             return (
                 f"{where}: line-ready at threshold {self.threshold:.4g} — rejects "
                 f"{self.rejected_good}/{self.n_good} good, misses {self.missed}/"
-                f"{self.n_defective} defective ({self.split} split)"
+                f"{self.n_defective} defective ({self.split} split){caveat}"
             )
         state = "health unknown" if not self.known else "NOT LINE-READY"
-        return f"{where}: {state} — " + "; ".join(self.reasons)
+        return f"{where}: {state} — " + "; ".join(self.reasons) + caveat
 
 
 def operating_point(product: str, configs_dir: Path | None = None) -> OperatingPoint:
@@ -213,9 +218,11 @@ def model_health(
     """Health of the live bundle at the live threshold (or ``threshold``, for what-ifs)."""
     point = point or operating_point(product, configs_dir)
     bundle_id, data, missing = live_scores(registry, product)
+    caveat = ""
     if threshold is None:
         threshold = current_threshold_value(registry, product, bundle_id)
-    base = ModelHealth(product, bundle_id, float(threshold), point)
+        caveat = _chosen_on_split(registry, product)
+    base = ModelHealth(product, bundle_id, float(threshold), point, not_held_out=caveat)
     if bundle_id is None:
         return base
     refused = _station_refusals(registry, product, configs_dir)
@@ -237,6 +244,21 @@ def model_health(
         n_good=int(good.sum()),
         rejected_good=int(is_ng(scores[good], threshold).sum()),
         kinds=tuple(miss[k] for k in sorted(miss)),
+    )
+
+
+def _chosen_on_split(registry: Registry, product: str) -> str:
+    """Why the live threshold may have been chosen on the held-out split ('': it was not):
+    a version set by value (no budget, no certificate) on the Thresholds page, which shows
+    that split's rates; a budget is chosen on the audit sample, a certificate on audit parts
+    and the bundle's calibration scores."""
+    version = registry.journal.current_threshold(product)
+    if version is None or version.budget is not None or version.certificate is not None:
+        return ""
+    return (
+        f"threshold v{version.number} was set by value on the Thresholds page, where the "
+        "held-out split it is judged on is shown; set it at a budget (chosen on the audit "
+        "sample) or certify it for a held-out judgement"
     )
 
 

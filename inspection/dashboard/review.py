@@ -83,14 +83,20 @@ def page_start(
     return queries.queue_anchor(store, query, page * page_size - 1)
 
 
-def page_frame(page: QueuePage) -> pd.DataFrame:
+BLIND_COLUMNS = ("score", "threshold", "verdict")
+"""What the audit view never shows: a reviewer who sees them reviews by them (docs/statistics.md)."""
+
+
+def page_frame(page: QueuePage, *, blind: bool = False) -> pd.DataFrame:
+    """The page's rows as a table; ``blind`` (the audit sample): without ``BLIND_COLUMNS``."""
     columns = ["time", "product", "station", "part", "score", "threshold", "verdict", "label", "id"]
     rows = [
         (r.created_at, r.product, r.station_id, r.part, r.score, r.threshold, r.verdict,
          LABELS.get(r.review_label or "", ""), r.id)
         for r in page.rows
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.drop(columns=list(BLIND_COLUMNS)) if blind else frame
 
 
 @dataclass(frozen=True)
@@ -103,12 +109,17 @@ class Views:
     missing: tuple[str, ...]
 
 
-def load_views(store: Store, row: queries.QueueRow, registry: Registry | None = None) -> Views:
+def load_views(
+    store: Store, row: queries.QueueRow, registry: Registry | None = None, *, blind: bool = False
+) -> Views:
     """The inspected image (at its model's bit depth: a 12-bit upload would show near black
-    at the default), its anomaly overlay and mask outline."""
+    at the default), its anomaly overlay and mask outline; ``blind`` (the audit sample): the
+    image alone, the same artefacts for every part whatever its verdict."""
     missing: list[str] = []
     bits = image_bits(registry, row.model_version) if registry is not None else DEFAULT_SOURCE_BITS
     image = _blob_image(store, row.image_sha, "image", missing, bits)
+    if blind:
+        return Views(image, None, None, tuple(missing))
     overlay = _blob_image(store, row.overlay_sha, "overlay", missing)
     if overlay is None and image is not None and row.map_sha:
         anomaly_map = _blob_map(store, row.map_sha, missing)

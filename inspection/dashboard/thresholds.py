@@ -47,6 +47,9 @@ class LabelledScores:
     kinds: tuple[str, ...] = ()
     biased: bool = False
     """Selected by score (reviews of NG/borderline parts): rates on it are not production's."""
+    held_out: bool = False
+    """Holds the bundle's held-out split, which model health and LINE-READY judge on: a
+    threshold chosen on it would be judged on its own sample (``suggest_for_budget``)."""
 
     @property
     def n_defect(self) -> int:
@@ -92,6 +95,7 @@ def combine(parts: list[LabelledScores], source: str) -> LabelledScores:
         source,
         kinds,
         any(p.biased for p in parts),
+        any(p.held_out for p in parts),
     )
 
 
@@ -106,6 +110,7 @@ def read_validation_scores(bundle_dir: str | Path) -> LabelledScores | None:
         np.asarray(data.labels, dtype=np.int8),
         f"held-out ({data.split} split{note})",
         kinds_of(data),
+        held_out=True,
     )
 
 
@@ -138,14 +143,30 @@ def validation_scores(
         return None
 
 
+def bundle_scale(registry: Registry, product: str, bundle_id: str | None) -> str | None:
+    """The fingerprint of ``bundle_id``'s signed normalisation (None: no readable bundle)."""
+    if bundle_id is None:
+        return None
+    try:
+        metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
+    except (BundleError, RegistryError):
+        return None
+    return metadata.normalization.fingerprint
+
+
 def reviewed_scores(store: Store, product: str) -> LabelledScores:
     """Scores of reviewed inspections (biased)."""
     return _labelled(queries.labelled_scores(store, product), "reviewed results", biased=True)
 
 
-def audit_scores(store: Store, product: str) -> LabelledScores:
-    """Reviewed parts of the random audit sample."""
-    pairs = queries.labelled_scores(store, product, audit_only=True)
+def audit_scores(
+    store: Store, product: str, bundle_id: str | None = None, scale: str | None = None
+) -> LabelledScores:
+    """Reviewed parts of the random audit sample (``bundle_id`` and ``scale``: only those
+    that bundle scored under that normalisation, one scale)."""
+    pairs = queries.labelled_scores(
+        store, product, audit_only=True, bundle_id=bundle_id, scale=scale
+    )
     return _labelled(pairs, f"random audit sample ({len(pairs)} reviewed parts)", biased=False)
 
 
@@ -165,7 +186,9 @@ def _labelled(pairs: list[tuple[float, str]], source: str, *, biased: bool) -> L
 
 
 def reject_interval(data: LabelledScores, threshold: float, level: float = 0.95) -> Interval:
-    """The good-part reject rate at ``threshold`` with its exact (Clopper-Pearson) interval."""
+    """The good-part reject rate at ``threshold`` with its exact (Clopper-Pearson) interval:
+    a confidence interval only for a threshold NOT chosen on ``data`` (for a chosen one quote
+    ``ThresholdChoice.false_reject_bound``, its confidence bound)."""
     good = data.scores[data.labels == 0]
     return count_interval(int(is_ng(good, threshold).sum()), good.size, level=level)
 
@@ -263,8 +286,13 @@ def suggest_for_budget(data: LabelledScores, budget: float) -> tuple[Tradeoff, T
     if data.biased:
         raise ValueError(
             f"{data.source}: reviewed parts were selected by score (NG/borderline), so their "
-            "good parts are not production's; a budget needs the held-out split or the "
-            "random audit sample"
+            "good parts are not production's; a budget needs the random audit sample"
+        )
+    if data.held_out:
+        raise ValueError(
+            f"{data.source}: holds the held-out split that model health and LINE-READY judge "
+            "on; a threshold chosen on it is not held-out. Choose a budget on the random "
+            "audit sample alone"
         )
     good = data.scores[data.labels == 0]
     if good.size == 0:

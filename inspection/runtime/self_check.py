@@ -87,9 +87,12 @@ class LiveCheck:
             concerns.append(f"may miss more than {max_miss:.0%} of {kinds}")
         if unproven := [k for k in lacking if miss[k].rate <= max_miss]:
             kinds = ", ".join(_missed(miss[k]) for k in unproven)
+            needed = ", ".join(
+                f"{k} {defects_needed(max_miss, 0.95, miss[k].missed)}" for k in unproven
+            )
             concerns.append(
                 f"is not shown to miss at most {max_miss:.0%} of {kinds}: too few held-out "
-                f"images ({defects_needed(max_miss)} of a kind with none missed would show it)"
+                f"images (with no further miss, these would show it: {needed})"
             )
         return concerns
 

@@ -223,6 +223,8 @@ class Pipeline:
         fields = _row(request, model.bundle_id, decoded, result, audit) | {
             column: sha256_bytes(blob) for column, (blob, _ext) in encoded.items()
         }
+        fields["score_scale"] = model.inspector.metadata.normalization.fingerprint
+        fields["audit_rate"] = self.retention.audit_rate if audit else None
         timings = {**(timings_ms or {}), "inference_ms": fields["latency_ms"]}
         return self._commit(request, fields, encoded, timings, stages, started)
 

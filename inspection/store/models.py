@@ -107,6 +107,13 @@ class Inspection(Base):
     """The latest review's painted defect region (a mask blob), mirrored like its label."""
     audit_sample: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     """Chosen at write time into the random audit sample (kept with its blobs by retention)."""
+    audit_rate: Mapped[int | None] = mapped_column(Integer)
+    """An audit part's station drew 1 in this many (its inclusion probability's inverse: the
+    weight certification gives it, migration 0017); None: not an audit part, or before 0017."""
+    score_scale: Mapped[str | None] = mapped_column(String(16))
+    """The fingerprint of the normalisation ``score`` was scaled under
+    (``core.calibration.Normalization.fingerprint``): a re-calibrated station's differs from
+    its bundle's signed one (migration 0017); None: stored before."""
     blobs_pruned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     """Set when retention removed this row's blobs; its ``*_sha`` fields then name no file."""
 

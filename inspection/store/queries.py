@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 from sqlalchemy import Select, and_, func, literal, select, tuple_
 
+from inspection.core.certificate import CONFIRMED_GOOD, AuditedPart
 from inspection.store import rollups
 from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog, as_utc
 from inspection.store.rollups import HourlyRollup, ScoreRollup, hour_of
@@ -26,7 +27,7 @@ QueueStatus = Literal["unreviewed", "reviewed", "all"]
 QueueOrder = Literal["score_desc", "newest", "oldest", "closest_to_threshold"]
 PERIODS, QUEUE_KINDS = get_args(Period), get_args(QueueKind)
 QUEUE_STATUSES, QUEUE_ORDERS = get_args(QueueStatus), get_args(QueueOrder)
-GOOD_LABELS: tuple[str, ...] = ("false_alarm", "good")  # review labels that confirm a part good
+GOOD_LABELS = CONFIRMED_GOOD  # review labels that confirm a part good
 _SQLITE_BUCKETS = {"hour": (13, ":00:00"), "day": (10, " 00:00:00")}  # prefix length, padding
 
 
@@ -285,30 +286,45 @@ def score_histogram(
 
 
 def labelled_scores(
-    store: Store, product: str, *, audit_only: bool = False
+    store: Store,
+    product: str,
+    *,
+    audit_only: bool = False,
+    bundle_id: str | None = None,
+    scale: str | None = None,
 ) -> list[tuple[float, str]]:
     """(score, latest review label) of every reviewed inspection of ``product``; with
-    ``audit_only`` only those of the random audit sample."""
+    ``audit_only`` only those of the random audit sample; ``bundle_id``/``scale``: only those
+    that bundle scored under that normalisation (``Inspection.score_scale``), one scale."""
     query = select(Inspection.score, Inspection.review_label).where(
         Inspection.product == product, Inspection.review_label.in_(REVIEW_LABELS)
     )
     if audit_only:
         query = query.where(Inspection.audit_sample)
+    if bundle_id is not None:
+        query = query.where(Inspection.bundle_id == bundle_id)
+    if scale is not None:
+        query = query.where(Inspection.score_scale == scale)
     with store.session() as session:
         return [(float(s), str(label)) for s, label in session.execute(query)]
 
 
-def audited_good(store: Store, product: str) -> list[tuple[str, str, float]]:
-    """(inspection id, bundle id, score) of every part of ``product``'s random audit sample a
-    reviewer confirmed good (``good`` or ``false_alarm``), oldest first."""
+def audit_parts(store: Store, product: str, *, since: datetime | None = None) -> list[AuditedPart]:
+    """Every part of ``product``'s random audit sample (since ``since``), reviewed or not,
+    oldest first: what ``core.certificate.select_audited`` cuts into review windows."""
     query = (
-        select(Inspection.id, Inspection.bundle_id, Inspection.score)
-        .where(Inspection.product == product, Inspection.review_label.in_(GOOD_LABELS))
-        .where(Inspection.audit_sample.is_(True))
+        select(Inspection.id, Inspection.bundle_id, Inspection.score, Inspection.station_id,
+               Inspection.verdict, Inspection.review_label, Inspection.audit_rate,
+               Inspection.score_scale)
+        .where(Inspection.product == product, Inspection.audit_sample.is_(True),
+               *_filters(Inspection, None, None, since, None))
         .order_by(Inspection.created_at, Inspection.id)
-    )
+    )  # fmt: skip
     with store.session() as session:
-        return [(str(i), str(b), float(s)) for i, b, s in session.execute(query)]
+        return [
+            AuditedPart(str(i), str(b), float(s), str(st), str(v), label, rate, scale)
+            for i, b, s, st, v, label, rate, scale in session.execute(query)
+        ]
 
 
 def defect_types(store: Store, product: str | None = None) -> list[str]:

@@ -45,7 +45,7 @@ def site(tmp_path: Path) -> Path:
             product=PRODUCT, station_id="st-1", score=float(score), threshold=0.5,
             verdict="NG" if score >= 0.5 else "OK", model_version=f"{PRODUCT}/v0001",
             bundle_id=bundle, latency_ms=1.0, width=8, height=8, image_sha=f"{index:064d}",
-            audit_sample=True,
+            audit_sample=True, audit_rate=500, score_scale=_bundle().normalization.fingerprint,
         )  # fmt: skip
         store.add_review(row.id, label=label, reviewer="qa")
     store.engine.dispose()
@@ -66,6 +66,11 @@ def test_the_command_records_the_certified_threshold_of_the_bundles_own_parts(si
     assert (certificate.n_good, certificate.n_audited) == (N_GOOD + 30, 30)  # not v0002's
     assert (version.bundle_id, version.budget) == (BUNDLE, certificate.budget)
     assert f"{PRODUCT}: threshold v1 = {version.value:.4f}" in result.output
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert "(marginal: averaged over calibration sets; this line's own rate is below" in text
+    assert "audit parts reviewed by verdict: NG 1/1 (100%), OK 30/30 (100%)" in text
+    assert "1 left out: scored by another bundle" in text
+    assert "marginal" in version.reason  # the journal's record says it too
 
 
 def test_a_product_without_a_live_bundle_is_refused_with_the_reason(site: Path) -> None:

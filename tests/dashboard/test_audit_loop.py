@@ -134,7 +134,10 @@ def test_audited_parts_confirmed_in_the_dashboard_certify_the_live_bundle(
     with serve(load_station_config(station_yaml)) as station:
         rows = [station.inspect(p.read_bytes()).json() for p in [*audited, *defects]]
         store = station.station.store
-        assert all(store.get_inspection(r["id"]).audit_sample for r in rows)
+        stored = [store.get_inspection(r["id"]) for r in rows]
+        assert all(row.audit_sample and row.audit_rate == 1 for row in stored)
+        signed = read_bundle_metadata(registry.bundles.bundle_dir(PRODUCT, BUNDLE))
+        assert {row.score_scale for row in stored} == {signed.normalization.fingerprint}
         first, *others = rows
         for row, image in zip(others, [*audited, *defects][1:], strict=True):
             label = "good" if image.parent.name == "good" else "defect"

@@ -142,10 +142,28 @@ def test_the_audit_queue_lists_the_random_sample_and_its_confirmed_goods(store: 
     assert [r.score for r in queries.review_queue(store, audit)] == [0.8, 0.6, 0.3, 0.1]
     for row, label in zip(rows, ("good", "false_alarm", "defect", "good"), strict=True):
         review.submit(store, row.id, label=label, reviewer="ann")
-    assert queries.audited_good(store, "p") == [
-        (rows[0].id, "v0001-fp32", 0.1), (rows[1].id, "v0001-fp32", 0.3),
-        (rows[3].id, "v0002-int8", 0.6),
+    found = queries.audit_parts(store, "p")
+    assert [(p.inspection_id, p.bundle_id, p.score, p.label) for p in found] == [
+        (rows[0].id, "v0001-fp32", 0.1, "good"), (rows[1].id, "v0001-fp32", 0.3, "false_alarm"),
+        (rows[2].id, "v0001-fp32", 0.8, "defect"), (rows[3].id, "v0002-int8", 0.6, "good"),
     ]  # fmt: skip
+    assert [p.good for p in found] == [True, True, False, True]
+
+
+def test_audit_parts_keep_their_audit_rate_and_what_scaled_their_score(store: Store) -> None:
+    """Migration 0017: a re-calibrated station's scores share the bundle id, not the scale;
+    the Thresholds page's audit sample reads one bundle on one scale."""
+    signed = _row(store, 90, 0.2, audit_sample=True, audit_rate=200, score_scale="a" * 16)
+    other = _row(store, 91, 0.3, audit_sample=True, audit_rate=2000, score_scale="b" * 16)
+    for row in (signed, other):
+        review.submit(store, row.id, label="good", reviewer="ann")
+    found = queries.audit_parts(store, "p")
+    assert [(p.audit_rate, p.scale) for p in found] == [(200, "a" * 16), (2000, "b" * 16)]
+    assert queries.audit_parts(store, "p", since=T0 + timedelta(minutes=91)) == found[1:]
+    one = queries.labelled_scores(
+        store, "p", audit_only=True, bundle_id="v0001-fp32", scale="a" * 16
+    )
+    assert one == [(0.2, "good")]
 
 
 @pytest.mark.parametrize(

@@ -125,3 +125,29 @@ def test_held_out_pictures_are_read_at_the_live_bundles_bits(tmp_path: Path) -> 
     assert shown("p12") == (12, 128)  # 2048 >> 4
     assert shown("p16") == (16, 8)  # the high byte, as before
     assert health.source_bits(registry, "p12", "v0009-fp32") == 16  # a bundle gone: the default
+
+
+def test_a_threshold_set_by_value_is_not_held_out_for_the_split_that_judges_it(live) -> None:
+    registry, _ = live
+    version = registry.journal.set_threshold("brick", 0.62, actor="qa", reason="by hand")
+    by_hand = health.model_health(registry, "brick")
+    assert f"not held-out: threshold v{version.number} was set by value" in by_hand.summary()
+    registry.journal.set_threshold("brick", 0.62, actor="qa", reason="1 %", budget=0.01)
+    assert "not held-out" not in health.model_health(registry, "brick").summary()
+
+
+@pytest.mark.parametrize(("missed", "needed"), [(0, 36), (1, 54), (2, 70)])
+def test_images_needed_are_counted_from_the_kinds_own_misses(missed: int, needed: int) -> None:
+    """scratch 1/36 is not shown within 10 %: with no further miss, 54 images would show it."""
+    from inspection.core.bootstrap import count_interval
+    from inspection.core.operating_point import KindMiss
+
+    kind = KindMiss("scratch", 30, missed, count_interval(missed, 30))
+    item = health.ModelHealth(
+        "p", "b", 0.5, OperatingPoint(budget=0.01, miss_bound=0.10), split="test",
+        n_good=100, kinds=(kind,),
+    )  # fmt: skip
+    assert item.reasons[-1].endswith(
+        f"that takes at least {needed} scratch images with "
+        + ("no miss" if not missed else f"no miss beyond these {missed}")
+    )

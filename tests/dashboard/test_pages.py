@@ -6,11 +6,13 @@ back from the registry and the store.
 
 from __future__ import annotations
 
+import io
 import os
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from inspection.core.config import load_site_config
@@ -185,6 +187,31 @@ def _brick_scores(site: Path) -> thresholds.LabelledScores:
     )
 
 
+def _audited(site: Path, n: int = 40, *, reviewed: bool = True) -> thresholds.LabelledScores:
+    """``n`` random-audit brick parts the live bundle scored on its signed scale (every 8th
+    NG), added to ``site``'s store, reviewed good or defect (``reviewed``); the sample a
+    budget is chosen on."""
+    board = open_dashboard(site)
+    scale = thresholds.bundle_scale(board.registry, "brick", "v0002-int8")
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8), (90, 60, 40)).save(picture, format="PNG")
+    sha = board.store.blobs.put(picture.getvalue(), ".png")
+    for i in range(n):
+        score = 0.9 if i % 8 == 7 else 0.05 + 0.4 * i / n
+        row = board.store.add_inspection(
+            created_at=datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(minutes=i),
+            product="brick",
+            station_id="line1-cam1", score=score, threshold=0.5,
+            verdict="NG" if score >= 0.5 else "OK", model_version="brick/v0002",
+            bundle_id="v0002-int8", latency_ms=10.0, width=8, height=8, image_sha=sha,
+            audit_sample=True, audit_rate=200, score_scale=scale,
+        )  # fmt: skip
+        if reviewed:
+            label = "defect" if score >= 0.5 else "good"
+            review.submit(board.store, row.id, label=label, reviewer="qa")
+    return thresholds.audit_scores(board.store, "brick", "v0002-int8", scale)
+
+
 def test_threshold_slider_shows_tradeoffs_and_save_creates_a_version(seeded_site, site_env) -> None:
     site_env(seeded_site)
     at = _open("thresholds", user="alice", role="admin")
@@ -247,20 +274,25 @@ def test_threshold_save_needs_a_name(seeded_site, site_env, open_mode) -> None:
     ],
 )
 def test_a_suggestion_applies_exactly_what_it_quotes(seeded_site, site_env, button, suggest):
+    """A budget is chosen on the random audit sample alone, never on the held-out split the
+    page's rates (and model health) judge it on."""
+    audit = _audited(seeded_site)
     site_env(seeded_site)
     at = _open("thresholds")
     at.button(key=button).click().run()
-    quoted = suggest(_brick_scores(seeded_site))
+    quoted = suggest(audit if button == "use_budget" else _brick_scores(seeded_site))
     applied = at.slider(key="th_value_brick").value
     assert applied == quoted.threshold == round(applied, thresholds.SAVED_DECIMALS)
+    shown = thresholds.tradeoff(_brick_scores(seeded_site), applied)
     metrics = {m.label: m.value for m in at.metric}  # the page's rates at the applied value
-    assert metrics["Good parts rejected"] == f"{quoted.false_alarm_rate:.1%}"
-    assert metrics["Defects missed"] == f"{quoted.miss_rate:.1%}"
+    assert metrics["Good parts rejected"] == f"{shown.false_alarm_rate:.1%}"
+    assert metrics["Defects missed"] == f"{shown.miss_rate:.1%}"
 
 
 def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, site_env) -> None:
     """Saved as the budget control chose it: the version records the budget (a station that
     re-calibrates the bundle re-derives the threshold at it); moved by hand: none."""
+    audit = _audited(seeded_site)
     site_env(seeded_site)
     registry = Registry(load_site_config(seeded_site).registry_dir)
     at = _open("thresholds", user="alice", role="admin")
@@ -269,7 +301,7 @@ def test_a_save_at_the_budget_controls_value_records_the_budget(seeded_site, sit
     at.button(key="th_save").click().run()
     assert not at.exception and not _errors(at), _errors(at)
     saved = registry.journal.current_threshold("brick")
-    quoted = thresholds.suggest_for_budget(_brick_scores(seeded_site), 0.01)[0]
+    quoted = thresholds.suggest_for_budget(audit, 0.01)[0]
     assert (saved.value, saved.budget) == (quoted.threshold, 0.01)
     assert any("(false-reject budget 1.0%)" in m.value for m in at.success)
     assert _frame_with(at, "budget")["budget"].tolist()[0] == "1.0%"
@@ -304,6 +336,30 @@ def test_review_label_reaches_the_store(seeded_site, site_env) -> None:
     assert [r.reviewer for r in store.reviews_of(first_id)] == ["bob"]
     caption = next(c.value for c in at.caption if "inspections" in c.value)
     assert int(caption.split(" inspections")[0].replace(",", "")) == total_before - 1
+
+
+def test_the_audit_sample_is_reviewed_blind_and_oldest_first(seeded_site, site_env) -> None:
+    """No verdict, score or threshold and the same artefacts (the image alone) for OK and NG
+    audit parts alike, oldest first (an AppTest run of the page, not a browser)."""
+    _audited(seeded_site, 16, reviewed=False)
+    site_env(seeded_site)
+    at = _open("review", user="bob", role="reviewer")
+    at.selectbox(key="rv_product").set_value("brick").run()
+    at.selectbox(key="rv_kind").set_value("Audit sample").run()
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert not {"score", "threshold", "verdict"} & set(frame.columns)
+    store = _store(seeded_site)
+    rows = [store.get_inspection(i) for i in frame["id"]]
+    assert {r.verdict for r in rows} == {"OK", "NG"}  # NG parts are listed, not shown as NG
+    assert [r.created_at for r in rows] == sorted(r.created_at for r in rows)
+    for position in range(len(rows)):
+        at.session_state["rv_cursor"] = position
+        at.run()
+        assert len(at.image) == 1  # the image alone, whatever the verdict
+        text = " ".join(m.value for m in at.markdown)
+        assert "score" not in text and ":red[NG]" not in text and "threshold" not in text
+    assert any("windows of 50" in i.value for i in at.info)
 
 
 def test_labelling_the_last_item_still_says_it_was_recorded(seeded_site, site_env) -> None:

@@ -106,3 +106,12 @@ def test_suggestions_follow_the_core_rule(tmp_path: Path) -> None:
     ):
         core = choose_threshold(good, point, defect_scores=bad).threshold
         assert suggestion.threshold == thresholds.applied_value(data, core)
+
+
+def test_a_budget_is_not_chosen_on_the_split_model_health_judges() -> None:
+    split = thresholds.LabelledScores(
+        np.linspace(0, 1, 300), np.zeros(300, np.int8), "held-out (test split)", held_out=True
+    )
+    for data in (split, thresholds.combine([split], "held-out + audit sample")):
+        with pytest.raises(ValueError, match="a threshold chosen on it is not held-out"):
+            thresholds.suggest_for_budget(data, 0.01)

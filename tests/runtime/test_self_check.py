@@ -72,7 +72,7 @@ def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_r
     few = replace(poor, false_reject_rate=0.0, miss_rate=0.0)
     assert LiveCheck("p/v0001", few, few, check.decision).line_concerns() == [
         "is not shown to miss at most 10% of defects 0/16 (95% up to 21%): too few held-out "
-        "images (36 of a kind with none missed would show it)"
+        "images (with no further miss, these would show it: defects 36)"
     ]
     fine = replace(few, n_defective=40)
     assert LiveCheck("p/v0001", fine, fine, check.decision).line_concerns() == []
@@ -99,7 +99,7 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     assert check.line_concerns() == [
         "may miss more than 10% of crack 8/21 (95% up to 62%)",
         "is not shown to miss at most 10% of stain 1/41 (95% up to 13%): too few held-out "
-        "images (36 of a kind with none missed would show it)",
+        "images (with no further miss, these would show it: stain 54)",
     ]
     assert "(crack 8/21; stain 1/41)" in check.summary()
     assert (

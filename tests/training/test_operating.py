@@ -12,7 +12,7 @@ from inspection.core.operating_point import (
     OUT_OF_FOLD,
     OperatingPoint,
     choose_threshold,
-    fewest_below_largest,
+    n_needed,
 )
 from inspection.training.global_context import context_threshold
 from inspection.training.operating import TrainGoodScores, calibrate_predictions
@@ -47,12 +47,12 @@ def _good(scores: np.ndarray) -> TrainGoodScores:
     return TrainGoodScores((), scores, (), np.empty(0), 5, np.ones(scores.size, bool))
 
 
-@pytest.mark.parametrize("budget", [0.01, 0.05])
+@pytest.mark.parametrize("budget", [0.01, 0.02])  # n_needed 99, 49: above the 20 validation
 def test_enough_never_trained_scores_set_the_threshold_without_out_of_fold_ones(
     budget: float,
 ) -> None:
     point = OperatingPoint(budget=budget)
-    held = RNG.normal(0.0, 1.0, fewest_below_largest(budget) - 20)  # + 20 good validation
+    held = RNG.normal(0.0, 1.0, n_needed(budget) - 20)  # + 20 good validation
     calibration = calibrate_predictions(VALIDATION, point, _good(OUT_OF_FOLD_SCORES), held)
     operating = calibration.operating
     alone = choose_threshold(np.r_[held, VALIDATION.scores[:20]], point)
@@ -73,7 +73,7 @@ def test_enough_never_trained_scores_set_the_threshold_without_out_of_fold_ones(
 def test_a_fused_threshold_follows_the_same_rule() -> None:
     point = OperatingPoint()
     fused, labels = VALIDATION.scores.astype(np.float64), VALIDATION.labels
-    held = RNG.normal(0.0, 1.0, fewest_below_largest(point.budget) - 20)
+    held = RNG.normal(0.0, 1.0, n_needed(point.budget) - 20)
     choice = context_threshold(fused, labels, point, OUT_OF_FOLD_SCORES, held)
     assert choice.good_sources == {"validation": 20, "calibration": held.size}
     pooled = context_threshold(fused, labels, point, OUT_OF_FOLD_SCORES, held[1:])

@@ -1,7 +1,8 @@
 """Review queue: NG and borderline parts with image, anomaly overlay and mask; one-key labels;
 the defect's region painted on a canvas (``streamlit-drawable-canvas``) is saved with a defect.
-*Audit sample* (``review?show=audit``) lists the station's random audit sample, OK and NG alike:
-its parts confirmed good certify the live bundle (Thresholds page, ``core.certificate``)."""
+*Audit sample* (``review?show=audit``) lists the station's random audit sample, OK and NG alike,
+blind (no verdict, score or overlay; the image alone) and oldest first: its parts confirmed good
+certify the live bundle in whole windows (Thresholds page, ``core.certificate``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import streamlit as st
 from PIL import Image
 from streamlit_drawable_canvas import st_canvas
 
+from inspection.core.certificate import AUDIT_WINDOW
 from inspection.core.errors import InspectionError
 from inspection.dashboard import app_state, panels, regions, review
 from inspection.store.queries import QueueQuery
@@ -44,7 +46,10 @@ if shown and "rv_kind" not in st.session_state:  # deep link: review?show=audit
     st.session_state["rv_kind"] = shown
 kind = row1[2].selectbox("Show", list(KINDS), key="rv_kind")
 status = row1[3].selectbox("Status", list(STATUSES), key="rv_status")
-order = row1[4].selectbox("Order", list(ORDERS), key="rv_order")
+blind = KINDS[kind] == "audit"  # reviewed blind and whole, oldest first (docs/statistics.md)
+order = row1[4].selectbox(
+    "Order", ["Oldest"] if blind else list(ORDERS), key="rv_audit_order" if blind else "rv_order"
+)
 with st.expander("More filters"):
     more = st.columns(2)
     margin = more[0].slider(
@@ -150,21 +155,26 @@ def _label(label: str, inspection_id: str, region: np.ndarray | None = None) -> 
         _move(1)
 
 
+if blind:
+    st.info(
+        f"Audit sample, oldest first and blind: no verdict, score or overlay. Parts certify in "
+        f"windows of {AUDIT_WINDOW}: a window counts only when every part in it is labelled "
+        "Good part, False alarm or True defect; Unsure holds it (and every later one) open.",
+        icon=":material/visibility_off:",
+    )
 st.caption(
     f"{page.describe()} · "
     f"item {cursor + 1} of {len(page.rows)} on this page · "
     "keys: **D** defect, **F** false alarm, **G** good, **U** unsure, **N**/**P** next/previous"
 )
 
-views = app_state.views(site, row)
+views = app_state.views(site, row, blind)
 pictures, panel = st.columns([3, 1])
 with pictures:
+    panes = [("Image", views.image)]
+    panes += [] if blind else [("Anomaly map", views.overlay), ("Refined mask", views.mask)]
     shown = st.columns(3)
-    for column, (title, image) in zip(
-        shown,
-        [("Image", views.image), ("Anomaly map", views.overlay), ("Refined mask", views.mask)],
-        strict=True,
-    ):
+    for column, (title, image) in zip(shown, panes, strict=False):
         column.markdown(f"**{title}**")
         if image is None:
             column.caption(f"No {title.lower()} stored for this inspection.")
@@ -181,7 +191,7 @@ with pictures:
         reviewer = app_state.may(app_state.REVIEWERS)
         brush = st.slider("Brush", 2, 40, regions.BRUSH, key="rv_brush", disabled=not reviewer)
         size = regions.canvas_size(views.image.shape)
-        start = regions.starting_region(board.store, row.id, row.mask_sha)
+        start = regions.starting_region(board.store, row.id, None if blind else row.mask_sha)
         canvas = st_canvas(
             background_image=Image.fromarray(views.image),
             initial_drawing=regions.initial_drawing(start, size),
@@ -197,12 +207,15 @@ with pictures:
         )
         painted = regions.painted_region(canvas.image_data, start, views.image.shape)
 with panel:
-    verdict_color = "red" if row.verdict == "NG" else "orange"
-    st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
+    if blind:
+        st.markdown("### Audit part")
+    else:
+        verdict_color = "red" if row.verdict == "NG" else "orange"
+        st.markdown(f"### :{verdict_color}[{row.verdict}] · score {row.score:.3f}")
+        st.markdown(f"threshold {row.threshold:.2f} · model `{row.model_version}`")
     st.markdown(
-        f"threshold {row.threshold:.2f} · **{row.product}** at `{row.station_id}`  \n"
-        f"part `{row.part or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC  \n"
-        f"model `{row.model_version}`"
+        f"**{row.product}** at `{row.station_id}`  \n"
+        f"part `{row.part or '—'}` · {row.created_at:%Y-%m-%d %H:%M} UTC"
     )
     if row.review_label:
         st.markdown(
@@ -237,7 +250,7 @@ with panel:
     _show_message()
 
 part = review.part_frame(board.store, row)
-if not part.empty:  # several cameras judged this part: each view's result
+if not part.empty and not blind:  # several cameras judged this part: each view's result
     st.markdown(f"**Views of part `{row.part_id}`**")
     panels.table(part)
 
@@ -254,7 +267,7 @@ turn[1].button(
 )
 turn[2].number_input("Go to page", min_value=1, step=1, key="rv_goto", on_change=_go_to)
 selection = st.dataframe(
-    review.page_frame(page),
+    review.page_frame(page, blind=blind),
     hide_index=True,
     width="stretch",
     on_select="rerun",

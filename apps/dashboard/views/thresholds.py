@@ -62,7 +62,8 @@ SOURCES = ["Held-out + audit sample", "Held-out", "Audit sample", "Reviewed (bia
 source = top[2].radio("Labelled scores", SOURCES, horizontal=True)
 
 validation = app_state.validation_scores(site, product, bundle_id)
-audit = app_state.audit_scores(site, product)
+scale = thresholds.bundle_scale(board.registry, product, bundle_id)
+audit = app_state.audit_scores(site, product, bundle_id, scale)
 unbiased_parts = [p for p in (validation, audit) if p is not None and len(p)]
 parts = {
     "Held-out + audit sample": unbiased_parts,
@@ -71,7 +72,6 @@ parts = {
     "Reviewed (biased)": [app_state.reviewed_scores(site, product)],
 }[source]
 data = thresholds.combine([p for p in parts if len(p)], source.lower())
-unbiased = thresholds.combine(unbiased_parts, "held-out + audit sample")
 
 if data.biased:
     st.warning(
@@ -115,9 +115,10 @@ with st.container(border=True):
     st.markdown(
         "**Operating point.** Set the share of good parts the line may reject (the budget): the "
         "suggestion is the lowest threshold that keeps production's reject rate within it with "
-        f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence, judged on the unbiased labelled good "
-        "parts (exact one-sided bound, `core.operating_point`). Or pick the threshold yourself "
-        "with the slider."
+        f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence, chosen on the random audit sample's "
+        "good parts this bundle scored on its signed scale (exact one-sided bound, "
+        "`core.operating_point`), never on the held-out split model health judges it on. Or "
+        "pick the threshold yourself with the slider."
     )
     budget_cols = st.columns([1, 3])
     budget_pct = budget_cols[0].number_input(
@@ -129,17 +130,14 @@ with st.container(border=True):
         key=f"th_budget_{product}",
     )
     with budget_cols[1]:
-        if (unbiased.labels == 0).any():
-            by_budget, choice = thresholds.suggest_for_budget(unbiased, budget_pct / 100)
-            expected = thresholds.reject_interval(unbiased, by_budget.threshold)
+        if (audit.labels == 0).any():
+            by_budget, choice = thresholds.suggest_for_budget(audit, budget_pct / 100)
             st.markdown(
                 f"Budget {budget_pct:.1f}% → threshold **{by_budget.threshold:.4f}**: good parts "
-                f"rejected {_pct(expected.value)} (95% interval {_pct(expected.low)}–"
-                f"{_pct(expected.high)}; at most {_pct(choice.false_reject_bound)} with "
-                f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence), defects missed "
-                f"{_pct(by_budget.miss_rate)}, on "
-                f"{unbiased.n_good} good + {unbiased.n_defect} defective parts of "
-                f"{', '.join(p.source for p in unbiased_parts)}"
+                f"rejected at most {_pct(choice.false_reject_bound)} with "
+                f"{thresholds.BUDGET_CONFIDENCE:.0%} confidence (a bound over the draw of the "
+                f"sample, not an in-sample rate), defects missed {_pct(by_budget.miss_rate)}, "
+                f"on {audit.n_good} good + {audit.n_defect} defective parts of {audit.source}"
                 + (
                     ""
                     if choice.sufficient
@@ -155,8 +153,8 @@ with st.container(border=True):
             )
         else:
             st.caption(
-                "A budget needs labelled good parts of an unbiased sample: the bundle's "
-                "held-out split or reviewed parts of the random audit sample."
+                "A budget needs reviewed good parts of the random audit sample (this bundle, "
+                "its signed scale); the held-out split is left for model health to judge."
             )
 
 value = st.slider(
@@ -273,7 +271,7 @@ def _certify() -> None:
         st.session_state["th_cert_message"] = ("error", "Certifying is for a named admin user.")
         return
     try:
-        version = certify_product(board.registry, board.store, product, actor=who)
+        version = certify_product(board.registry, board.store, product, actor=who, since=since)
     except InspectionError as exc:
         st.session_state["th_cert_message"] = ("error", str(exc))
         return
@@ -286,8 +284,12 @@ def _certify() -> None:
 
 
 st.subheader("Certificate")
+days = st.number_input(
+    "Audit parts of the last N days (0: all)", min_value=0, value=0, step=7, key="th_cert_days"
+)
+since = app_state.now_minute() - timedelta(days=days) if days else None
 try:
-    certificate = product_certificate(board.registry, board.store, product)
+    certificate = product_certificate(board.registry, board.store, product, since=since)
 except InspectionError as exc:
     st.caption(f"No certificate: {exc}")
 else:
@@ -295,8 +297,11 @@ else:
     st.caption(
         "The false-reject bound of the live bundle's threshold: its good calibration scores "
         "and the random audit sample's parts reviewers confirmed good (Review queue, *Show: "
-        "Audit sample*). *Certify* derives the threshold again on them without retraining, "
-        "if the bundle's export gate still passes on its held-out parts."
+        "Audit sample*: blind, oldest first, in whole windows), each weighed by its audit "
+        "rate. The bound is marginal (over calibration sets); the line's own rate's 95 % "
+        "quantile is quoted beside it. *Certify* derives the threshold again on them without "
+        "retraining, if the bundle's export gate, per defect kind too, still passes on its "
+        "held-out parts; it refuses when NG and OK audit parts were reviewed unevenly."
     )
     st.button(
         f"Certify {product} from audited parts", disabled=not admin, on_click=_certify,
