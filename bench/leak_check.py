@@ -26,10 +26,11 @@ import numpy as np
 from _report import recorded, save_report, table
 from PIL import Image, PngImagePlugin
 
+from inspection.core.images import read_image
 from inspection.data.check import check_dataset
 from inspection.data.dataset import load_dataset
 from inspection.data.demo import write_demo_product
-from inspection.data.leaks import held_out_copies, prints_of
+from inspection.data.leaks import held_out_copies, picture_distance, prints_of
 
 Rule = Callable[[Mapping[Path, np.ndarray], Mapping[Path, np.ndarray]], dict[Path, Path]]
 SPLIT = {"train": 300, "test": 144, "calibration": 144}
@@ -64,15 +65,15 @@ def thumbnail_rule(
 RULES: dict[str, Rule] = {"before": thumbnail_rule, "now": held_out_copies}
 
 
-def flagged(root: Path, rule: Rule) -> dict[str, set[Path]]:
-    """What ``data check`` flags in ``root`` under ``rule``: test images copying a training
-    image, calibration images copying a training or test image."""
+def flagged(root: Path, rule: Rule) -> dict[str, dict[Path, Path]]:
+    """What ``data check`` flags in ``root`` under ``rule`` (image -> the image it copies): test
+    images copying a training image, calibration images copying a training or test image."""
     dataset = load_dataset(root)
     prints = {split: prints_of([s.path for s in dataset.samples if s.split == split])
               for split in ("train", "test", "calibration")}  # fmt: skip
-    calibration = set(rule(prints["calibration"], prints["train"]))
-    calibration |= set(rule(prints["calibration"], prints["test"]))
-    return {"test": set(rule(prints["test"], prints["train"])), "calibration": calibration}
+    calibration = rule(prints["calibration"], prints["train"])
+    calibration |= rule(prints["calibration"], prints["test"])
+    return {"test": rule(prints["test"], prints["train"]), "calibration": calibration}
 
 
 def elpv(folder: Path) -> dict:
@@ -106,7 +107,11 @@ def elpv(folder: Path) -> dict:
             "calibration": len(found["calibration"]),
             "seconds": round(time.perf_counter() - start, 2),
             "cpu_seconds": round(time.process_time() - cpu, 2),
-            "flagged": sorted(str(p.relative_to(folder)) for p in set().union(*found.values())),
+            "flagged": {
+                str(p.relative_to(folder)): round(picture_distance(read_image(p), read_image(m)), 2)
+                for pairs in found.values()
+                for p, m in sorted(pairs.items())
+            },
         }
     return row
 
@@ -126,7 +131,7 @@ def corpora(demo: Path, folder: Path) -> dict[str, dict]:
     rows = {}
     for name, root in {**roots, "tests' tiny brick + planted copies": tiny}.items():
         found = {rule: flagged(root, RULES[rule]) for rule in RULES}
-        before, now = (set().union(*found[r].values()) for r in RULES)
+        before, now = (set().union(*map(set, found[r].values())) for r in RULES)
         rows[name] = {"before": len(before), "now": len(now), "kept": before <= now,
                       "now_flags": sorted(str(p.relative_to(root)) for p in now)}  # fmt: skip
     return rows
@@ -151,7 +156,11 @@ def synthetic(sources: Mapping[str, list[Path]], folder: Path) -> dict[str, dict
     rows = {}
     for variant, pairs in variants.items():
         prints = prints_of([made for made, _ in pairs])
-        row: dict[str, object] = {"images": len(pairs)}
+        distances = [picture_distance(read_image(made), read_image(base)) for made, base in pairs]
+        row: dict[str, object] = {
+            "images": len(pairs),
+            "distance": [min(distances), max(distances)],
+        }
         for name, rule in RULES.items():
             found = rule(prints, held_prints)
             row[name] = sum(found.get(made) == base for made, base in pairs)
@@ -241,7 +250,9 @@ def markdown(report: dict) -> str:
                [[n, a[n]["test_good"], a[n]["test_defective"], a[n]["calibration"],
                  f"{a[n]['seconds']} / {a[n]['cpu_seconds']}"] for n in RULES]),
         "",
-        f"Flagged before: {', '.join(a['before']['flagged']) or 'none'}. `data check` of the "
+        "Flagged before (their `picture_distance` to the image they were called a copy of; a "
+        f"copy is <= 1): {', '.join(f'{p} ({d})' for p, d in a['before']['flagged'].items()) or 'none'}. "
+        "`data check` of the "
         f"whole folder now: {a['data_check_seconds']} s wall, {a['data_check_cpu_seconds']} s "
         "CPU (4 decoding threads), leak errors: "
         f"{', '.join(a['data_check_flags']) or 'none'}.",
@@ -259,8 +270,13 @@ def markdown(report: dict) -> str:
         "product's test/good), so every look-alike competes. Copies: found as their own "
         "original (want all). Defective look-alikes: flagged as a copy (want none).",
         "",
-        *table(["variant", "images", "before", "now"],
-               [[v, r["images"], r["before"], r["now"]] for v, r in c.items()]),
+        *table(["variant", "images", "before", "now",
+                "distance to its original (min-max; a copy is <= 1)"],
+               [[v, r["images"], r["before"], r["now"],
+                 "-".join(f"{d:.2f}" for d in r["distance"])] for v, r in c.items()]),
+        "",
+        "Distance: `data.leaks.picture_distance`, the largest 8x8 block-mean difference after "
+        "the brightness fit in units of its allowance (2 grey levels, 6 in clipped blocks).",
         "",
         "A copy matched to another image than its original: "
         f"{sum(r['before_other'] for r in c.values())} before, "

@@ -42,8 +42,8 @@ BLOCK = 8
 """Side of the compared blocks: JPEG's DCT block, so a re-encoding's block means stay put."""
 BLOCK_LEVELS = 2.0
 """Largest difference of two copies' 8x8 block means (grey levels): twice the bound JPEG's DC
-quantiser puts on it at quality 50 (1 level; 0.5 at 75); measured <= 1.3 at quality 50-95,
-brightness changes included (``bench/leak_check.py``)."""
+quantiser puts on it at quality 50 (1 level; 0.5 at 75). Copies' and look-alikes' distances in
+these units: ``reports/data/leak_check.md``."""
 CLIPPED_LEVELS = 6.0
 """The same for a block holding a pixel at 0 or 255 in either image: the codec's ringing
 clipped there biases the mean (measured up to 3.4 levels at quality 75, 4.9 at 50, on black
@@ -94,13 +94,20 @@ def held_out_copies(
 
 def same_picture(first: np.ndarray, second: np.ndarray) -> bool:
     """Whether two images, (H, W, 3) uint8 RGB or (H, W) grey, show one picture at full
-    resolution: same aspect ratio (the larger resized to the smaller), and 8x8 block means
-    within ``BLOCK_LEVELS`` (``CLIPPED_LEVELS`` where clipped) after fitting the second's
-    brightness and contrast to the first's within ``GAIN_CHANGE`` and ``SHIFT_LEVELS``."""
+    resolution: ``picture_distance`` at most 1."""
+    return picture_distance(first, second) <= 1.0
+
+
+def picture_distance(first: np.ndarray, second: np.ndarray) -> float:
+    """The largest difference of the two images' 8x8 block means (the larger image resized to
+    the smaller) in units of its allowance, ``BLOCK_LEVELS`` (``CLIPPED_LEVELS`` where a block
+    is clipped), after fitting the second's brightness and contrast to the first's; ``inf``
+    where the aspect ratios differ by more than ``ASPECT_CHANGE`` or the fit by more than
+    ``GAIN_CHANGE`` or ``SHIFT_LEVELS``. Images as ``same_picture`` takes them."""
     first, second = _luma(first), _luma(second)
     (h1, w1), (h2, w2) = first.shape, second.shape
     if abs(w1 * h2 - w2 * h1) > ASPECT_CHANGE * w1 * h2:
-        return False
+        return float("inf")
     if h2 * w2 > h1 * w1:
         second = cv2.resize(second, (w1, h1), interpolation=cv2.INTER_AREA)
     elif h2 * w2 < h1 * w1:
@@ -112,9 +119,9 @@ def same_picture(first: np.ndarray, second: np.ndarray) -> bool:
     level1, level2 = float(mean1[fit].mean()), float(mean2[fit].mean())
     gain = _gain(mean1[fit], mean2[fit])
     if abs(gain - 1.0) > GAIN_CHANGE or abs(level2 - level1) > SHIFT_LEVELS:
-        return False
+        return float("inf")
     residual = np.abs(mean2 - level2 - gain * (mean1 - level1))
-    return bool(np.all(residual <= np.where(clipped, CLIPPED_LEVELS, BLOCK_LEVELS)))
+    return float((residual / np.where(clipped, CLIPPED_LEVELS, BLOCK_LEVELS)).max())
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
