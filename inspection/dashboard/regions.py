@@ -31,9 +31,10 @@ def canvas_size(image_shape: tuple[int, ...], width: int = CANVAS_WIDTH) -> tupl
 
 
 def starting_region(store: Store, inspection_id: str, mask_sha: str | None) -> np.ndarray | None:
-    """The latest review's painted region, else the judged mask; None when neither is readable."""
-    reviews = store.reviews_of(inspection_id)
-    painted = reviews[-1].region_sha if reviews else None
+    """The latest painted region of any review, else the judged mask; None when neither is
+    readable."""
+    painted = next((r.region_sha for r in reversed(store.reviews_of(inspection_id))
+                    if r.region_sha), None)  # fmt: skip
     for sha in (painted, mask_sha):
         if sha:
             try:

@@ -15,8 +15,8 @@ from inspection.core.model_record import VersionRef
 from inspection.core.registry import Registry
 from inspection.dashboard import regions
 from inspection.store import queries
-from inspection.store.models import Review
-from inspection.store.store import Store, StoreError
+from inspection.store.models import REVIEW_CONFLICT, Review
+from inspection.store.store import SeenLabel, Store, StoreError
 
 LABELS: dict[str, str] = {
     "defect": "True defect",
@@ -25,6 +25,8 @@ LABELS: dict[str, str] = {
     "unsure": "Unsure",
 }
 """Review labels (as stored) and the words the queue shows for them."""
+SHOWN = {**LABELS, REVIEW_CONFLICT: "Conflict (an admin settles)"}
+"""What the queue shows for an inspection's stored label: a label, or reviewers disagreeing."""
 OUTLINE_RGB = (255, 40, 40)
 
 
@@ -92,7 +94,7 @@ def page_frame(page: QueuePage, *, blind: bool = False) -> pd.DataFrame:
     columns = ["time", "product", "station", "part", "score", "threshold", "verdict", "label", "id"]
     rows = [
         (r.created_at, r.product, r.station_id, r.part, r.score, r.threshold, r.verdict,
-         LABELS.get(r.review_label or "", ""), r.id)
+         SHOWN.get(r.review_label or "", ""), r.id)
         for r in page.rows
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=columns)
@@ -196,9 +198,13 @@ def submit(
     defect_type: str | None = None,
     note: str | None = None,
     region: np.ndarray | None = None,
+    shown: queries.QueueRow | None = None,
+    settles: bool = False,
 ) -> Review:
     """Store a review label with the reviewer's name; ``region``, the painted (H, W) bool
-    defect region, is kept with a ``defect`` label only."""
+    defect region, is kept with a ``defect`` label only. ``shown``: the queue row the reviewer
+    labelled (``ReviewConflict`` when someone labelled it since); ``settles``: an admin's label,
+    which settles reviewers' conflict (``Store.add_review``)."""
     defect_type = (defect_type or "").strip() or None
     return store.add_review(
         inspection_id,
@@ -207,6 +213,8 @@ def submit(
         defect_type=defect_type,
         note=(note or "").strip() or None,
         region_sha=regions.store_region(store, region) if label == "defect" else None,
+        seen=None if shown is None else SeenLabel(shown.review_label, shown.reviewed_by),
+        settles=settles,
     )
 
 

@@ -171,7 +171,7 @@ def check_dataset(
                 "restore its target, or remove the link", BROKEN_LINK)
         for p in dataset.broken_links
     ]  # fmt: skip
-    problems += _duplicates(prints, dataset.root)
+    problems += _duplicates(prints, dataset.root, bits)
     small = _smaller_than_tile(sizes, tiling)
     problems += small
     problems += _mixed_sizes(
@@ -271,18 +271,20 @@ def _not_binary(levels: np.ndarray) -> str:
     )
 
 
-def _duplicates(prints: Mapping[str, dict[Path, np.ndarray]], root: Path) -> list[Problem]:
-    """Test images with a training image's decoded pixels, and calibration images with a
-    training or test image's (``data.leaks``): each named with the file it repeats."""
+def _duplicates(
+    prints: Mapping[str, dict[Path, np.ndarray]], root: Path, bits: int
+) -> list[Problem]:
+    """Test images that copy a training image, and calibration images that copy a training or
+    test image (``data.leaks``, decoded at ``bits``): each named with the file it repeats."""
     train, test = prints.get("train", {}), prints.get("test", {})
     problems = [
         Problem(path, f"same image content as training image {_relative(match, root)}",
                 "train_test_duplicate")
-        for path, match in held_out_copies(test, train).items()
+        for path, match in held_out_copies(test, train, bits=bits).items()
     ]  # fmt: skip
     calibration = prints.get("calibration", {})
     for seen, what in ((train, "training"), (test, "test")):
-        for path, match in held_out_copies(calibration, seen).items():
+        for path, match in held_out_copies(calibration, seen, bits=bits).items():
             message = (
                 f"calibration image has the same content as {what} image "
                 f"{_relative(match, root)}: a calibration image must be a good part "

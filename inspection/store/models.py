@@ -25,6 +25,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 REVIEW_LABELS: tuple[str, ...] = ("defect", "false_alarm", "good", "unsure")
 """Reviewer labels: a true defect, an NG that was a good part, a confirmed good part, unsure."""
+REVIEW_CONFLICT = "conflict"
+"""``inspections.review_label`` while two reviewers disagree about a part (``store.review_outcome``):
+no reviewer label, so retraining, certification and thresholds leave the part out until an
+admin's label settles it; every label stays in ``reviews``."""
 
 
 @dataclass(frozen=True)

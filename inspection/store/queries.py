@@ -17,13 +17,20 @@ from sqlalchemy import Select, and_, func, literal, select, tuple_
 
 from inspection.core.certificate import CONFIRMED_GOOD, AuditedPart
 from inspection.store import rollups
-from inspection.store.models import REVIEW_LABELS, Inspection, Review, StationBacklog, as_utc
+from inspection.store.models import (
+    REVIEW_CONFLICT,
+    REVIEW_LABELS,
+    Inspection,
+    Review,
+    StationBacklog,
+    as_utc,
+)
 from inspection.store.rollups import HourlyRollup, ScoreRollup, hour_of
 from inspection.store.store import Store, StoreError
 
 Period = Literal["hour", "day"]
 QueueKind = Literal["ng", "borderline", "ng_or_borderline", "audit", "all"]
-QueueStatus = Literal["unreviewed", "reviewed", "all"]
+QueueStatus = Literal["unreviewed", "reviewed", "conflict", "all"]
 QueueOrder = Literal["score_desc", "newest", "oldest", "closest_to_threshold"]
 PERIODS, QUEUE_KINDS = get_args(Period), get_args(QueueKind)
 QUEUE_STATUSES, QUEUE_ORDERS = get_args(QueueStatus), get_args(QueueOrder)
@@ -367,6 +374,7 @@ def _queue_conditions(query: QueueQuery, lowest: float | None) -> list[Any]:
     statuses = {
         "unreviewed": Inspection.review_label.is_(None),
         "reviewed": Inspection.review_label.is_not(None),
+        "conflict": Inspection.review_label == REVIEW_CONFLICT,
     }
     return conditions + ([statuses[query.status]] if query.status in statuses else [])
 

@@ -14,22 +14,25 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from inspection.core.certificate import CONFIRMED_GOOD
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.store import rollups
 from inspection.store.blobs import BlobStore
 from inspection.store.central_link import store_link_args
 from inspection.store.models import (
+    REVIEW_CONFLICT,
     REVIEW_LABELS,
     SHA_COLUMNS,
     Inspection,
     OutboxEntry,
     OutboxMessage,
     Review,
+    as_utc,
     utcnow,
 )
 
@@ -40,6 +43,18 @@ _MIGRATION_LOCK_KEY = 0x1D5EC7
 
 class StoreError(InspectionError):
     """A store operation was refused (unknown id, bad label, ...)."""
+
+
+class ReviewConflict(StoreError):
+    """A label given on a stale view: another label was stored since the part was shown."""
+
+
+@dataclass(frozen=True)
+class SeenLabel:
+    """An inspection's label and its reviewer as a reviewer was shown them (None: unreviewed)."""
+
+    label: str | None
+    reviewer: str | None
 
 
 class StoreUnavailable(InspectionError):
@@ -289,10 +304,15 @@ class Store:
         note: str | None = None,
         region_sha: str | None = None,
         outbox: Sequence[str] = (),
+        seen: SeenLabel | None = None,
+        settles: bool = False,
     ) -> Review:
-        """Record a review label (audit trail) and mirror it on the inspection. ``region_sha``:
-        the mask blob of the defect region the reviewer painted (a ``defect`` label only).
-        ``outbox``: sinks the review waits for (key: its id), in the same transaction."""
+        """Record a review label (audit trail) and mirror on the inspection what it decides
+        (``review_outcome``: the label, or ``REVIEW_CONFLICT`` until a label that ``settles``,
+        an admin's). ``region_sha``: the mask blob of the defect region the reviewer painted (a
+        ``defect`` label only; without one, the region another reviewer painted stays).
+        ``seen``: what the reviewer was shown; ``ReviewConflict`` naming who labelled the part
+        since. ``outbox``: sinks the review waits for (key: its id), in the same transaction."""
         if label not in REVIEW_LABELS:
             raise StoreError(f"review label must be one of {list(REVIEW_LABELS)}, got {label!r}")
         if not reviewer or not reviewer.strip():
@@ -302,9 +322,7 @@ class Store:
         if region_sha is not None and not self.blobs.exists(region_sha):
             raise StoreError(f"region blob {region_sha!r} is not in the blob store; put it first")
         with self.session() as session:
-            row = session.get(Inspection, inspection_id)
-            if row is None:
-                raise StoreError(f"no inspection with id {inspection_id!r}")
+            row = _claimed(session, inspection_id, seen)
             review = Review(
                 inspection_id=inspection_id,
                 label=label,
@@ -321,11 +339,15 @@ class Store:
                 )
                 for sink in outbox
             )
-            row.review_label = label
-            row.review_defect_type = review.defect_type
+            outcome = review_outcome(row.review_label, row.reviewed_by, review, settles=settles)
+            if outcome == label:
+                if region_sha is None and label == "defect" and row.reviewed_by != review.reviewer:
+                    region_sha = row.review_region_sha  # another reviewer's region stays
+                row.review_defect_type = review.defect_type
+                row.review_region_sha = region_sha
+            row.review_label = outcome
             row.reviewed_by = review.reviewer
             row.reviewed_at = review.created_at
-            row.review_region_sha = region_sha
         return review
 
     def reviews_of(self, inspection_id: str) -> list[Review]:
@@ -344,6 +366,57 @@ class Store:
             query = query.where(Inspection.reviewed_at > since)
         with self.session() as session:
             return list(session.scalars(query.order_by(Inspection.reviewed_at)))
+
+
+def review_outcome(
+    current: str | None, current_by: str | None, review: Review, *, settles: bool
+) -> str:
+    """The inspection's label once ``review`` is added where ``current`` (by ``current_by``)
+    stands: its label, unless another reviewer said otherwise about the part (a defect
+    against a good part, or unsure against either; ``false_alarm`` and ``good`` agree), which
+    is ``REVIEW_CONFLICT`` until a review that ``settles``. A reviewer changes their own label;
+    an ``unsure`` yields to any label."""
+    if settles or current is None:
+        return review.label
+    if current == REVIEW_CONFLICT:
+        return REVIEW_CONFLICT
+    if (
+        current_by == review.reviewer
+        or current == "unsure"
+        or _part(current) == _part(review.label)
+    ):
+        return review.label
+    return REVIEW_CONFLICT
+
+
+def _part(label: str) -> str:
+    """What a label says about the part: ``good`` for every label in ``CONFIRMED_GOOD``."""
+    return "good" if label in CONFIRMED_GOOD else label
+
+
+def _claimed(session: Session, inspection_id: str, seen: SeenLabel | None) -> Inspection:
+    """The inspection, its row write-locked first (an UPDATE: two reviewers take turns on
+    SQLite and PostgreSQL alike) where its label is still the one ``seen``; else
+    ``ReviewConflict`` naming who labelled it since (``StoreError``: no such inspection)."""
+    still = [] if seen is None else [
+        Inspection.review_label.is_not_distinct_from(seen.label),
+        Inspection.reviewed_by.is_not_distinct_from(seen.reviewer),
+    ]  # fmt: skip
+    claim = update(Inspection).where(Inspection.id == inspection_id, *still)
+    claimed = session.execute(
+        claim.values(reviewed_at=Inspection.reviewed_at),
+        execution_options={"synchronize_session": False},
+    ).rowcount
+    row = session.get(Inspection, inspection_id, populate_existing=True)
+    if row is None:
+        raise StoreError(f"no inspection with id {inspection_id!r}")
+    if not claimed:
+        raise ReviewConflict(
+            f"inspection {inspection_id} was labelled {row.review_label!r} by {row.reviewed_by} "
+            f"at {as_utc(row.reviewed_at):%Y-%m-%d %H:%M:%S} UTC after it was shown to you; "
+            "reload it: a different label then leaves the part to an admin to settle"
+        )
+    return row
 
 
 def _by_request_id(session: Session, request_id: str) -> Inspection | None:

@@ -175,7 +175,7 @@ def test_audit_parts_keep_their_audit_rate_and_what_scaled_their_score(store: St
         ),
         (
             {"status": "new"},
-            "queue status must be one of ['unreviewed', 'reviewed', 'all'], got 'new'",
+            "queue status must be one of ['unreviewed', 'reviewed', 'conflict', 'all'], got 'new'",
         ),
         (
             {"order": "random"},

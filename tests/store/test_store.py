@@ -136,9 +136,11 @@ def test_a_painted_region_is_audited_with_its_review_and_mirrored(
     region = store.blobs.put(b"painted mask png", ".png")
     store.add_review(row.id, label="defect", reviewer="alice", region_sha=region)
     assert store.get_inspection(row.id).review_region_sha == region
-    store.add_review(row.id, label="defect", reviewer="bob")  # a later review without one
-    assert store.get_inspection(row.id).review_region_sha is None
+    store.add_review(row.id, label="defect", reviewer="bob")  # agrees, paints none: kept
+    assert store.get_inspection(row.id).review_region_sha == region
     assert [r.region_sha for r in store.reviews_of(row.id)] == [region, None]  # both audited
+    store.add_review(row.id, label="false_alarm", reviewer="bob")  # bob changes his own label
+    assert store.get_inspection(row.id).review_region_sha is None
 
 
 @pytest.mark.parametrize(

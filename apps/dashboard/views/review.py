@@ -2,7 +2,9 @@
 the defect's region painted on a canvas (``streamlit-drawable-canvas``) is saved with a defect.
 *Audit sample* (``review?show=audit``) lists the station's random audit sample, OK and NG alike,
 blind (no verdict, score or overlay; the image alone) and oldest first: its parts confirmed good
-certify the live bundle in whole windows (Thresholds page, ``core.certificate``)."""
+certify the live bundle in whole windows (Thresholds page, ``core.certificate``).
+A label on a part someone labelled since the page was drawn is refused naming them; reviewers
+who disagree leave it under *Conflicts* until an admin's label settles it (``store.review_outcome``)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from streamlit_drawable_canvas import st_canvas
 from inspection.core.certificate import AUDIT_WINDOW
 from inspection.core.errors import InspectionError
 from inspection.dashboard import app_state, panels, regions, review
-from inspection.store.queries import QueueQuery
+from inspection.store.queries import QueueQuery, QueueRow
 
 KINDS = {
     "NG + borderline": "ng_or_borderline",
@@ -23,7 +25,12 @@ KINDS = {
     "Audit sample": "audit",
     "Everything": "all",
 }
-STATUSES = {"To review": "unreviewed", "Reviewed": "reviewed", "All": "all"}
+STATUSES = {
+    "To review": "unreviewed",
+    "Reviewed": "reviewed",
+    "Conflicts": "conflict",
+    "All": "all",
+}
 ORDERS = {
     "Highest score": "score_desc",
     "Closest to threshold": "closest_to_threshold",
@@ -123,7 +130,7 @@ def _move(step: int) -> None:
         _turn(step, 0 if step > 0 else page.page_size - 1)
 
 
-def _label(label: str, inspection_id: str, region: np.ndarray | None = None) -> None:
+def _label(label: str, shown: QueueRow, region: np.ndarray | None = None) -> None:
     if not app_state.may(app_state.REVIEWERS):
         st.session_state["rv_message"] = ("error", "Only reviewer or admin users may label.")
         return
@@ -135,21 +142,24 @@ def _label(label: str, inspection_id: str, region: np.ndarray | None = None) -> 
     try:
         review.submit(
             board.store,
-            inspection_id,
+            shown.id,
             label=label,
             reviewer=who,
             defect_type=defect_type,
             note=st.session_state.get("rv_note"),
             region=region,
+            shown=shown,
+            settles=app_state.may(app_state.ADMINS),
         )
     except InspectionError as exc:
+        app_state.invalidate()  # a label stored since the page was drawn: show it
         st.session_state["rv_message"] = ("error", str(exc))
         return
     app_state.invalidate()
     st.session_state["rv_note"] = ""
     st.session_state["rv_message"] = (
         "success",
-        f"{review.LABELS[label]} recorded for {inspection_id[:8]} by {who}.",
+        f"{review.LABELS[label]} recorded for {shown.id[:8]} by {who}.",
     )
     if query.status != "unreviewed":  # labelled items stay in the list: step past them
         _move(1)
@@ -219,7 +229,7 @@ with panel:
     )
     if row.review_label:
         st.markdown(
-            f"Labelled **{review.LABELS[row.review_label]}**"
+            f"Labelled **{review.SHOWN[row.review_label]}**"
             f"{f' ({row.review_defect_type})' if row.review_defect_type else ''} "
             f"by {row.reviewed_by}"
         )
@@ -239,7 +249,7 @@ with panel:
             review.LABELS[label],
             key=f"rv_btn_{label}",
             on_click=_label,
-            args=(label, row.id, painted),
+            args=(label, row, painted),
             shortcut=key,
             type="primary" if label == "defect" else "secondary",
             width="stretch",
