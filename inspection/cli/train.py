@@ -384,7 +384,10 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     model = load_trained_model(record)
-    predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+    predictions = predict(
+        model, test, image_size=config.image_size, bits=config.image_bits,
+        value_range=config.image_range,
+    )  # fmt: skip
     metrics = metrics_of_predictions(predictions, record.calibration())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])
