@@ -82,6 +82,7 @@ def checked_dataset(
     *,
     allow_duplicates: bool = False,
     image_bits: int | None = None,
+    image_range: tuple[float, float] | None = None,
     product_file: Path | None = None,
     tiling: TilingSpec | None = None,
 ) -> Dataset:
@@ -91,7 +92,8 @@ def checked_dataset(
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     report = check_with_progress(
-        dataset, "checking", image_bits=image_bits, product_file=product_file,
+        dataset, "checking", image_bits=image_bits, image_range=image_range,
+        product_file=product_file,
         keep_decoded=True,  # the training reads them from there: each image decoded once
         tiling=tiling,
     )  # fmt: skip
@@ -189,6 +191,7 @@ def train_command(
         data or product_config.data or site_config.datasets_dir / product,
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
+        image_range=product_config.image_range,
         product_file=product_config_path(product, site_config.configs),
         tiling=product_config.tiling,
     )

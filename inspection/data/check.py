@@ -34,6 +34,7 @@ from inspection.data.dataset import (
     LAYOUT_FOLDERS,
     MASK_LAYOUTS,
     MIN_TEST_GOOD,
+    MVTEC_AD,
     NEEDS_TEST_GOOD,
     Dataset,
     Sample,
@@ -87,6 +88,8 @@ class CheckReport:
     problems: tuple[Problem, ...] = field(default=())
     budget_note: str | None = None
     """Set when the good images are too few for the product's false-reject budget's guarantee."""
+    layout: str = MVTEC_AD
+    """The layout the dataset was read as (``Dataset.layout``)."""
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -104,6 +107,7 @@ class CheckReport:
         return {
             "name": self.name,
             "root": shown_name(self.root),
+            "layout": self.layout,
             "ok": self.ok,
             "counts": self.counts,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
@@ -201,6 +205,7 @@ def check_dataset(
         coverage={k: _coverage(v) for k, v in sorted(coverage.items())},
         problems=tuple(problems),
         budget_note=budget_note(dataset, budget, target),
+        layout=dataset.layout,
     )
 
 
