@@ -86,9 +86,10 @@ def checked_dataset(
     product_file: Path | None = None,
     tiling: TilingSpec | None = None,
 ) -> Dataset:
-    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files,
-    broken links, images smaller than a ``tiling`` tile and train/test duplicates refuse it;
-    other findings are summarised and training goes on."""
+    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files (by
+    their header, then by decoding them as training will), broken links, images smaller than a
+    ``tiling`` tile and train/test duplicates refuse it; other findings are summarised and
+    training goes on."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     report = check_with_progress(

@@ -51,7 +51,8 @@ READERS = min(4, os.cpu_count() or 1)
 """Images decoded at once."""
 SMALLER_THAN_TILE = "smaller_than_tile"
 BROKEN_LINK = "broken_link"
-REFUSE_TRAINING = (SMALLER_THAN_TILE, BROKEN_LINK)
+UNREADABLE = "unreadable"
+REFUSE_TRAINING = (SMALLER_THAN_TILE, BROKEN_LINK, UNREADABLE)
 """Findings a training refuses to start with (the image would stop it, or is missing)."""
 
 
@@ -161,7 +162,7 @@ def check_dataset(
         images = pool.map(lambda s: _read(s.path, "image", bits, image_range), dataset.samples)
         for sample, image in zip(dataset.samples, images, strict=True):
             if image.decoded is None:
-                problems.append(Problem(sample.path, str(image.problem), "unreadable"))
+                problems.append(Problem(sample.path, str(image.problem), UNREADABLE))
             else:
                 read = decoded[sample.path] = image.decoded
                 height, width = read.image.shape[:2]
@@ -237,7 +238,7 @@ def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]])
     path = sample.mask_path
     levels = _read_mask(path)
     if isinstance(levels, str):
-        return [Problem(path, levels, "unreadable")]
+        return [Problem(path, levels, UNREADABLE)]
     height, width = levels.shape
     problems = []
     if image.array is not None and image.array.shape[:2] != levels.shape:

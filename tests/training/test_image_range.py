@@ -13,7 +13,7 @@ import pytest
 
 from inspection.core.bundle import Preprocessing
 from inspection.core.config import from_mapping, to_mapping
-from inspection.core.errors import ConfigError, ImageDecodeError
+from inspection.core.errors import ConfigError, DatasetError, ImageDecodeError
 from inspection.core.product_config import load_model_config
 from inspection.data.dataset import Sample
 from inspection.runtime.paths import iter_paths
@@ -62,3 +62,24 @@ def test_training_and_the_station_read_a_height_map_over_the_declared_range(
 def _metadata(source_range: tuple[float, float] | None = None) -> object:
     prep = Preprocessing((64, 64), (0.5,) * 3, (0.25,) * 3, source_range=source_range)
     return SimpleNamespace(preprocessing=prep, tiling=None)
+
+
+def test_training_refuses_a_height_map_product_without_a_range_before_the_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from inspection.cli.train import checked_dataset
+
+    root = tmp_path / "gauge"
+    for split, count in (("train/good", 3), ("test/good", 2)):
+        (root / split).mkdir(parents=True)
+        for i in range(count):
+            cv2.imwrite(
+                str(root / split / f"{i}.tiff"), HEIGHTS + 60 * i + 300 * (split == "test/good")
+            )
+    with pytest.raises(DatasetError) as info:
+        checked_dataset(root)
+    message = str(info.value)
+    assert message.startswith("5 file(s) cannot be trained on: ")
+    assert f"{root.resolve()}/train/good/0.tiff: image: a signed 16-bit image" in message
+    assert "set image_range: [low, high]" in message
+    assert len(checked_dataset(root, image_range=(-1000.0, 1000.0)).samples) == 5
