@@ -20,8 +20,7 @@ from inspection.runtime.paths import iter_paths
 from inspection.training.backbones import ResolvedWeights
 from inspection.training.samples import SampleDataset, load_image
 from inspection.training.train import station_preprocessing
-
-from ..runtime.test_source_bits import SeeingInspector
+from tests.runtime.test_source_bits import SeeingInspector
 
 HEIGHTS = np.linspace(-300, 300, 64 * 64).reshape(64, 64).astype(np.int16)
 EXPECTED = np.rint((HEIGHTS.astype(float) + 1000) * 255 / 2000).astype(np.uint8)
