@@ -437,10 +437,10 @@ def _images_or_raise(folder: Path) -> list[Path]:
 
 
 def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]]) -> Path | None:
-    """First of ``<folder>/<stem>_mask.<ext>``, ``<folder>/<stem>.<ext>`` or a mask folder
-    ``<folder>/<stem>/`` (MVTec LOCO) that exists, in any letter case (``000_mask.PNG``), as
-    ``list_images`` accepts any case."""
-    for folder in folders:
+    """First of ``<folder>/<stem>_mask.<ext>``, ``<folder>/<stem>.<ext>`` or, in the first
+    folder (the defect's own), a mask folder ``<folder>/<stem>/`` (MVTec LOCO) that exists, in
+    any letter case (``000_mask.PNG``), as ``list_images`` accepts any case."""
+    for number, folder in enumerate(folders):
         names = index.get(folder)
         if names is None:
             names = index[folder] = _lower_names(folder)
@@ -449,7 +449,7 @@ def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]
                 found = names.get(f"{name}{suffix}".lower())
                 if found is not None:
                     return found
-        found = names.get(f"{stem}/".lower())
+        found = names.get(f"{stem}/".lower()) if number == 0 else None
         if found is not None:
             return found
     return None
