@@ -152,7 +152,7 @@ def check_dataset(
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
     used: dict[Path, int] = {}
-    decoded: dict[Path, DecodedImage] = {}
+    notes: dict[Path, _Notes] = {}
     prints: dict[str, dict[Path, np.ndarray]] = defaultdict(dict)  # split -> path -> print
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
     KEPT.clear()
@@ -164,7 +164,8 @@ def check_dataset(
             if image.decoded is None:
                 problems.append(Problem(sample.path, str(image.problem), UNREADABLE))
             else:
-                read = decoded[sample.path] = image.decoded
+                read = image.decoded
+                notes[sample.path] = _Notes.of(read)
                 height, width = read.image.shape[:2]
                 sizes[sample.path] = (width, height)
                 modes[read.kind] += 1
@@ -194,7 +195,7 @@ def check_dataset(
     )
     target = product_file or Path("products") / f"{dataset.name}.yaml"
     problems += _bit_depth(used, bits, dataset.root, target)
-    problems += _read_by_rule(decoded, image_range, dataset.root, target)
+    problems += _read_by_rule(notes, image_range, dataset.root, target)
     problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
@@ -356,8 +357,24 @@ def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> li
     return [Problem(root, message, code, "warning")] if paths else []
 
 
+@dataclass(frozen=True)
+class _Notes:
+    """What ``_read_by_rule`` needs of a decoded image (its pixels are not kept)."""
+
+    alpha_ignored: bool
+    unmeasured: int
+    pixels: int
+    outside_range: int
+
+    @classmethod
+    def of(cls, decoded: DecodedImage) -> _Notes:
+        height, width = decoded.source_size
+        outside = decoded.clipped_pixels if decoded.kind in DECLARED_RANGE_KINDS else 0
+        return cls(decoded.alpha_ignored, decoded.unmeasured_pixels, height * width, outside)
+
+
 def _read_by_rule(
-    decoded: Mapping[Path, DecodedImage],
+    notes: Mapping[Path, _Notes],
     value_range: tuple[float, float] | None,
     root: Path,
     target: Path,
@@ -365,16 +382,14 @@ def _read_by_rule(
     """Warnings naming the images read by a rule their owner should know of
     (``core.images``): an alpha channel 0 everywhere read as opaque, pixels without a
     measurement filled, values outside the declared ``image_range`` read as its ends."""
-    alpha = [_relative(p, root) for p, d in decoded.items() if d.alpha_ignored]
+    alpha = [_relative(p, root) for p, n in notes.items() if n.alpha_ignored]
     unmeasured = [
-        f"{_relative(p, root)} ({d.unmeasured_pixels} px, {_share(d)})"
-        for p, d in decoded.items()
-        if d.unmeasured_pixels
+        f"{_relative(p, root)} ({n.unmeasured} px, {n.unmeasured / n.pixels:.1%})"
+        for p, n in notes.items()
+        if n.unmeasured
     ]
     outside = [
-        f"{_relative(p, root)} ({d.clipped_pixels} px)"
-        for p, d in decoded.items()
-        if d.kind in DECLARED_RANGE_KINDS and d.clipped_pixels
+        f"{_relative(p, root)} ({n.outside_range} px)" for p, n in notes.items() if n.outside_range
     ]
     problems = []
     if alpha:
@@ -401,11 +416,6 @@ def _read_by_rule(
         )
         problems.append(Problem(root, message, "outside_image_range", "warning"))
     return problems
-
-
-def _share(decoded: DecodedImage) -> str:
-    height, width = decoded.source_size
-    return f"{decoded.unmeasured_pixels / (height * width):.1%}"
 
 
 def _ignored(dataset: Dataset) -> list[Problem]:
