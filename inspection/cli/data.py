@@ -158,13 +158,15 @@ def check(
     configs = load_site_config(site).configs
     product_file = product_config_path(dataset.name, configs)
     declared = _declared_image_bits(dataset.name, configs) if image_bits is None else None
-    tiling = load_product_config(dataset.name, configs).tiling if product_file.is_file() else None
+    product = load_product_config(dataset.name, configs)
+    tiling = product.tiling if product_file.is_file() else None
+    image_range = product.image_range
     # the false-reject budget ``train --product`` sets its threshold at
     model = load_model_config("patchcore", product=dataset.name, directory=configs)
     budget = model.operating_point.budget
     report = check_with_progress(
-        dataset, "reading", image_bits=image_bits or declared, product_file=product_file,
-        budget=budget, tiling=tiling,
+        dataset, "reading", image_bits=image_bits or declared, image_range=image_range,
+        product_file=product_file, budget=budget, tiling=tiling,
     )  # fmt: skip
     if declared is not None and report.channels.keys() & set(SIXTEEN_BIT_MODES):  # 8-bit: unused
         where = f"products/{product_file.name} in {configs}"
@@ -202,8 +204,9 @@ def sheet(
     """Draw a contact sheet: per dataset, good images and one per defect with mask outlines."""
     ready_to_write(out, "--out")
     datasets = [load_dataset(p) for p in paths]
-    bits = _image_bits_by_name(datasets, image_bits, site)
-    Image.fromarray(contact_sheet(datasets, n_good=n_good, tile=tile, image_bits=bits)).save(out)
+    bits, ranges = _image_bits_by_name(datasets, image_bits, site), _image_ranges(datasets, site)
+    sheet = contact_sheet(datasets, n_good=n_good, tile=tile, image_bits=bits, image_ranges=ranges)
+    Image.fromarray(sheet).save(out)
     console.print(f"wrote [bold]{out}[/]")
 
 
@@ -217,7 +220,8 @@ def summary(
     """Write summary.json and summary.md (counts, mask coverage, trivial baselines)."""
     ready_to_write(out, "--out", folder=True)
     datasets = [load_dataset(p) for p in paths]
-    result = summarise(datasets, _image_bits_by_name(datasets, image_bits, site))
+    bits, ranges = _image_bits_by_name(datasets, image_bits, site), _image_ranges(datasets, site)
+    result = summarise(datasets, bits, ranges)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     names = " ".join(str(p) for p in paths)
     title = f"# Datasets\n\nWritten by `inspection data summary {names} --out {out}`.\n\n"
@@ -236,7 +240,15 @@ def _image_bits_by_name(
     return {name: bits for name, bits in declared.items() if bits is not None}
 
 
+def _image_ranges(datasets: Sequence[Dataset], site: Path | None) -> dict[str, tuple[float, float]]:
+    """Per dataset name: the product's declared ``image_range``, where it declares one."""
+    configs = load_site_config(site).configs
+    ranges = {d.name: load_product_config(d.name, configs).image_range for d in datasets}
+    return {name: value for name, value in ranges.items() if value is not None}
+
+
 def _print_report(report) -> None:
+    console.print(f"{report.name}: {report.layout} layout", highlight=False)
     counts = _table(f"{report.name}: images", "split", "defect type", "images", counts=1)
     for split, per_type in report.counts.items():
         for defect, n in per_type.items():

@@ -114,6 +114,7 @@ def evaluate(
         results = evaluate_refiners(
             inspector, samples, refiners, latency_only=latency_only, on_image=bar.update,
             bits=inspector.metadata.preprocessing.source_bits,
+            value_range=inspector.metadata.preprocessing.source_range,
         )  # fmt: skip
     report = {
         "setup": {"bundle": str(bundle), "dataset": str(dataset), "methods": list(refiners)},

@@ -82,16 +82,19 @@ def checked_dataset(
     *,
     allow_duplicates: bool = False,
     image_bits: int | None = None,
+    image_range: tuple[float, float] | None = None,
     product_file: Path | None = None,
     tiling: TilingSpec | None = None,
 ) -> Dataset:
-    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files,
-    broken links, images smaller than a ``tiling`` tile and train/test duplicates refuse it;
-    other findings are summarised and training goes on."""
+    """The dataset at ``path`` after ``inspection data check``'s checks: unreadable files (by
+    their header, then by decoding them as training will), broken links, images smaller than a
+    ``tiling`` tile and train/test duplicates refuse it; other findings are summarised and
+    training goes on."""
     dataset = load_dataset(path)
     dataset.check_readable()  # header probe: all unreadable files in one error, at once
     report = check_with_progress(
-        dataset, "checking", image_bits=image_bits, product_file=product_file,
+        dataset, "checking", image_bits=image_bits, image_range=image_range,
+        product_file=product_file,
         keep_decoded=True,  # the training reads them from there: each image decoded once
         tiling=tiling,
     )  # fmt: skip
@@ -189,6 +192,7 @@ def train_command(
         data or product_config.data or site_config.datasets_dir / product,
         allow_duplicates=allow_duplicates,
         image_bits=product_config.image_bits,
+        image_range=product_config.image_range,
         product_file=product_config_path(product, site_config.configs),
         tiling=product_config.tiling,
     )
@@ -384,7 +388,10 @@ def evaluate_command(
     config = model_config_from_mapping(record.config, where=record.model_version)
     _, test = evaluation_splits(config, dataset)
     model = load_trained_model(record)
-    predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+    predictions = predict(
+        model, test, image_size=config.image_size, bits=config.image_bits,
+        value_range=config.image_range,
+    )  # fmt: skip
     metrics = metrics_of_predictions(predictions, record.calibration())
     report = write_report(_report_dir(site_config, record) / "evaluate", predictions, metrics)
     _print_metrics([(record, metrics)])

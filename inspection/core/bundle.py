@@ -17,7 +17,7 @@ from inspection.core.errors import BundleError, ConfigError, UnknownKeyError
 from inspection.core.export_gate import ExportRecord
 from inspection.core.fingerprint import sha256_file
 from inspection.core.golden import GoldenOutputs
-from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits
+from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits, check_value_range
 from inspection.core.input_domain import InputDomain
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
@@ -40,7 +40,9 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Preprocessing:
     """Decoded RGB uint8 image -> model input: ((resize(image, input_size (h, w)) * pixel_scale)
-    - mean) / std, NCHW; ``source_bits``: see ``core.images.narrow_to_8_bits``."""
+    - mean) / std, NCHW; ``source_bits``: see ``core.images.narrow_to_8_bits``;
+    ``source_range``: the declared range of signed and float images (``map_declared_range``;
+    None: refused)."""
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -50,9 +52,11 @@ class Preprocessing:
     resize: Literal["bilinear", "area"] = "bilinear"
     layout: Literal["NCHW"] = "NCHW"
     source_bits: int = DEFAULT_SOURCE_BITS
+    source_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_source_bits(self.source_bits, "source_bits")
+        check_value_range(self.source_range, "source_range")
 
 
 @dataclass(frozen=True)

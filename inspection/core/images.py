@@ -1,6 +1,18 @@
-"""Decode untrusted image bytes into RGB uint8 arrays, with documented conversions: grey,
-palette and CMYK become RGB, alpha is composited onto black, 16-bit grey is narrowed at the
-camera's ``bits`` (``narrow_to_8_bits``), 32-bit images are rescaled over their own range.
+"""Decode untrusted image bytes into RGB uint8 arrays by what the file means, the same in every
+Pillow version the product allows. ``decode_reduced`` is the one reader every stage uses:
+
+- EXIF orientation is applied (``ImageOps.exif_transpose``): pixels stored turned read upright,
+  as viewers and annotation tools show them;
+- grey, palette and CMYK become RGB; an alpha channel is composited onto black, except one that
+  is 0 everywhere (a camera's unused fourth byte): then the colour is read as it is and the
+  decode says so (``DecodedImage.alpha_ignored``);
+- 16-bit grey is narrowed at the product's significant ``bits`` (``narrow_to_8_bits``), read
+  through numpy whichever mode Pillow opens it in (``I;16`` or ``I``); 16-bit colour is refused
+  below 16 bits;
+- signed, 32-bit and floating-point images (height maps, depth) map over the product's declared
+  ``value_range`` (``map_declared_range``), never each image's own range; without one they are
+  refused by name. Their pixels without a measurement are filled (``UNMEASURED_RULE``).
+
 Masks are read apart (``defect_pixels``). Bad or oversized input raises ``ImageDecodeError``.
 """
 
@@ -17,7 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inspection.core.errors import ImageDecodeError, ImageTooLarge
 
@@ -26,8 +38,26 @@ DEFAULT_MAX_SIDE = 16_384  # JPEG overlays cannot exceed 65535 px a side; no cam
 STATION_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "BMP", "TIFF")
 """Pillow format names a station decodes by default (untrusted bytes reach no other parser)."""
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")  # 16-bit grey: ``narrow_to_8_bits``
+SIXTEEN_BIT_GREY = "I;16"
+"""``DecodedImage.kind`` of an unsigned 16-bit grey file, whichever mode Pillow opened it in."""
+DECLARED_RANGE_KINDS = {
+    "I;16S": "signed 16-bit",
+    "I;32S": "signed 32-bit",
+    "I;32": "unsigned 32-bit",
+    "F": "floating-point",
+}
+"""Kinds read over the declared ``value_range`` (height maps, depth), with their names."""
+DROPOUT = {"I;16S": -(2**15), "I;32S": -(2**31)}
+"""The value a signed integer image marks a pixel without a measurement with (3D sensors'
+dropout code: the type's lowest value)."""
+UNMEASURED_RULE = (
+    "NaN or infinite values of a floating-point image and the lowest value of a signed integer "
+    "image (-32768 at 16 bits, 3D sensors' dropout code) carry no measurement: they are filled "
+    "from their neighbours (OpenCV's Telea inpainting, radius 3 px, of the 8-bit image)"
+)
 DEFAULT_SOURCE_BITS = 16  # significant bits of a 16-bit image: the high byte
 SOURCE_BITS_RANGE = (8, 16)
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright, 2..8 stored mirrored and/or turned
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -41,11 +71,13 @@ def decode_image(
     formats: tuple[str, ...] | None = None,
     name: str = "image",
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Decode bytes into an (H, W, 3) uint8 RGB array (``decode_reduced`` at full size)."""
     return decode_reduced(
-        data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name, bits=bits
-    ).image
+        data, max_pixels=max_pixels, max_side=max_side, formats=formats, name=name, bits=bits,
+        value_range=value_range,
+    ).image  # fmt: skip
 
 
 def check_source_bits(bits: object, key: str = "bits") -> int:
@@ -57,6 +89,49 @@ def check_source_bits(bits: object, key: str = "bits") -> int:
             f"{high} (12 for a 12-bit camera saving 0..4095), got {bits!r}"
         )
     return bits
+
+
+def check_value_range(value: object, key: str = "value_range") -> tuple[float, float] | None:
+    """``value`` as (low, high) floats, None for None; ``ValueError`` naming ``key`` unless it
+    is two finite numbers with low < high."""
+    if value is None:
+        return None
+    pair = tuple(value) if isinstance(value, (list, tuple)) else ()
+    numbers = len(pair) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in pair
+    )
+    if not numbers or pair[0] >= pair[1]:
+        raise ValueError(
+            f"{key}: the range a height map, depth or float image's values are read over must "
+            f"be [low, high] with low < high, in the file's units (e.g. [-2000, 2000] for "
+            f"heights in µm), got {value!r}"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def map_declared_range(
+    values: np.ndarray, value_range: tuple[float, float], dropout: float | None = None
+) -> tuple[np.ndarray, int, int]:
+    """The declared-range rule: (H, W) numbers -> (same shape uint8, values outside the range
+    (clipped), pixels without a measurement (filled)). ``low`` reads 0, ``high`` 255, linearly
+    and rounded, the same for every image; unmeasured pixels (``UNMEASURED_RULE``: non-finite,
+    or equal to ``dropout``) are filled from their neighbours. ``ValueError`` when none is
+    measured."""
+    low, high = value_range
+    values = values.astype(np.float64)
+    unmeasured = ~np.isfinite(values)
+    if dropout is not None:
+        unmeasured |= values == dropout
+    if unmeasured.all():
+        raise ValueError("no pixel holds a measurement")
+    measured = np.where(unmeasured, low, values)
+    clipped = int(np.count_nonzero((measured < low) | (measured > high)))
+    scaled = np.rint((np.clip(measured, low, high) - low) * (255.0 / (high - low)))
+    grey = scaled.astype(np.uint8)
+    count = int(np.count_nonzero(unmeasured))
+    if count:
+        grey = cv2.inpaint(grey, unmeasured.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    return grey, clipped, count
 
 
 def narrow_to_8_bits(values: np.ndarray, bits: int = DEFAULT_SOURCE_BITS) -> tuple[np.ndarray, int]:
@@ -90,13 +165,19 @@ def clipped_images() -> int:
 @dataclass(frozen=True)
 class DecodedImage:
     """A decoded image, possibly reduced: ``image`` (h, w, 3) uint8 RGB, the encoded (H, W)
-    ``source_size``, ``clipped_pixels`` (values above the declared bits, read as 255) and
-    ``peak``, the highest raw value of a 16-bit grey file (None: other modes)."""
+    ``source_size`` (upright), ``clipped_pixels`` (values above the declared bits or outside
+    the declared range, read as 255 or 0), ``peak``, the highest raw value of a 16-bit grey
+    file (None: other kinds), ``kind`` (the file's PIL mode, ``SIXTEEN_BIT_GREY`` for 16-bit
+    grey in any Pillow version, or a key of ``DECLARED_RANGE_KINDS``), ``alpha_ignored`` (an
+    alpha channel 0 everywhere, read as opaque) and ``unmeasured_pixels`` (filled)."""
 
     image: np.ndarray
     source_size: tuple[int, int]
     clipped_pixels: int = 0
     peak: int | None = None
+    kind: str = "RGB"
+    alpha_ignored: bool = False
+    unmeasured_pixels: int = 0
 
     @property
     def reduced(self) -> bool:
@@ -112,10 +193,13 @@ def decode_reduced(
     formats: tuple[str, ...] | None = None,
     name: str = "image",
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> DecodedImage:
-    """Decode bytes, reduced to a longer side of at most ``work_side`` (None: full size): JPEG
-    at a DCT scale keeping at least ``work_side`` (draft mode), then one antialiased resize.
-    Size limits are checked from the header; ``formats``: Pillow format names (None: any)."""
+    """Decode bytes upright (EXIF orientation applied), reduced to a longer side of at most
+    ``work_side`` (None: full size): JPEG at a DCT scale keeping at least ``work_side`` (draft
+    mode), then one antialiased resize. Size limits are checked from the header; ``formats``:
+    Pillow format names (None: any); ``bits``: see ``narrow_to_8_bits``; ``value_range``: the
+    declared range of signed, 32-bit and float images (``map_declared_range``)."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     if work_side is not None and work_side < 1:
@@ -124,37 +208,179 @@ def decode_reduced(
     with _decoding(name, formats):
         image = Image.open(io.BytesIO(data), formats=formats)
         _check_size(image.size, max_pixels, max_side, name)
-        _check_colour_depth(image, bits, name)
-        source = (image.size[1], image.size[0])
-        target = _target_size(image.size, work_side)
+        kind = _kind(image)
+        _check_depth(image, data, kind, bits, value_range, name)
+        stored = image.size
+        target = _target_size(stored, work_side)
         if target is not None and image.format == "JPEG":
             image.draft("RGB", target)  # DCT-domain reduction; keeps >= target
         image.load()
+        turned = _orientation(image) in TURNED
+        image = _upright(image)
+    width, height = stored[::-1] if turned else stored
+    source, target = (height, width), _target_size((width, height), work_side)
     if image.mode in ("RGB", "L") and target is not None and image.size != target:
         image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return DecodedImage(_to_rgb_8(image), source)
-    rgb, clipped, peak = _to_rgb(image, bits, name)
-    if clipped:
-        _seen("clipped", "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the camera "
-              "writes more bits than declared (image_bits / source_bits). Later clipped images "
-              "are counted, not logged (core.images.clipped_images)",
-              name, clipped, 2**bits - 1, bits)  # fmt: skip
-    if target is None or image.size == target:
-        return DecodedImage(rgb, source, clipped, peak)
-    reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
-    reduced.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return DecodedImage(_to_rgb_8(reduced), source, clipped, peak)
+        return DecodedImage(_to_rgb_8(image)[0], source, kind=kind)
+    pixels = _pixels(image, kind, bits, value_range, name)
+    rgb = pixels.image
+    if target is not None and image.size != target:
+        reduced = Image.fromarray(rgb)  # narrowed to 8 bits first, then resized
+        reduced.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        rgb = _to_rgb_8(reduced)[0]
+    return DecodedImage(rgb, source, pixels.clipped, pixels.peak, kind, pixels.alpha_ignored,
+                        pixels.unmeasured)  # fmt: skip
 
 
-def _check_colour_depth(image: Image.Image, bits: int, name: str) -> None:
-    """Refuse a 16-bit colour file when ``bits`` < 16: Pillow keeps only its high byte."""
-    if bits == DEFAULT_SOURCE_BITS or image.mode in SIXTEEN_BIT_MODES:
-        return
-    if any(";16" in str(tile.args) for tile in image.tile):
+TURNED = (5, 6, 7, 8)
+"""EXIF orientations whose stored width is the upright height."""
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation of ``image`` (1: upright, also for a missing or invalid tag), from
+    what Pillow has read (``getexif`` would load a PNG's pixels to look after them)."""
+    if image.format != "TIFF" and "exif" not in image.info:
+        return 1
+    value = image.getexif().get(ORIENTATION_TAG, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF Orientation says (``ImageOps.exif_transpose``); as it is
+    when upright (no copy)."""
+    return image if _orientation(image) == 1 else ImageOps.exif_transpose(image)
+
+
+def _kind(image: Image.Image) -> str:
+    """What the pixels of an opened file are: its PIL mode, ``SIXTEEN_BIT_GREY`` for unsigned
+    16-bit grey (Pillow before 10.3 opens a 16-bit grey PNG as ``I``), or a key of
+    ``DECLARED_RANGE_KINDS`` (TIFF sample format and bits; other ``I`` files: signed 32-bit)."""
+    mode = image.mode
+    if mode in SIXTEEN_BIT_MODES:
+        return SIXTEEN_BIT_GREY
+    if mode != "I":
+        return mode
+    if image.format in ("PNG", "PPM"):  # unsigned, at most 16 bits per sample by their specs
+        return SIXTEEN_BIT_GREY
+    if image.format != "TIFF":
+        return "I;32S"
+    signed = _tiff_tag(image, 339, 1) == 2  # SampleFormat: 1 unsigned, 2 signed, 3 float
+    if _tiff_tag(image, 258, 32) == 16:  # BitsPerSample
+        return "I;16S" if signed else SIXTEEN_BIT_GREY
+    return "I;32S" if signed else "I;32"
+
+
+def _tiff_tag(image: Image.Image, tag: int, default: int) -> int:
+    """A TIFF tag's largest value (per-sample tags hold a tuple), ``default`` without it."""
+    value = image.tag_v2.get(tag, default)  # type: ignore[attr-defined]
+    return max(value) if isinstance(value, tuple) else int(value)
+
+
+def _bits_per_sample(image: Image.Image, data: bytes) -> int:
+    """Bits per sample the file declares: PNG's IHDR bit depth, TIFF's BitsPerSample, else 8."""
+    if image.format == "PNG" and data[12:16] == b"IHDR":
+        return data[24]
+    if image.format == "TIFF":
+        return _tiff_tag(image, 258, 8)
+    return 8
+
+
+def _check_depth(
+    image: Image.Image,
+    data: bytes,
+    kind: str,
+    bits: int,
+    value_range: tuple[float, float] | None,
+    name: str,
+) -> None:
+    """Refuse a file the rules cannot read by its meaning: a 16-bit colour file when ``bits``
+    < 16 (Pillow keeps only its high byte), a ``DECLARED_RANGE_KINDS`` file without a
+    ``value_range``."""
+    if kind in DECLARED_RANGE_KINDS and value_range is None:
+        raise ImageDecodeError(
+            f"{name}: a {DECLARED_RANGE_KINDS[kind]} image (a height map, depth or float "
+            "image) is read over the range its values mean, and none is declared; set "
+            "image_range: [low, high] (in the file's units) in the product's config "
+            "(products/<product>.yaml)"
+        )
+    colour = kind in ("RGB", "RGBA")
+    if bits != DEFAULT_SOURCE_BITS and colour and _bits_per_sample(image, data) > 8:
         raise ImageDecodeError(
             f"{name}: a 16-bit colour image cannot be read at {bits} significant bits "
             "(only 16-bit grey images can); save the camera's frames as 16-bit grey or 8-bit"
         )
+
+
+@dataclass(frozen=True)
+class _Pixels:
+    """(H, W, 3) uint8 RGB of a loaded image with what reading it found (``DecodedImage``)."""
+
+    image: np.ndarray
+    clipped: int = 0
+    peak: int | None = None
+    alpha_ignored: bool = False
+    unmeasured: int = 0
+
+
+def _pixels(
+    image: Image.Image,
+    kind: str,
+    bits: int,
+    value_range: tuple[float, float] | None,
+    name: str,
+) -> _Pixels:
+    """Read a loaded, upright image by its ``kind``'s rule (module docstring); logs the first
+    clipped, unmeasured and alpha-ignored image of the process, counts the rest."""
+    if kind == SIXTEEN_BIT_GREY:
+        values = np.asarray(image).astype(np.uint16)  # I;16 or I (Pillow < 10.3): same values
+        grey, clipped = narrow_to_8_bits(values, bits)
+        peak = int(values.max())
+        if not grey.any() and 0 < peak < 1 << (bits - 8):
+            _seen("dark", "%s: a 16-bit image whose values all lie below %d (highest %d) reads "
+                  "as black at %d bits: its camera writes fewer significant bits than declared; "
+                  "set image_bits in the product's config (products/<product>.yaml). Later ones "
+                  "are not logged", name, 1 << (bits - 8), peak, bits)  # fmt: skip
+        if clipped:
+            _seen("clipped", "%s: %d pixels above %d (the %d-bit maximum) clipped to 255; the "
+                  "camera writes more bits than declared (image_bits / source_bits). Later "
+                  "clipped images are counted, not logged (core.images.clipped_images)",
+                  name, clipped, 2**bits - 1, bits)  # fmt: skip
+        return _Pixels(_grey_to_rgb(grey), clipped, peak)
+    if kind in DECLARED_RANGE_KINDS and value_range is not None:  # else refused: _check_depth
+        return _declared_range_pixels(np.asarray(image), kind, value_range, name)
+    rgb, alpha_ignored = _to_rgb_8(image)
+    if alpha_ignored:
+        _seen("alpha", "%s: its alpha channel is 0 everywhere (fully transparent) but its colour "
+              "is not: read as opaque, the colour as it is. Save the frames without alpha (or "
+              "with alpha 255) to silence this. Later ones are counted, not logged", name)  # fmt: skip
+    return _Pixels(rgb, alpha_ignored=alpha_ignored)
+
+
+def _declared_range_pixels(
+    values: np.ndarray, kind: str, value_range: tuple[float, float], name: str
+) -> _Pixels:
+    """A ``DECLARED_RANGE_KINDS`` image read over ``value_range`` (``map_declared_range``)."""
+    try:
+        grey, clipped, unmeasured = map_declared_range(values, value_range, DROPOUT.get(kind))
+    except ValueError as exc:
+        raise ImageDecodeError(
+            f"{name}: {exc} (every value is NaN, infinite or the dropout value "
+            f"{DROPOUT.get(kind, 'NaN')}); check the sensor's exposure and the part's position"
+        ) from exc
+    low, high = value_range
+    if clipped:
+        _seen("clipped", "%s: %d values outside the declared image_range [%g, %g] read as its "
+              "nearest end; widen image_range if the parts reach them. Later ones are counted, "
+              "not logged (core.images.clipped_images)", name, clipped, low, high)  # fmt: skip
+    if unmeasured:
+        _seen("unmeasured", "%s: %d pixels without a measurement filled from their neighbours "
+              "(%s). Later ones are counted, not logged", name, unmeasured, UNMEASURED_RULE)  # fmt: skip
+    return _Pixels(_grey_to_rgb(grey), clipped, unmeasured=unmeasured)
+
+
+def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 -> (H, W, 3) uint8, the grey level in every channel."""
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 @contextmanager
@@ -203,10 +429,14 @@ def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str
 
 
 def read_image(
-    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, bits: int = DEFAULT_SOURCE_BITS
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Read a file into an (H, W, 3) uint8 RGB array (``bits``: see ``narrow_to_8_bits``)."""
-    return read_reduced(path, max_pixels=max_pixels, bits=bits).image
+    """Read a file into an (H, W, 3) uint8 RGB array (``decode_reduced`` at full size)."""
+    return read_reduced(path, max_pixels=max_pixels, bits=bits, value_range=value_range).image
 
 
 def read_reduced(
@@ -215,12 +445,14 @@ def read_reduced(
     work_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> DecodedImage:
     """Read a file, reduced at decode to a longer side of ``work_side`` (``decode_reduced``)."""
     data = _read_bytes(path)
     return decode_reduced(
-        data, work_side=work_side, max_pixels=max_pixels, name=str(path), bits=bits
-    )
+        data, work_side=work_side, max_pixels=max_pixels, name=str(path), bits=bits,
+        value_range=value_range,
+    )  # fmt: skip
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -231,14 +463,15 @@ def _read_bytes(path: str | Path) -> bytes:
 
 
 def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """(width, height) from the file's header, no pixels decoded (errors: ``decode_reduced``'s)."""
+    """Upright (width, height) from the file's header (EXIF orientation applied), no pixels
+    decoded (errors: ``decode_reduced``'s)."""
     name = str(path)
     try:
         if Path(path).stat().st_size == 0:
             raise ImageDecodeError(f"{name}: empty file (0 bytes)")
         with Image.open(path) as image:
             _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
-            return image.size
+            return image.size[::-1] if _orientation(image) in TURNED else image.size
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -248,27 +481,62 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
 
 
 def read_mask(path: str | Path | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """A ground-truth mask as (H, W) bool, nearest-resized to ``size`` (h, w; None: its own); a
-    None path (a good image): all False at ``size`` (None without a size)."""
+    """A ground-truth mask (a file, or a folder of masks: ``read_mask_levels``) as (H, W) bool,
+    nearest-resized to ``size`` (h, w; None: its own); a None path (a good image): all False at
+    ``size`` (None without a size)."""
     if path is None:
         return None if size is None else np.zeros(size, dtype=bool)
-    mask = defect_pixels(mask_levels(_read_bytes(path), name=str(path))).astype(np.uint8)
+    mask = defect_pixels(read_mask_levels(path)).astype(np.uint8)
     if size is not None and mask.shape != tuple(size):
         mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
     return mask > 0
 
 
+def mask_files(path: Path) -> list[Path]:
+    """The files of a mask: ``path`` itself, or the images in a mask folder (MVTec LOCO's
+    ``ground_truth/<defect>/<stem>/000.png, 001.png ...``, one a region)."""
+    return list_images(path) if path.is_dir() else [path]
+
+
+def read_mask_levels(path: str | Path, name: str | None = None) -> np.ndarray:
+    """The (H, W) levels of a mask file (``mask_levels``); of a mask folder, the union of its
+    masks: uint8 255 where any of them has a defect pixel (``defect_pixels``), else 0. A folder
+    without images or of masks of different sizes raises ``ImageDecodeError`` naming it (as
+    ``name``, default the path)."""
+    path, name = Path(path), name or str(path)
+    if not path.is_dir():
+        return mask_levels(_read_bytes(path), name=name)
+    files = mask_files(path)
+    if not files:
+        raise ImageDecodeError(
+            f"{name}: mask folder has no images (looked for {', '.join(IMAGE_SUFFIXES)}); "
+            "add the image's masks or remove the folder"
+        )
+    masks = [defect_pixels(mask_levels(_read_bytes(f), name=f"{name}/{f.name}")) for f in files]
+    sizes = sorted({m.shape for m in masks})
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for h, w in sizes)
+        raise ImageDecodeError(
+            f"{name}: the masks of this folder differ in size ({shown}); each must be as "
+            "large as its image"
+        )
+    return np.logical_or.reduce(masks).astype(np.uint8) * np.uint8(255)
+
+
 def mask_levels(
     data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "mask"
 ) -> np.ndarray:
-    """The (H, W) levels of a mask file in its own dtype: the maximum over colour channels
-    (palettes looked up), fully transparent pixels 0. Limits and errors: ``decode_reduced``'s."""
+    """The (H, W) levels of a mask file in its own dtype, upright (EXIF orientation applied):
+    the maximum over colour channels (palettes looked up), fully transparent pixels 0 (unless
+    every pixel is: an alpha 0 everywhere is ignored, as in ``decode_reduced``). Limits and
+    errors: ``decode_reduced``'s."""
     if not data:
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     with _decoding(name, None):
         image = Image.open(io.BytesIO(data))
         _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
         image.load()
+        image = _upright(image)
     image = _mask_mode(image)
     array = np.asarray(image)
     if image.mode == "1":
@@ -277,7 +545,8 @@ def mask_levels(
         return array
     if image.mode in ("LA", "RGBA"):
         levels = array[:, :, :-1].max(axis=2)
-        return np.where(array[:, :, -1] > 0, levels, 0).astype(levels.dtype)
+        alpha = array[:, :, -1]
+        return np.where(alpha > 0, levels, 0).astype(levels.dtype) if alpha.any() else levels
     return array.max(axis=2)
 
 
@@ -305,50 +574,30 @@ def is_binary_mask(levels: np.ndarray) -> bool:
     return bool(len(distinct) == 1 or (len(distinct) == 2 and distinct[0] == 0))
 
 
-def _to_rgb(image: Image.Image, bits: int, name: str) -> tuple[np.ndarray, int, int | None]:
-    """(H, W, 3) uint8 RGB, the number of clipped values and the highest raw value (16-bit
-    grey only: 0 and None otherwise)."""
+def _to_rgb_8(image: Image.Image) -> tuple[np.ndarray, bool]:
+    """An 8-bit (or 16-bit colour) image -> ((H, W, 3) uint8 RGB, whether its alpha channel
+    was 0 everywhere and so ignored). Other alpha is composited onto black."""
     mode = image.mode
-    if mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.uint16)
-        gray, clipped = narrow_to_8_bits(values, bits)
-        peak = int(values.max())
-        if not gray.any() and 0 < peak < 1 << (bits - 8):
-            _seen("dark", "%s: a 16-bit image whose values all lie below %d (highest %d) reads "
-                  "as black at %d bits: its camera writes fewer significant bits than declared; "
-                  "set image_bits in the product's config (products/<product>.yaml). Later ones "
-                  "are not logged", name, 1 << (bits - 8), peak, bits)  # fmt: skip
-        return np.repeat(gray[:, :, None], 3, axis=2), clipped, peak
-    return _to_rgb_8(image), 0, None
-
-
-def _to_rgb_8(image: Image.Image) -> np.ndarray:
-    """Any PIL mode but 16-bit grey -> (H, W, 3) uint8 RGB."""
-    mode = image.mode
-    if mode in ("I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        gray = np.clip((array - low) * scale, 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
+        if rgba.getextrema()[3] == (0, 0):  # a camera's unused fourth byte, not coverage
+            return np.asarray(rgba.convert("RGB")), True
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB")), False
     if mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(image)
     if array.dtype != np.uint8:  # e.g. 48-bit RGB read as uint16
         array = (array.astype(np.uint32) >> 8).astype(np.uint8)
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array), False
 
 
 def grey_replicated(image: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 RGB -> (H, W, 3) uint8 with every channel the image's luma, exactly as
     a colour file decodes to grey (Pillow's ``convert("L")``, ITU-R 601-2) and as a grey file
-    decodes to RGB (``_to_rgb`` replicates it): a grey image is returned unchanged."""
+    decodes to RGB (``_grey_to_rgb`` replicates it): a grey image is returned unchanged."""
     luma = np.asarray(Image.fromarray(np.ascontiguousarray(image), "RGB").convert("L"))
-    return cv2.cvtColor(luma, cv2.COLOR_GRAY2RGB)
+    return _grey_to_rgb(luma)
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -374,17 +374,19 @@ def measure_input_domain(
     *,
     training: Sequence[Path] = (),
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> InputDomain:
     """The domain of image files: sizes from the headers of ``size_paths``, colour from the
     decoded ``colour_paths`` (a subset), intensities from those of them in ``training`` (none:
-    not recorded) read at ``bits``, with the product's ``tolerance`` (None: defaults)."""
+    not recorded) read at ``bits`` and ``value_range``, with the product's ``tolerance``
+    (None: defaults)."""
     if not size_paths or not colour_paths:
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)
     file_bytes = [Path(path).stat().st_size for path in size_paths]
     spreads, quantiles, trained = [], [], set(training)
     for path in colour_paths:
-        image = read_image(path, bits=bits)
+        image = read_image(path, bits=bits, value_range=value_range)
         spreads.append(channel_spread(image))
         if path in trained:
             rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))

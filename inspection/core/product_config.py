@@ -25,7 +25,7 @@ from inspection.core.config import (
 )
 from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
-from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits
+from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits, check_value_range
 from inspection.core.input_domain import DomainTolerance
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.roi import RoiSpec
@@ -117,10 +117,12 @@ class ModelConfig:
     # calibration scores (training.models.patchcore.out_of_fold); 0: validation good images only
     calibration_folds: int = 5
     image_bits: int = DEFAULT_SOURCE_BITS  # the product's; the bundle's source_bits
+    image_range: tuple[float, float] | None = None  # the product's; the bundle's source_range
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
         check_image_bits(self.image_bits)
+        check_image_range(self.image_range)
         _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds",
                "must be 0 (off) or at least 2")  # fmt: skip
         _check(min(self.image_size) >= 32, "image_size", "each side must be at least 32 pixels")
@@ -207,12 +209,17 @@ class ProductConfig:
     image_bits: int = DEFAULT_SOURCE_BITS
     """Significant bits of the camera's 16-bit images (12: values 0..4095), for training and
     every station (``preprocessing.source_bits``)."""
+    image_range: tuple[float, float] | None = None
+    """[low, high] in file units: the values signed, 32-bit and float images (height maps,
+    depth) read over, low as 0 and high as 255 (``core.images.map_declared_range``), for
+    training and every station (``preprocessing.source_range``); None: such images refused."""
     input_domain: DomainTolerance = field(default_factory=DomainTolerance)
     """How far a station accepts images unlike the training ones (``core.input_domain``)."""
 
     def __post_init__(self) -> None:
         _check(self.auto_budget_s > 0, "auto_budget_s", "must be positive seconds")
         check_image_bits(self.image_bits)
+        check_image_range(self.image_range)
         if self.alignment is not None and self.reference is None:
             raise ConfigError("alignment: needs a reference image (the 'reference' key)")
         for kind, section in self.models.items():
@@ -225,6 +232,14 @@ def check_image_bits(bits: object) -> None:
     """``ConfigError`` naming ``image_bits`` unless ``bits`` is an integer from 8 to 16."""
     try:
         check_source_bits(bits, "image_bits")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_image_range(value: object) -> None:
+    """``ConfigError`` naming ``image_range`` unless ``value`` is None or [low, high]."""
+    try:
+        check_value_range(value, "image_range")
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -278,6 +293,8 @@ def load_model_config(
             data = deep_merge(data, {"operating_point": point})
         data = deep_merge(data, product_config.models.get(kind, {}))
         data = deep_merge(data, {"image_bits": product_config.image_bits})
+        if product_config.image_range is not None:
+            data = deep_merge(data, {"image_range": list(product_config.image_range)})
         if product_config_path(product, directory).is_file():
             where += f" + {product_config_path(product, directory)}"
     if config_file is not None:

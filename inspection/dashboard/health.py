@@ -278,7 +278,7 @@ def kind_table(health: ModelHealth) -> pd.DataFrame:
 @dataclass(frozen=True)
 class Outcome:
     """One held-out image at the live threshold, its file and ground-truth mask when on disk,
-    read at the live bundle's ``source_bits``."""
+    read at the live bundle's ``source_bits`` and ``source_range``."""
 
     name: str
     kind: str
@@ -287,6 +287,7 @@ class Outcome:
     path: Path | None
     mask: Path | None = None
     bits: int = DEFAULT_SOURCE_BITS
+    value_range: tuple[float, float] | None = None
 
 
 def outcomes(
@@ -299,7 +300,7 @@ def outcomes(
     if threshold is None:
         threshold = current_threshold_value(registry, product, bundle_id)
     names = data.names or tuple(f"#{i}" for i in range(len(data.scores)))
-    bits = source_bits(registry, product, bundle_id)
+    reading = source_reading(registry, product, bundle_id)
     folder = Path(datasets_dir) / product / data.split
     truth = Path(datasets_dir) / product / "ground_truth"
     result = []
@@ -311,28 +312,33 @@ def outcomes(
             (label, flagged), "passed"
         )
         path, mask = folder / kind / name, truth / kind / f"{Path(name).stem}_mask.png"
-        shown = (p if p.is_file() else None for p in (path, mask))
-        result.append(Outcome(name, kind, float(score), outcome, *shown, bits))
+        if not mask.is_file():  # MVTec LOCO: a folder of masks per image
+            mask = truth / kind / Path(name).stem
+        shown = (path if path.is_file() else None, mask if mask.exists() else None)
+        result.append(Outcome(name, kind, float(score), outcome, *shown, *reading))
     worst_first = {"missed": 1, "passed": 1, "false_alarm": -1, "caught": -1}
     return sorted(result, key=lambda o: (o.outcome, o.kind, worst_first[o.outcome] * o.score))
 
 
-def source_bits(registry: Registry, product: str, bundle_id: str | None) -> int:
-    """The bundle's ``source_bits`` (the default when it is gone or unreadable)."""
+def source_reading(
+    registry: Registry, product: str, bundle_id: str | None
+) -> tuple[int, tuple[float, float] | None]:
+    """The bundle's (``source_bits``, ``source_range``) (16 and None when it is gone or
+    unreadable)."""
     if bundle_id is None:
-        return DEFAULT_SOURCE_BITS
+        return DEFAULT_SOURCE_BITS, None
     try:
         bundle = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
     except (BundleError, RegistryError):
-        return DEFAULT_SOURCE_BITS
-    return bundle.preprocessing.source_bits
+        return DEFAULT_SOURCE_BITS, None
+    return bundle.preprocessing.source_bits, bundle.preprocessing.source_range
 
 
 def picture(example: Outcome) -> np.ndarray | None:
     """The example's image with its ground-truth defect outlined in red."""
     if example.path is None:
         return None
-    image = read_image(example.path, bits=example.bits)
+    image = read_image(example.path, bits=example.bits, value_range=example.value_range)
     if example.mask is None:
         return image
     return outline(image, read_mask(example.mask, image.shape[:2]))

@@ -118,8 +118,8 @@ def load_views(
     at the default), its anomaly overlay and mask outline; ``blind`` (the audit sample): the
     image alone, the same artefacts for every part whatever its verdict."""
     missing: list[str] = []
-    bits = image_bits(registry, row.model_version) if registry is not None else DEFAULT_SOURCE_BITS
-    image = _blob_image(store, row.image_sha, "image", missing, bits)
+    reading = image_reading(registry, row.model_version) if registry is not None else None
+    image = _blob_image(store, row.image_sha, "image", missing, *(reading or ()))
     if blind:
         return Views(image, None, None, tuple(missing))
     overlay = _blob_image(store, row.overlay_sha, "overlay", missing)
@@ -135,23 +135,31 @@ def load_views(
     return Views(image, overlay, mask, tuple(missing))
 
 
-def image_bits(registry: Registry, model_version: str) -> int:
-    """The ``image_bits`` of ``<product>/<version>`` (the default when unreadable)."""
+def image_reading(registry: Registry, model_version: str) -> tuple[int, tuple[float, float] | None]:
+    """(``image_bits``, ``image_range``) of ``<product>/<version>`` (the defaults, 16 and None,
+    when unreadable)."""
     try:
         ref = VersionRef.parse(model_version)
-        return registry.bundles.version(ref.product, ref.version).preprocessing().source_bits
+        prep = registry.bundles.version(ref.product, ref.version).preprocessing()
     except (RegistryError, ValueError, OSError):
-        return DEFAULT_SOURCE_BITS
+        return DEFAULT_SOURCE_BITS, None
+    return prep.source_bits, prep.source_range
 
 
 def _blob_image(
-    store: Store, sha: str | None, what: str, missing: list[str], bits: int = DEFAULT_SOURCE_BITS
+    store: Store,
+    sha: str | None,
+    what: str,
+    missing: list[str],
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray | None:
     if not sha:
         missing.append(what)
         return None
     try:
-        return decode_image(store.blobs.get(sha), name=f"{what} blob {sha[:12]}", bits=bits)
+        name = f"{what} blob {sha[:12]}"
+        return decode_image(store.blobs.get(sha), name=name, bits=bits, value_range=value_range)
     except (FileNotFoundError, ImageDecodeError):
         missing.append(what)
         return None

@@ -38,10 +38,11 @@ def products_with_reference(
 
 
 def reference_image(config: ProductConfig) -> np.ndarray | None:
-    """The product's reference image at its ``image_bits`` (None: the file is missing)."""
+    """The product's reference image at its ``image_bits`` and ``image_range`` (None: the file
+    is missing)."""
     if config.reference is None or not Path(config.reference).is_file():
         return None
-    return read_image(config.reference, bits=config.image_bits)
+    return read_image(config.reference, bits=config.image_bits, value_range=config.image_range)
 
 
 def overlay(image: np.ndarray, roi: RoiSpec | None, max_side: int = 1024) -> np.ndarray:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
@@ -14,23 +13,32 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.fingerprint import shown_name
 from inspection.core.images import (
+    DECLARED_RANGE_KINDS,
     DEFAULT_SOURCE_BITS,
     IMAGE_SUFFIXES,
-    SIXTEEN_BIT_MODES,
+    UNMEASURED_RULE,
     DecodedImage,
     decode_reduced,
     defect_pixels,
     is_binary_mask,
-    mask_levels,
+    read_mask_levels,
 )
 from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
 from inspection.core.tiling import SmallerThanTile, TilingSpec
-from inspection.data.dataset import GOOD, MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
+from inspection.data.dataset import (
+    GOOD,
+    LAYOUT_FOLDERS,
+    MASK_LAYOUTS,
+    MIN_TEST_GOOD,
+    MVTEC_AD,
+    NEEDS_TEST_GOOD,
+    Dataset,
+    Sample,
+)
 from inspection.data.decoded import KEPT
 from inspection.data.leaks import held_out_copies, listed, pixel_print
 
@@ -43,7 +51,8 @@ READERS = min(4, os.cpu_count() or 1)
 """Images decoded at once."""
 SMALLER_THAN_TILE = "smaller_than_tile"
 BROKEN_LINK = "broken_link"
-REFUSE_TRAINING = (SMALLER_THAN_TILE, BROKEN_LINK)
+UNREADABLE = "unreadable"
+REFUSE_TRAINING = (SMALLER_THAN_TILE, BROKEN_LINK, UNREADABLE)
 """Findings a training refuses to start with (the image would stop it, or is missing)."""
 
 
@@ -80,6 +89,8 @@ class CheckReport:
     problems: tuple[Problem, ...] = field(default=())
     budget_note: str | None = None
     """Set when the good images are too few for the product's false-reject budget's guarantee."""
+    layout: str = MVTEC_AD
+    """The layout the dataset was read as (``Dataset.layout``)."""
 
     @property
     def errors(self) -> tuple[Problem, ...]:
@@ -97,6 +108,7 @@ class CheckReport:
         return {
             "name": self.name,
             "root": shown_name(self.root),
+            "layout": self.layout,
             "ok": self.ok,
             "counts": self.counts,
             "sizes": {f"{w}x{h}": n for (w, h), n in self.sizes.items()},
@@ -111,12 +123,12 @@ class CheckReport:
 class _Image:
     """What was learned from reading one file."""
 
-    array: np.ndarray | None = None
-    mode: str | None = None
+    decoded: DecodedImage | None = None
     problem: str | None = None
-    bits_used: int | None = None
-    """A 16-bit grey image's bits in use: the bit length of its largest raw value, at least
-    ``bits - 8`` (``_bits_used``); None for other modes."""
+
+    @property
+    def array(self) -> np.ndarray | None:
+        return None if self.decoded is None else self.decoded.image
 
 
 def check_dataset(
@@ -124,14 +136,15 @@ def check_dataset(
     *,
     on_file: Callable[[Path], None] | None = None,
     image_bits: int | None = None,
+    image_range: tuple[float, float] | None = None,
     product_file: Path | None = None,
     budget: float = DEFAULT_BUDGET,
     keep_decoded: bool = False,
     tiling: TilingSpec | None = None,
 ) -> CheckReport:
     """Check every sample of ``dataset`` (``on_file`` after each image) against the product's
-    declared ``image_bits`` (None: 16), ``budget`` and ``tiling`` (an image smaller than one
-    tile is an error); findings tell to edit ``product_file`` (default
+    declared ``image_bits`` (None: 16), ``image_range``, ``budget`` and ``tiling`` (an image
+    smaller than one tile is an error); findings tell to edit ``product_file`` (default
     ``products/<name>.yaml``); ``keep_decoded``: for a training that follows."""
     bits = image_bits if image_bits is not None else DEFAULT_SOURCE_BITS
     problems: list[Problem] = []
@@ -139,25 +152,28 @@ def check_dataset(
     modes: Counter[str] = Counter()
     coverage: dict[str, list[float]] = defaultdict(list)
     used: dict[Path, int] = {}
+    notes: dict[Path, _Notes] = {}
     prints: dict[str, dict[Path, np.ndarray]] = defaultdict(dict)  # split -> path -> print
     masks_expected = bool(dataset.unmatched_masks) or any(s.mask_path for s in dataset.samples)
     KEPT.clear()
 
     # decoding dominates and releases the GIL: files are read READERS at a time, in order
     with ThreadPoolExecutor(READERS) as pool:
-        images = pool.map(lambda s: _read(s.path, "image", bits), dataset.samples)
+        images = pool.map(lambda s: _read(s.path, "image", bits, image_range), dataset.samples)
         for sample, image in zip(dataset.samples, images, strict=True):
-            if image.problem is not None:
-                problems.append(Problem(sample.path, image.problem, "unreadable"))
+            if image.decoded is None:
+                problems.append(Problem(sample.path, str(image.problem), UNREADABLE))
             else:
-                height, width = image.array.shape[:2]
+                read = image.decoded
+                notes[sample.path] = _Notes.of(read)
+                height, width = read.image.shape[:2]
                 sizes[sample.path] = (width, height)
-                modes[image.mode] += 1
-                if image.bits_used is not None:
-                    used[sample.path] = image.bits_used
+                modes[read.kind] += 1
+                if read.peak is not None:
+                    used[sample.path] = max(bits - 8, read.peak.bit_length())
                 if keep_decoded:
-                    KEPT.keep(sample.path, bits, image.array)
-                prints[sample.split][sample.path] = pixel_print(image.array)
+                    KEPT.keep(sample.path, bits, read.image, image_range)
+                prints[sample.split][sample.path] = pixel_print(read.image)
             if _mask_expected(sample, masks_expected):
                 problems += _check_mask(sample, image, coverage)
             if on_file is not None:
@@ -179,6 +195,7 @@ def check_dataset(
     )
     target = product_file or Path("products") / f"{dataset.name}.yaml"
     problems += _bit_depth(used, bits, dataset.root, target)
+    problems += _read_by_rule(notes, image_range, dataset.root, target)
     problems += _ignored(dataset)
     problems += _dataset_findings(dataset)
     return CheckReport(
@@ -190,32 +207,21 @@ def check_dataset(
         coverage={k: _coverage(v) for k, v in sorted(coverage.items())},
         problems=tuple(problems),
         budget_note=budget_note(dataset, budget, target),
+        layout=dataset.layout,
     )
 
 
-def _read(path: Path, what: str, bits: int) -> _Image:
+def _read(path: Path, what: str, bits: int, value_range: tuple[float, float] | None) -> _Image:
     try:
         data = path.read_bytes()
     except OSError as exc:
         return _Image(problem=f"{what}: cannot read file ({exc.strerror or exc})")
     try:
-        decoded = decode_reduced(data, name=what, bits=bits)
-        with Image.open(io.BytesIO(data)) as handle:  # the header: the file's mode
-            mode = handle.mode
-            used = _bits_used(decoded, handle, bits) if mode in SIXTEEN_BIT_MODES else None
+        return _Image(decode_reduced(data, name=what, bits=bits, value_range=value_range))
     except ImageDecodeError as exc:
         return _Image(problem=str(exc))
     except Exception as exc:  # a decoder bug must not stop the whole check
         return _Image(problem=f"{what}: cannot decode ({type(exc).__name__}: {exc})")
-    return _Image(array=decoded.image, mode=mode, bits_used=used)
-
-
-def _bits_used(decoded: DecodedImage, handle: Image.Image, bits: int) -> int:
-    """The bits a 16-bit grey image uses: the bit length of its largest raw value, at least
-    ``bits - 8``, from its decoding at ``bits`` (a clipped image's pixels are read again)."""
-    if decoded.clipped_pixels:
-        return int(np.asarray(handle).max()).bit_length()
-    return max(bits - 8, int(decoded.image.max()).bit_length() + bits - 8)
 
 
 def _mask_expected(sample: Sample, masks_expected: bool) -> bool:
@@ -228,11 +234,12 @@ def _mask_expected(sample: Sample, masks_expected: bool) -> bool:
 
 def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]]) -> list[Problem]:
     if sample.mask_path is None:
-        return [Problem(sample.path, "defective image has no mask", "mask_missing")]
+        message = f"defective image has no mask ({MASK_LAYOUTS})"
+        return [Problem(sample.path, message, "mask_missing")]
     path = sample.mask_path
     levels = _read_mask(path)
     if isinstance(levels, str):
-        return [Problem(path, levels, "unreadable")]
+        return [Problem(path, levels, UNREADABLE)]
     height, width = levels.shape
     problems = []
     if image.array is not None and image.array.shape[:2] != levels.shape:
@@ -249,11 +256,10 @@ def _check_mask(sample: Sample, image: _Image, coverage: dict[str, list[float]])
 
 
 def _read_mask(path: Path) -> np.ndarray | str:
-    """The mask's levels as training reads them (``mask_levels``), or why they cannot be."""
+    """The mask's levels as training reads them (``read_mask_levels``: a file, or a folder's
+    union), or why they cannot be."""
     try:
-        return mask_levels(path.read_bytes(), name="mask")
-    except OSError as exc:
-        return f"mask: cannot read file ({exc.strerror or exc})"
+        return read_mask_levels(path, name="mask")
     except ImageDecodeError as exc:
         return str(exc)
     except Exception as exc:  # a decoder bug must not stop the whole check
@@ -353,9 +359,78 @@ def _bit_depth(used: dict[Path, int], bits: int, root: Path, target: Path) -> li
     return [Problem(root, message, code, "warning")] if paths else []
 
 
-def _ignored(dataset: Dataset) -> list[Problem]:
-    """Warnings for folders without images and images outside any split folder."""
+@dataclass(frozen=True)
+class _Notes:
+    """What ``_read_by_rule`` needs of a decoded image (its pixels are not kept)."""
+
+    alpha_ignored: bool
+    unmeasured: int
+    pixels: int
+    outside_range: int
+
+    @classmethod
+    def of(cls, decoded: DecodedImage) -> _Notes:
+        height, width = decoded.source_size
+        outside = decoded.clipped_pixels if decoded.kind in DECLARED_RANGE_KINDS else 0
+        return cls(decoded.alpha_ignored, decoded.unmeasured_pixels, height * width, outside)
+
+
+def _read_by_rule(
+    notes: Mapping[Path, _Notes],
+    value_range: tuple[float, float] | None,
+    root: Path,
+    target: Path,
+) -> list[Problem]:
+    """Warnings naming the images read by a rule their owner should know of
+    (``core.images``): an alpha channel 0 everywhere read as opaque, pixels without a
+    measurement filled, values outside the declared ``image_range`` read as its ends."""
+    alpha = [_relative(p, root) for p, n in notes.items() if n.alpha_ignored]
+    unmeasured = [
+        f"{_relative(p, root)} ({n.unmeasured} px, {n.unmeasured / n.pixels:.1%})"
+        for p, n in notes.items()
+        if n.unmeasured
+    ]
+    outside = [
+        f"{_relative(p, root)} ({n.outside_range} px)" for p, n in notes.items() if n.outside_range
+    ]
     problems = []
+    if alpha:
+        message = (
+            f"{len(alpha)} image(s) have an alpha channel that is 0 everywhere (fully "
+            f"transparent) over colour: {listed(alpha)}. They are read as opaque, the colour as "
+            "it is (a camera's unused fourth byte), everywhere the product reads them; save "
+            "them without alpha (or with alpha 255)"
+        )
+        problems.append(Problem(root, message, "alpha_ignored", "warning"))
+    if unmeasured:
+        message = (
+            f"{len(unmeasured)} image(s) hold pixels without a measurement: "
+            f"{listed(unmeasured)}. {UNMEASURED_RULE}, everywhere the product reads them; "
+            "many such pixels mean the sensor's exposure or the part's position needs a look"
+        )
+        problems.append(Problem(root, message, "unmeasured_pixels", "warning"))
+    if outside and value_range is not None:
+        low, high = value_range
+        message = (
+            f"{len(outside)} image(s) have values outside image_range: [{low:g}, {high:g}] "
+            f"of {target}: {listed(outside)}. They read as the range's nearest end (0 or "
+            "255); widen image_range if the parts reach them"
+        )
+        problems.append(Problem(root, message, "outside_image_range", "warning"))
+    return problems
+
+
+def _ignored(dataset: Dataset) -> list[Problem]:
+    """Warnings for folders without images, folders the layout does not read and images
+    outside any split folder."""
+    problems = []
+    for folder in dataset.unread_dirs:
+        message = (
+            f"folder is not read ({dataset.layout} layout): its images are neither trained on "
+            f"nor tested nor calibrate; move them into a folder the layout reads "
+            f"({LAYOUT_FOLDERS}) or remove it"
+        )
+        problems.append(Problem(folder, message, "unread_folder", "warning"))
     for folder in dataset.empty_dirs:
         what = "good test images" if folder.name == GOOD else "this defect type"
         message = (f"folder has no images (looked for {', '.join(IMAGE_SUFFIXES)}): ignored, so "

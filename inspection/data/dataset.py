@@ -1,4 +1,5 @@
-"""Dataset model and readers: the exact MVTec AD layout and custom folders described in YAML.
+"""Dataset model and readers: the MVTec AD and MVTec LOCO layouts and custom folders described
+in YAML.
 
 A ``Dataset`` is a frozen list of ``Sample`` records. Readers are strict about folders (a
 missing one raises ``DatasetError`` naming it) and lenient about files: missing or unmatched
@@ -17,6 +18,18 @@ MVTec AD layout (``load_mvtec``)::
 
 Labelled defects in ``train/<defect>/`` teach a mixed model; ``calibration/good/`` images never
 enter the model, only set the threshold. Names match in any letter case; hidden files are skipped.
+
+MVTec LOCO layout (read by ``load_mvtec`` too; ``Dataset.layout`` names which)::
+
+    <product>/ground_truth/<defect>/<stem>/000.png, 001.png ...   a folder of masks per image,
+                                                         one a region: read as their union
+                                                         (``core.images.read_mask_levels``)
+    <product>/validation/good/*.png                      good images that only calibrate, as
+                                                         calibration/good/ (never trained on,
+                                                         never measured)
+
+Every other folder (``calibration/<not good>``, ``train/good/<sub>``, ``<product>/<other>`` ...)
+is not read, and ``Dataset.unread_dirs`` names it for ``data check``.
 
 Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
@@ -41,7 +54,7 @@ from typing import Literal
 from inspection.core.config import from_mapping, read_yaml
 from inspection.core.errors import ConfigError, DatasetError, ImageDecodeError
 from inspection.core.fingerprint import fingerprint_files
-from inspection.core.images import IMAGE_SUFFIXES, list_images, probe_image
+from inspection.core.images import IMAGE_SUFFIXES, list_images, mask_files, probe_image
 
 Split = Literal["train", "test", "calibration"]
 SPLITS: tuple[str, ...] = ("train", "test", "calibration")
@@ -59,6 +72,20 @@ NEEDS_TEST_GOOD = (
 MVTEC_LAYOUT = "MVTec layout: train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png"
 CALIBRATION_DIR = "calibration/good"
 """Good images that only calibrate the threshold (never trained on, never measured)."""
+VALIDATION_DIR = "validation/good"
+"""MVTec LOCO's good validation images: read as ``CALIBRATION_DIR`` images."""
+MVTEC_AD, MVTEC_LOCO, FOLDER_SPEC = "MVTec AD", "MVTec LOCO", "folder spec"
+"""``Dataset.layout`` names."""
+LAYOUT_FOLDERS = (
+    "train/good, train/<defect>, test/good, test/<defect>, ground_truth/, calibration/good, "
+    "validation/good; a folder spec's named folders"
+)
+"""The folders a dataset's images are read from (``data check`` names them)."""
+MASK_LAYOUTS = (
+    "looked for <stem>_mask.<ext> or <stem>.<ext> in the defect's mask folder (MVTec AD: "
+    "ground_truth/<defect>/), or a folder <stem>/ of masks there (MVTec LOCO)"
+)
+"""Where a defective image's mask is looked for (``data check`` names it when none is)."""
 LABELLED_MASKS = "train"
 """``ground_truth/train/<defect>/``: the masks of labelled defective training images."""
 
@@ -92,8 +119,10 @@ class Sample:
 class Dataset:
     """A named set of samples under ``root``, with what the check reports: ``unmatched_masks``
     (no image found for them), ``empty_dirs``, ``loose_images`` (directly in ``test/``) and
-    ``broken_links``; ``held_out_of_train``: see ``hold_out_good``. Folders and files that are
-    symbolic links are followed and keep their names inside the dataset folder."""
+    ``broken_links``, ``unread_dirs`` (folders the ``layout`` does not read);
+    ``held_out_of_train``: see ``hold_out_good``. Folders and files that are symbolic links are
+    followed and keep their names inside the dataset folder. A sample's ``mask_path`` may be a
+    folder of masks (MVTec LOCO)."""
 
     name: str
     root: Path
@@ -105,6 +134,8 @@ class Dataset:
     """No ``test/`` folder: the good test images are ``train/good`` images held out."""
     broken_links: tuple[Path, ...] = field(default=())
     """Symbolic links in the dataset's folders whose target does not exist."""
+    layout: str = MVTEC_AD
+    unread_dirs: tuple[Path, ...] = field(default=())
 
     @property
     def train_samples(self) -> tuple[Sample, ...]:
@@ -139,9 +170,11 @@ class Dataset:
         return {split: dict(sorted(c.items())) for split, c in counts.items()}
 
     def files(self) -> list[Path]:
-        """Every image and mask file the samples refer to."""
+        """Every image and mask file the samples refer to (a mask folder's files)."""
         files = [s.path for s in self.samples]
-        files += [s.mask_path for s in self.samples if s.mask_path is not None]
+        files += [
+            m for s in self.samples if s.mask_path is not None for m in mask_files(s.mask_path)
+        ]
         return files
 
     def check_readable(self) -> None:
@@ -180,7 +213,8 @@ MAX_LISTED = 10
 
 
 def load_mvtec(root: str | Path) -> Dataset:
-    """Read one MVTec AD category folder (``<product>/train/good``, ``test/*``, ``ground_truth``)."""
+    """Read one MVTec AD or MVTec LOCO category folder (``<product>/train/good``, ``test/*``,
+    ``ground_truth``; module docstring)."""
     root = Path(root).resolve()
     _require_dir(root, "dataset folder not found")
     train_dir = root / "train" / GOOD
@@ -210,12 +244,18 @@ def load_mvtec(root: str | Path) -> Dataset:
             samples += found.good(defect_dir, "test")
         else:
             samples += found.defects(defect_dir, "test", defect, [gt_dir / defect])
-    if (root / CALIBRATION_DIR).is_dir():
-        samples += found.good(root / CALIBRATION_DIR, "calibration")
+    calibration = [root / d for d in (CALIBRATION_DIR, VALIDATION_DIR) if (root / d).is_dir()]
+    for folder in calibration:
+        samples += found.good(folder, "calibration")
     unmatched = [] if not gt_dir.is_dir() else _unused_images(gt_dir, found.used)
     loose = tuple(list_images(test_dir)) if test_dir.is_dir() else ()
     rest = (tuple(unmatched), tuple(found.empty), loose, bool(held_out), _dangling_links(root))
-    return Dataset(root.name, root, tuple(samples), *rest)
+    loco = (root / VALIDATION_DIR).is_dir() or any(m.is_dir() for m in found.used)
+    read = {train_dir, *labelled, *calibration}
+    read |= set(_subfolders(test_dir)) if test_dir.is_dir() else set()
+    unread = _unread_dirs(root, read, gt_dir)
+    layout = MVTEC_LOCO if loco else MVTEC_AD
+    return Dataset(root.name, root, tuple(samples), *rest, layout=layout, unread_dirs=unread)
 
 
 def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
@@ -274,6 +314,25 @@ def _subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _unread_dirs(root: Path, read: set[Path], scanned: Path) -> tuple[Path, ...]:
+    """The top-most folders under ``root`` whose images the layout does not read: neither a
+    ``read`` folder (whose own subfolders are not read either: images are listed one level
+    deep), nor inside ``scanned`` (ground_truth: its leftover masks are reported one by one),
+    nor on the way to one of them."""
+    unread: list[Path] = []
+    ways = {parent for folder in read for parent in folder.parents} | set(scanned.parents)
+    pending = [root]
+    while pending:
+        for sub in _subfolders(pending.pop()):
+            if sub == scanned or sub in read:
+                unread += [s for s in _subfolders(sub) if s not in read] if sub in read else []
+            elif sub in ways:
+                pending.append(sub)
+            else:
+                unread.append(sub)
+    return tuple(sorted(unread))
+
+
 # --- custom folders ----------------------------------------------------------------------------
 
 
@@ -303,9 +362,11 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
     base = yaml_path.resolve().parent
     normal_dir = _spec_dir(yaml_path, spec.normal_dir, "normal_dir")
     normals = _images_or_raise(normal_dir)
+    read = {normal_dir}
     if spec.normal_test_dir is not None:
         test_dir = _spec_dir(yaml_path, spec.normal_test_dir, "normal_test_dir")
         train, test = normals, list_images(test_dir)
+        read.add(test_dir)
     else:
         train, test = _split_normals(normals, spec.test_split_ratio)
     samples = [Sample(p, "train", 0, GOOD) for p in train]
@@ -314,18 +375,24 @@ def load_folder_spec(yaml_path: str | Path) -> Dataset:
     if spec.calibration_dir is not None:
         folder = _spec_dir(yaml_path, spec.calibration_dir, "calibration_dir")
         samples += found.good(folder, "calibration")
+        read.add(folder)
 
     mask_dir = None if spec.mask_dir is None else _spec_dir(yaml_path, spec.mask_dir, "mask_dir")
     for defect, rel in sorted(spec.abnormal_dirs.items()):
         folder = _spec_dir(yaml_path, rel, f"abnormal_dirs.{defect}")
         mask_folders = [] if mask_dir is None else [mask_dir / defect, mask_dir]
         samples += found.defects(folder, "test", defect, mask_folders)
+        read.add(folder)
     unmatched = [] if mask_dir is None else _unused_images(mask_dir, found.used)
     dirs = [base, *(s.path.parent for s in samples), *([mask_dir] if mask_dir else [])]
     root = Path(os.path.commonpath([str(d) for d in dirs]))
     spec_dirs = {s.path.parent for s in samples} | ({mask_dir} if mask_dir else set())
     broken = tuple(sorted({p for d in spec_dirs for p in _dangling_links(d)}))
-    rest = (tuple(unmatched), tuple(found.empty), (), False, broken)
+    scanned = [mask_dir] if mask_dir is not None else []
+    unread = sorted(  # the named folders' subfolders: images are listed one level deep
+        sub for folder in read for sub in _subfolders(folder) if sub not in read | set(scanned)
+    )
+    rest = (tuple(unmatched), tuple(found.empty), (), False, broken, FOLDER_SPEC, tuple(unread))
     return Dataset(spec.name, root, tuple(samples), *rest)
 
 
@@ -370,9 +437,10 @@ def _images_or_raise(folder: Path) -> list[Path]:
 
 
 def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]]) -> Path | None:
-    """First of ``<folder>/<stem>_mask.<ext>`` or ``<folder>/<stem>.<ext>`` that exists,
-    in any letter case (``000_mask.PNG``), as ``list_images`` accepts any case."""
-    for folder in folders:
+    """First of ``<folder>/<stem>_mask.<ext>``, ``<folder>/<stem>.<ext>`` or, in the first
+    folder (the defect's own), a mask folder ``<folder>/<stem>/`` (MVTec LOCO) that exists, in
+    any letter case (``000_mask.PNG``), as ``list_images`` accepts any case."""
+    for number, folder in enumerate(folders):
         names = index.get(folder)
         if names is None:
             names = index[folder] = _lower_names(folder)
@@ -381,20 +449,27 @@ def _find_mask(stem: str, folders: list[Path], index: dict[Path, dict[str, Path]
                 found = names.get(f"{name}{suffix}".lower())
                 if found is not None:
                     return found
+        found = names.get(f"{stem}/".lower()) if number == 0 else None
+        if found is not None:
+            return found
     return None
 
 
 def _lower_names(folder: Path) -> dict[str, Path]:
-    """Lower-cased image file name -> path (as laid out: links not resolved); of names that
-    differ only in case the first in sorted order wins, written last (the others stay
-    unmatched masks)."""
-    return {path.name.lower(): path for path in reversed(list_images(folder))}
+    """Lower-cased image file name (a subfolder's with a trailing ``/``) -> path (as laid out:
+    links not resolved); of names that differ only in case the first in sorted order wins,
+    written last (the others stay unmatched masks)."""
+    names = {path.name.lower(): path for path in reversed(list_images(folder))}
+    if folder.is_dir():
+        names |= {f"{p.name.lower()}/": p for p in reversed(_subfolders(folder))}
+    return names
 
 
 def _unused_images(folder: Path, used: set[Path]) -> list[Path]:
-    """Images in ``folder`` and its subfolders (linked ones followed) that are not in ``used``."""
+    """Images in ``folder`` and its subfolders (linked ones followed) that are not in ``used``
+    nor in a ``used`` mask folder."""
     folders = [folder, *sorted(p for p in _walk(folder) if p.is_dir())]
-    return [p for f in folders for p in list_images(f) if p not in used]
+    return [p for f in folders if f not in used for p in list_images(f) if p not in used]
 
 
 def _walk(folder: Path) -> list[Path]:

@@ -1,5 +1,6 @@
 """Images the dataset check decoded, handed on once to the training that follows in the
-process (keyed by path, bits, size and modification time; at most ``BUDGET_BYTES``)."""
+process (keyed by path, bits, value range, size and modification time; at most
+``BUDGET_BYTES``)."""
 
 from __future__ import annotations
 
@@ -10,34 +11,40 @@ import numpy as np
 BUDGET_BYTES = 256 << 20
 """Decoded bytes kept at most: a plant's thousands of images are decoded again, not held."""
 
-_Key = tuple[Path, int, int, int]
+ValueRange = tuple[float, float] | None
+_Key = tuple[Path, int, ValueRange, int, int]
 
 
-def _key(path: Path, bits: int) -> _Key | None:
+def _key(path: Path, bits: int, value_range: ValueRange) -> _Key | None:
     try:
         stat = path.stat()
     except OSError:
         return None
-    return path, bits, stat.st_size, stat.st_mtime_ns
+    return path, bits, value_range, stat.st_size, stat.st_mtime_ns
 
 
 class DecodedImages:
-    """Decoded arrays by file (path, size, modification time) and significant bits."""
+    """Decoded arrays by file (path, size, modification time), significant bits and value
+    range (``core.images.decode_reduced``)."""
 
     def __init__(self, budget_bytes: int = BUDGET_BYTES) -> None:
         self._arrays: dict[_Key, np.ndarray] = {}
         self._left = budget_bytes
 
-    def keep(self, path: Path, bits: int, array: np.ndarray) -> None:
-        """Keep ``array``, ``path`` decoded at ``bits``, unless the budget is spent."""
-        key = _key(path, bits)
+    def keep(
+        self, path: Path, bits: int, array: np.ndarray, value_range: ValueRange = None
+    ) -> None:
+        """Keep ``array``, ``path`` decoded at ``bits`` and ``value_range``, unless the budget
+        is spent."""
+        key = _key(path, bits, value_range)
         if key is not None and array.nbytes <= self._left:
             self._arrays[key] = array
             self._left -= array.nbytes
 
-    def take(self, path: Path, bits: int) -> np.ndarray | None:
-        """The kept decoding of ``path`` at ``bits`` (once: it is no longer kept), or None."""
-        key = _key(path, bits)
+    def take(self, path: Path, bits: int, value_range: ValueRange = None) -> np.ndarray | None:
+        """The kept decoding of ``path`` at ``bits`` and ``value_range`` (once: it is no longer
+        kept), or None."""
+        key = _key(path, bits, value_range)
         array = None if key is None else self._arrays.pop(key, None)
         if array is not None:
             self._left += array.nbytes

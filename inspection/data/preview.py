@@ -21,27 +21,35 @@ def contact_sheet(
     n_good: int = 2,
     tile: int = 192,
     image_bits: Mapping[str, int] | None = None,
+    image_ranges: Mapping[str, tuple[float, float]] | None = None,
 ) -> np.ndarray:
     """One uint8 RGB row per dataset: ``n_good`` test-good images then one per defect type
-    (unreadable: grey), read at each product's ``image_bits`` by name."""
-    bits = image_bits or {}
-    rows = [_row(d, n_good, tile, bits.get(d.name, DEFAULT_SOURCE_BITS)) for d in datasets]
+    (unreadable: grey), read at each product's ``image_bits`` and ``image_range`` by name."""
+    bits, ranges = image_bits or {}, image_ranges or {}
+    rows = [
+        _row(d, n_good, tile, (bits.get(d.name, DEFAULT_SOURCE_BITS), ranges.get(d.name)))
+        for d in datasets
+    ]
     width = max(r.shape[1] for r in rows)
     rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
     return np.concatenate(rows, axis=0)
 
 
-def _row(dataset: Dataset, n_good: int, tile: int, bits: int) -> np.ndarray:
+def _row(
+    dataset: Dataset, n_good: int, tile: int, reading: tuple[int, tuple[float, float] | None]
+) -> np.ndarray:
     picks: list[Sample] = [s for s in dataset.test_samples if s.label == 0][:n_good]
     for defect in dataset.defect_types:
         picks += [s for s in dataset.test_samples if s.defect_type == defect][:1]
-    tiles = [_tile(s, tile, f"{dataset.name}/{s.defect_type}", bits) for s in picks]
+    tiles = [_tile(s, tile, f"{dataset.name}/{s.defect_type}", reading) for s in picks]
     return np.concatenate(tiles, axis=1)
 
 
-def _tile(sample: Sample, tile: int, label: str, bits: int) -> np.ndarray:
+def _tile(
+    sample: Sample, tile: int, label: str, reading: tuple[int, tuple[float, float] | None]
+) -> np.ndarray:
     try:
-        image = read_image(sample.path, bits=bits)
+        image = read_image(sample.path, bits=reading[0], value_range=reading[1])
         image = cv2.resize(image, (tile, tile), interpolation=cv2.INTER_AREA)
     except ImageDecodeError:
         image = np.full((tile, tile, 3), 128, np.uint8)

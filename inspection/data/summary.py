@@ -19,14 +19,19 @@ BASELINES: dict[str, Callable[[np.ndarray], float]] = {
 }
 
 
-def baseline_aurocs(dataset: Dataset, bits: int = DEFAULT_SOURCE_BITS) -> dict[str, float]:
+def baseline_aurocs(
+    dataset: Dataset,
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
+) -> dict[str, float]:
     """Image-level AUROC of each trivial baseline on the test split (unreadable images skipped);
-    ``bits``: the significant bits 16-bit images are read at (the product's ``image_bits``)."""
+    ``bits``: the significant bits 16-bit images are read at (the product's ``image_bits``),
+    ``value_range``: the range signed and float ones are (its ``image_range``)."""
     scores: dict[str, list[float]] = {k: [] for k in BASELINES}
     labels: list[int] = []
     for sample in dataset.test_samples:
         try:
-            image = read_image(sample.path, bits=bits)
+            image = read_image(sample.path, bits=bits, value_range=value_range)
         except ImageDecodeError:
             continue
         labels.append(sample.label)
@@ -36,14 +41,23 @@ def baseline_aurocs(dataset: Dataset, bits: int = DEFAULT_SOURCE_BITS) -> dict[s
     return {name: float("nan") if value is None else value for name, value in aurocs.items()}
 
 
-def summarise(datasets: Sequence[Dataset], image_bits: Mapping[str, int] | None = None) -> dict:
+def summarise(
+    datasets: Sequence[Dataset],
+    image_bits: Mapping[str, int] | None = None,
+    image_ranges: Mapping[str, tuple[float, float]] | None = None,
+) -> dict:
     """``{name: {"check": <CheckReport.to_dict()>, "baselines": {...}}}`` for each dataset,
-    with each product's declared ``image_bits`` by name (none: the default)."""
-    bits = image_bits or {}
+    with each product's declared ``image_bits`` and ``image_range`` by name (none: the
+    defaults)."""
+    bits, ranges = image_bits or {}, image_ranges or {}
     return {
         d.name: {
-            "check": check_dataset(d, image_bits=bits.get(d.name)).to_dict(),
-            "baselines": baseline_aurocs(d, bits.get(d.name, DEFAULT_SOURCE_BITS)),
+            "check": check_dataset(
+                d, image_bits=bits.get(d.name), image_range=ranges.get(d.name)
+            ).to_dict(),
+            "baselines": baseline_aurocs(
+                d, bits.get(d.name, DEFAULT_SOURCE_BITS), ranges.get(d.name)
+            ),
         }
         for d in datasets
     }

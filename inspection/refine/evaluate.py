@@ -59,15 +59,17 @@ def evaluate_refiners(
     with_aupro: bool = True,
     max_side: int | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples; a JSON-ready dict.
     ``latency_only``: refiners whose masks mean nothing (random SAM weights); ``max_side``:
-    larger images are judged at full size, then refined and scored resized."""
+    larger images are judged at full size, then refined and scored resized; ``bits``,
+    ``value_range``: how the product's files read (``core.images.decode_reduced``)."""
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []
     for sample in samples:
-        image = read_image(sample.path, bits=bits)
+        image = read_image(sample.path, bits=bits, value_range=value_range)
         raw = inspector.inspect(image)
         gt = read_gt(sample, image.shape[:2])
         size = budget_size(image.shape, max_side)

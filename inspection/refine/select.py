@@ -28,17 +28,20 @@ def choose_refiner(
     split: str = "validation",
     max_side: int | None = CHOICE_MAX_SIDE,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> tuple[RefinementChoice, dict[str, Any]]:
     """(the choice, the ``evaluate_refiners`` result it was made from), on the defective
-    samples with a mask (none: "none", nothing shows refinement helps)."""
+    samples with a mask (none: "none", nothing shows refinement helps), read at ``bits`` and
+    ``value_range`` (``core.images.decode_reduced``)."""
     defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
     config = config or RefineConfig()
     if not defective:
         return RefinementChoice("none", split=split, min_gain=min_gain, max_side=max_side), {}
     refiners = {name: build_refiner(config, name) for name in candidates}
     results = evaluate_refiners(
-        inspector, defective, refiners, with_aupro=False, max_side=max_side, bits=bits
-    )
+        inspector, defective, refiners, with_aupro=False, max_side=max_side, bits=bits,
+        value_range=value_range,
+    )  # fmt: skip
     quality = {name: entry["quality"] for name, entry in results["methods"].items()}
     pixel_f1 = {name: q["defective_images"]["f1"] for name, q in quality.items()}
     measured = {name: round(float(f1), 4) for name, f1 in pixel_f1.items() if f1 is not None}

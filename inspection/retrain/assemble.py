@@ -264,6 +264,9 @@ def _copy_samples(samples: tuple[Sample, ...], target: Path, masks: Path | None 
         shutil.copyfile(sample.path, destination)
         if sample.mask_path is not None and masks is not None:
             (masks / sample.defect_type).mkdir(parents=True, exist_ok=True)
+            if sample.mask_path.is_dir():  # MVTec LOCO: the folder of masks, as it is
+                shutil.copytree(sample.mask_path, masks / sample.defect_type / destination.stem)
+                continue
             name = f"{destination.stem}{MASK_SUFFIX}{sample.mask_path.suffix}"
             shutil.copyfile(sample.mask_path, masks / sample.defect_type / name)
 

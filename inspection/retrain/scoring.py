@@ -18,7 +18,7 @@ from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
-from inspection.runtime.camera import source_bits
+from inspection.runtime.camera import source_bits, source_range
 
 if TYPE_CHECKING:
     from inspection.core.types import InspectionResult
@@ -86,17 +86,20 @@ def evaluate_bundles(
     inspectors = {role: load_inspector(path, input_check="off") for role, path in bundles.items()}
     roles = list(inspectors)
     height, width = inspectors[roles[0]].metadata.preprocessing.input_size
-    bits = {role: source_bits(inspector) for role, inspector in inspectors.items()}
+    reading = {r: (source_bits(i), source_range(i)) for r, i in inspectors.items()}
     for role, inspector in inspectors.items():
-        first = read_image(items[0].path, bits=bits[role])
+        first = read_image(items[0].path, bits=reading[role][0], value_range=reading[role][1])
         for _ in range(warmup):
             inspector.inspect(first)
     outputs = {role: _Outputs() for role in roles}
     for index, item in enumerate(items):
-        # Each bundle reads 16-bit images at the bit depth it was trained on (``source_bits``).
-        images = {depth: read_image(item.path, bits=depth) for depth in set(bits.values())}
+        # Each bundle reads images as it was trained on them (``source_bits``, ``source_range``).
+        images = {
+            (bits, value_range): read_image(item.path, bits=bits, value_range=value_range)
+            for bits, value_range in set(reading.values())
+        }
         for role in roles if index % 2 == 0 else roles[::-1]:
-            raw = inspectors[role].infer_raw(images[bits[role]])
+            raw = inspectors[role].infer_raw(images[reading[role]])
             outputs[role].add(raw, inspectors[role].judge_raw(raw), (width, height))
         if on_image is not None:
             on_image(index)

@@ -103,6 +103,13 @@ def source_bits(inspector: object) -> int:
     return getattr(preprocessing, "source_bits", DEFAULT_SOURCE_BITS)
 
 
+def source_range(inspector: object) -> tuple[float, float] | None:
+    """The declared range of signed and float uploads: the bundle's ``source_range`` (None
+    without one: such images are refused)."""
+    preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
+    return getattr(preprocessing, "source_range", None)
+
+
 def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:
     """PNG bytes of the working copy to store, or None to store the upload as sent."""
     if keep_original or not decoded.reduced:

@@ -113,7 +113,10 @@ def record_golden(
     model = BundleModel.load(bundle_dir)
     prep = metadata.preprocessing
     candidates = [
-        at_input_size(model.align(read_image(path, bits=prep.source_bits))[0], prep)
+        at_input_size(
+            model.align(read_image(path, bits=prep.source_bits, value_range=prep.source_range))[0],
+            prep,
+        )
         for path in sources
     ]
     served = run_golden(model, candidates, masked=True)[0]

@@ -17,7 +17,7 @@ from inspection.core.fingerprint import shown_name
 from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
 from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import decode_side, source_bits, with_camera_size
+from inspection.runtime.camera import decode_side, source_bits, source_range, with_camera_size
 from inspection.runtime.predictor import Predictor
 
 
@@ -71,10 +71,11 @@ def iter_paths(
 
     side = decode_side(inspector.camera, inspector)  # None (full resolution) when tiled
     bits = source_bits(inspector)  # the bundle's: 16-bit files read as training read them
+    value_range = source_range(inspector)  # signed and float files too
     for path in files:
         try:
             begin = time.perf_counter()
-            decoded = read_reduced(path, work_side=side, bits=bits)
+            decoded = read_reduced(path, work_side=side, bits=bits, value_range=value_range)
             check_bit_depth(decoded, bits, inspector.input_check)
             pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
         except ImageDecodeError as exc:

@@ -74,7 +74,8 @@ def run_samples(
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        images = [read_image(s.path, bits=prep.source_bits) for s in chunk]
+        reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+        images = [read_image(s.path, **reading) for s in chunk]
         batch = np.stack([preprocess(model.align(image)[0], prep) for image in images])
         raw = model.infer(batch)
         scores.append(raw.scores)

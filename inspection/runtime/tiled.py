@@ -168,7 +168,10 @@ def tiled_outputs(
     scores, maps = [], []
     size: tuple[int, int] | None = None
     for path in paths:
-        raw = tiled.raw_outputs(read_image(path, bits=tiled.metadata.preprocessing.source_bits))
+        prep = tiled.metadata.preprocessing
+        raw = tiled.raw_outputs(
+            read_image(path, bits=prep.source_bits, value_range=prep.source_range)
+        )
         size = size or evaluation_size(raw.anomaly_map.shape, max_side)
         scores.append(raw.score)
         maps.append(cv2.resize(raw.anomaly_map, (size[1], size[0]), interpolation=cv2.INTER_AREA))

@@ -378,8 +378,9 @@ def tune_product(
         probes, what = probe_images(candidates[0][1], candidates[0][2])
         say(f"timing on {what}")
     else:
-        bits = candidates[0][2].preprocessing.source_bits
-        probes = [read_image(path, bits=bits) for path in images]
+        prep = candidates[0][2].preprocessing
+        reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+        probes = [read_image(path, **reading) for path in images]
     names = ", ".join(f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, _ in gated)
     say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
     timed = [(path, gate) for _, path, _, gate in gated]

@@ -34,6 +34,7 @@ from inspection.core.types import InspectionResult
 from inspection.runtime.camera import (
     decode_side,
     source_bits,
+    source_range,
     stored_copy,
     with_camera_size,
 )
@@ -263,6 +264,7 @@ class Pipeline:
                 data,
                 work_side=decode_side(options, model.inspector),
                 bits=bits,
+                value_range=source_range(model.inspector),
                 max_pixels=self.config.max_pixels,
                 max_side=self.config.max_side,
                 formats=self.config.image_formats,

@@ -200,7 +200,10 @@ def evaluate_candidate(
         context = fitted.context if fitted.context.components else None
 
     def held_out() -> dict[str, float]:
-        tested = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+        tested = predict(
+            model, test, image_size=config.image_size, bits=config.image_bits,
+            value_range=config.image_range,
+        )  # fmt: skip
         if context is not None:
             tested = fused_predictions(model, config, weights, context, tested)
         return auroc_interval(tested.scores, np.asarray(tested.labels)).to_dict()

@@ -39,16 +39,18 @@ def predict(
     image_size: tuple[int, int] | None = None,
     batch_size: int = 8,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> Predictions:
     """Run ``model`` (an anomalib module) on samples or a Dataset's test split; ``image_size``
-    defaults to its pre-processor's, ``bits``: significant bits of 16-bit images."""
+    defaults to its pre-processor's, ``bits``: significant bits of 16-bit images,
+    ``value_range``: the declared range of signed and float ones."""
     samples = list(data.test_samples if isinstance(data, Dataset) else data)
     if not samples:
         raise ValueError("predict: no samples to run on")
     size = tuple(image_size or model.input_size or ())
     if len(size) != 2:
         raise ValueError("predict: give image_size; the model's pre-processor has no Resize")
-    dataset = SampleDataset(samples, (int(size[0]), int(size[1])), bits)
+    dataset = SampleDataset(samples, (int(size[0]), int(size[1])), bits, value_range)
 
     scores, maps, masks = [], [], []
     model.eval()
@@ -69,6 +71,7 @@ def predict(
         defect_types=tuple(s.defect_type for s in samples),
         paths=tuple(str(s.path) for s in samples),
         bits=bits,
+        value_range=value_range,
     )
 
 

@@ -222,8 +222,11 @@ def _refinement(
         f"choosing the mask refiner on {defective} defective validation images "
         f"(longer side <= {CHOICE_MAX_SIDE} px)"
     )
-    bits = source.metadata.preprocessing.source_bits  # 16-bit images read as training did
-    choice, _ = choose_refiner(source, splits.validation, config=refine, bits=bits)
+    prep = source.metadata.preprocessing  # 16-bit, signed and float images read as training did
+    choice, _ = choose_refiner(
+        source, splits.validation, config=refine, bits=prep.source_bits,
+        value_range=prep.source_range,
+    )  # fmt: skip
     say(f"mask refinement: {choice.describe()}")
     return choice
 
@@ -304,7 +307,8 @@ def export_model(
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
     if base.input_domain is None:
-        domain = input_domain_of(splits, domain_tolerance, base.preprocessing.source_bits)
+        prep = base.preprocessing
+        domain = input_domain_of(splits, domain_tolerance, prep.source_bits, prep.source_range)
         base = replace(base, input_domain=domain)
         say(f"input domain: {domain.describe()}")
     say(f"converting {base.model_kind} to OpenVINO")
@@ -365,7 +369,10 @@ def export_model(
 
 
 def input_domain_of(
-    splits: ExportSplits, tolerance: DomainTolerance | None = None, bits: int = DEFAULT_SOURCE_BITS
+    splits: ExportSplits,
+    tolerance: DomainTolerance | None = None,
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> InputDomain:
     """The version's input domain (``core.input_domain``): sizes of all images, colour of up to
     ``COLOUR_SAMPLE`` training images and every held-out one, intensities of those training ones."""
@@ -373,7 +380,9 @@ def input_domain_of(
     sizes = list(dict.fromkeys([*splits.train_images, *held_out]))
     training = evenly(splits.train_images, COLOUR_SAMPLE)
     colour = list(dict.fromkeys([*training, *held_out]))
-    return measure_input_domain(sizes, colour, tolerance, training=training, bits=bits)
+    return measure_input_domain(
+        sizes, colour, tolerance, training=training, bits=bits, value_range=value_range
+    )
 
 
 def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
@@ -417,8 +426,8 @@ def _quantised(
 
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
-    bits = prep.source_bits
-    calibration = [preprocess(read_image(p, bits=bits), prep) for p in calibration_paths]
+    reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+    calibration = [preprocess(read_image(p, **reading), prep) for p in calibration_paths]
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
         + "; ".join(describe_kept(kept)))  # fmt: skip

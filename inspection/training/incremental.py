@@ -113,7 +113,10 @@ def update_bank(
     _extend_local_statistics(model, images, config, trained)
     say(f"re-calibrating at its {point.describe()}")
     with _timed(stages, "calibrate"):
-        v = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
+        v = predict(
+            model, validation, image_size=config.image_size, bits=config.image_bits,
+            value_range=config.image_range,
+        )  # fmt: skip
         held_aside = held_aside_scores(model, config, dataset.calibration_samples, roi)
         good = _child_good_scores(model, parent, dataset, images, unseen, config, roi)
         calibration = calibrate_predictions(v, point, good, held_aside)
@@ -121,7 +124,10 @@ def update_bank(
         scores = _good_score_record(parent, dataset, good, v, held_aside, images, digests)
     say(f"measuring on {len(test)} test images")
     with _timed(stages, "evaluate"):
-        predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+        predictions = predict(
+            model, test, image_size=config.image_size, bits=config.image_bits,
+            value_range=config.image_range,
+        )  # fmt: skip
         metrics = metrics_of_predictions(predictions, calibration).to_mapping()
     rows_after = int(model.model.memory_bank.shape[0])
     lineage = Lineage(
@@ -280,7 +286,10 @@ def _scores(
     """(N,) scores of good ``paths`` by ``model``'s whole bank, as out-of-fold scores are taken."""
     samples = [Sample(p, "train", 0, GOOD) for p in paths]
     size = tuple(config.image_size)
-    return trained_scores(model, samples, size, config.image_bits, config.batch_size, masks)
+    return trained_scores(
+        model, samples, size, config.image_bits, config.batch_size, masks,
+        value_range=config.image_range,
+    )  # fmt: skip
 
 
 def _parent_scores(
@@ -390,7 +399,7 @@ def _extend_local_statistics(
 
     size = tuple(config.image_size)
     samples = [Sample(p, "train", 0, GOOD) for p in images]
-    inputs = model_inputs(model, samples, size, config.image_bits)
+    inputs = model_inputs(model, samples, size, config.image_bits, config.image_range)
     masks = None if trained is None else TrainingRoi.whole_image(trained.roi, size)
     rows = per_image_rows(head.rows, inputs, config.batch_size, masks, [str(p) for p in images])
     new = torch.cat(rows).contiguous()

@@ -71,8 +71,9 @@ def calibration_good_scores(
     scores = kind.out_of_fold_scores(model, config, train, roi, stages)
     paired = tuple(sorted(train, key=lambda s: str(s.path))[:FULL_BANK_IMAGES])
     full = trained_scores(
-        model, paired, config.image_size, config.image_bits, config.batch_size, roi=roi
-    )
+        model, paired, config.image_size, config.image_bits, config.batch_size, roi=roi,
+        value_range=config.image_range,
+    )  # fmt: skip
     heads = (getattr(model.model, name, None) for name in ("local_stats", "supervised"))
     fused = any(head is not None and head.enabled for head in heads)  # fitted on good images
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
@@ -94,7 +95,7 @@ def held_aside_scores(
         chunk = samples[start : start + CALIBRATION_CHUNK]
         predicted = predict(
             model, chunk, image_size=config.image_size, batch_size=config.batch_size,
-            bits=config.image_bits,
+            bits=config.image_bits, value_range=config.image_range,
         )  # fmt: skip
         scores.append(masked_predictions(predicted, roi).scores)
         if stages is not None:

@@ -108,8 +108,9 @@ def plot_examples(
         judged_mask = (
             judged.masks[number] if judged is not None else np.zeros((height, width), bool)
         )
+        shown = Path(predictions.paths[index])
         panels = [
-            load_image(Path(predictions.paths[index]), (height, width), predictions.bits),
+            load_image(shown, (height, width), predictions.bits, predictions.value_range),
             jet(heat)[..., :3],
             np.repeat(judged_mask[..., None], 3, axis=2),
             np.repeat(predictions.masks[index][..., None], 3, axis=2),

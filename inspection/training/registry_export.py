@@ -17,6 +17,7 @@ from inspection.core.bundle import BUNDLE_SCHEMA_VERSION, BundleMetadata, Output
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.export_gate import GateRefusal
 from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.images import mask_files
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import (
     load_product_config,
@@ -323,8 +324,8 @@ def _require_recorded_content(
     changed = sorted(chosen - set(names))  # recorded, now missing
     for sample, rel in zip(samples, names, strict=True):
         files = {rel: sample.path}
-        if sample.mask_path is not None:
-            files[relative_name(sample.mask_path, root)] = sample.mask_path
+        if sample.mask_path is not None:  # a file, or a folder of masks (MVTec LOCO)
+            files |= {relative_name(m, root): m for m in mask_files(sample.mask_path)}
         changed += [r for r, path in files.items() if recorded.get(r) != sha256_file(path)]
     if changed:
         raise BundleError(

@@ -27,10 +27,12 @@ class SampleDataset(TorchDataset):
         samples: Sequence[Sample],
         image_size: tuple[int, int],
         bits: int = DEFAULT_SOURCE_BITS,
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         self.samples = list(samples)
         self.image_size = image_size
         self.bits = bits
+        self.value_range = value_range
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -41,7 +43,7 @@ class SampleDataset(TorchDataset):
         from torchvision.tv_tensors import Image, Mask
 
         sample = self.samples[index]
-        image = load_image(sample.path, self.image_size, self.bits)
+        image = load_image(sample.path, self.image_size, self.bits, self.value_range)
         mask = load_mask(sample, self.image_size)
         return ImageItem(
             image=Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()),
@@ -53,12 +55,16 @@ class SampleDataset(TorchDataset):
 
 
 def load_image(
-    path: Path, image_size: tuple[int, int], bits: int = DEFAULT_SOURCE_BITS
+    path: Path,
+    image_size: tuple[int, int],
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Read (16-bit at ``bits``) and resize to (H, W, 3) float32 RGB in [0, 1], bilinear."""
+    """Read (16-bit at ``bits``, signed and float over ``value_range``) and resize to (H, W, 3)
+    float32 RGB in [0, 1], bilinear."""
     height, width = image_size
-    rgb = KEPT.take(Path(path), bits)  # the dataset check's decoding, if it kept it
-    rgb = read_image(path, bits=bits) if rgb is None else rgb
+    rgb = KEPT.take(Path(path), bits, value_range)  # the dataset check's decoding, if kept
+    rgb = read_image(path, bits=bits, value_range=value_range) if rgb is None else rgb
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     return rgb.astype(np.float32) / 255.0
@@ -78,10 +84,12 @@ def mask_known(sample: Sample) -> bool:
 @dataclass(frozen=True)
 class Predictions(RawOutputs):
     """``RawOutputs`` of a torch model on N test images, with their ``paths`` and the
-    ``bits`` 16-bit images were read at (for the report's examples)."""
+    ``bits`` 16-bit images and ``value_range`` signed or float ones were read at (for the
+    report's examples)."""
 
     paths: tuple[str, ...] = ()
     bits: int = DEFAULT_SOURCE_BITS
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -62,15 +62,18 @@ class TileDataset(TorchDataset):
         tiling: TilingSpec,
         roi: RoiSpec | None = None,
         bits: int = DEFAULT_SOURCE_BITS,
+        value_range: tuple[float, float] | None = None,
     ) -> None:
         self.samples = list(samples)
         self.tiling = tiling
-        self.bits = bits
+        self.bits, self.value_range = bits, value_range
         self.total_tiles = 0
         self._index: list[tuple[int, int]] = []
         masks: dict[str, np.ndarray] = {}
         for number, sample in enumerate(self.samples):
-            grid = tiling.grid(*read_image(sample.path, bits=bits).shape[:2])
+            grid = tiling.grid(
+                *read_image(sample.path, bits=bits, value_range=value_range).shape[:2]
+            )
             self.total_tiles += len(grid)
             tiles = range(len(grid))
             if roi is not None:
@@ -88,7 +91,7 @@ class TileDataset(TorchDataset):
         """(N, 3, th, tw) float32 image tiles and (N, th, tw) bool mask tiles of a sample."""
         if self._cached is None or self._cached[0] != number:
             sample = self.samples[number]
-            image = read_image(sample.path, bits=self.bits)
+            image = read_image(sample.path, bits=self.bits, value_range=self.value_range)
             grid = self.tiling.grid(*image.shape[:2])
             height, width = grid.size
             if image.shape[:2] != grid.size:
@@ -114,7 +117,7 @@ class TileDataset(TorchDataset):
 def _tile_loader(
     samples: Sequence[Sample], tiling: TilingSpec, config: ModelConfig, roi: RoiSpec | None
 ) -> DataLoader:
-    data = TileDataset(samples, tiling, roi, config.image_bits)
+    data = TileDataset(samples, tiling, roi, config.image_bits, config.image_range)
     # unshuffled: image-major order keeps the one-image cache hot
     return DataLoader(data, config.batch_size, shuffle=False, collate_fn=ImageBatch.collate)
 
@@ -127,14 +130,16 @@ def predict_tiled(
     batch_size: int = 16,
     roi: RoiSpec | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> RawOutputs:
-    """Raw scores (N,) (highest tile) and stitched maps of the tiles of ``samples`` (in ``roi``)."""
-    data = TileDataset(samples, tiling, bits=bits)
+    """Raw scores (N,) (highest tile) and stitched maps of the tiles of ``samples`` (in ``roi``),
+    read at ``bits`` and ``value_range`` (``core.images.decode_reduced``)."""
+    data = TileDataset(samples, tiling, bits=bits, value_range=value_range)
     scores, maps = [], []
     model.eval()
     for number, sample in enumerate(data.samples):
         images, _ = data.tiles_of(number)
-        grid = tiling.grid(*read_image(sample.path, bits=bits).shape[:2])
+        grid = tiling.grid(*read_image(sample.path, bits=bits, value_range=value_range).shape[:2])
         if roi is not None:
             kept = grid.inside(roi)
             images = images[[grid.origins.index(origin) for origin in kept.origins]]
@@ -205,15 +210,15 @@ def train_tiled(
         config, tiling, dataset.train_samples, validation, weights, progress=progress, roi=roi
     )
     tiles = len(tile_data)
-    bits = config.image_bits
-    calibration = predict_tiled(model, validation, tiling, roi=roi, bits=bits).calibrate(
+    reading = {"bits": config.image_bits, "value_range": config.image_range}
+    calibration = predict_tiled(model, validation, tiling, roi=roi, **reading).calibrate(
         config.operating_point
     )
     fit = FitFigures(fit_seconds=round(fit_seconds, 2), train_tiles=tiles)
     metrics: dict[str, Any] = fit.to_mapping()
     if evaluate:
         judged = metrics_of_predictions(
-            predict_tiled(model, test, tiling, roi=roi, bits=bits), calibration
+            predict_tiled(model, test, tiling, roi=roi, **reading), calibration
         )
         metrics = {**judged.to_mapping(), **replace(fit, test_images=len(test)).to_mapping()}
     roi_extra = training_roi_extra(roi, tile_data.training_roi, model, tiles_kept=tiles,

@@ -117,7 +117,7 @@ def make_loader(
     samples: Sequence[Sample], config: ModelConfig, *, shuffle: bool = False
 ) -> DataLoader:
     return DataLoader(
-        SampleDataset(samples, config.image_size, config.image_bits),
+        SampleDataset(samples, config.image_size, config.image_bits, config.image_range),
         batch_size=config.batch_size,
         shuffle=shuffle,
         num_workers=config.num_workers,
@@ -231,7 +231,10 @@ def train_model(
     calibration = calibrate_predictions(validated, config.operating_point, good_scores, held_aside)
     normalization = calibration.normalization
     clock.lap("calibration")
-    predictions = predict(model, test, image_size=config.image_size, bits=config.image_bits)
+    predictions = predict(
+        model, test, image_size=config.image_size, bits=config.image_bits,
+        value_range=config.image_range,
+    )  # fmt: skip
     predictions = masked_predictions(predictions, roi)
     context = None
     if config.global_context:
@@ -296,7 +299,10 @@ def predict_validation(
     model: Any, config: ModelConfig, validation: Sequence[Sample]
 ) -> tuple[Predictions, BlurChoice | None]:
     """Predictions on the validation split, with a ``map_peak`` model's blur chosen on them."""
-    validated = predict(model, validation, image_size=config.image_size, bits=config.image_bits)
+    validated = predict(
+        model, validation, image_size=config.image_size, bits=config.image_bits,
+        value_range=config.image_range,
+    )  # fmt: skip
     head = getattr(model.model, "map_peak", None)
     if head is None:
         return validated, None
@@ -374,7 +380,7 @@ def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Prep
     """The preprocessing an exported bundle applies (as recorded in ``extra.preprocessing``)."""
     return Preprocessing(
         input_size=tuple(config.image_size), mean=tuple(weights.mean), std=tuple(weights.std),
-        resize="bilinear", source_bits=config.image_bits,
+        resize="bilinear", source_bits=config.image_bits, source_range=config.image_range,
     )  # fmt: skip
 
 

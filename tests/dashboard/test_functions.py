@@ -467,7 +467,7 @@ def test_the_review_image_is_read_at_its_models_bit_depth(tmp_path: Path) -> Non
     row = queries.review_queue(store, queries.QueueQuery(product="p"))[0]
     assert int(review.load_views(store, row, registry).image.max()) == 128  # 2048 >> 4
     assert int(review.load_views(store, row).image.max()) == 8  # the 16-bit default: >> 8
-    assert review.image_bits(registry, "p/v0009") == 16  # a version gone: the default
+    assert review.image_reading(registry, "p/v0009") == (16, None)  # a version gone: defaults
 
 
 def _report(store: Store, station: str, **values) -> None:

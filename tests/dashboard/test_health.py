@@ -124,7 +124,8 @@ def test_held_out_pictures_are_read_at_the_live_bundles_bits(tmp_path: Path) -> 
 
     assert shown("p12") == (12, 128)  # 2048 >> 4
     assert shown("p16") == (16, 8)  # the high byte, as before
-    assert health.source_bits(registry, "p12", "v0009-fp32") == 16  # a bundle gone: the default
+    gone = health.source_reading(registry, "p12", "v0009-fp32")
+    assert gone == (16, None)  # a bundle gone: the defaults
 
 
 def test_a_threshold_set_by_value_is_not_held_out_for_the_split_that_judges_it(live) -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from inspection.core.errors import DatasetError
 from inspection.core.images import read_mask
 from inspection.data.check import check_dataset
-from inspection.data.dataset import load_dataset
+from inspection.data.dataset import MASK_LAYOUTS, load_dataset
 
 
 def test_clean_demo_product_is_ok(tiny_product: Path) -> None:
@@ -77,7 +77,7 @@ BROKEN = [
     (
         "missing mask",
         lambda root: (root / "ground_truth/crack/000_mask.png").unlink(),
-        [("mask_missing", "test/crack/000.png", "defective image has no mask")],
+        [("mask_missing", "test/crack/000.png", f"defective image has no mask ({MASK_LAYOUTS})")],
     ),
     (
         "extra mask",

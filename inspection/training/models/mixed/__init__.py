@@ -168,7 +168,8 @@ def fit_for_model(
         logger.warning("mixed model: head off (%s)", reason)
         return SupervisedChoice(False, reason)
     started = time.perf_counter()
-    inner, size, bits = model.model, tuple(config.image_size), config.image_bits
+    inner, size = model.model, tuple(config.image_size)
+    reading = (config.image_bits, config.image_range)
     head: SupervisedHead = inner.supervised
     scaling = standardiser_images(len(train), config.calibration_folds, config.seed)
     good = [train[i] for i in np.flatnonzero(scaling)]
@@ -176,10 +177,10 @@ def fit_for_model(
     statistics = _statistics(model, config, train, (validation, labelled), roi) if gate else None
     others = [train[i] for i in np.flatnonzero(~scaling)] if gate else []
     with torch.no_grad(), channels_last(inner):
-        good_grid, good_distance = _cells(model, good, size, bits, leave_own_out=True)
-        grid, distance = _cells(model, labelled, size, bits)
-        checked = _Checked(*_cells(model, validation, size, bits), _labels(validation))
-        judged = _cells(model, others, size, bits, leave_own_out=True) if others else None
+        good_grid, good_distance = _cells(model, good, size, reading, leave_own_out=True)
+        grid, distance = _cells(model, labelled, size, reading)
+        checked = _Checked(*_cells(model, validation, size, reading), _labels(validation))
+        judged = _cells(model, others, size, reading, leave_own_out=True) if others else None
     targets, weights, image_level = _targets(labelled, size, grid.shape[-2:])
     teaching = _Teaching(good_grid, good_distance, grid, distance, targets, weights, image_level)
     judge = _Judge(model, teaching, checked, size, config.seed, statistics, judged, scaling)
@@ -441,11 +442,11 @@ def _statistics(
         if not fit_statistics(model, config, train, judged[0], roi).kept:
             return None
         stats = inner.local_stats
-        size, bits = tuple(config.image_size), config.image_bits
+        size = tuple(config.image_size)
 
         def peaks(samples: Sequence[Sample], bank: torch.Tensor) -> np.ndarray:
             stats.bank = bank
-            images = model_inputs(model, samples, size, bits)
+            images = model_inputs(model, samples, size, config.image_bits, config.image_range)
             out = torch.cat([inner.side_outputs(b).anomaly_map for b in images.split(16)])
             return out.flatten(1).amax(1).double().numpy()
 
@@ -471,17 +472,18 @@ def _cells(
     model: Any,
     samples: Sequence[Sample],
     size: tuple[int, int],
-    bits: int,
+    reading: tuple[int, tuple[float, float] | None],
     *,
     leave_own_out: bool = False,
     batch_size: int = 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embedding grids (N, C, h, w), kNN distances (N, 1, h, w)) of ``samples``;
-    ``leave_own_out``: training images scored without the bank rows they gave."""
+    """(embedding grids (N, C, h, w), kNN distances (N, 1, h, w)) of ``samples`` read at
+    ``reading`` (significant bits, value range); ``leave_own_out``: training images scored
+    without the bank rows they gave."""
     inner = model.model
     grids, distances = [], []
     for start in range(0, len(samples), batch_size):
-        images = model_inputs(model, samples[start : start + batch_size], size, bits)
+        images = model_inputs(model, samples[start : start + batch_size], size, *reading)
         grid, distance = inner.cells(images.type(inner.memory_bank.dtype))
         if leave_own_out:
             distance = _without_own_rows(grid, inner.memory_bank)

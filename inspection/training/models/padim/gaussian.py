@@ -73,7 +73,7 @@ def out_of_fold_scores(
     inner = model.model
     covariance = served_covariance(inner)
     folds, image_size = config.calibration_folds, config.image_size
-    inputs = model_inputs(model, samples, image_size, config.image_bits)
+    inputs = model_inputs(model, samples, image_size, config.image_bits, config.image_range)
     embeddings = padim_embeddings(inner, inputs, config.batch_size)
     assignment = fold_of(len(samples), folds, config.seed)
     scores = np.empty(len(samples), dtype=np.float64)

@@ -517,11 +517,12 @@ def fit_for_model(
         logger.info("local statistics: off (%s)", reason)
         return LocalStatsChoice(mode, False, reason)
     size = tuple(config.image_size)
-    validation_images = model_inputs(model, validation, size, config.image_bits)
+    bits, value_range = config.image_bits, config.image_range
+    validation_images = model_inputs(model, validation, size, bits, value_range)
     labels = np.asarray([s.label for s in validation])
 
     def read(indices: Sequence[int]) -> torch.Tensor:
-        return model_inputs(model, [train[i] for i in indices], size, config.image_bits)
+        return model_inputs(model, [train[i] for i in indices], size, bits, value_range)
 
     with channels_last(model.model):  # the validation images' backbone pass (then shared)
         if mode == "auto":  # decided before the training images are even read

@@ -60,7 +60,7 @@ def out_of_fold_scores(
     inner, folds, image_size = model.model, config.calibration_folds, config.image_size
     ratio, cap_rows, seed = config.coreset_sampling_ratio, config.memory_bank_max, config.seed
     batch_size, bits = config.batch_size, config.image_bits
-    own, images = _scoring_inputs(model, samples, image_size, bits)
+    own, images = _scoring_inputs(model, samples, image_size, bits, config.image_range)
     if own is None:
         views = getattr(model, "bank_augment", ())
         rows = _embeddings(inner, images, samples, roi, batch_size, views)
@@ -104,10 +104,12 @@ def trained_scores(
     bits: int = DEFAULT_SOURCE_BITS,
     batch_size: int = 8,
     roi: TrainingRoi | None = None,
+    *,
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """(N,) float64 scores of training ``samples`` by the whole trained bank (from the fit's
     embeddings where kept), masked to ``roi`` as ``out_of_fold_scores`` are."""
-    own, images = _scoring_inputs(model, samples, image_size, bits)
+    own, images = _scoring_inputs(model, samples, image_size, bits, value_range)
     indices = np.arange(len(samples))
     spec = roi.spec if roi is not None else None
     return score_images(
@@ -116,14 +118,19 @@ def trained_scores(
 
 
 def _scoring_inputs(
-    model: Any, samples: Sequence[Sample], image_size: tuple[int, int], bits: int
+    model: Any,
+    samples: Sequence[Sample],
+    image_size: tuple[int, int],
+    bits: int,
+    value_range: tuple[float, float] | None,
 ) -> tuple[list[torch.Tensor] | None, torch.Tensor | None]:
     """The fit's embeddings of ``samples`` (None unless it kept them all) and their pre-processed
     images (None when only embeddings are needed: only a fused statistics part reads pixels)."""
     own = fit_embeddings(model, samples)
     head = getattr(model.model, "local_stats", None)
     fused = head is not None and head.enabled
-    images = model_inputs(model, samples, image_size, bits) if fused or own is None else None
+    needed = fused or own is None
+    images = model_inputs(model, samples, image_size, bits, value_range) if needed else None
     return own, images
 
 
@@ -132,9 +139,10 @@ def model_inputs(
     samples: Sequence[Sample],
     image_size: tuple[int, int],
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """(N, 3, H, W) float32: the samples through the model's pre-processor."""
-    dataset = SampleDataset(samples, image_size, bits)
+    dataset = SampleDataset(samples, image_size, bits, value_range)
     with torch.no_grad():
         images = torch.stack([dataset[i].image for i in range(len(dataset))])
         return model.pre_processor(images)
