@@ -35,9 +35,9 @@ from tests.dashboard.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 MARKS = {
-    "README.md": {"not run": 1, "walkthrough": 8, "first-use": 1, "checked: options": 1,
-                  "run: mvtec": 1},
+    "README.md": {"not run": 1, "walkthrough": 8, "first-use": 1, "run: mvtec": 1},
     "docs/api.md": {"": 14},  # every block of the file: tests/test_api_docs.py
+    "docs/commands.md": {"checked: options": 1},
     "docs/deployment.md": {"run: plant": 4, "not run": 1},
     "docs/line-integration.md": {"run: walkthrough": 1},
     "docs/masks.md": {"checked: options": 1},
@@ -102,7 +102,7 @@ def _unknown_options(line: str) -> list[str]:
     return [f"{line}: {option}" for option in options if option not in known]
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/masks.md", "docs/scheduling.md"])
+@pytest.mark.parametrize("doc", ["docs/commands.md", "docs/masks.md", "docs/scheduling.md"])
 def test_a_command_list_names_commands_and_options_the_cli_has(doc: str) -> None:
     lines = _command_lines(doc)
     assert len(lines) >= 2, f"{doc}: its command list is gone"
