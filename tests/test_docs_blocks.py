@@ -252,3 +252,67 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+# ------------------------------------------------------------- the README's own numbers
+def test_the_readme_numbers_are_todays() -> None:
+    """What the README says LINE-READY takes, and its own length, as the code and file are."""
+    from inspection.core.operating_point import (
+        DEFAULT_BUDGET,
+        DEFAULT_MISS_BOUND,
+        conformal_bound,
+        conformal_rank,
+        defects_needed,
+        n_needed,
+    )
+    from inspection.data.dataset import held_out_count
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    assert f"within the product's budget ({DEFAULT_BUDGET:.0%} by default)" in flat
+    assert f"missed at most {DEFAULT_MISS_BOUND:.0%} " in flat
+    assert f"{defects_needed(DEFAULT_MISS_BOUND)} images of a kind with none missed" in flat
+    bound = conformal_bound(18, conformal_rank(18, DEFAULT_BUDGET))
+    assert (
+        f"18 good images bound them at {bound:.2%}, {n_needed(DEFAULT_BUDGET)} are needed" in flat
+    )
+    assert f"(20 images: {held_out_count(20)})" in flat
+    [row] = [line for line in text.splitlines() if line.startswith("| This README")]
+    lines, words = re.search(r"\| ([\d,]+) lines, ([\d,]+) words \|", row).groups()
+    assert (int(lines.replace(",", "")), int(words.replace(",", ""))) == (
+        len(text.splitlines()),
+        len(text.split()),
+    ), "update the README's own length in its figures table (reports/docs/readme_length.md)"
+
+
+def test_the_readme_demo_verdicts_follow_from_its_demo_table() -> None:
+    """The verdict lines under the README's `make demo` table are what ``core.readiness`` says
+    for the table's own counts (the demo prints both; the README must not drift from either)."""
+    from inspection.core.certificate import Certificate
+    from inspection.core.operating_point import DEFAULT_MISS_BOUND, conformal_rank
+    from inspection.core.readiness import HeldOut, kind_misses, line_readiness
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## What `make demo` shows") : text.index("## Your first day")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "/" in line]
+    verdicts = re.findall(r"^(?:NOT )?LINE-READY \S+: .*$", section, re.MULTILINE)
+    assert rows and len(verdicts) == len(rows), (rows, verdicts)
+    for row, verdict in zip(rows, verdicts, strict=True):
+        bundle, point, rejected, misses = (cell.strip() for cell in row.strip("|").split("|"))
+        budget, n, bound = re.search(r"budget ([\d.]+)%, n=(\d+), bound ([\d.]+)%", point).groups()
+        needed = re.search(r"(\d+) good needed", point)
+        cert = Certificate(
+            bundle.strip("`"), float(budget) / 100, int(n), 0,
+            conformal_rank(int(n), float(budget) / 100), float(bound) / 100,
+            int(needed.group(1)) if needed else None,
+        )  # fmt: skip
+        good_rejected, n_good = (int(x) for x in rejected.split("/"))
+        counts = {
+            kind: (int(missed), int(of))
+            for kind, missed, of in re.findall(r"(\w+) (\d+)/(\d+)", misses)
+        }
+        held = HeldOut(
+            bundle.strip("`"), n_good, good_rejected, kind_misses(counts), float(budget) / 100,
+            DEFAULT_MISS_BOUND, cert,
+        )  # fmt: skip
+        assert line_readiness(held).line() == verdict
