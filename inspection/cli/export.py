@@ -225,10 +225,6 @@ def export_command(
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate (same figures as its FP32 model): {verdict}")
     readiness = recorded_check(result.metadata).readiness()
-    if not signed:
-        readiness = readiness.also_lacks(
-            "unsigned, so stations refuse it", "inspection keys init, then export again"
-        )
     live = promote and (readiness.ready or promote_not_ready)
     if live:
         why = f"exported, forced: {reason}" if force else f"exported {result.metadata.precision}"
@@ -244,6 +240,12 @@ def export_command(
         else f"inspection promote {product} {bundle_id}, then inspection serve"
     )
     console.print(f"[bold]{escape(readiness.line(next_step))}[/]", soft_wrap=True, highlight=False)
+    if not signed:
+        console.print(
+            f"[bold red]UNSIGNED[/]: stations that pin a key refuse {product}/{bundle_id}. "
+            "Next: inspection keys init, then export again",
+            highlight=False,
+        )
     if live and not readiness.ready:
         console.print(
             f"[bold red]LIVE, NOT LINE-READY[/]: {product}/{bundle_id} promoted by "

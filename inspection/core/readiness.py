@@ -12,7 +12,7 @@ LINE-READY: nothing shows what it misses.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from inspection.core.bootstrap import count_interval
 from inspection.core.certificate import Certificate
@@ -74,10 +74,6 @@ class Readiness:
     @property
     def word(self) -> str:
         return READY if self.ready else NOT_READY
-
-    def also_lacks(self, lack: str, fix: str) -> Readiness:
-        """The verdict with one more lack (e.g. an unsigned bundle) and its fix."""
-        return replace(self, lacks=(*self.lacks, lack), advice=(*self.advice, fix))
 
     def line(self, next_step: str = "") -> str:
         """One line: the word, the subject, the counts or what lacks, and what to do next
