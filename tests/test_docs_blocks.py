@@ -315,4 +315,4 @@ def test_the_readme_demo_verdicts_follow_from_its_demo_table() -> None:
             bundle.strip("`"), n_good, good_rejected, kind_misses(counts), float(budget) / 100,
             DEFAULT_MISS_BOUND, cert,
         )  # fmt: skip
-        assert line_readiness(held).line() == verdict
+        assert line_readiness(held).line().split(" Next: ")[0] == verdict  # advice left out

@@ -117,14 +117,19 @@ def line_readiness(held: HeldOut) -> Readiness:
 
 
 def _kind_lacks(kinds: Mapping[str, KindMiss], bound: float) -> tuple[list[str], list[str]]:
-    """The defect kinds' lacks, kinds that miss too many first, and what fixes them."""
+    """The defect kinds' lacks, kinds that miss too many first (worst first), and what fixes
+    them: first what lowers the misses, then what would show them."""
     needed = defects_needed(bound)
-    show = f"hold out at least {needed} images of each defect kind in test/<kind>/"
     if not kinds:
-        return ["nothing shows what it misses: no defective parts held out"], [show]
+        return (
+            ["nothing shows what it misses: no defective parts held out"],
+            [f"hold out at least {needed} images of each defect kind in test/<kind>/"],
+        )
     lacking = lacking_kinds(kinds, bound)
     over = sorted((kinds[k] for k in lacking if kinds[k].rate > bound), key=lambda m: -m.rate)
-    unshown = [kinds[k] for k in lacking if kinds[k].rate <= bound]
+    unshown = [
+        (kinds[k], shown_by(kinds[k].missed, bound)) for k in lacking if kinds[k].rate <= bound
+    ]
     lacks = [
         f"misses {m.missed} of {m.n} {m.kind} ({m.rate:.0%}; up to {m.interval.high:.0%} "
         f"at 95 %, the bound is {bound:.0%})"
@@ -132,20 +137,34 @@ def _kind_lacks(kinds: Mapping[str, KindMiss], bound: float) -> tuple[list[str],
     ]
     lacks += [
         f"{m.n} {m.kind} held out ({m.missed} missed) are too few to show at most {bound:.0%} "
-        f"missed ({needed} with none missed would)"
-        for m in unshown
+        f"missed ({n} with {f'at most {m.missed}' if m.missed else 'none'} missed would)"
+        for m, n in unshown
     ]
     advice = []
     if over:
         names = ", ".join(m.kind for m in over)
         advice.append(
-            f"to miss fewer {names}: add labelled {names} images in train/<kind>/ with masks "
-            "(the mixed model learns from them, `supervised: auto`), add good training images, "
-            "or train another model (--model)"
+            f"to miss fewer {names}: label more {names} images (train/<kind>/ with masks: the "
+            "mixed model learns from them, `supervised: auto`), add good training images, or "
+            "train another model (--model)"
         )
-    if unshown:
-        advice.append(show)
+    advice += [f"hold out {n} {m.kind} images in test/{m.kind}/ to show it" for m, n in unshown]
     return lacks, advice
+
+
+def shown_by(missed: int, bound: float, level: float = 0.95) -> int | None:
+    """The fewest images of a kind with ``missed`` misses among them whose exact ``level``
+    interval shows a miss rate <= ``bound`` (``defects_needed`` for none missed; None: a
+    bound of 0 no sample shows)."""
+    n = defects_needed(bound, level)
+    if n is None:
+        return None
+    n = max(n, missed + 1)
+    while count_interval(missed, n, level=level).high > bound + 1e-12:
+        n += max(1, n // 50)  # coarse, then back to the exact fewest
+    while n > missed + 1 and count_interval(missed, n - 1, level=level).high <= bound + 1e-12:
+        n -= 1
+    return n
 
 
 def _summary(held: HeldOut) -> str:

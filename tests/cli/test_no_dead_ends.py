@@ -105,7 +105,7 @@ def _metrics(n_good: int, frr: float, n_defective: int, miss: float) -> Evaluati
          "parts, misses 0 of 40 defects (defects 0/40). Next: inspection export --product brick "
          "--version v0002"),
         (_metrics(20, 0.0, 30, 0.2), "NOT LINE-READY brick/v0002: misses 6 of 30 defects (20%; "
-         "up to 39% at 95 %, the bound is 10%). Next: to miss fewer defects: add labelled"),
+         "up to 39% at 95 %, the bound is 10%). Next: to miss fewer defects: label more"),
         (_metrics(20, 0.05, 0, 0.0), "NOT LINE-READY brick/v0002: nothing shows what it misses: "
          "no defective parts held out. Next: hold out at least 36 images of each defect kind"),
         (None, "NOT LINE-READY brick/v0002: no held-out good parts: its false alarms are not "

@@ -99,11 +99,12 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     readiness = check.readiness()
     assert readiness.lacks == (
         "misses 8 of 21 crack (38%; up to 62% at 95 %, the bound is 10%)",
-        "41 stain held out (1 missed) are too few to show at most 10% missed (36 with none "
-        "missed would)",
+        "41 stain held out (1 missed) are too few to show at most 10% missed (54 with at most "
+        "1 missed would)",
     )
-    # the first advice lowers the misses; showing them comes after
-    assert readiness.advice[0].startswith("to miss fewer crack: add labelled crack images")
+    # the first advice lowers the misses; showing them comes after, with its own count
+    assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
+    assert readiness.advice[1] == "hold out 54 stain images in test/stain/ to show it"
     assert "(crack 8/21; stain 1/41)" in check.summary()
     many = replace(figures, false_reject_rate=3 / 42)
     lacks = LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).readiness()
