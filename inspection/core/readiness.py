@@ -112,44 +112,46 @@ def line_readiness(held: HeldOut) -> Readiness:
             f"{budget:.1%} budget allows {allowed_rejects(held.n_good, budget)})"
         )
         advice.append("add good training images like the ones it rejects (its report shows them)")
-    lacks_kinds, kind_advice = _kind_lacks(held.kinds, held.miss_bound)
-    return Readiness(held.subject, _summary(held), (*lacks, *lacks_kinds), (*kind_advice, *advice))
+    (missing, unshown), (lower, show) = _kind_lacks(held.kinds, held.miss_bound)
+    return Readiness(
+        held.subject, _summary(held), (*missing, *lacks, *unshown), (*lower, *advice, *show)
+    )
 
 
-def _kind_lacks(kinds: Mapping[str, KindMiss], bound: float) -> tuple[list[str], list[str]]:
-    """The defect kinds' lacks, kinds that miss too many first (worst first), and what fixes
-    them: first what lowers the misses, then what would show them."""
-    needed = defects_needed(bound)
+def _kind_lacks(
+    kinds: Mapping[str, KindMiss], bound: float
+) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
+    """((kinds that miss too many, worst first; kinds too few to show the bound), (what lowers
+    the misses; what would show them))."""
     if not kinds:
+        needed = defects_needed(bound)
         return (
-            ["nothing shows what it misses: no defective parts held out"],
-            [f"hold out at least {needed} images of each defect kind in test/<kind>/"],
+            ([], ["nothing shows what it misses: no defective parts held out"]),
+            ([], [f"hold out at least {needed} images of each defect kind in test/<kind>/"]),
         )
     lacking = lacking_kinds(kinds, bound)
     over = sorted((kinds[k] for k in lacking if kinds[k].rate > bound), key=lambda m: -m.rate)
     unshown = [
         (kinds[k], shown_by(kinds[k].missed, bound)) for k in lacking if kinds[k].rate <= bound
     ]
-    lacks = [
+    missing = [
         f"misses {m.missed} of {m.n} {m.kind} ({m.rate:.0%}; up to {m.interval.high:.0%} "
         f"at 95 %, the bound is {bound:.0%})"
         for m in over
     ]
-    lacks += [
+    few = [
         f"{m.n} {m.kind} held out ({m.missed} missed) are too few to show at most {bound:.0%} "
         f"missed ({n} with {f'at most {m.missed}' if m.missed else 'none'} missed would)"
         for m, n in unshown
     ]
-    advice = []
-    if over:
-        names = ", ".join(m.kind for m in over)
-        advice.append(
-            f"to miss fewer {names}: label more {names} images (train/<kind>/ with masks: the "
-            "mixed model learns from them, `supervised: auto`), add good training images, or "
-            "train another model (--model)"
-        )
-    advice += [f"hold out {n} {m.kind} images in test/{m.kind}/ to show it" for m, n in unshown]
-    return lacks, advice
+    names = ", ".join(m.kind for m in over)
+    lower = [
+        f"to miss fewer {names}: label more {names} images (train/<kind>/ with masks: the "
+        "mixed model learns from them, `supervised: auto`), add good training images, or "
+        "train another model (--model)"
+    ]
+    show = [f"hold out {n} {m.kind} images in test/{m.kind}/ to show it" for m, n in unshown]
+    return (missing, few), (lower if over else [], show)
 
 
 def shown_by(missed: int, bound: float, level: float = 0.95) -> int | None:
