@@ -132,7 +132,9 @@ def _kind_lacks(
     lacking = lacking_kinds(kinds, bound)
     over = sorted((kinds[k] for k in lacking if kinds[k].rate > bound), key=lambda m: -m.rate)
     unshown = [
-        (kinds[k], shown_by(kinds[k].missed, bound)) for k in lacking if kinds[k].rate <= bound
+        (kinds[k], defects_needed(bound, 0.95, kinds[k].missed))
+        for k in lacking
+        if kinds[k].rate <= bound
     ]
     missing = [
         f"misses {m.missed} of {m.n} {m.kind} ({m.rate:.0%}; up to {m.interval.high:.0%} "
@@ -141,7 +143,8 @@ def _kind_lacks(
     ]
     few = [
         f"{m.n} {m.kind} held out ({m.missed} missed) are too few to show at most {bound:.0%} "
-        f"missed ({n} with {f'at most {m.missed}' if m.missed else 'none'} missed would)"
+        f"missed: that takes at least {n} {m.kind} images with "
+        + (f"no miss beyond these {m.missed}" if m.missed else "no miss")
         for m, n in unshown
     ]
     names = ", ".join(m.kind for m in over)
@@ -152,21 +155,6 @@ def _kind_lacks(
     ]
     show = [f"hold out {n} {m.kind} images in test/{m.kind}/ to show it" for m, n in unshown]
     return (missing, few), (lower if over else [], show)
-
-
-def shown_by(missed: int, bound: float, level: float = 0.95) -> int | None:
-    """The fewest images of a kind with ``missed`` misses among them whose exact ``level``
-    interval shows a miss rate <= ``bound`` (``defects_needed`` for none missed; None: a
-    bound of 0 no sample shows)."""
-    n = defects_needed(bound, level)
-    if n is None:
-        return None
-    n = max(n, missed + 1)
-    while count_interval(missed, n, level=level).high > bound + 1e-12:
-        n += max(1, n // 50)  # coarse, then back to the exact fewest
-    while n > missed + 1 and count_interval(missed, n - 1, level=level).high <= bound + 1e-12:
-        n -= 1
-    return n
 
 
 def _summary(held: HeldOut) -> str:

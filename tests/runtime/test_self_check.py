@@ -71,8 +71,8 @@ def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_r
     # no miss in 16 cannot show <= 10 % (95 % interval up to 21 %); none in 36 can
     few = replace(poor, false_reject_rate=0.0, miss_rate=0.0)
     assert LiveCheck("p/v0001", few, few, check.decision).readiness().lacks == (
-        "16 defects held out (0 missed) are too few to show at most 10% missed (36 with none "
-        "missed would)",
+        "16 defects held out (0 missed) are too few to show at most 10% missed: that takes at "
+        "least 36 defects images with no miss",
     )
     fine = replace(few, n_defective=40)
     assert LiveCheck("p/v0001", fine, fine, check.decision).readiness().ready
@@ -99,8 +99,8 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     readiness = check.readiness()
     assert readiness.lacks == (
         "misses 8 of 21 crack (38%; up to 62% at 95 %, the bound is 10%)",
-        "41 stain held out (1 missed) are too few to show at most 10% missed (54 with at most "
-        "1 missed would)",
+        "41 stain held out (1 missed) are too few to show at most 10% missed: that takes at least "
+        "54 stain images with no miss beyond these 1",
     )
     # the first advice lowers the misses; showing them comes after, with its own count
     assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
