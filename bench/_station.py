@@ -23,7 +23,7 @@ CLI = [sys.executable, "-m", "inspection"]
 """The ``inspection`` command, run by this interpreter."""
 PG_ADMIN_URL = os.environ.get(
     "INSPECTION_TEST_PG_URL",
-    "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",
+    "postgresql+psycopg://inspection:inspection@127.0.0.1:55432/inspection_test",
 )
 
 

@@ -60,7 +60,7 @@ class Walk:
 
 
 def readme_lines(readme: Path = README) -> list[str]:
-    """The shell lines of the README's first-use block, without comments and ``make demo``."""
+    """The shell lines of the README's first-use block, without comments."""
     text = readme.read_text(encoding="utf-8")
     parts = text.split(MARKER)
     if len(parts) != 3:
@@ -69,7 +69,7 @@ def readme_lines(readme: Path = README) -> list[str]:
     if block is None:
         raise WalkError(f"{readme}: the first-use block has no ```bash fence")
     lines = [re.sub(r"\s+#.*$", "", line).strip() for line in block.group(1).splitlines()]
-    return [line for line in lines if line and not line.startswith(("#", "make demo"))]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def has_demo_site(root: Path) -> bool:

@@ -61,7 +61,7 @@ inspection train --update brick --images added""",
         """\
 inspection export --product brick --version v0002 --precision fp32
 inspection export --product brick --version v0002 --precision fp32 || true   # exists: says how on
-inspection promote brick v0002-fp32""",
+inspection promote brick v0002-fp32 --promote-not-ready   # a trial: recorded with who""",
     ),
     ("Week: retrain with nothing new", "inspection retrain --product brick"),
     (

@@ -153,7 +153,7 @@ def fp16_bundle(trained_patchcore: TrainedProduct) -> Path:
 # ------------------------------------------------------------- store backends
 PG_ADMIN_URL = os.environ.get(
     "INSPECTION_TEST_PG_URL",
-    "postgresql+psycopg://inspection:inspection@127.0.0.1:5432/inspection_test",
+    "postgresql+psycopg://inspection:inspection@127.0.0.1:55432/inspection_test",
 )
 
 

@@ -35,9 +35,9 @@ from tests.dashboard.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 MARKS = {
-    "README.md": {"not run": 1, "walkthrough": 8, "first-use": 1, "checked: options": 1,
-                  "run: mvtec": 1},
+    "README.md": {"not run": 1, "walkthrough": 8, "first-use": 1, "run: mvtec": 1},
     "docs/api.md": {"": 14},  # every block of the file: tests/test_api_docs.py
+    "docs/commands.md": {"checked: options": 1},
     "docs/deployment.md": {"run: plant": 4, "not run": 1},
     "docs/line-integration.md": {"run: walkthrough": 1},
     "docs/masks.md": {"checked: options": 1},
@@ -102,7 +102,7 @@ def _unknown_options(line: str) -> list[str]:
     return [f"{line}: {option}" for option in options if option not in known]
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/masks.md", "docs/scheduling.md"])
+@pytest.mark.parametrize("doc", ["docs/commands.md", "docs/masks.md", "docs/scheduling.md"])
 def test_a_command_list_names_commands_and_options_the_cli_has(doc: str) -> None:
     lines = _command_lines(doc)
     assert len(lines) >= 2, f"{doc}: its command list is gone"
@@ -252,3 +252,67 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+# ------------------------------------------------------------- the README's own numbers
+def test_the_readme_numbers_are_todays() -> None:
+    """What the README says LINE-READY takes, and its own length, as the code and file are."""
+    from inspection.core.operating_point import (
+        DEFAULT_BUDGET,
+        DEFAULT_MISS_BOUND,
+        conformal_bound,
+        conformal_rank,
+        defects_needed,
+        n_needed,
+    )
+    from inspection.data.dataset import held_out_count
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    flat = " ".join(text.split())
+    assert f"within the product's budget ({DEFAULT_BUDGET * 100:.0f} % by default)" in flat
+    assert f"missed at most {DEFAULT_MISS_BOUND * 100:.0f} % " in flat
+    assert f"{defects_needed(DEFAULT_MISS_BOUND)} images of a kind with none missed" in flat
+    bound = conformal_bound(17, conformal_rank(17, DEFAULT_BUDGET))
+    assert (
+        f"17 good images bound them at {bound:.2%}, {n_needed(DEFAULT_BUDGET)} are needed" in flat
+    )
+    assert f"(20 images: {held_out_count(20)})" in flat
+    [row] = [line for line in text.splitlines() if line.startswith("| This README")]
+    lines, words = re.search(r"\| ([\d,]+) lines, ([\d,]+) words \|", row).groups()
+    assert (int(lines.replace(",", "")), int(words.replace(",", ""))) == (
+        len(text.splitlines()),
+        len(text.split()),
+    ), "update the README's own length in its figures table (reports/docs/readme_length.md)"
+
+
+def test_the_readme_demo_verdicts_follow_from_its_demo_table() -> None:
+    """The verdict lines under the README's `make demo` table are what ``core.readiness`` says
+    for the table's own counts (the demo prints both; the README must not drift from either)."""
+    from inspection.core.certificate import Certificate
+    from inspection.core.operating_point import DEFAULT_MISS_BOUND, conformal_rank
+    from inspection.core.readiness import HeldOut, kind_misses, line_readiness
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## What `make demo` shows") : text.index("## Your first day")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "/" in line]
+    verdicts = re.findall(r"^(?:NOT )?LINE-READY \S+: .*$", section, re.MULTILINE)
+    assert rows and len(verdicts) == len(rows), (rows, verdicts)
+    for row, verdict in zip(rows, verdicts, strict=True):
+        bundle, point, rejected, misses = (cell.strip() for cell in row.strip("|").split("|"))
+        budget, n, bound = re.search(r"budget ([\d.]+)%, n=(\d+), bound ([\d.]+)%", point).groups()
+        needed = re.search(r"(\d+) good needed", point)
+        cert = Certificate(
+            bundle.strip("`"), float(budget) / 100, int(n), 0,
+            conformal_rank(int(n), float(budget) / 100), float(bound) / 100,
+            int(needed.group(1)) if needed else None,
+        )  # fmt: skip
+        good_rejected, n_good = (int(x) for x in rejected.split("/"))
+        counts = {
+            kind: (int(missed), int(of))
+            for kind, missed, of in re.findall(r"(\w+) (\d+)/(\d+)", misses)
+        }
+        held = HeldOut(
+            bundle.strip("`"), n_good, good_rejected, kind_misses(counts), float(budget) / 100,
+            DEFAULT_MISS_BOUND, cert,
+        )  # fmt: skip
+        assert line_readiness(held).line().split(" Next: ")[0] == verdict  # advice left out

@@ -71,7 +71,10 @@ def test_a_first_week_loses_nothing_learned_and_trains_on_no_held_out_image(
         "registry_dir: registry\nstore_url: sqlite:///inspection.db\nblob_dir: blobs\n"
         f"reports_dir: reports\ndatasets_dir: {product.parent}\n"
     )  # relative: beside the site file, wherever the commands run from
-    said = _invoke("promote", "brick", "v0001-fp32", "--actor", "qa", "--site", str(site_file))
+    said = _invoke(
+        "promote", "brick", "v0001-fp32", "--actor", "qa", "--promote-not-ready",
+        "--site", str(site_file),
+    )  # fmt: skip
     assert "live bundle none -> v0001-fp32" in said
     line = write_demo_product(
         tmp_path / "line", "brick", seed=99, n_train=5, n_test_good=1, n_test_per_defect=1,
@@ -101,8 +104,8 @@ def test_a_first_week_loses_nothing_learned_and_trains_on_no_held_out_image(
     for path in new_parts[:3]:
         shutil.copy(path, added / path.name)
     said = _invoke("train", "--update", "brick", "--images", str(added), "--site", str(site_file))
-    assert "brick/v0002: rejects" in said and ". Next: " in said  # the plain last line
-    export = ["export", "--product", "brick", "--version", "v0002", "--promote", "--site"]
+    assert "LINE-READY brick/v0002: " in said and ". Next: " in said  # the verdict, last
+    export = ["export", "--product", "brick", "--version", "v0002", "--promote-not-ready", "--site"]
     said = _invoke(*export, str(site_file), "--allow-unsigned")
     assert "v0002-fp32" in said and registry.journal.live("brick").bundle_id == "v0002-fp32"
 

@@ -46,6 +46,12 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     answer = json.loads(next(line for line in answered if line.startswith('{"id"')))
     assert answer["product"] == "brick" and answer["verdict"] in ("OK", "NG")
     assert answer["station_id"] == "line1-cam1" and answer["threshold"] == 0.5
+    quoted = _readme_answer()  # the answer the README shows is today's, field by field
+    assert set(quoted) >= {"product", "station_id", "source", "bundle_id", "threshold"}
+    assert {key: str(answer[key]) for key in quoted if key != "verdict"} == {
+        key: value for key, value in quoted.items() if key != "verdict"
+    }
+    assert quoted["verdict"] in ("OK", "NG")  # at 128 px here, the verdict may differ
     assert done.dashboard_stopped, "the dashboard kept serving after `kill` of its process"
     if not skipped:
         plc = _output_of(done, "softplc_local.sh")
@@ -57,3 +63,12 @@ def _output_of(done: object, command: str) -> str:
     """What the block running ``command`` printed (the background jobs' lines mixed in)."""
     pairs = zip(done.blocks, done.outputs, strict=True)
     return next(output for block, output in pairs if command in block.code)
+
+
+def _readme_answer() -> dict[str, str]:
+    """The fields README step 5's example answer quotes in full (``…`` ones left out)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    step = text[text.index("**5. A request and its answer.**") :]
+    block = step[step.index("```text") : step.index("```", step.index("```text") + 3)]
+    fields = re.findall(r'"(\w+)":("[^"…]*"|[0-9.]+)[,}]', block)
+    return {key: value.strip('"') for key, value in fields}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION
@@ -29,7 +30,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.keys import ensure_site_keys, pin_in_configs, site_station_configs
-from inspection.cli.operating import kind_miss_text, not_line_ready, operating_text
+from inspection.cli.operating import kind_miss_text, operating_text
 from inspection.cli.train import (
     SET_OPTION,
     VERBOSE_OPTION,
@@ -43,6 +44,7 @@ from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import BundleError
 from inspection.core.model_record import ModelRecord
 from inspection.core.product_config import load_model_config, load_product_config
+from inspection.core.readiness import Readiness
 from inspection.core.registry import Registry
 from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
 from inspection.data.dataset import load_dataset
@@ -80,7 +82,7 @@ class DemoContext:
     results: list[ModelRecord] = field(default_factory=list)  # the trained versions
     checks: list[LiveCheck] = field(default_factory=list)  # one per product
     notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # shown loudly, not fatal
+    verdicts: list[Readiness] = field(default_factory=list)  # shown last, not fatal
     failures: list[str] = field(default_factory=list)  # make the demo exit non-zero
     verbose: bool = False  # raw library output (Lightning progress bars, INFO logs)
     refine: RefineConfig | None = None  # the site's refine.yaml, read at start (export step)
@@ -152,6 +154,7 @@ def step_export(ctx: DemoContext) -> None:
         log.info("export step skipped: %s", exc)
         return
     # deferred: openvino, spared by --help and the other commands
+    from inspection.runtime.self_check import recorded_check
     from inspection.runtime.tuning import promote_fastest
 
     signing_key = _site_signing_key(ctx)
@@ -179,8 +182,9 @@ def step_export(ctx: DemoContext) -> None:
             )
         if not gated.results:
             continue
+        verdict = recorded_check(gated.results[0].metadata).readiness().word
         ctx.registry.journal.promote(
-            product, gated.results[0].bundle_id, actor="demo", reason="inspection demo"
+            product, gated.results[0].bundle_id, actor="demo", reason=f"inspection demo ({verdict})"
         )
         with console.status(f"{product}: timing the gated bundles on this CPU") as status:
             key = signing_key.public_key()
@@ -242,8 +246,7 @@ def step_inspect(ctx: DemoContext) -> None:
                 continue
         ctx.notes.append(f"station check {check.summary()}")
         ctx.checks.append(check)
-        if warning := not_line_ready(product, check):
-            ctx.warnings.append(warning)
+        ctx.verdicts.append(check.readiness())
         if not check.passed:
             ctx.failures.append(f"{product}: live bundle misjudges its parts: {check.summary()}")
 
@@ -306,8 +309,9 @@ def _run_demo(ctx: DemoContext, skip: str, log_file: Path | None) -> None:
     rows = _closing_rows(ctx.site, log_file, ctx.results, next_step=exported)
     print_table(console, summary_table(title, rows))
     print_log_file(console, log_file)
-    for warning in ctx.warnings:
-        console.print(f"[bold yellow]NOT LINE-READY[/] {warning}")
+    for verdict in ctx.verdicts:
+        colour = "green" if verdict.ready else "yellow"
+        console.print(f"[bold {colour}]{escape(verdict.line())}[/]", soft_wrap=True)
     if ctx.failures:
         for failure in ctx.failures:
             console.print(f"[bold red]FAILED[/] {failure}")

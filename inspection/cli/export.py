@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
@@ -22,9 +23,9 @@ from inspection.cli.console import (
     quiet_logs,
     verbose_requested,
 )
-from inspection.cli.operating import export_advice, fmt, subset_miss_text
+from inspection.cli.operating import fmt, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
-from inspection.core.bundle import PRECISIONS, BundleMetadata
+from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import BundleFigures, GateRefusal, GateTolerances
@@ -38,6 +39,8 @@ console = Console()
 err_console = Console(stderr=True)
 EXIT_GATE_REFUSED = 3
 """Exit code of an export the gate refused (a measured outcome; 2 is a usage or setup error)."""
+EXIT_NOT_READY = 4
+"""Exit code of ``--promote`` of a bundle that is NOT LINE-READY (registered, not live)."""
 TOLERANCE_NAMES = tuple(f.name for f in fields(GateTolerances))
 
 
@@ -95,7 +98,15 @@ def export_command(
         f"is asked on the terminal or read from {ADMIN_PASSWORD_ENV} (CI).",
     ),
     reason: str = typer.Option("", "--reason", help="Why (required with --force)."),
-    promote: bool = typer.Option(False, "--promote", help="Make the new bundle live."),
+    promote: bool = typer.Option(
+        False, "--promote", help="Make the new bundle live if it is LINE-READY."
+    ),
+    promote_not_ready: bool = typer.Option(
+        False,
+        "--promote-not-ready",
+        help=f"Make it live even when NOT LINE-READY (else exit code {EXIT_NOT_READY}); the "
+        "promotion records --actor (default: your login) and what it lacks.",
+    ),
     allow_unsigned: bool = typer.Option(
         False,
         "--allow-unsigned",
@@ -116,13 +127,15 @@ def export_command(
     init``); ``--promote`` refuses to make an unsigned bundle live unless ``--allow-unsigned``.
 
     Exit codes: 0 registered, 2 a usage or setup error, 3 the gate refused the bundle (not
-    registered; --force, by an admin logged in, registers it anyway).
+    registered; --force, by an admin logged in, registers it anyway), 4 --promote of a bundle
+    that is NOT LINE-READY (registered, not live; --promote-not-ready makes it live).
     """
     if precision not in PRECISIONS:
         raise typer.BadParameter(
             f"must be one of {', '.join(PRECISIONS)}", param_hint="--precision"
         )
     tolerances = parse_tolerances(tolerance)
+    promote = promote or promote_not_ready
     if force and (not actor.strip() or not reason.strip()):
         raise typer.BadParameter(
             "registering a bundle the gate refuses needs who (--actor, an admin) and why "
@@ -143,6 +156,7 @@ def export_command(
         except BundleError as exc:
             raise typer.BadParameter(str(exc), param_hint="--promote") from exc
     # deferred: torch and OpenVINO (the training side), after the arguments are checked
+    from inspection.runtime.self_check import recorded_check
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import (
         RegistryExport,
@@ -170,14 +184,13 @@ def export_command(
             RegistryExport(
                 version=version,
                 dataset_path=dataset,
-                promote=promote and not force,  # a forced one goes live after its record
-                actor=actor.strip() or "cli",
+                actor=actor.strip() or getpass.getuser(),
                 configs_dir=site_config.configs,
             ),
             progress=lambda message: status.update(message),
         )
     gate = result.gate
-    if force and record_force(registry, result, actor=actor, reason=reason, promote=promote):
+    if force and record_force(registry, result, actor=actor, reason=reason, promote=False):
         console.print(
             f"[bold red]FORCED[/]: {result.bundle_id} was refused by the export gate; recorded "
             f"{actor}'s force decision ({reason})",
@@ -211,23 +224,47 @@ def export_command(
         console.print(f"miss per defect kind at the operating point: {miss}")
     verdict = "passed" if gate.passed else f"FAILED (forced): {gate.refusal()}"
     console.print(f"gate (same figures as its FP32 model): {verdict}")
-    console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if promote else ""))
+    readiness = recorded_check(result.metadata).readiness()
+    live = promote and (readiness.ready or promote_not_ready)
+    if live:
+        why = f"exported, forced: {reason}" if force else f"exported {result.metadata.precision}"
+        if not readiness.ready:
+            why = f"{why}; promoted NOT LINE-READY ({'; '.join(readiness.lacks)})"
+        registry.journal.promote(product, result.bundle_id, actor=_actor(actor), reason=why)
+    console.print(f"bundle: {result.bundle_dir}" + ("  (live)" if live else ""))
     print_log_file(console, log_file)
-    advice = export_advice(
-        product, result.bundle_id, concerns=_line_concerns(result.metadata), signed=signed,
-        live=promote,
-    )  # fmt: skip
-    console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
+    bundle_id = result.bundle_id
+    next_step = (
+        "live now, inspection serve"
+        if live
+        else f"inspection promote {product} {bundle_id}, then inspection serve"
+    )
+    console.print(f"[bold]{escape(readiness.line(next_step))}[/]", soft_wrap=True, highlight=False)
+    if not signed:
+        console.print(
+            f"[bold red]UNSIGNED[/]: stations that pin a key refuse {product}/{bundle_id}. "
+            "Next: inspection keys init, then export again",
+            highlight=False,
+        )
+    if live and not readiness.ready:
+        console.print(
+            f"[bold red]LIVE, NOT LINE-READY[/]: {product}/{bundle_id} promoted by "
+            f"{_actor(actor)} with --promote-not-ready (recorded in the registry's history)",
+            highlight=False,
+        )
+    elif promote and not live:
+        console.print(
+            f"[bold red]NOT PROMOTED[/]: {product}/{bundle_id} is registered but not live: it is "
+            "NOT LINE-READY. To serve it anyway, for a trial: inspection promote "
+            f"{product} {bundle_id} --promote-not-ready --actor <you>",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_NOT_READY)
 
 
-def _line_concerns(metadata: BundleMetadata) -> str | None:
-    """Why the bundle is not fit for a line on its held-out figures (the gate compares with
-    FP32, so a product FP32 itself misses passes it); None: fit."""
-    # deferred: OpenVINO, not needed for --help
-    from inspection.runtime.self_check import recorded_check
-
-    concerns = recorded_check(metadata).line_concerns()
-    return " and ".join(concerns) or None
+def _actor(actor: str) -> str:
+    """Who promotes: ``--actor``, else the login name."""
+    return actor.strip() or getpass.getuser()
 
 
 def _refuse_kept_out(registry: Registry, product: str) -> None:

@@ -1,10 +1,10 @@
-"""``inspection operating``: a live bundle's certificate from audited parts; and table cells
-for figures, the operating point and per-kind miss rates (shared by commands)."""
+"""``inspection operating``: a live bundle's certificate from audited parts; table cells for
+figures, the operating point and per-kind miss rates; and ``train``'s LINE-READY line (shared by
+commands)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,12 +12,10 @@ from rich.markup import escape
 
 from inspection.cli._site import SITE_OPTION, group
 from inspection.core.config import load_site_config
-from inspection.core.metrics import EvaluationMetrics
+from inspection.core.metrics import EvaluationMetrics, SubsetMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
+from inspection.core.readiness import held_out_of, line_readiness
 from inspection.core.registry import Registry
-
-if TYPE_CHECKING:
-    from inspection.runtime.self_check import LiveCheck
 
 console = Console()
 operating_app = group("operating", "Operating points: certify a live bundle from audited parts.")
@@ -96,62 +94,9 @@ def subset_miss_text(metrics: EvaluationMetrics) -> str:
     return "\n".join(lines)
 
 
-def not_line_ready(product: str, check: LiveCheck, bundle: str = "the live bundle") -> str | None:
-    """Why ``bundle`` of ``product`` is NOT LINE-READY on its held-out parts (``check``), in
-    the one sentence the demo and export print; None when it is line-ready."""
-    concerns = check.line_concerns()
-    if not concerns:
-        return None
-    op = check.operating
-    budget = op is not None and op.policy == "false_reject_budget"
-    point = f" at its {op.budget:.1%} false-reject budget" if budget else ""
-    return f"{product}: {bundle}{point} {' and '.join(concerns)} on held-out parts (see its report)"
-
-
-# ------------------------------------------------------------- plain words
-# The last line of ``train``, ``export`` and ``retrain``: fine to run or not, why, what next.
-
-
-def train_advice(product: str, version: str, metrics: EvaluationMetrics | None) -> str:
-    """What training's held-out figures mean for the line, and the next step (export)."""
-    export = f"inspection export --product {product} --version {version}"
-    o = None if metrics is None else metrics.overall
-    if o is None or not o.n_good:
-        return (
-            f"TRAINED {product}/{version}, not evaluated (no held-out images): nothing shows it "
-            f"finds defects. Next: {export}, then judge a few known-bad parts"
-        )
-    rejected = round((o.false_reject_rate or 0.0) * o.n_good)
-    good = f"rejects {rejected} of {o.n_good} good held-out parts"
-    if not o.n_defective:
-        return (
-            f"TRAINED {product}/{version}: {good}; misses unknown (no defect images). Next: "
-            f"{export}, then judge a few known-bad parts"
-        )
-    missed = round((o.miss_rate or 0.0) * o.n_defective)
-    figures = f"{good}, misses {missed} of {o.n_defective} defects"
-    if rejected > 0.1 * o.n_good or missed > 0.1 * o.n_defective:
-        return (
-            f"NOT FINE TO RUN {product}/{version}: {figures}. Next: add good and defect "
-            "images (train/, test/) and train again; its report says what it misses"
-        )
-    return f"LOOKS FINE {product}/{version}: {figures}. Next: {export}"
-
-
-def export_advice(
-    product: str, bundle_id: str, *, concerns: str | None, signed: bool, live: bool
-) -> str:
-    """Whether an exported bundle may run on the line, why, and the next step."""
-    bundle = f"{product}/{bundle_id}"
-    reasons, fixes = [], []
-    if not signed:
-        reasons.append("unsigned, so stations refuse it")
-        fixes.append("inspection keys init --site, then export again")
-    if concerns:
-        reasons.append(f"it {concerns}")
-        fixes.append("add held-out images of what it misses or rejects, train and export again")
-    if reasons:
-        return f"NOT FINE TO RUN {bundle}: {'; '.join(reasons)}. Next: {'; '.join(fixes)}"
-    if live:
-        return f"FINE TO RUN {bundle}: live now. Next: inspection serve"
-    return f"FINE TO RUN {bundle}. Next: inspection promote {product} {bundle_id}, then serve"
+def train_verdict(product: str, version: str, metrics: EvaluationMetrics | None) -> str:
+    """The last line of ``train``: the LINE-READY verdict on its held-out figures, and the
+    next step (export) when it is line-ready."""
+    subject = f"{product}/{version}"
+    readiness = line_readiness(held_out_of(subject, metrics or EvaluationMetrics(SubsetMetrics())))
+    return readiness.line(f"inspection export --product {product} --version {version}")

@@ -165,8 +165,9 @@ def retrain_advice(result: RetrainResult) -> str:
         )
     if result.status == "promoted":
         return (
-            f"FINE TO RUN {product}/{result.challenger_bundle}: passed the gate against "
-            f"{champion}, live now.{note} Next: watch its first parts on the dashboard"
+            f"PROMOTED {product}/{result.challenger_bundle}: passed the gate against "
+            f"{champion}, live now.{note} Next: inspection station status gives its LINE-READY "
+            "verdict; watch its first parts on the dashboard"
         )
     why = "refused by its export gate" if not result.challenger_bundle else "worse at the gate"
     return (
@@ -229,23 +230,42 @@ def promote(
     reason: str = typer.Option(
         "promoted with inspection promote", "--reason", help="Why (audit log)."
     ),
+    promote_not_ready: bool = typer.Option(
+        False,
+        "--promote-not-ready",
+        help="Make it live even when it is NOT LINE-READY (recorded with --actor and what it "
+        "lacks).",
+    ),
     site: str = SITE_OPTION,
 ) -> None:
-    """Make an exported bundle live, if its export gate passed (recorded with who and why)."""
-    # deferred: the station side's trust rules (only this command reads them)
+    """Make an exported bundle live, if its export gate passed and it is LINE-READY (or with
+    --promote-not-ready), recorded with who and why."""
+    # deferred: the station side's trust rules (only this command reads them), OpenVINO
     from inspection.core.bundle import read_bundle_metadata
+    from inspection.runtime.self_check import recorded_check
     from inspection.station.trust import gate_refusal
 
     actor = actor or getpass.getuser()
     registry = site_registry(site)
-    refusal = gate_refusal(read_bundle_metadata(registry.bundles.bundle_dir(product, bundle)))
+    metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle))
+    refusal = gate_refusal(metadata)
     if refusal is not None:
         raise RegistryError(
             f"{product}/{bundle} was refused by its export gate ({refusal}): stations refuse "
             "it. Export another version, or have an admin force it (inspection export --force)"
         )
+    readiness = recorded_check(metadata).readiness()
+    console.print(escape(readiness.line("inspection serve")), soft_wrap=True, highlight=False)
+    reason = reason.strip()
+    if not readiness.ready:
+        if not promote_not_ready:
+            raise RegistryError(
+                f"{product}/{bundle} is NOT LINE-READY (above): not promoted. To serve it anyway, "
+                "for a trial: add --promote-not-ready (recorded with --actor)"
+            )
+        reason = f"{reason}; promoted NOT LINE-READY ({'; '.join(readiness.lacks)})"
     before = registry.journal.live(product)
-    state = registry.journal.promote(product, bundle, actor=actor.strip(), reason=reason.strip())
+    state = registry.journal.promote(product, bundle, actor=actor.strip(), reason=reason)
     console.print(
         f"[green]{product}: live bundle {before.bundle_id if before else 'none'} -> "
         f"{state.bundle_id}[/] (by {state.actor}: {state.reason})"

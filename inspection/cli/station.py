@@ -279,6 +279,7 @@ def status(config: Path = LINE_OPTION) -> None:
             console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
             _print_limits(registry, product, live.bundle_id, limits)
             _print_certificate(registry, store, product)
+            _print_readiness(registry, product, live.bundle_id)
     finally:
         if store is not None:
             store.engine.dispose()
@@ -297,6 +298,21 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
     held = shown is not None and shown.certified
     colour = "green" if held and shown.certified_for_line else "yellow" if held else "red"
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
+
+
+def _print_readiness(registry: Registry, product: str, bundle_id: str) -> None:
+    """The live bundle's LINE-READY verdict on the held-out parts its export measured."""
+    # deferred: openvino
+    from inspection.runtime.self_check import recorded_check
+
+    try:
+        metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
+        readiness = recorded_check(metadata).readiness()
+    except (InspectionError, OSError) as exc:
+        console.print(f"{product}: verdict [red]unreadable[/]: {escape(str(exc))}")
+        return
+    colour = "green" if readiness.ready else "red"
+    console.print(f"[{colour}]{escape(readiness.line())}[/]", soft_wrap=True, highlight=False)
 
 
 def _print_limits(registry: Registry, product: str, bundle_id: str, limits: ImageLimits) -> None:

@@ -26,7 +26,7 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.data import check_with_progress
-from inspection.cli.operating import fmt, operating_text, subset_miss_text, train_advice
+from inspection.cli.operating import fmt, operating_text, subset_miss_text, train_verdict
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
 from inspection.core.fingerprint import shown_name
@@ -416,10 +416,9 @@ def _closing_rows(
     site: SiteConfig, log_file: Path | None, records: list[ModelRecord], next_step: str = ""
 ) -> list[tuple[str, str]]:
     reports = sorted({str(_report_dir(site, r)) for r in records})
-    first = records[0]
-    next_step = (
-        next_step or f"inspection export --product {first.product} --version {first.version}"
-    )
+    if not next_step:  # a command that trained: export is next
+        first = records[0]
+        next_step = f"inspection export --product {first.product} --version {first.version}"
     return [
         ("reports", "\n".join(reports) or str(site.reports_dir)),
         ("", "metrics.json and plots (ROC, score histogram, worst maps) per model"),
@@ -459,7 +458,7 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
 
 
 def _print_advice(record: ModelRecord, metrics: EvaluationMetrics | None) -> None:
-    advice = train_advice(record.product, record.version, metrics)
+    advice = train_verdict(record.product, record.version, metrics)
     console.print(f"[bold]{escape(advice)}[/]", soft_wrap=True, highlight=False)
 
 

@@ -38,15 +38,24 @@ def add(
     ] = False,
     site: Path = SITE_OPTION,
 ) -> None:
-    """Create a dashboard user; the password is stored only as an Argon2id hash."""
+    """Create a dashboard user; the password is stored only as an Argon2id hash. A user that
+    exists with this role is left as it is (no password asked): the command can run again."""
     # deferred: alembic, sqlalchemy
-    from inspection.store.users import add_user
+    from inspection.store.users import add_user, user_identity
 
+    store = _store(load_site_config(site))
+    existing = user_identity(store, name)
+    if existing is not None and existing.role == role:
+        console.print(
+            f"{role} {name!r} exists: unchanged (to change its password: inspection users remove "
+            f"{name}, then add it again)"
+        )
+        return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    user = add_user(_store(load_site_config(site)), name, role, password)
+    user = add_user(store, name, role, password)
     console.print(f"added {user.role} {user.name!r}")
 
 

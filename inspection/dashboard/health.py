@@ -1,34 +1,27 @@
-"""Model health: is a product's live bundle line-ready at the threshold it runs at?
+"""Model health: is a product's live bundle LINE-READY at the threshold it runs at?
 
 Measured, never assumed: the live bundle's labelled held-out scores are judged at the live
-threshold. It is NOT LINE-READY when it rejects more good parts than the budget allows
-(``within_budget``) or a defect kind is not shown to be missed at most ``miss_bound``
-(``lacking_kinds``). ``outcomes`` lists each held-out image with what the threshold did to it.
+threshold, with the live threshold's false-reject certificate, by ``core.readiness`` (the verdict
+every command prints). ``outcomes`` lists each held-out image with what the threshold did to it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from inspection.core.bundle import read_bundle_metadata
+from inspection.core.certificate import Certificate
 from inspection.core.decisions import refusal
-from inspection.core.errors import BundleError, ConfigError, RegistryError
+from inspection.core.errors import BundleError, ConfigError, InspectionError, RegistryError
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image, read_mask
-from inspection.core.operating_point import (
-    KindMiss,
-    OperatingPoint,
-    allowed_rejects,
-    defects_needed,
-    lacking_kinds,
-    miss_at,
-    within_budget,
-)
+from inspection.core.operating_point import KindMiss, OperatingPoint, miss_at
 from inspection.core.product_config import load_product_config
+from inspection.core.readiness import NOT_READY, READY, HeldOut, Readiness, line_readiness
 from inspection.core.registry import Registry
 from inspection.core.signing import (
     Keyring,
@@ -42,10 +35,10 @@ from inspection.core.threshold import is_ng
 from inspection.core.validation_scores import ValidationScores, read_validation_scores
 from inspection.dashboard.review import outline
 from inspection.dashboard.thresholds import current_threshold_value, kinds_of
+from inspection.station.certify import product_certificate
 from inspection.station.config import read_trust, station_configs_in
 
 GOOD = "good"
-_defects_needed = cache(defects_needed)  # a search over exact intervals, the same few bounds
 
 
 @dataclass(frozen=True)
@@ -65,6 +58,8 @@ class ModelHealth:
     not_held_out: str = ""
     """Why the judged split is not held out for this threshold ('': it is): a threshold set by
     value on the Thresholds page, where that split is shown, may have been chosen on it."""
+    certificate: Certificate | None = None
+    """The false-reject certificate of the live threshold (None: none, or not a budget)."""
 
     @property
     def reject_rate(self) -> float:
@@ -83,49 +78,46 @@ class ModelHealth:
         return self.bundle_id is not None and not self.problem and self.n_good > 0
 
     @cached_property  # a page asks for it several times; each asks SciPy for intervals
+    def readiness(self) -> Readiness | None:
+        """The LINE-READY verdict at the live threshold (None: health unknown)."""
+        if not self.known:
+            return None
+        budgeted = self.point.policy == "false_reject_budget"
+        return line_readiness(
+            HeldOut(
+                f"{self.product}/{self.bundle_id}", self.n_good, self.rejected_good,
+                {k.kind: k for k in self.kinds}, self.point.budget if budgeted else None,
+                self.point.miss_bound, self.certificate,
+            )
+        )  # fmt: skip
+
+    @property
     def reasons(self) -> tuple[str, ...]:
         """Why the bundle is not line-ready, one sentence each (empty: line-ready)."""
         if self.bundle_id is None:
             return (f"no bundle of {self.product} is live",)
-        if not self.known:
+        if self.readiness is None:
             return (self.problem or "no labelled good parts to measure the reject rate on",)
-        reasons = []
-        if not within_budget(self.rejected_good, self.n_good, self.point.budget):
-            allowed = allowed_rejects(self.n_good, self.point.budget)
-            reasons.append(
-                f"rejects {self.rejected_good}/{self.n_good} good parts "
-                f"({self.reject_rate:.1%}) at threshold {self.threshold:.4g}; a "
-                f"{self.point.budget:.1%} budget allows at most {allowed} of {self.n_good}"
-            )
-        by_kind = {k.kind: k for k in self.kinds}
-        bound = self.point.miss_bound
-        for kind in lacking_kinds(by_kind, bound):
-            k = by_kind[kind]
-            text = (
-                f"misses {k.missed}/{k.n} {kind} ({k.rate:.1%}; 95% interval up to "
-                f"{k.interval.high:.1%}), not shown to be within the {bound:.0%} bound"
-            )
-            needed = _defects_needed(bound, 0.95, k.missed)
-            if k.rate < bound and needed is not None:
-                misses = "no miss" if not k.missed else f"no miss beyond these {k.missed}"
-                text += f": that takes at least {needed} {kind} images with {misses}"
-            reasons.append(text)
-        return tuple(reasons)
+        return self.readiness.lacks
+
+    @property
+    def advice(self) -> tuple[str, ...]:
+        """What lowers the misses or shows the rates (empty: line-ready or unknown)."""
+        return () if self.readiness is None else tuple(dict.fromkeys(self.readiness.advice))
 
     @property
     def line_ready(self) -> bool:
-        return not self.reasons
+        return self.readiness is not None and self.readiness.ready
 
     def summary(self) -> str:
         where = f"{self.product} `{self.bundle_id}`" if self.bundle_id else self.product
         caveat = f"; not held-out: {self.not_held_out}" if self.not_held_out else ""
-        if self.line_ready:
+        if self.readiness is not None and self.line_ready:
             return (
-                f"{where}: line-ready at threshold {self.threshold:.4g} — rejects "
-                f"{self.rejected_good}/{self.n_good} good, misses {self.missed}/"
-                f"{self.n_defective} defective ({self.split} split){caveat}"
+                f"{where}: {READY} at threshold {self.threshold:.4g} — "
+                f"{self.readiness.summary} ({self.split} split){caveat}"
             )
-        state = "health unknown" if not self.known else "NOT LINE-READY"
+        state = "health unknown" if not self.known else NOT_READY
         return f"{where}: {state} — " + "; ".join(self.reasons) + caveat
 
 
@@ -240,6 +232,7 @@ def model_health(
     miss = miss_at(scores, labels, kinds, threshold) if (~good).any() else {}
     return replace(
         base,
+        certificate=live_certificate(registry, product),
         split=data.split,
         n_good=int(good.sum()),
         rejected_good=int(is_ng(scores[good], threshold).sum()),
@@ -260,6 +253,15 @@ def _chosen_on_split(registry: Registry, product: str) -> str:
         "held-out split it is judged on is shown; set it at a budget (chosen on the audit "
         "sample) or certify it for a held-out judgement"
     )
+
+
+def live_certificate(registry: Registry, product: str) -> Certificate | None:
+    """The certificate the live threshold runs at (a certified threshold version's, else the
+    live bundle's own; None: none readable)."""
+    try:
+        return product_certificate(registry, None, product).certificate
+    except (InspectionError, OSError):
+        return None
 
 
 def kind_table(health: ModelHealth) -> pd.DataFrame:

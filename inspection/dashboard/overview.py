@@ -21,7 +21,6 @@ WINDOWS: dict[str, tuple[timedelta | None, queries.Period]] = {
     "All time": (None, "day"),
 }
 DEFAULT_WINDOW = "Last 7 days"
-STALE_AFTER = timedelta(hours=1)
 DRIFT_BINS = 10
 PSI_WARN = 0.1
 PSI_ALERT = 0.25
@@ -113,11 +112,26 @@ def station_frame(
     if frame.empty:
         return frame
     frame["ng_rate"] = frame["ng"] / frame["total"]
+    heard = {row.station_id: row.reported_at for row in queries.station_backlogs(store)}
     frame["status"] = [
-        "online" if now - seen <= STALE_AFTER else f"silent {_ago(now - seen)}"
-        for seen in frame["last_seen"]
+        station_status(now, seen, heard.get(station))
+        for station, seen in zip(frame["station_id"], frame["last_seen"], strict=True)
     ]
     return frame[list(STATION_COLUMNS)]
+
+
+def station_status(now: datetime, last_result: datetime, heard: datetime | None) -> str:
+    """'online' only while the station's own report (its heartbeat to the central store) is
+    younger than ``SILENT_REPORT_AFTER``; otherwise when it was last heard, or, for a station
+    that sends no report, when its last result came (which says nothing about whether it runs)."""
+    if heard is not None:
+        silent = now - heard
+        return (
+            "online"
+            if silent <= SILENT_REPORT_AFTER
+            else f"not heard for {_duration(silent.total_seconds())}"
+        )
+    return f"last result {_duration((now - last_result).total_seconds())} ago"
 
 
 BACKLOG_ALARM_AFTER_S = 300.0
@@ -194,11 +208,6 @@ def _size(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1000
     return f"{count:,.1f} GB"
-
-
-def _ago(delta: timedelta) -> str:
-    hours = delta.total_seconds() / 3600.0
-    return f"{hours:.0f} h" if hours < 48 else f"{hours / 24:.0f} d"
 
 
 @dataclass(frozen=True)

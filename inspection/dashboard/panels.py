@@ -24,8 +24,8 @@ def defects_link(product: str, kind: str | None = None, outcome: str | None = No
 
 
 def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
-    """A red alarm (not line-ready, with every reason), a yellow note (health unknown) or, unless
-    ``compact``, a green line (line-ready). Sample sizes are always named."""
+    """A red alarm (NOT LINE-READY, with every reason and what fixes it), a yellow note (health
+    unknown) or, unless ``compact``, a green line (LINE-READY). Sample sizes are always named."""
     if item.line_ready:
         if not compact:
             st.success(item.summary(), icon=":material/check_circle:")
@@ -36,6 +36,7 @@ def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
         st.warning(item.summary(), icon=":material/help:")
         return
     reasons = "\n".join(f"- {reason}" for reason in item.reasons)
+    reasons += "".join(f"\n- Next: {advice}" for advice in item.advice)
     notes = "".join(f"\n\n_{caveat}_" for caveat in caveats(item))
     st.error(
         f"**{item.product} `{item.bundle_id}` is NOT LINE-READY** at threshold "

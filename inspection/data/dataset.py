@@ -218,6 +218,13 @@ def load_mvtec(root: str | Path) -> Dataset:
     root = Path(root).resolve()
     _require_dir(root, "dataset folder not found")
     train_dir = root / "train" / GOOD
+    if not train_dir.is_dir() and (loose := list_images(root)):
+        raise DatasetError(
+            f"{root}: {len(loose)} loose image(s) and no train/good folder: move the good ones "
+            f"to train/good ({MVTEC_LAYOUT}), or describe the folder as it is in a YAML file "
+            "(name, normal_dir: ., abnormal_dirs; datasets/README.md, 'Layout: your own "
+            "folders') and pass that .yaml instead of the folder"
+        )
     _require_dir(train_dir, f"train/good folder not found ({MVTEC_LAYOUT})")
     test_dir = root / "test"
     gt_dir = root / "ground_truth"
@@ -259,19 +266,23 @@ def load_mvtec(root: str | Path) -> Dataset:
 
 
 def hold_out_good(paths: list[Path]) -> tuple[list[Path], list[Path]]:
-    """(train, held out) of a product's good images without a ``test/`` folder: held out when
-    their file name's sha256 falls in the lowest ``HELD_OUT_SHARE`` (so adding images moves
-    none), at least ``MIN_TEST_GOOD``."""
+    """(train, held out) of a product's good images without a ``test/`` folder: the
+    ``held_out_count`` whose file names' sha256 rank lowest (the same names for the same
+    folder, whatever order the files are listed in)."""
     if len(paths) <= MIN_TEST_GOOD:
         raise DatasetError(
             f"train/good has {len(paths)} image(s) and there is no test/ folder: training "
             f"holds {MIN_TEST_GOOD} good images out to set and check its threshold, so it needs "
             f"at least {MIN_TEST_GOOD + 1}"
         )
-    ranked = sorted(paths, key=_name_hash)
-    held = {p for p in ranked if _name_hash(p) < HELD_OUT_SHARE * 16**64}
-    held |= set(ranked[:MIN_TEST_GOOD])
+    held = set(sorted(paths, key=_name_hash)[: held_out_count(len(paths))])
     return [p for p in paths if p not in held], [p for p in paths if p in held]
+
+
+def held_out_count(n: int) -> int:
+    """Good images held out of ``n`` without a ``test/`` folder: ``HELD_OUT_SHARE`` of them,
+    rounded, at least ``MIN_TEST_GOOD`` (20 -> 4, 61 -> 12)."""
+    return max(MIN_TEST_GOOD, round(n * HELD_OUT_SHARE))
 
 
 def _name_hash(path: Path) -> int:

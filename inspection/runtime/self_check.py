@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from inspection.core.bootstrap import count_interval
 from inspection.core.bundle import BundleMetadata, verify_bundle
 from inspection.core.errors import BundleError
 from inspection.core.export_gate import (
@@ -22,15 +21,8 @@ from inspection.core.export_gate import (
     check_gate,
     with_budget,
 )
-from inspection.core.operating_point import (
-    DEFAULT_MISS_BOUND,
-    KindMiss,
-    ThresholdChoice,
-    defects_needed,
-    lacking_kinds,
-    miss_by_kind,
-    within_budget,
-)
+from inspection.core.operating_point import KindMiss, ThresholdChoice, miss_by_kind
+from inspection.core.readiness import Readiness, held_out_at, kind_misses, line_readiness
 from inspection.runtime.paths import inspect_paths
 from inspection.runtime.predictor import load_inspector
 
@@ -63,38 +55,16 @@ class LiveCheck:
     def passed(self) -> bool:
         return self.decision.passed and not self.unreadable and not self.refused
 
-    def line_concerns(self, max_miss: float | None = None) -> list[str]:
-        """Absolute shortfalls no relative gate catches (an FP32 reference that itself rejects
-        good parts or misses defects): good parts within the operating point's budget (else
-        10 %), and per defect kind the 95 % miss interval's upper end within ``max_miss``
-        (default: the ``miss_bound``); a kind with too few images to show it is named apart."""
-        f, concerns, op = self.figures, [], self.operating
-        if max_miss is None:
-            max_miss = op.miss_bound if op is not None else DEFAULT_MISS_BOUND
-        if op is not None and op.policy == "false_reject_budget":
-            too_many = not within_budget(f.rejected_good(), f.n_good, op.budget)
-        else:
-            too_many = f.false_reject_rate > 0.1
-        if too_many:
-            concerns.append(f"rejects {f.rejected_good()}/{f.n_good} good parts")
+    def readiness(self) -> Readiness:
+        """The LINE-READY verdict on these figures (``core.readiness``): absolute shortfalls no
+        relative gate catches, as an FP32 reference that itself misses defects."""
+        f = self.figures
         miss = self.miss
         if not miss and f.n_defective:  # kinds unknown: every defect as one kind
-            n, missed = f.n_defective, round(f.miss_rate * f.n_defective)
-            miss = {"defects": KindMiss("defects", n, missed, count_interval(missed, n))}
-        lacking = lacking_kinds(miss, max_miss)
-        if over := [k for k in lacking if miss[k].rate > max_miss]:
-            kinds = ", ".join(_missed(miss[k]) for k in over)
-            concerns.append(f"may miss more than {max_miss:.0%} of {kinds}")
-        if unproven := [k for k in lacking if miss[k].rate <= max_miss]:
-            kinds = ", ".join(_missed(miss[k]) for k in unproven)
-            needed = ", ".join(
-                f"{k} {defects_needed(max_miss, 0.95, miss[k].missed)}" for k in unproven
-            )
-            concerns.append(
-                f"is not shown to miss at most {max_miss:.0%} of {kinds}: too few held-out "
-                f"images (with no further miss, these would show it: {needed})"
-            )
-        return concerns
+            miss = kind_misses({"defects": (round(f.miss_rate * f.n_defective), f.n_defective)})
+        return line_readiness(
+            held_out_at(self.bundle, f.n_good, f.rejected_good(), miss, self.operating)
+        )
 
     def summary(self) -> str:
         f = self.figures
@@ -116,11 +86,6 @@ class LiveCheck:
         return text if self.passed else f"{text}: {self.decision.message('station check')}"
 
 
-def _missed(miss: KindMiss) -> str:
-    """'crack 8/21 (95% up to 60%)': a kind's misses with its interval's upper end."""
-    return f"{miss.kind} {miss.missed}/{miss.n} (95% up to {miss.interval.high:.0%})"
-
-
 def recorded_reference(metadata: BundleMetadata) -> BundleFigures:
     """The FP32 figures the bundle's export gate recorded."""
     return _recorded_gate(metadata).reference_fp32
@@ -137,14 +102,15 @@ def _recorded_gate(metadata: BundleMetadata) -> GateRecord:
 
 
 def recorded_check(metadata: BundleMetadata) -> LiveCheck:
-    """The bundle's held-out figures as its export measured them, for ``line_concerns``."""
+    """The bundle's held-out figures as its export measured them, for ``readiness``."""
     gate = _recorded_gate(metadata)
-    miss = {}
-    for kind, subset in metadata.evaluation().per_defect.items():
-        if subset.n_defective and subset.miss_rate is not None:
-            missed = round(subset.miss_rate * subset.n_defective)
-            interval = count_interval(missed, subset.n_defective)
-            miss[kind] = KindMiss(kind, subset.n_defective, missed, interval)
+    miss = kind_misses(
+        {
+            kind: (round(s.miss_rate * s.n_defective), s.n_defective)
+            for kind, s in metadata.evaluation().per_defect.items()
+            if s.n_defective and s.miss_rate is not None
+        }
+    )
     calibration = metadata.output_calibration
     return LiveCheck(
         f"{metadata.product}/{metadata.bundle_id}", gate.figures, gate.reference_fp32,

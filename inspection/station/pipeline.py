@@ -187,7 +187,9 @@ class Pipeline:
             raise InvalidRequest(f"missing 'product'; this station serves {self._served()}")
         if product not in self.models.products:
             raise UnknownProduct(
-                f"product {product[:64]!r} is not served here; served: {self._served()}"
+                f"product {product[:64]!r} is not served here; served: {self._served()} "
+                "(the station config's core.products lists them; a listed product needs a live "
+                "bundle)"
             )
         return product
 

@@ -261,7 +261,9 @@ def _recorded_splits(parent: ModelRecord, dataset: Dataset) -> tuple[list[Sample
         raise RegistryError(
             f"{parent.model_version} records no validation/test split; retrain it in full"
         )
-    by_rel = {relative_name(s.path, dataset.root): s for s in dataset.test_samples}
+    # every sample: a product without test/ holds a fifth of train/good out, and images added
+    # since may have moved one of the parent's held-out images to the training side
+    by_rel = {relative_name(s.path, dataset.root): s for s in dataset.samples}
     missing = [rel for rel in (*splits.validation, *splits.test) if rel not in by_rel]
     if missing:
         raise DatasetError(

@@ -3,6 +3,7 @@ gate table is printed uncut."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -37,25 +38,27 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
     assert result.exit_code == 0, result.output
     assert " brick/v0001-fp32 " in result.output and " region recall " in result.output
     said = " ".join(result.output.split())  # 3 held-out parts a kind show no 10 % miss bound
-    last = said[said.index("NOT FINE TO RUN brick/v0001-fp32: ") :]  # plain words last
-    assert last.startswith("NOT FINE TO RUN brick/v0001-fp32: unsigned, so stations refuse it; ")
-    assert "of crack " in last and last.endswith(  # its held-out figures fall short
-        "Next: inspection keys init --site, then export again; add held-out images of what it "
-        "misses or rejects, train and export again"
-    ), said
+    last = said[said.index("NOT LINE-READY brick/v0001-fp32: ") :]  # the verdict last
+    assert re.search(r"\d+ crack held out \(\d+ missed\)|misses \d+ of \d+ crack", last)
+    assert re.search(r"Next: (to miss fewer \w|hold out \d+ \w+ images in test/)", last)
+    assert (
+        "UNSIGNED: stations that pin a key refuse brick/v0001-fp32. Next: inspection keys " in last
+    )
+    assert last.endswith("inspection keys init, then export again"), said
 
 
 @pytest.mark.parametrize("crack_missed", [0, 40])
 def test_export_judges_line_readiness_as_the_demo_does(tmp_path: Path, crack_missed: int) -> None:
     """A bundle that passes its gate (as good as FP32) but misses every crack, FP32 too, was
-    reported "gate passed" only; export's last line now says it is not fine to run."""
+    reported "gate passed" only; its verdict now says it is NOT LINE-READY."""
     from bench._shared import write_mean_bundle
-    from inspection.cli.export import _line_concerns
-    from inspection.cli.operating import export_advice
     from inspection.core.bundle import read_bundle_metadata
     from inspection.core.export_gate import BundleFigures, ExportRecord, GateRecord
+    from inspection.runtime.self_check import recorded_check
 
-    figures = BundleFigures(0.0, crack_missed / 80, 0.9, None, None, None, 0, 60, 80)
+    figures = BundleFigures(
+        0.0, crack_missed / 80, 0.9, None, None, None, 0, n_good=60, n_defective=80
+    )
     kinds = {"crack": (40, crack_missed), "stain": (40, 0)}
     per_defect = {
         kind: {"n_good": 60, "n_defective": n, "miss_rate": missed / n}
@@ -67,15 +70,16 @@ def test_export_judges_line_readiness_as_the_demo_does(tmp_path: Path, crack_mis
         metrics=metrics | {"overall": {"n_good": 60}, "per_defect": per_defect},
     )  # fmt: skip
 
-    concerns = _line_concerns(read_bundle_metadata(bundle))
-    said = export_advice("grass", "v0001-fp32", concerns=concerns, signed=True, live=False)
-
+    said = recorded_check(read_bundle_metadata(bundle)).readiness().line("inspection serve")
     if crack_missed:
-        assert said.startswith("NOT FINE TO RUN grass/v0001-fp32: it may miss more than 10%")
-        assert "crack 40/40 (95% up to 100%)" in said and "stain" not in said
+        assert said.startswith(
+            "NOT LINE-READY grass/v0001-fp32: misses 40 of 40 crack (100%; up to 100% at 95 %"
+        )
+        assert "stain" not in said.split("Next:")[0].split("(crack")[0]
     else:
         assert said == (
-            "FINE TO RUN grass/v0001-fp32. Next: inspection promote grass v0001-fp32, then serve"
+            "LINE-READY grass/v0001-fp32: rejects 0 of 60 good held-out parts, misses 0 of 80 "
+            "defects (crack 0/40, stain 0/40). Next: inspection serve"
         )
 
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.cli.operating import train_advice
+from inspection.cli.operating import train_verdict
 from inspection.core.errors import BundleError, InspectionError
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics
 from inspection.core.registry import Registry
@@ -80,10 +80,15 @@ def test_an_existing_bundle_names_promote_and_version(
     site = tmp_path / "site.yaml"
     site.write_text(f"registry_dir: {registry.root}\n")
     args = ["promote", "brick", "v0001-fp32", "--actor", "qa", "--site", str(site)]
-    result = CliRunner().invoke(app, args)
+    refused = CliRunner().invoke(app, args)  # 3 held-out images a kind show no miss bound
+    assert refused.exit_code != 0 and registry.journal.live("brick") is None
+    assert "is NOT LINE-READY (above): not promoted" in str(refused.exception)
+    assert "NOT LINE-READY brick/v0001-fp32: " in refused.output
+    result = CliRunner().invoke(app, [*args, "--promote-not-ready"])
     assert result.exit_code == 0, result.output
     live = registry.journal.live("brick")
     assert (live.bundle_id, live.actor) == ("v0001-fp32", "qa")
+    assert "; promoted NOT LINE-READY (" in live.reason
 
 
 def _metrics(n_good: int, frr: float, n_defective: int, miss: float) -> EvaluationMetrics:
@@ -96,20 +101,21 @@ def _metrics(n_good: int, frr: float, n_defective: int, miss: float) -> Evaluati
 @pytest.mark.parametrize(
     ("metrics", "said"),
     [
-        (_metrics(20, 0.0, 30, 0.0), "LOOKS FINE brick/v0002: rejects 0 of 20 good held-out "
-         "parts, misses 0 of 30 defects. Next: inspection export --product brick --version v0002"),
-        (_metrics(20, 0.0, 30, 0.2), "NOT FINE TO RUN brick/v0002: rejects 0 of 20 good held-out "
-         "parts, misses 6 of 30 defects. Next: add good and defect images"),
-        (_metrics(20, 0.05, 0, 0.0), "TRAINED brick/v0002: rejects 1 of 20 good held-out parts; "
-         "misses unknown (no defect images). Next: inspection export"),
-        (None, "TRAINED brick/v0002, not evaluated (no held-out images): nothing shows it finds "
-         "defects. Next: inspection export --product brick --version v0002"),
+        (_metrics(40, 0.0, 40, 0.0), "LINE-READY brick/v0002: rejects 0 of 40 good held-out "
+         "parts, misses 0 of 40 defects (defects 0/40). Next: inspection export --product brick "
+         "--version v0002"),
+        (_metrics(20, 0.0, 30, 0.2), "NOT LINE-READY brick/v0002: misses 6 of 30 defects (20%; "
+         "up to 39% at 95 %, the bound is 10%). Next: to miss fewer defects: label more"),
+        (_metrics(20, 0.05, 0, 0.0), "NOT LINE-READY brick/v0002: nothing shows what it misses: "
+         "no defective parts held out. Next: hold out at least 36 images of each defect kind"),
+        (None, "NOT LINE-READY brick/v0002: no held-out good parts: its false alarms are not "
+         "measured; nothing shows what it misses"),
     ],
 )  # fmt: skip
-def test_train_ends_with_plain_words_and_export_next(
+def test_train_ends_with_the_verdict_and_what_next(
     metrics: EvaluationMetrics | None, said: str
 ) -> None:
-    assert train_advice("brick", "v0002", metrics).startswith(said)
+    assert train_verdict("brick", "v0002", metrics).startswith(said)
 
 
 def test_the_summary_says_when_the_mixed_head_was_dropped(
@@ -135,8 +141,9 @@ def test_the_summary_says_when_the_mixed_head_was_dropped(
     [
         ("kept", "", {"nothing_new": True}, "NOTHING NEW: brick keeps v0002-fp32, no version "
          "registered. Next: review parts on the dashboard, then retrain"),
-        ("promoted", "v0003-fp32", {}, "FINE TO RUN brick/v0003-fp32: passed the gate against "
-         "v0002-fp32, live now. Next: watch its first parts on the dashboard"),
+        ("promoted", "v0003-fp32", {}, "PROMOTED brick/v0003-fp32: passed the gate against "
+         "v0002-fp32, live now. Next: inspection station status gives its LINE-READY verdict; "
+         "watch its first parts on the dashboard"),
         ("kept", "v0003-fp32", {"data": {"left_out": {"a1": "copies held-out test image x"}}},
          "KEPT brick/v0002-fp32: the challenger was worse at the gate. 1 image(s) left "
          "out, see the report. Next: review more parts, then retrain"),

@@ -29,6 +29,8 @@ def test_readme_block_is_what_the_walk_runs() -> None:
         "inspection dashboard"
     )
     assert any(line.startswith("inspection serve") and line.endswith("&") for line in lines)
+    # copied after the walkthrough, a `make demo` here retrained and replaced step 3's bundle
+    assert not any(line.startswith("make ") for line in lines), lines
 
 
 @pytest.mark.timeout(1500)  # a clone without `make demo` builds its demo site first (up to 1200 s)
@@ -39,7 +41,7 @@ def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
             if IN_CI:
                 pytest.fail(f"{binary} missing; run scripts/services.sh")
             pytest.skip(f"{binary} missing; run scripts/services.sh")
-    # A clean clone (CI) has no demo site: the README's `make demo` step runs here first.
+    # A clean clone (CI) has no demo site: `make demo`, the README's first command, runs first.
     demo = REPO if walk.has_demo_site(REPO) else walk.build_demo_site(tmp_path / "demo")
     seen = walk.walk_first_use(tmp_path / "site", tmp_path / "shots", REPO, demo=demo)
 

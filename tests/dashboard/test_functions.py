@@ -88,14 +88,30 @@ def test_station_table_is_text_with_units(store: Store) -> None:
     table = overview.station_table(overview.station_frame(store, since=None, now=now))
     first = table.iloc[0].to_dict()
     assert list(table.columns) == list(overview.STATION_COLUMNS.values())
-    assert first["station"] == "s1" and first["status"] == "silent 24 h"
+    assert first["station"] == "s1" and first["status"] == "last result 24.2 h ago"
     assert first["last seen"] == "2025-03-01 08:20"
     assert (first["inspections"], first["NG rate"], first["mean latency"]) == (
         "3",
         "33.3%",
         "10 ms",
     )
-    assert table["station"].tolist() == ["s1", "s1", "s2"] and table.iloc[2]["status"] == "online"
+    assert table["station"].tolist() == ["s1", "s1", "s2"]
+    assert table.iloc[2]["status"] == "last result 25 min ago"  # results alone: never "online"
+
+
+def test_a_station_is_online_only_while_its_heartbeat_is_fresh(store: Store) -> None:
+    """A stopped station showed "online" for an hour after its last result; now "online" rests
+    on the station's own report (``station_backlog``), stale after two minutes."""
+    now = T0 + timedelta(days=1, minutes=30)
+    with store.session() as session:
+        for station, ago in (("s1", timedelta(seconds=30)), ("s2", timedelta(minutes=10))):
+            session.add(StationBacklog(
+                station_id=station, backlog_rows=0, backlog_bytes=0, rate_per_s=0.0,
+                reported_at=now - ago,
+            ))  # fmt: skip
+    frame = overview.station_frame(store, since=None, now=now)
+    status = dict(zip(frame["station_id"], frame["status"], strict=False))
+    assert status == {"s1": "online", "s2": "not heard for 10 min"}
 
 
 def test_drift_line_says_the_verdict_or_why_there_is_none() -> None:

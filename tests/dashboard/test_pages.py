@@ -479,3 +479,31 @@ def test_roi_page_on_a_plate_site(seed, tmp_path, site_env, open_mode) -> None:
     assert '"reference_size": [2048, 2048]' in at.text_area(key="roi_text").value
     at.button(key="roi_save").click().run()
     assert any("who" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_no_page_has_a_bare_string_streamlit_would_render() -> None:
+    """Streamlit's magic writes a page's bare expressions to the page: the docstring of
+    ``TEXT_COLUMNS`` ("The bundle table's columns that are not figures.") was shown on every
+    Models page. Only the module docstring, Streamlit leaves out, may be a bare string."""
+    import ast
+
+    def bare_strings(body: list[ast.stmt]) -> list[ast.Expr]:
+        """Bare string statements Streamlit's magic reaches: the page's top level and the
+        blocks under it (``with``, ``if``, ``for``), not function or class bodies."""
+        found = []
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                continue
+            value = getattr(node, "value", None)
+            if isinstance(node, ast.Expr) and isinstance(value, ast.Constant):
+                found += [node] if isinstance(value.value, str) else []
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                found += bare_strings(getattr(node, field, []))
+        return found
+
+    shown = [
+        f"{page.name}:{node.lineno}: {node.value.value[:60]!r}"
+        for page in sorted((APP.parent / "views").glob("*.py"))
+        for node in bare_strings(ast.parse(page.read_text(encoding="utf-8")).body[1:])
+    ]
+    assert shown == []

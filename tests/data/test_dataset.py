@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from inspection.core.errors import ConfigError, DatasetError
-from inspection.data.dataset import Dataset, Sample, load_dataset, load_folder_spec, load_mvtec
+from inspection.data.dataset import (
+    Dataset,
+    Sample,
+    held_out_count,
+    load_dataset,
+    load_folder_spec,
+    load_mvtec,
+)
 
 DEFECTS = ("crack", "hole", "scratch", "stain")
 
@@ -79,13 +86,14 @@ def test_a_product_with_only_train_good_holds_good_images_out_by_file_name(
     dataset = load_dataset(root)
     held = {s.path.name for s in dataset.test_samples}
     trained = {s.path.name for s in dataset.train_samples}
-    assert dataset.held_out_of_train and len(held) >= 2 and len(held | trained) == 24
+    # a fifth, as README step 1 and ``data check`` say: 24 -> 5 (20 -> 4)
+    assert dataset.held_out_of_train and len(held) == 5 and len(held | trained) == 24
     assert held.isdisjoint(trained) and all(s.label == 0 for s in dataset.test_samples)
-    for index in range(12):  # more images: none of the earlier ones changes side
+    for index in range(12):  # 36 images: 7 held out, picked by file name, not listing order
         shutil.copy(root / "train" / "good" / "000.png", root / "train" / "good" / f"n{index}.png")
     grown = load_dataset(root)
-    assert held <= {s.path.name for s in grown.test_samples}
-    assert trained <= {s.path.name for s in grown.train_samples}
+    assert len(grown.test_samples) == 7 and len(grown.train_samples) == 29
+    assert [held_out_count(n) for n in (3, 10, 20, 24, 61)] == [2, 2, 4, 5, 12]
 
     few = tmp_path / "few"
     shutil.copytree(tiny_product / "train" / "good", few / "train" / "good")
@@ -93,6 +101,16 @@ def test_a_product_with_only_train_good_holds_good_images_out_by_file_name(
         path.unlink()
     with pytest.raises(DatasetError, match="so it needs at least 3"):
         load_dataset(few)
+
+
+def test_a_folder_of_loose_images_is_refused_with_the_yaml_layout_named(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    loose = tmp_path / "loose"
+    shutil.copytree(tiny_product / "train" / "good", loose)
+    with pytest.raises(DatasetError, match="24 loose image") as info:
+        load_dataset(loose)
+    assert "normal_dir: ." in str(info.value) and "datasets/README.md" in str(info.value)
 
 
 def test_missing_root_and_wrong_file(tmp_path: Path) -> None:

@@ -64,18 +64,18 @@ def test_a_bundle_as_bad_as_its_fp32_reference_passes_the_gate_but_is_not_line_r
     )  # fmt: skip
     check = LiveCheck("p/v0001", poor, poor, check_gate(poor, poor, GateTolerances()))
     assert check.passed  # relative to FP32 nothing is worse
-    assert check.line_concerns() == [
-        "rejects 5/7 good parts",
-        "may miss more than 10% of defects 3/16 (95% up to 46%)",
-    ]
-    # no miss in 16 cannot show <= 10 % (95 % interval up to 21 %); none in 40 can (8.8 %)
+    assert check.readiness().lacks == (  # what it misses first
+        "misses 3 of 16 defects (19%; up to 46% at 95 %, the bound is 10%)",
+        "rejects 5 of 7 good held-out parts (a 10.0% budget allows 2)",
+    )
+    # no miss in 16 cannot show <= 10 % (95 % interval up to 21 %); none in 36 can
     few = replace(poor, false_reject_rate=0.0, miss_rate=0.0)
-    assert LiveCheck("p/v0001", few, few, check.decision).line_concerns() == [
-        "is not shown to miss at most 10% of defects 0/16 (95% up to 21%): too few held-out "
-        "images (with no further miss, these would show it: defects 36)"
-    ]
+    assert LiveCheck("p/v0001", few, few, check.decision).readiness().lacks == (
+        "16 defects held out (0 missed) are too few to show at most 10% missed: that takes at "
+        "least 36 defects images with no miss",
+    )
     fine = replace(few, n_defective=40)
-    assert LiveCheck("p/v0001", fine, fine, check.decision).line_concerns() == []
+    assert LiveCheck("p/v0001", fine, fine, check.decision).readiness().ready
 
 
 def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
@@ -91,27 +91,24 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     )  # fmt: skip
     missed = np.r_[np.ones(8, bool), np.zeros(13, bool), np.ones(1, bool), np.zeros(40, bool)]
     miss = miss_by_kind(missed, ["crack"] * 21 + ["stain"] * 41)
-    choice = choose_threshold(np.arange(100.0), OperatingPoint(budget=0.01, miss_bound=0.1))
+    choice = choose_threshold(np.arange(200.0), OperatingPoint(budget=0.01, miss_bound=0.1))
     decision = check_gate(figures, figures, GateTolerances())
     check = LiveCheck("p/v0001", figures, figures, decision, miss=miss, operating=choice)
     # 1 of 42 good is within a 1 % budget; stain 1/41 is under the 10 % bound at 95 % (12.9 %
-    # is the interval's upper end: not shown), crack 8/21 is far above it
-    assert check.line_concerns() == [
-        "may miss more than 10% of crack 8/21 (95% up to 62%)",
-        "is not shown to miss at most 10% of stain 1/41 (95% up to 13%): too few held-out "
-        "images (with no further miss, these would show it: stain 54)",
-    ]
-    assert "(crack 8/21; stain 1/41)" in check.summary()
-    assert (
-        LiveCheck(
-            "p/v0001", figures, figures, decision, miss={"stain": miss["stain"]}, operating=choice
-        ).line_concerns(max_miss=0.15)
-        == []
+    # is the interval's upper end: not shown), crack 8/21 is far above it, and comes first
+    readiness = check.readiness()
+    assert readiness.lacks == (
+        "misses 8 of 21 crack (38%; up to 62% at 95 %, the bound is 10%)",
+        "41 stain held out (1 missed) are too few to show at most 10% missed: that takes at least "
+        "54 stain images with no miss beyond these 1",
     )
+    # the first advice lowers the misses; showing them comes after, with its own count
+    assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
+    assert readiness.advice[1] == "hold out 54 stain images in test/stain/ to show it"
+    assert "(crack 8/21; stain 1/41)" in check.summary()
     many = replace(figures, false_reject_rate=3 / 42)
-    assert LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).line_concerns()[
-        0
-    ] == ("rejects 3/42 good parts")
+    lacks = LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).readiness()
+    assert "rejects 3 of 42 good held-out parts (a 1.0% budget allows 2)" in lacks.lacks
 
 
 def test_the_budget_concern_holds_past_a_thousand_good_parts() -> None:
@@ -123,14 +120,15 @@ def test_the_budget_concern_holds_past_a_thousand_good_parts() -> None:
     from inspection.runtime.self_check import LiveCheck
 
     choice = choose_threshold(np.arange(1100.0), OperatingPoint(budget=0.01))
-    for rejected, concerns in ((0, []), (17, []), (18, ["rejects 18/1100 good parts"])):
+    for rejected, flagged in ((0, False), (17, False), (18, True)):
         figures = BundleFigures(
             false_reject_rate=rejected / 1100, miss_rate=0.0, image_auroc=None, pixel_auroc=None,
             aupro=None, region_recall=None, ng_without_region=0, n_good=1100, n_defective=0,
         )  # fmt: skip
         decision = check_gate(figures, figures, GateTolerances())
         check = LiveCheck("p/v0001", figures, figures, decision, operating=choice)
-        assert check.line_concerns() == concerns
+        rejects = f"rejects {rejected} of 1100 good held-out parts (a 1.0% budget allows 17)"
+        assert (rejects in check.readiness().lacks) == flagged
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ BAD_UPLOADS = [
     ("text content type", {}, "text/plain", SMALL_PNG, 415, "unsupported content type 'text/plain'"),
     ("json content type", {}, "application/json", b"{}", 415, "unsupported content type"),
     ("no content type", {}, "", SMALL_PNG, 415, "unsupported content type 'none'"),
-    ("unknown product", {"product": "bolt"}, "image/png", SMALL_PNG, 404, "product 'bolt' is not served here; served: brick"),
+    ("unknown product", {"product": "bolt"}, "image/png", SMALL_PNG, 404, "product 'bolt' is not served here; served: brick (the station config's core.products"),
     ("missing product", {"product": ""}, "image/png", SMALL_PNG, 422, "missing 'product'"),
     ("bad request id", {"request_id": "../etc"}, "image/png", SMALL_PNG, 422, "request_id '../etc' is invalid"),
     ("long part id", {"part_id": "p" * 129}, "image/png", SMALL_PNG, 422, "part_id is longer than 128"),

@@ -108,5 +108,9 @@ def test_users_cli_add_list_remove(tmp_path: Path) -> None:
         app, ["users", "add", "ada", "--password-stdin", "--site", str(site)], input=PASSWORD
     )
     assert again.exit_code != 0 and "user 'ada' exists" in str(again.exception)
+    # the same user again (a README block run twice): a no-op that asks no password
+    same = runner.invoke(app, ["users", "add", "ada", "--role", "admin", "--site", str(site)])
+    assert same.exit_code == 0, same.output
+    assert "admin 'ada' exists: unchanged" in same.output
     removed = runner.invoke(app, ["users", "remove", "ada", "--site", str(site)])
     assert removed.exit_code == 0 and "removed 'ada'" in removed.output

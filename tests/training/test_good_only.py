@@ -75,14 +75,17 @@ def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: 
         # 7 held-out good parts at a 5 % budget: the binomial test allows 1 reject
         assert check.figures.rejected_good() <= 1
         assert "miss rate unknown" in check.summary()
-        assert check.line_concerns() == []
+        # good-only: nothing shows what it misses, whatever it rejects
+        assert check.readiness().lacks[-1] == (
+            "nothing shows what it misses: no defective parts held out"
+        )
 
 
 def test_a_product_with_only_train_good_trains(tiny_product: Path, tmp_path: Path) -> None:
     """README step 1 says only ``train/good`` is required; ``train`` refused a folder without
     ``test/``. It now holds good images out of it (``data.dataset.hold_out_good``): they and
-    the out-of-fold scores set the threshold, and the plain-words line says misses are unknown."""
-    from inspection.cli.operating import train_advice
+    the out-of-fold scores set the threshold, and the verdict says nothing shows what it misses."""
+    from inspection.cli.operating import train_verdict
     from inspection.core.operating_point import OUT_OF_FOLD
     from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
@@ -102,5 +105,6 @@ def test_a_product_with_only_train_good_trains(tiny_product: Path, tmp_path: Pat
     assert len(splits.validation) + len(splits.test) == len(dataset.test_samples)
     overall = record.evaluation().overall
     assert overall.n_good == len(splits.test) and overall.n_defective == 0
-    advice = train_advice("brick", record.version, record.evaluation())
-    assert "misses unknown (no defect images)" in advice
+    advice = train_verdict("brick", record.version, record.evaluation())
+    assert advice.startswith(f"NOT LINE-READY brick/{record.version}: ")
+    assert "nothing shows what it misses: no defective parts held out" in advice

@@ -7,8 +7,9 @@ import streamlit as st
 from inspection.core.errors import InspectionError
 from inspection.dashboard import app_state, models, panels
 
+# The bundle table's columns that are not figures (a comment: Streamlit's magic would render a
+# bare string under the assignment on the page).
 TEXT_COLUMNS = ("live", "version", "bundle", "precision", "model", "created", "golden", "problem")
-"""The bundle table's columns that are not figures."""
 
 site = app_state.site_key()
 board = app_state.dashboard()

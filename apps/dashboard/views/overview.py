@@ -19,7 +19,7 @@ for item in health:  # alarms first: a model that is not line-ready is the news
         panels.health_alarm(item, compact=True)
 ready = [h.product for h in health if h.bundle_id is not None and h.line_ready]
 if ready:
-    st.caption(f"Line-ready at their live thresholds: {', '.join(ready)} (see Models).")
+    st.caption(f"LINE-READY at their live thresholds: {', '.join(ready)} (see Models).")
 backlogs = app_state.station_backlog(site)
 for station_id, why in zip(backlogs["station_id"], backlogs["alarm"], strict=True):
     if why:  # a station's results not reaching this store: nothing below shows them yet

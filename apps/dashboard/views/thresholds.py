@@ -11,6 +11,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from inspection.core.errors import InspectionError
+from inspection.core.readiness import NOT_READY, READY
 from inspection.core.signing import signer_label
 from inspection.dashboard import app_state, charts, health, panels, thresholds
 from inspection.station.certify import certify_product, product_certificate
@@ -214,9 +215,7 @@ st.caption(
 )
 if abs(value - current) > 1e-9:
     what_if = app_state.model_health(site, product, value)
-    verdict = (
-        "line-ready" if what_if.line_ready else "not line-ready: " + "; ".join(what_if.reasons)
-    )
+    verdict = READY if what_if.line_ready else f"{NOT_READY}: " + "; ".join(what_if.reasons)
     st.caption(f"At {value:.4f} the live bundle would be {verdict}.")
 
 if data.has_both_classes:
