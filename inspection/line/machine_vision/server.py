@@ -23,7 +23,7 @@ from typing import Any
 from asyncua import Node, ua
 
 from inspection.line.config import MachineVisionConfig
-from inspection.line.handshake import Answer, Delivery, LinkContext, Trigger
+from inspection.line.handshake import Answer, LinkContext, Trigger
 from inspection.line.machine_vision.access import DENIED, authorize, caller, refuse
 from inspection.line.machine_vision.model import RUNNING, ok
 from inspection.line.machine_vision.results import JobIds, VisionResults
@@ -301,7 +301,7 @@ class VisionSystemServer(LoopThread):
     def _inspect(self, part: Trigger, late: Callable[[Answer], None]) -> tuple[Answer, list[str]]:
         """One part (in a worker thread): its answer and its result content."""
         answer = self.handler.handle(
-            part, source=SOURCE, delivery=Delivery(replays=False), on_late=late
+            part, source=SOURCE, on_late=late
         )
         return answer, self.results.content(answer)
 
