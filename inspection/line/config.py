@@ -192,7 +192,8 @@ class MachineVisionConfig:
     ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured as
     ``security`` says. ``users_file``: the clients' roles and credentials (default
     ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a user
-    (default none: refused); the subscription quotas per session and per user."""
+    (default none: refused); the subscription and monitored-item quotas per session and per
+    user."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -201,6 +202,8 @@ class MachineVisionConfig:
     anonymous: OpcRole | None = None
     subscriptions_per_session: int = 5
     subscriptions_per_user: int = 10
+    monitored_items_per_session: int = 200
+    monitored_items_per_user: int = 400
 
     def __post_init__(self) -> None:
         check_port("machine_vision: port", self.port)
@@ -208,6 +211,12 @@ class MachineVisionConfig:
             raise ConfigError(
                 "machine_vision: need 1 <= subscriptions_per_session <= subscriptions_per_user "
                 f"<= 1000, got {self.subscriptions_per_session} / {self.subscriptions_per_user}"
+            )
+        if not 1 <= self.monitored_items_per_session <= self.monitored_items_per_user <= 100_000:
+            raise ConfigError(
+                "machine_vision: need 1 <= monitored_items_per_session <= "
+                f"monitored_items_per_user <= 100000, got {self.monitored_items_per_session} / "
+                f"{self.monitored_items_per_user}"
             )
 
 
