@@ -75,6 +75,9 @@ ACTIVATE_SESSION = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_Defaul
 REGISTER_SERVER = {ua.NodeId(ua.ObjectIds.RegisterServerRequest_Encoding_DefaultBinary),
                    ua.NodeId(ua.ObjectIds.RegisterServer2Request_Encoding_DefaultBinary)}  # fmt: skip
 DENIED = ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+UNRECORDED = ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
+FAILED = ua.StatusCode(ua.StatusCodes.BadUnexpectedError)
+STARTED = "Started"
 CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
 TRANSFER = ua.NodeId(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
 CREATE_ITEMS = ua.NodeId(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
@@ -151,6 +154,8 @@ class _Request:
     audit: Audit | None = None
     moving: str | None = None
     """The user of a session being activated from another channel: only it may take it."""
+    session: str = ""
+    """The session's id, as the journal names it (refusals are limited per session)."""
 
 
 _REQUEST: ContextVar[_Request | None] = ContextVar("opc40100_request", default=None)
@@ -167,7 +172,10 @@ def authorize(
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
     """A method callback that only a caller of at least ``role`` runs (others get
     ``BadUserAccessDenied``, logged); each call, run or refused, goes to the audit trail when
-    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
+    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``).
+    The journal decides: a call it admits is recorded ``Started`` before it runs (a record that
+    cannot be written refuses the call, ``BadResourceUnavailable``), then with its result, or
+    ``BadUnexpectedError`` and the error when it raised."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
@@ -177,11 +185,25 @@ def authorize(
             who = caller()
             if who is None or not who.may(role):
                 refuse(who, called, f"needs role {role}")
-                result: Any = DENIED
-            else:
-                result = await method(self, parent, *args, **options)
+                if audited:
+                    _outcome(who, called, args, DENIED)
+                return DENIED
             if audited:
-                audit(who, called, args, result)
+                try:
+                    audit(who, called, args, STARTED)
+                except OSError as exc:
+                    log.error("OPC 40100 %s by %s refused: the control journal cannot be "
+                              "written (%s); fix the registry folder's disk or permissions",
+                              called, who, exc)  # fmt: skip
+                    return UNRECORDED
+            try:
+                result = await method(self, parent, *args, **options)
+            except Exception as exc:
+                if audited:
+                    _outcome(who, called, (*args, repr(exc)), FAILED)
+                raise
+            if audited:
+                _outcome(who, called, args, result)
             return result
 
         return checked
@@ -189,18 +211,64 @@ def authorize(
     return wrap
 
 
+def _outcome(who: Caller | None, method: str, args: tuple[Any, ...], result: Any) -> None:
+    """``audit`` of a call's outcome; a journal that fails now is an alarm (the call's
+    ``Started`` record, or its refusal, stands in the log)."""
+    try:
+        audit(who, method, args, result)
+    except OSError as exc:
+        log.error("OPC 40100 %s by %s: %s not journalled (%s)", method, who, result, exc)
+
+
 def audit(who: Caller | None, method: str, args: tuple[Any, ...], result: Any) -> None:
     """Hand one control call to the server's audit trail: who (user, role, peer), the method,
-    its arguments as text and its result (a status name; ``Good`` for outputs)."""
+    its arguments as text and its result (a status name; ``Good`` for outputs, ``Started``
+    before it runs). Raises ``OSError`` when the record cannot be written."""
     request = _REQUEST.get()
     if request is None or request.audit is None:
         return
-    status = result.name if isinstance(result, ua.StatusCode) else "Good"
+    status = result.name if isinstance(result, ua.StatusCode) else (
+        result if isinstance(result, str) else "Good")  # fmt: skip
     request.audit({
         "user": who.name if who else None, "role": who.station_role if who else None,
-        "peer": who.peer if who else request.peer, "method": method,
+        "peer": who.peer if who else request.peer, "session": request.session, "method": method,
         "arguments": [str(getattr(a, "Value", a))[:200] for a in args], "result": status,
     })  # fmt: skip
+
+
+class RefusalLimit:
+    """A flood of refused calls from one session is journalled in aggregate: at most ``burst``
+    refusal records per session per ``window_s``; past that each is counted, one aggregate
+    record (``RefusedCalls``: count and methods) is written when the session's window ends (at
+    its next call), and the flood is alarmed once per window (an error in the log)."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0) -> None:
+        self.burst, self.window_s = burst, window_s
+        self._windows: dict[str, tuple[float, int, dict[str, int]]] = {}  # start, seen, held
+
+    def admit(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        """The records to journal for ``call`` (a refusal, or any call of the session): itself
+        and/or the aggregate of the window that ended; none while the session floods."""
+        key, now = f"{call.get('session')}|{call.get('peer')}", time.monotonic()
+        start, seen, held = self._windows.get(key, (now, 0, {}))
+        records: list[dict[str, Any]] = []
+        if now - start >= self.window_s:
+            if held:
+                records.append(call | {"method": "RefusedCalls", "result": "Aggregated",
+                                       "arguments": [str(sum(held.values())), *(
+                                           f"{m} x{n}" for m, n in sorted(held.items()))]})  # fmt: skip
+            start, seen, held = now, 0, {}
+        refused = call.get("result") not in ("Good", STARTED)
+        if refused and seen >= self.burst:
+            if not held:
+                log.error("OPC 40100 refused-call flood: %s (%s) from %s, more than %d refusals "
+                          "in %.0f s; journalled in aggregate", call.get("user"),
+                          call.get("role"), call.get("peer"), self.burst, self.window_s)  # fmt: skip
+            held = held | {call["method"]: held.get(call["method"], 0) + 1}
+        else:
+            records.append(call)
+        self._windows[key] = (start, seen + refused, held)
+        return records
 
 
 def refuse(who: object, what: str, why: str) -> None:
@@ -408,7 +476,8 @@ class GatedProcessor(UaProcessor):
                 moving = self._check_move(requesthdr.AuthenticationToken, body.copy())
         user = self.session.user if self.session else None
         peer = f"{self.name[0]}:{self.name[1]}" if self.name else "?"
-        _REQUEST.set(_Request(peer, token, user, self.book.audit, moving))
+        session = str(self.session.session_id.Identifier) if self.session else ""
+        _REQUEST.set(_Request(peer, token, user, self.book.audit, moving, session))
         if isinstance(user, Caller) and self.session is not None:
             self._check_subscriptions(user, typeid, body.copy())
         if moving is None:
@@ -520,7 +589,11 @@ class GatedProcessor(UaProcessor):
                 continue
             if typeid == TRANSFER and self.book.user_of(owner) == user.name:
                 # Part 4, 5.13.7: the same user takes its subscriptions over, journalled
-                audit(user, "TransferSubscriptions", ([sid], f"from session {owner}"), None)
+                try:
+                    audit(user, "TransferSubscriptions", ([sid], f"from session {owner}"), None)
+                except OSError as exc:
+                    refuse(user, "TransferSubscriptions", f"not journalled ({exc})")
+                    raise ServiceError(ua.StatusCodes.BadResourceUnavailable) from exc
                 continue
             status = ua.StatusCodes.BadUserAccessDenied if typeid == TRANSFER else (
                 ua.StatusCodes.BadSubscriptionIdInvalid)  # fmt: skip
@@ -549,7 +622,7 @@ class GatedProcessor(UaProcessor):
     ) -> None:
         service = _service_name(typeid)
         refuse(user, service, why)
-        audit(user, service, (ids,), ua.StatusCode(status))
+        _outcome(user, service, (ids,), ua.StatusCode(status))
         raise ServiceError(status)
 
 
