@@ -372,6 +372,30 @@ async def activate_foreign(endpoint: str, victim: Client, plan: Attempt) -> str:
         client.disconnect_socket()
 
 
+async def borrow(
+    endpoint: str, victim: Client, plan: Attempt, *, nonce: bytes | None,
+    calls: tuple[tuple[ua.NodeId, ua.NodeId, tuple[Any, ...]], ...] = (),
+) -> list[str]:  # fmt: skip
+    """ActivateSession of ``victim``'s session from a fresh channel of ``plan`` (the same
+    application certificate: one HMI for several users) with its authentication token (guessed
+    or seen) and ``nonce`` (None: the victim's own, as a key holder decrypts it), then ``calls``
+    on that channel: each status, the activation's first."""
+    client = await _client(endpoint, plan, 5.0)
+    try:
+        await _open(client)
+        client.uaclient.session.restore_authentication_token(
+            victim.uaclient.session.authentication_token
+        )
+        client._server_nonce = victim._server_nonce if nonce is None else nonce
+        client.security_policy.peer_certificate = victim.security_policy.peer_certificate
+        statuses = [await _try(_activate(client, plan))]
+        for parent, method, args in calls:
+            statuses.append(await _try(_call(client, parent, method, args)))
+        return statuses
+    finally:
+        client.disconnect_socket()
+
+
 def rogue(root: Path) -> LinePki:
     """A PKI whose CA the station does not trust."""
     return LinePki(root / "rogue-pki")

@@ -1,16 +1,20 @@
 """The registry's signed half, per product: ``live.json``, append-only ``thresholds.jsonl`` and
 ``decisions.jsonl`` (``core.decisions``), the audit log ``events.jsonl``; per station, the
-control calls its line clients made (``control-<station>.jsonl``). Every write holds the
+control calls its line clients made (``control-<station>.jsonl``, chained and signed: records
+cannot be forged, changed or removed unseen, ``control_checks``). Every write holds the
 product's file lock and is an atomic rename or a whole-line append.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from inspection.core.bundle import verify_bundle
@@ -20,7 +24,15 @@ from inspection.core.decisions import Decision, DecisionKind, LiveState, Thresho
 from inspection.core.errors import ConfigError, RegistryError
 from inspection.core.jsonl import append_jsonl, read_jsonl, write_json
 from inspection.core.model_record import utc_now
-from inspection.core.signing import bundle_digest, sign_record, site_signing_key
+from inspection.core.signing import (
+    PublicKeys,
+    SigningError,
+    bundle_digest,
+    load_public_key,
+    sign_record,
+    site_signing_key,
+    verify_record,
+)
 from inspection.core.threshold import check_threshold
 from inspection.core.version_store import VersionStore, product_dir, product_lock
 
@@ -33,6 +45,8 @@ class DecisionJournal:
     def __init__(self, store: VersionStore) -> None:
         self.store = store
         self.root = store.root
+        self._control_lock = threading.Lock()
+        self._control_tails: dict[Path, dict[str, Any]] = {}  # the last record of each file
 
     # --------------------------------------------------------- live + audit log
     def live(self, product: str) -> LiveState | None:
@@ -232,17 +246,74 @@ class DecisionJournal:
     def record_control(
         self, station_id: str, call: Mapping[str, Any], key: Ed25519PrivateKey | None
     ) -> dict[str, Any]:
-        """Append one control call a line client made at ``station_id``, signed with the
-        station's ``key`` (None: link security off)."""
-        row = {"at": utc_now(), "station": station_id, **call}
-        row = row if key is None else sign_record(row, key)
-        append_jsonl(self.root / f"control-{station_id}.jsonl", row)
+        """Append one control call a line client made at ``station_id``, chained (``seq``, and
+        ``prev``: ``control_digest`` of the record before) and signed with the station's ``key``
+        (None: link security off); the first signed record pins the key's public half beside
+        the journal (``control_key_file``). Raises ``OSError`` when the record cannot be
+        written: the caller refuses the call."""
+        path = self.root / f"control-{station_id}.jsonl"
+        with self._control_lock:
+            last = self._control_tails.get(path)
+            if last is None and path.exists():
+                last = (read_jsonl(path) or [None])[-1]
+            row = {"at": utc_now(), "station": station_id, "seq": int((last or {}).get("seq", 0)) + 1,
+                   "prev": control_digest(last) if last else "", **call}  # fmt: skip
+            row = row if key is None else sign_record(row, key)
+            append_jsonl(path, row)
+            self._control_tails[path] = row
+            pinned = self.control_key_file(station_id)
+            if key is not None and not pinned.exists():
+                pinned.write_bytes(key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
         return row
+
+    def control_key_file(self, station_id: str) -> Path:
+        """The station's control-signing public key, pinned by its first signed record."""
+        return self.root / f"control-{station_id}.pub"
+
+    def control_checks(self, station_id: str) -> list[tuple[dict[str, Any], str]]:
+        """Each of the station's control records, oldest first, with what checking it found:
+        ``verified``, ``unsigned``, ``forged`` (a signature the pinned key did not make),
+        ``N missing before`` (a gap in ``seq``: records deleted) or ``chain broken`` (``prev``
+        is not the record before's digest: one changed or removed)."""
+        rows = read_jsonl(self.root / f"control-{station_id}.jsonl")
+        pinned = self.control_key_file(station_id)
+        public = load_public_key(pinned) if pinned.exists() else None
+        checked, before = [], None
+        for row in rows:
+            seq, expected = row.get("seq"), int((before or {}).get("seq", 0)) + 1
+            if not row.get("signature"):
+                status = "unsigned"
+            elif public is None or not _signed_by(row, public):
+                status = "forged"
+            elif isinstance(seq, int) and seq > expected:
+                status = f"{seq - expected} missing before"
+            elif row.get("prev", "") != (control_digest(before) if before else ""):
+                status = "chain broken"
+            else:
+                status = "verified"
+            checked.append((row, status))
+            before = row
+        return checked
 
     def controls(self) -> list[dict[str, Any]]:
         """Every station's control calls held here, oldest first."""
         rows = [row for path in self.root.glob("control-*.jsonl") for row in read_jsonl(path)]
         return sorted(rows, key=lambda row: str(row.get("at", "")))
+
+
+def control_digest(row: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a control record as written, signature included: the next one's ``prev``."""
+    text = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _signed_by(row: Mapping[str, Any], public: PublicKeys) -> bool:
+    try:
+        verify_record(row, public, "control call")
+    except SigningError:
+        return False
+    return True
 
 
 def _bundle_before(history: list[dict[str, Any]], bundle_id: str) -> str | None:

@@ -199,15 +199,21 @@ def events_frame(registry: Registry, product: str) -> pd.DataFrame:
 
 
 def control_frame(registry: Registry) -> pd.DataFrame:
-    """Line clients' control calls (OPC 40100), newest first."""
-    columns = ["at", "station", "user", "role", "peer", "method", "arguments", "result", "signed"]
+    """Line clients' control calls (OPC 40100), newest first; ``check``: each record's signature
+    against the station's pinned key and its place in the chain (``control_checks``: verified,
+    unsigned, forged, N missing before, chain broken)."""
+    columns = ["at", "station", "seq", "user", "role", "peer", "method", "arguments", "result",
+               "check"]  # fmt: skip
+    stations = sorted(p.stem.removeprefix("control-")
+                      for p in registry.journal.root.glob("control-*.jsonl"))  # fmt: skip
     rows = [
-        (c.get("at", ""), c.get("station", ""), c.get("user") or "", c.get("role") or "",
-         c.get("peer", ""), c.get("method", ""), ", ".join(map(str, c.get("arguments") or [])),
-         c.get("result", ""), bool(c.get("signature")))
-        for c in registry.journal.controls()
+        (c.get("at", ""), c.get("station", ""), c.get("seq"), c.get("user") or "",
+         c.get("role") or "", c.get("peer", ""), c.get("method", ""),
+         ", ".join(map(str, c.get("arguments") or [])), c.get("result", ""), check)
+        for station in stations for c, check in registry.journal.control_checks(station)
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns).iloc[::-1].reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=columns).sort_values("at", kind="stable")
+    return frame.iloc[::-1].reset_index(drop=True)
 
 
 def golden_outcome_frame(registry: Registry, product: str) -> pd.DataFrame:

@@ -93,6 +93,11 @@ class PublisherConfig:
             )
 
 
+RETRY_S = 10.0
+"""How long after a cycle began a PLC's retry of it may get its stored verdict (seconds): beyond
+the takt budget and a reconnect, well short of the next round of a wrapping request counter."""
+
+
 @dataclass(frozen=True)
 class OpcUaTriggerConfig:
     """PLC handshake over OPC UA, the station a client of the PLC's server: signals
@@ -104,10 +109,11 @@ class OpcUaTriggerConfig:
     node_prefix: str = "Station"
     sampling_ms: float = 10.0  # subscription publishing interval (the PLC's side may round up)
     heartbeat_ms: float = 250.0  # ``Heartbeat`` counts up this often while the station serves
+    retry_s: float = RETRY_S  # a retry of an unacknowledged cycle replays within this (``Cycles``)
 
     def __post_init__(self) -> None:
         check_bound("opcua", self, 0, "sampling_ms")
-        check_bound("opcua", self, 0, "heartbeat_ms", strict=True)
+        check_bound("opcua", self, 0, "heartbeat_ms", "retry_s", strict=True)
 
 
 @dataclass(frozen=True)
@@ -122,12 +128,13 @@ class PolledLinkConfig:
     heartbeat_ms: float = 250.0
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    retry_s: float = RETRY_S  # a retry of an unacknowledged cycle replays within this (``Cycles``)
 
     link: ClassVar[str]  # the section's name, in messages
 
     def __post_init__(self) -> None:
         check_port(f"{self.link}: port", self.port)
-        check_bound(self.link, self, 0, "poll_ms", "heartbeat_ms", strict=True)
+        check_bound(self.link, self, 0, "poll_ms", "heartbeat_ms", "retry_s", strict=True)
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ConfigError(
                 f"{self.link}: need 0 < backoff_initial_s <= backoff_max_s, got "
@@ -168,9 +175,11 @@ class MqttTriggerConfig:
     host: str = "127.0.0.1"
     port: int = 8883
     topic_prefix: str = "inspection/{station_id}"
+    retry_s: float = RETRY_S  # a redelivery (DUP) replays a row stored at most this long ago
 
     def __post_init__(self) -> None:
         check_port("mqtt: port", self.port)
+        check_bound("mqtt", self, 0, "retry_s", strict=True)
 
 
 OpcRole = Literal["observer", "operator", "engineer", "admin"]
@@ -183,7 +192,8 @@ class MachineVisionConfig:
     ``opc.tcp://<host>:<port>/inspection`` (``inspection.line.machine_vision``), secured as
     ``security`` says. ``users_file``: the clients' roles and credentials (default
     ``<security.pki_dir>/opcua-users.yaml``); ``anonymous``: the role of a session without a user
-    (default none: refused); the subscription quotas per session and per user."""
+    (default none: refused); the subscription and monitored-item quotas per session and per
+    user."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -192,6 +202,8 @@ class MachineVisionConfig:
     anonymous: OpcRole | None = None
     subscriptions_per_session: int = 5
     subscriptions_per_user: int = 10
+    monitored_items_per_session: int = 200
+    monitored_items_per_user: int = 400
 
     def __post_init__(self) -> None:
         check_port("machine_vision: port", self.port)
@@ -199,6 +211,12 @@ class MachineVisionConfig:
             raise ConfigError(
                 "machine_vision: need 1 <= subscriptions_per_session <= subscriptions_per_user "
                 f"<= 1000, got {self.subscriptions_per_session} / {self.subscriptions_per_user}"
+            )
+        if not 1 <= self.monitored_items_per_session <= self.monitored_items_per_user <= 100_000:
+            raise ConfigError(
+                "machine_vision: need 1 <= monitored_items_per_session <= "
+                f"monitored_items_per_user <= 100000, got {self.monitored_items_per_session} / "
+                f"{self.monitored_items_per_user}"
             )
 
 

@@ -7,8 +7,10 @@ but goes on, its result stored and published through the outbox. A station with 
 (``<request id>.<view>``) and answers once for the part (``part_answer``).
 
 A verdict leaves only with its own capture: ``replay`` is the line's one rule for when a stored
-verdict may answer instead (the PLC names the stored part). Otherwise a reused request id is a
-new part, and a redelivery the station cannot tell from one is refused (``RETRY_UNPROVEN``).
+verdict may answer instead: the link's own handshake shows the trigger a retry of a cycle whose
+verdict the PLC has not acknowledged, within the link's ``retry_s`` (``Cycles``), and it names
+the same part. Otherwise a reused request id is a new part, and a redelivery the station cannot
+tell from one is refused (``RETRY_UNPROVEN``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -33,6 +36,7 @@ from inspection.line.payload import json_record
 from inspection.line.warm import TriggerWarmer, WarmHook
 from inspection.station.errors import ErrorCode, RequestRefused, RetryUnproven, answer_to
 from inspection.station.pipeline import Outcome, Pipeline, check_request_id, stored_request_id
+from inspection.store.models import as_utc, utcnow
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -70,12 +74,20 @@ class Trigger:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What the link's own handshake state says about a trigger (``replay``'s evidence)."""
+    """What the link's own handshake state says about a trigger (``replay``'s evidence); the
+    default, no evidence, is a new capture (every OPC 40100 job)."""
 
+    retry: bool = False
+    """The handshake shows this trigger a retry of a cycle whose verdict the PLC has not
+    acknowledged (``Cycles.delivery``; MQTT: the broker's DUP)."""
+    since: datetime | None = None
+    """When that cycle began (UTC): a row stored or a shot started before it is another cycle's."""
     redelivered: bool = False
-    """The link delivers this trigger again (MQTT DUP: taken before, never acknowledged)."""
-    replays: bool = True
-    """False for OPC 40100 jobs: every job's part is a new capture with a new ResultId."""
+    """The link delivers this trigger again (MQTT DUP): refused when no stored part proves it."""
+
+    def __post_init__(self) -> None:
+        if self.retry and self.since is None:
+            raise ValueError("a retry names when its cycle began (since)")
 
 
 class Replay(Enum):
@@ -95,18 +107,68 @@ class Part(Protocol):
     @property
     def part_id(self) -> str | None: ...
 
+    @property
+    def created_at(self) -> datetime: ...
+
 
 def replay(delivery: Delivery, *, product: str, part_id: str | None, stored: Part | None) -> Replay:
     """Whether a trigger is answered with the verdict ``stored`` under its request id (the newest
-    row, or the inspection still running) instead of a capture of its own: ``STORED`` only when the
-    PLC names the part (``part_id``) and it is the stored part of the same product; ``REFUSE`` for
-    a redelivery that cannot be proven so (the part may have left the camera); else ``CAPTURE``.
-    No clock and no id alone proves a retry; the HTTP API has its own rule."""
-    if not delivery.replays:
-        return Replay.CAPTURE
-    if part_id and stored is not None and (stored.product, stored.part_id) == (product, part_id):
+    row, or the inspection still running) instead of a capture of its own: ``STORED`` only for a
+    retry the link's handshake shows (``delivery.retry``) that names the part (``part_id``), when
+    ``stored`` is that part, of the same product, from the retried cycle (not older than
+    ``delivery.since``); ``REFUSE`` for a redelivery that cannot be proven so (the part may have
+    left the camera); else ``CAPTURE``. A PartId, an id or a clock alone proves nothing; the HTTP
+    API has its own rule."""
+    if (
+        delivery.retry and delivery.since is not None and part_id and stored is not None
+        and (stored.product, stored.part_id) == (product, part_id)
+        and as_utc(stored.created_at) >= delivery.since
+    ):  # fmt: skip
         return Replay.STORED
     return Replay.REFUSE if delivery.redelivered else Replay.CAPTURE
+
+
+@dataclass
+class _Cycle:
+    trigger: Trigger
+    began: float  # time.monotonic()
+    since: datetime
+    acknowledged: bool = False
+
+
+class Cycles:
+    """One link's handshake memory for ``replay``: its last cycle, and whether the PLC
+    acknowledged that cycle's verdict (``Trigger`` fell after ``Done`` rose with one). Only the
+    next trigger, with the same request id, product and ``PartId``, within ``retry_s`` of the
+    cycle's start and before such an acknowledgement, is a retry; anything else starts a cycle
+    (a new capture). Used from the link's one handshake thread."""
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self._last: _Cycle | None = None
+        self._answered: Answer | None = None
+
+    def delivery(self, trigger: Trigger) -> Delivery:
+        """The evidence for ``trigger``, just read from the PLC."""
+        last, now = self._last, time.monotonic()
+        if (
+            last is not None and not last.acknowledged and trigger.part_id
+            and trigger == last.trigger and now - last.began <= self.retry_s
+        ):  # fmt: skip
+            log.info("request id %r part %r: a retry of the unacknowledged cycle %.1f s ago",
+                     trigger.request_id, trigger.part_id, now - last.began)  # fmt: skip
+            return Delivery(retry=True, since=last.since)
+        self._last, self._answered = _Cycle(trigger, now, utcnow()), None
+        return Delivery()
+
+    def answered(self, answer: Answer) -> None:
+        """The answer written for the last cycle (before ``Done`` rose)."""
+        self._answered = answer
+
+    def trigger_fell(self) -> None:
+        """The PLC dropped ``Trigger``: it read the answer; a verdict ends the cycle's retries."""
+        if self._last is not None and self._answered is not None and self._answered.verdict:
+            self._last.acknowledged = True
 
 
 def claimed_request_id(payload: str | bytes) -> str:
@@ -218,6 +280,7 @@ class _Shot:
     product: str
     part_id: str | None
     named: str | None
+    created_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)

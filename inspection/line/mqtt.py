@@ -5,7 +5,8 @@
 A malformed trigger is answered ``BAD_TRIGGER`` under the request id it carried. A trigger is
 acknowledged only after its answer was published, on a persistent session, so one taken while
 the station dies comes again (DUP); that redelivery gets the stored verdict only when its
-``part_id`` names the stored part, else ``RETRY_UNPROVEN`` (``handshake.replay``).
+``part_id`` names the part stored within ``retry_s``, else ``RETRY_UNPROVEN``
+(``handshake.replay``). A trigger published again by the PLC (DUP clear) is a new capture.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import queue
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -30,6 +32,7 @@ from inspection.line.handshake import (
     claimed_request_id,
 )
 from inspection.line.security import mqtt_client
+from inspection.store.models import utcnow
 
 log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 5.0
@@ -47,6 +50,7 @@ class MqttHandshake:
         self.prefix = config.topic_prefix.format(station_id=station_id)
         self.connected = threading.Event()
         self.broker = f"{config.host}:{config.port}"
+        self._retry = timedelta(seconds=config.retry_s)
         self._away = False  # a warning that the broker is away was logged
         self._queue: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue()
         self._worker: threading.Thread | None = None
@@ -132,7 +136,10 @@ class MqttHandshake:
         started = time.perf_counter()
         self._client.publish(f"{self.prefix}/state", "busy", qos=1, retain=True)  # no wait
         try:
-            trigger, delivery = Trigger.from_json(message.payload), Delivery(bool(message.dup))
+            trigger = Trigger.from_json(message.payload)
+            delivery = Delivery(retry=True, since=utcnow() - self._retry, redelivered=True) if (
+                message.dup
+            ) else Delivery()  # fmt: skip
             answer = self.handler.handle(trigger, source="mqtt", delivery=delivery)
         except TriggerError as exc:
             claimed = claimed_request_id(message.payload)

@@ -18,7 +18,7 @@ from typing import Any
 from asyncua import Client, ua
 
 from inspection.line.config import OpcUaTriggerConfig
-from inspection.line.handshake import LinkContext, Trigger
+from inspection.line.handshake import Cycles, LinkContext, Trigger
 from inspection.line.security import secure_opcua_client
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class OpcUaHandshake(LoopThread):
         self.on_answer = link.counted("opcua")  # (answer, seconds from the trigger edge to Done)
         self.connected = threading.Event()
         self._turned = time.monotonic()  # the serve loop's last turn: a stalled one, no beats
-        self._replayed: bool | None = None  # Replayed as last written this session
+        self.cycles = Cycles(config.retry_s)
 
     async def _main(self, ready: threading.Event) -> None:
         assert self._stop is not None
@@ -207,7 +207,6 @@ class OpcUaHandshake(LoopThread):
 
     async def _standing(self, client: Client, nodes: dict[str, Any]) -> bool:
         """Whether Trigger and Done are both high: an answer the PLC has not acknowledged."""
-        self._replayed = None
         read = await client.read_attributes(
             [nodes[name] for name in ("Trigger", "Done", "AnswerRequestId", "Replayed")]
         )
@@ -234,6 +233,7 @@ class OpcUaHandshake(LoopThread):
             if value and not high:
                 await self._cycle(client, nodes)
             elif not value and high:
+                self.cycles.trigger_fell()
                 await self._write(client, nodes, Done=False, Result=0)
             high = value
 
@@ -244,10 +244,12 @@ class OpcUaHandshake(LoopThread):
             [nodes["Product"], nodes["PartId"], nodes["RequestId"]]
         )
         trigger = Trigger(request_id or None, product or None, part_id or None)
+        delivery = self.cycles.delivery(trigger)
         loop = asyncio.get_running_loop()
         answer = await loop.run_in_executor(
-            None, lambda: self.handler.handle(trigger, source="opcua")
+            None, lambda: self.handler.handle(trigger, source="opcua", delivery=delivery)
         )
+        self.cycles.answered(answer)
         await self._write(
             client,
             nodes,
@@ -256,9 +258,8 @@ class OpcUaHandshake(LoopThread):
             Score=float(answer.score or 0.0),
             AnswerRequestId=answer.request_id,
             Message=answer.message[:500],
-            **({} if answer.replayed == self._replayed else {"Replayed": answer.replayed}),
+            Replayed=answer.replayed,  # every answer, before Done
         )
-        self._replayed = answer.replayed
         await self._write(client, nodes, Busy=False, Done=True)
         self.on_answer(answer, time.perf_counter() - started)
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from inspection.core.background import Background
 from inspection.line.config import ModbusConfig, PolledLinkConfig, S7Config
-from inspection.line.handshake import Answer, LinkContext, Trigger
+from inspection.line.handshake import Answer, Cycles, LinkContext, Trigger
 from inspection.store.outbox import backoff_s
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class RegisterHandshake:
         self.on_answer = link.counted(self.via)
         self.connected = threading.Event()
         self.beats = 0  # the Heartbeat count last written
-        self._replayed: bool | None = None  # Replayed as last written this session
+        self.cycles = Cycles(config.retry_s)
         self._polled = 0.0  # time.monotonic() of the poll loop's last turn
         self._worker = Background(f"{self.via}-handshake", self._run, join_s=10.0)
         self._stop = self._worker.stopping
@@ -182,7 +182,7 @@ class RegisterHandshake:
         """One session: a first heartbeat and Ready (an address error surfaces here, before
         the session counts as served), then poll until stopped or the link fails."""
         self._beat(link)
-        block, self._replayed = link.read(0, POLLED_BYTES), None
+        block = link.read(0, POLLED_BYTES)
         standing = _word(block, 0) != 0 and _word(block, 6) != 0  # Trigger and Done high
         if standing:
             log.warning("%s handshake: Trigger is high with the answer to %r standing (Done = "
@@ -213,6 +213,7 @@ class RegisterHandshake:
             if trigger and not high:
                 self._cycle(link, link.read(0, POLLED_BYTES))
             elif not trigger and high:
+                self.cycles.trigger_fell()
                 link.write(STATUS, status_bytes(ready=True, busy=False, done=False))
             high = trigger
         link.write(STATUS, status_bytes(ready=False, busy=False, done=False))
@@ -242,13 +243,14 @@ class RegisterHandshake:
             read_string(block, name) for name in ("Product", "PartId", "RequestId")
         )
         trigger = Trigger(request_id or None, product or None, part_id or None)
-        answer = self.handler.handle(trigger, source=self.via)
+        answer = self.handler.handle(
+            trigger, source=self.via, delivery=self.cycles.delivery(trigger)
+        )
+        self.cycles.answered(answer)
         texts = [(answer.request_id, "AnswerRequestId"), (answer.message, "Message")]
         answer_at = STRINGS["AnswerRequestId"][0]  # Message follows it
         link.write(answer_at, b"".join(s7_string(t, STRINGS[n][1]) for t, n in texts))
-        if answer.replayed != self._replayed:  # written when it changes: rarely
-            link.write(REPLAYED, struct.pack(">h", answer.replayed))
-            self._replayed = answer.replayed
+        link.write(REPLAYED, struct.pack(">h", answer.replayed))  # every answer, before Done
         link.write(STATUS, status_bytes(ready=True, busy=False, done=True, answer=answer))
         self.on_answer(answer, time.perf_counter() - started)
 

@@ -103,15 +103,21 @@ def check_part_id(part_id: str | None) -> str | None:
 
 
 def check_replay(existing: Inspection, product: str, digest: str) -> Inspection:
-    """The stored row for a repeated request id, if the payload is the same (rows from before
-    payload digests match any of their product's); else ``ReplayConflict``."""
+    """The stored row for a repeated request id, if the payload is the same; else
+    ``ReplayConflict``. A row without a payload digest (stored before digests, or by a path
+    that keeps none) proves nothing: never a replay."""
     client_id = (existing.request_id or "").split("/", 1)[-1]
     if existing.product != product:
         raise ReplayConflict(
             f"request_id {client_id!r} was already used for product {existing.product!r}; "
             "use a new request_id for a new part",
         )
-    if existing.payload_digest is not None and existing.payload_digest != digest:
+    if existing.payload_digest is None:
+        raise ReplayConflict(
+            f"request_id {client_id!r} is stored without a payload digest, so a retry cannot "
+            "be told from another image under it; use a new request_id",
+        )
+    if existing.payload_digest != digest:
         raise ReplayConflict(
             f"request_id {client_id!r} was already used with a different image "
             f"(stored {existing.payload_digest[:12]}…, got {digest[:12]}…); a retry must send "

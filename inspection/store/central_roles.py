@@ -44,6 +44,9 @@ OWN = (
 )
 """The station ids ``current_user`` may see and write: its own name if it is a login station,
 and the ids in ``STATION_IDS`` it is a member of."""
+OWN_KEY = "(request_id IS NULL OR split_part(request_id, '/', 1) = station_id)"
+"""A result's request key is its own station's (``<station>/<id>``): no station stores under
+another's next request id."""
 ROLLUPS_SQL = f"""
 CREATE OR REPLACE FUNCTION inspection_station_rollups() RETURNS trigger LANGUAGE plpgsql
 SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
@@ -137,6 +140,7 @@ def secure(connection: Connection) -> None:
     ]
     for table in STATION_TABLES + ROLLUP_TABLES:
         rows = OWN if table in STATION_TABLES else "false"
+        rows = f"{rows} AND {OWN_KEY}" if table == "inspections" else rows
         statements += [
             f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
             f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",

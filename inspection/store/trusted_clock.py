@@ -4,7 +4,10 @@ Each prune records the time it trusted in ``<blob folder>/.prune-clock`` with th
 the monotonic clock. The next one trusts, in the same boot, that time plus the monotonic time
 since (a wall clock further off is logged); after a restart, the wall clock unless it is more
 than ``clock_jump_days`` past the record (then it refuses until run with ``--trust-clock``);
-never a time before the record, nor past the newest row plus ``clock_skew_seconds``.
+never a time before the record, nor past the newest row plus ``clock_skew_seconds``. Without a
+record (the first prune after an upgrade, a copy or restore that skipped the dot file) a store
+holding rows is not pruned until run with ``--trust-clock``; a row stored more than
+``clock_jump_days`` past the record (under a clock far ahead) is logged and does not move the cap.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ def _boot() -> str | None:
         return None
 
 
+def _holds_rows(store: Store) -> bool:
+    with store.session() as session:
+        return session.scalar(select(Inspection.id).limit(1)) is not None
+
+
 def trusted_now(
     store: Store,
     *,
@@ -51,6 +59,14 @@ def trusted_now(
     except (OSError, ValueError, KeyError, TypeError):
         state, last, monotonic = None, None, 0.0
     now = wall
+    if last is None and not trust_clock and _holds_rows(store):
+        log.error(
+            "prune refused: no record of a trusted time (%s is missing: the first prune after "
+            "an upgrade, or a copy or restore that skipped it), so a clock far ahead would age "
+            "every row; check the time, then run `inspection store prune --trust-clock`",
+            state_path,
+        )  # fmt: skip
+        return None
     if last is not None and not trust_clock:
         if state and state.get("boot") == _boot() and _boot() is not None:
             now = last + timedelta(seconds=time.monotonic() - monotonic)
@@ -67,8 +83,19 @@ def trusted_now(
             )  # fmt: skip
             return None
         now = max(now, last)
+    newest_query = select(func.max(Inspection.created_at))
+    if last is not None:  # rows stored under a clock far ahead of the last trusted time
+        bound = last + timedelta(days=jump_days)
+        newest_query = newest_query.where(Inspection.created_at <= bound)
+        ahead_query = select(func.count()).where(Inspection.created_at > bound)
+        with store.session() as session:
+            ahead = int(session.scalar(ahead_query) or 0)
+        if ahead:
+            log.error("%d rows stored under a clock more than %.0f days past the last trusted "
+                      "time (%s): kept out of the prune's cap", ahead, jump_days,
+                      last.isoformat())  # fmt: skip
     with store.session() as session:
-        newest = session.scalar(select(func.max(Inspection.created_at)))
+        newest = session.scalar(newest_query)
     if newest is not None:
         cap = as_utc(newest) + timedelta(seconds=skew_s)
         now = min(now, cap if last is None else max(cap, last))

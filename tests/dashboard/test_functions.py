@@ -549,9 +549,10 @@ def test_control_frame_lists_each_stations_signed_calls(tmp_path: Path) -> None:
     frame = models.control_frame(registry)
     assert sorted(frame["station"]) == ["cam-1", "cam-2"] and "signature" not in row
     halt = frame[frame["station"] == "cam-1"].iloc[0]
-    assert list(halt[["method", "arguments", "result", "signed"]]) == [
-        "Halt", "0, x", "BadUserAccessDenied", True,
+    assert list(halt[["method", "arguments", "result", "check"]]) == [
+        "Halt", "0, x", "BadUserAccessDenied", "verified",
     ]  # fmt: skip
+    assert list(frame[frame["station"] == "cam-2"]["check"]) == ["unsigned"]
     (signed,) = [c | {"result": "Good"} for c in registry.journal.controls() if "signature" in c]
     with pytest.raises(SigningError, match="bad signature"):
         verify_record(signed, key.public_key(), "control call")

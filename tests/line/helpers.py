@@ -4,17 +4,23 @@ PKI folder is ``<tmp>/pki`` (made on first use), shared by the broker, PLC and s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from inspection.core.registry import Registry
+from inspection.line.camera import Camera, Frame
 from inspection.line.config import LineConfig, LinkSecurity
 from inspection.line.mosquitto import MOSQUITTO, Broker, Collector, free_port, wait_port
+
+if TYPE_CHECKING:
+    from inspection.line.station import LineStation
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 STATIONS = ("cam-1", "cam-2")
@@ -25,6 +31,7 @@ __all__ = [
     "private_broker",
     "secure",
     "serve_until_killed",
+    "slow_first_capture",
     "two_live_products",
     "wait_port",
 ]
@@ -69,3 +76,29 @@ def serve_until_killed(config: LineConfig) -> None:
     station.start()
     while True:
         time.sleep(3600)
+
+
+class SlowFirstCamera:
+    """A station's real camera whose next ``slow`` captures each wait ``hold_s`` first (a
+    camera that is late for a part), so the station answers ``TIMEOUT`` and the PLC retries."""
+
+    def __init__(self, camera: Camera, *, hold_s: float, slow: int = 1) -> None:
+        self.camera, self.hold_s, self.slow = camera, hold_s, slow
+
+    def capture(self) -> Frame:
+        if self.slow > 0:
+            self.slow -= 1
+            time.sleep(self.hold_s)
+        return self.camera.capture()
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+def slow_first_capture(station: LineStation, hold_s: float) -> SlowFirstCamera:
+    """Make the built (not yet started) ``station``'s next capture late by ``hold_s``; the
+    camera returned (``slow += 1`` makes the next one late again)."""
+    [view] = station.handler.views
+    camera = SlowFirstCamera(view.camera, hold_s=hold_s)
+    station.handler.views = (dataclasses.replace(view, camera=camera),)
+    return camera

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from bench._shared import camera_folder, line_config
 from inspection.line.handshake import (
     Answer,
+    Cycles,
     Delivery,
     ErrorCode,
     Replay,
@@ -20,6 +22,9 @@ from inspection.line.handshake import (
     replay,
 )
 from inspection.line.station import LineStation
+from inspection.store.models import utcnow
+
+from .helpers import slow_first_capture
 
 
 @pytest.fixture
@@ -40,8 +45,10 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     row = station.core.store.get_inspection(first.inspection_id or "")
     assert (row.request_id, row.part_id, row.source) == ("cam-1/r-1", "part-1", "opcua")
 
-    # The same request and part again (a PLC retrying): the stored result, marked replayed.
-    again = handler.handle(Trigger("r-1", None, "part-1"), source="opcua")
+    # The same request and part again as a retry the link's handshake shows: the stored result,
+    # marked replayed (without that evidence, a capture: the tests below).
+    retry = Delivery(retry=True, since=utcnow() - timedelta(seconds=5))
+    again = handler.handle(Trigger("r-1", None, "part-1"), source="opcua", delivery=retry)
     assert again.inspection_id == first.inspection_id and again.replayed and not first.replayed
     assert again.timings_ms["capture_ms"] == 0.0
 
@@ -61,39 +68,77 @@ def test_triggers_get_verdicts_then_each_error_code(station: LineStation) -> Non
     assert station.publisher.outbox.backlog() == {}  # no sinks configured: no outbox rows
 
 
-def test_a_retry_of_a_request_still_being_inspected_waits_for_it(station: LineStation) -> None:
-    """Two triggers of one request at once (a PLC retrying an answer that timed out): one
-    capture, one row, both answered with its verdict."""
-    trigger = Trigger("c-1", None, "part-c")
-    with ThreadPoolExecutor(2) as pool:
-        answers = list(pool.map(lambda _: station.handler.handle(trigger, source="mqtt"), [0, 1]))
-    assert answers[0].inspection_id is not None and answers[0].error_code == ErrorCode.NONE
-    assert answers[1].inspection_id == answers[0].inspection_id
-    assert sorted(a.replayed for a in answers) == [False, True]  # the join is marked
-    assert station.core.store.count_inspections() == 1
+def test_a_retry_of_a_request_still_being_inspected_waits_for_it(
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """A PLC retrying an answer that timed out (``Cycles``: the same trigger, unacknowledged):
+    the retry joins the inspection in flight; one capture, one row, the verdict replayed. The
+    same trigger once the verdict was acknowledged is a new capture."""
+    camera = camera_folder(tmp_path, tiny_product, count=2)
+    built = LineStation.build(line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=0.5))
+    built.core.models.refresh()
+    slow_first_capture(built, hold_s=1.0)
+    cycles, trigger = Cycles(retry_s=10.0), Trigger("c-1", None, "part-c")
+    try:
+        timed_out = built.handler.handle(trigger, source="s7", delivery=cycles.delivery(trigger))
+        cycles.answered(timed_out)
+        cycles.trigger_fell()  # the PLC read TIMEOUT: no verdict acknowledged
+        joined, retries = timed_out, []
+        while joined.error_code == ErrorCode.TIMEOUT and len(retries) < 20:  # as a PLC retries
+            retries.append(cycles.delivery(trigger))
+            joined = built.handler.handle(trigger, source="s7", delivery=retries[-1])
+            cycles.answered(joined)
+            cycles.trigger_fell()  # TIMEOUT read again, or the verdict: the cycle is over
+        assert cycles.delivery(trigger) == Delivery()
+        anew = built.handler.handle(trigger, source="s7")
+    finally:
+        built.stop()
+    assert timed_out.error_code == ErrorCode.TIMEOUT and all(d.retry for d in retries)
+    assert joined.error_code == ErrorCode.NONE and joined.replayed
+    assert anew.inspection_id != joined.inspection_id and not anew.replayed
+    assert built.core.store.count_inspections() == 2
+
+
+def test_a_retry_is_bounded_by_the_links_retry_time() -> None:
+    """Only the next trigger, the same in every field with a PartId, unacknowledged and within
+    ``retry_s``, is a retry; anything else begins a cycle."""
+    cycles, trigger = Cycles(retry_s=0.2), Trigger("1", "brick", "carrier-1")
+    assert cycles.delivery(trigger) == Delivery()
+    assert cycles.delivery(trigger).retry  # no answer yet (a reconnect): a retry
+    time.sleep(0.25)
+    assert cycles.delivery(trigger) == Delivery()  # past retry_s: a new cycle
+    assert cycles.delivery(Trigger("1", "brick", "carrier-2")) == Delivery()  # another part
+    assert cycles.delivery(Trigger("1", "brick")) == Delivery()
+    assert cycles.delivery(Trigger("1", "brick")) == Delivery()  # no PartId: never a retry
 
 
 @dataclass(frozen=True)
 class _Stored:
     product: str
     part_id: str | None
+    created_at: datetime = datetime(2026, 1, 1, 12, tzinfo=timezone.utc)
 
 
-REDELIVERED, JOB = Delivery(redelivered=True), Delivery(replays=False)
+CYCLE = datetime(2026, 1, 1, 11, 59, tzinfo=timezone.utc)
+RETRY = Delivery(retry=True, since=CYCLE)
+REDELIVERED = Delivery(retry=True, since=CYCLE, redelivered=True)
+EARLIER = _Stored("brick", "p-1", CYCLE - timedelta(seconds=1))
 
 
 @pytest.mark.parametrize(
     ("delivery", "part_id", "stored", "decision"),
     [
-        (Delivery(), "p-1", _Stored("brick", "p-1"), Replay.STORED),  # the named part: a retry
-        (Delivery(), None, _Stored("brick", None), Replay.CAPTURE),  # an id alone proves nothing
-        (Delivery(), "p-1", _Stored("brick", "p-2"), Replay.CAPTURE),  # another part
-        (Delivery(), "p-1", _Stored("grass", "p-1"), Replay.CAPTURE),  # another product
-        (Delivery(), "p-1", None, Replay.CAPTURE),  # nothing stored
+        (RETRY, "p-1", _Stored("brick", "p-1"), Replay.STORED),  # the named part, this cycle
+        (Delivery(), "p-1", _Stored("brick", "p-1"), Replay.CAPTURE),  # a PartId alone: no
+        (RETRY, "p-1", EARLIER, Replay.CAPTURE),  # stored before the cycle: another round's
+        (RETRY, None, _Stored("brick", None), Replay.CAPTURE),  # an id alone proves nothing
+        (RETRY, "p-1", _Stored("brick", "p-2"), Replay.CAPTURE),  # another part
+        (RETRY, "p-1", _Stored("grass", "p-1"), Replay.CAPTURE),  # another product
+        (RETRY, "p-1", None, Replay.CAPTURE),  # nothing stored
         (REDELIVERED, "p-1", _Stored("brick", "p-1"), Replay.STORED),
+        (REDELIVERED, "p-1", EARLIER, Replay.REFUSE),  # older than retry_s
         (REDELIVERED, None, _Stored("brick", None), Replay.REFUSE),  # cannot be told apart
         (REDELIVERED, "p-1", None, Replay.REFUSE),  # its part may have left the camera
-        (JOB, "p-1", _Stored("brick", "p-1"), Replay.CAPTURE),  # OPC 40100 jobs never replay
     ],
 )
 def test_the_replay_rule(

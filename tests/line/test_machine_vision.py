@@ -8,6 +8,7 @@ and check it against the store; an untrusted client is refused. Raw service call
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import re
@@ -480,13 +481,20 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
 
 
 def _controls(station: LineStation) -> list[dict]:
-    """The station's control journal, each row's signature checked with its public key."""
+    """The station's control journal's outcomes (a call it admitted is recorded ``Started``
+    first, just before): each row's signature checked with its public key, the chain whole."""
     public = load_public_key(station.config.security.pki_dir / "signing" / "cam-1.pub")
-    rows = station.core.models.registry.journal.controls()
+    journal = station.core.models.registry.journal
+    rows = journal.controls()
     for row in rows:
         verify_record(row, public, "control call")
         assert row["station"] == "cam-1" and row["peer"].startswith("127.0.0.1:")
-    return rows
+    assert [check for _, check in journal.control_checks("cam-1")] == ["verified"] * len(rows)
+    assert [r["seq"] for r in rows] == list(range(1, len(rows) + 1))
+    for before, row in itertools.pairwise(rows):  # a call that ran was journalled first
+        if row["result"] == "Good" and row["method"] != "TransferSubscriptions":
+            assert (before["method"], before["result"]) == (row["method"], "Started"), row
+    return [row for row in rows if row["result"] != "Started"]
 
 
 async def _machine(client: Client) -> tuple[int, dict]:

@@ -32,7 +32,7 @@ from inspection.line.softplc import RegisterPlc
 from inspection.line.station import LineStation
 from inspection.store.models import Inspection
 
-from .helpers import serve_until_killed, two_live_products
+from .helpers import serve_until_killed, slow_first_capture, two_live_products
 
 
 @pytest.fixture(params=list(register_plcs()))
@@ -66,7 +66,6 @@ def test_the_plc_handshake_over_s7_and_modbus(
     try:
         plc.connect(timeout_s=10)
         first = plc.trigger("r-1", part_id="part-r-1")
-        again = plc.trigger("r-1", part_id="part-r-1")  # a PLC retrying: the stored answer
         unknown = plc.trigger("r-2", product="gravel")
     finally:
         station.stop()
@@ -74,15 +73,12 @@ def test_the_plc_handshake_over_s7_and_modbus(
     assert (row.request_id, row.source, row.part_id) == ("cam-1/r-1", plc.protocol, "part-r-1")
     assert first.result == ResultCode[row.verdict] and first.error_code == ErrorCode.NONE
     assert first.score == pytest.approx(row.score, rel=1e-6) and first.request_id == "r-1"
-    assert again.replayed and not first.replayed  # marked to the PLC: Replayed = 1
-    assert dataclasses.replace(again, seconds=0, replayed=False) == dataclasses.replace(
-        first, seconds=0
-    )
+    assert not first.replayed
     assert (unknown.result, unknown.error_code) == (ResultCode.ERROR, ErrorCode.UNKNOWN_PRODUCT)
     assert "gravel" in unknown.message
 
 
-def test_a_constant_request_id_is_a_new_part_each_time_and_a_named_retry_is_replayed(
+def test_a_constant_request_id_is_a_new_part_each_time(
     plc: RegisterPlc,
     tmp_path: Path,
     fp32_bundle: Path,
@@ -91,8 +87,7 @@ def test_a_constant_request_id_is_a_new_part_each_time_and_a_named_retry_is_repl
 ) -> None:
     """A PLC that sends one request id and no part id for every part, at line rate: each
     trigger is a capture of its own, with its own verdict and row, never the previous part's.
-    A retry naming the stored part gets its answer again, marked Replayed, with no capture;
-    the same part id for another product is a new part."""
+    The same part id for another product is a new part."""
     camera = camera_folder(tmp_path, tiny_product, count=6)  # good and defective parts
     two_live_products(tmp_path, fp32_bundle)
     station = LineStation.build(_station(tmp_path, fp32_bundle, camera, plc))
@@ -102,24 +97,63 @@ def test_a_constant_request_id_is_a_new_part_each_time_and_a_named_retry_is_repl
         with caplog.at_level(logging.WARNING, logger="inspection.line.handshake"):
             constant = [plc.trigger("1", product="brick") for _ in range(6)]
             named = plc.trigger("1", product="brick", part_id="p-7")
-            retry = plc.trigger("1", product="brick", part_id="p-7")
             grass = plc.trigger("1", product="grass", part_id="p-7")
     finally:
         station.stop()
     rows = _rows(station)
-    assert len(rows) == 8  # a capture for every trigger but the retry
+    assert len(rows) == 8  # a capture for every trigger
     assert [(a.result, a.score) for a in constant] == [
         (ResultCode[r.verdict], pytest.approx(r.score, abs=1e-5)) for r in rows[:6]
     ]
-    assert not any(a.replayed for a in (*constant, named, grass)) and retry.replayed
-    assert dataclasses.replace(retry, seconds=0, replayed=False) == dataclasses.replace(
-        named, seconds=0
-    )
+    assert not any(a.replayed for a in (*constant, named, grass))
     assert rows[0].request_id == "cam-1/1" and len({r.request_id for r in rows}) == 8
     assert [(r.product, r.part_id) for r in rows[6:]] == [("brick", "p-7"), ("grass", "p-7")]
     logged = [r.message for r in caplog.records]
     assert sum("request id '1' was used before" in m for m in logged) == 7
-    assert sum("replayed, no capture" in m for m in logged) == 1
+    assert sum("replayed, no capture" in m for m in logged) == 0
+
+
+def test_only_a_retry_of_this_cycle_is_replayed(
+    plc: RegisterPlc, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+) -> None:
+    """#92, against the PLC library's own server: a part the camera is late for is answered
+    TIMEOUT; the PLC's retry of that cycle (same request id and PartId) gets its verdict once,
+    ``Replayed`` = 1, no second capture. Everything else is a capture with ``Replayed`` = 0
+    written on each answer: a request counter wrapping every 4 with carrier numbers as PartId
+    (8 parts, 8 verdicts of their own), a serial re-inspected after rework, and the same id and
+    PartId again after the link's ``retry_s`` (its first answer TIMEOUT)."""
+    camera = camera_folder(tmp_path, tiny_product, count=6)
+    config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=3.0)
+    config = dataclasses.replace(config, links={plc.protocol: plc.config(poll_ms=5.0, retry_s=8.0)})
+    station = LineStation.build(config)
+    camera = slow_first_capture(station, hold_s=4.0)
+    station.start()
+    try:
+        plc.connect(timeout_s=10)
+        late = plc.trigger("t-1", part_id="serial-1")
+        retries = [plc.trigger("t-1", part_id="serial-1")]
+        while retries[-1].error_code == ErrorCode.TIMEOUT and len(retries) < 20:
+            retries.append(plc.trigger("t-1", part_id="serial-1"))
+        reworked = plc.trigger("t-1", part_id="serial-1")  # back from rework: acknowledged
+        plc.link.write(regs.REPLAYED, struct.pack(">h", 1))  # a re-initialised block: stale 1
+        wrapped = [plc.trigger(str(n % 4), part_id=f"carrier-{n % 4}") for n in range(8)]
+        camera.slow = 1
+        timed_out = plc.trigger("t-2", part_id="serial-2")  # TIMEOUT, 3 s after its cycle began
+        time.sleep(5.5)  # then past retry_s
+        stale = plc.trigger("t-2", part_id="serial-2")
+    finally:
+        station.stop()
+    rows = _rows(station)
+    assert late.error_code == ErrorCode.TIMEOUT
+    assert retries[-1].error_code == ErrorCode.NONE and retries[-1].replayed
+    assert timed_out.error_code == ErrorCode.TIMEOUT
+    answers = [reworked, *wrapped, stale]
+    assert [a.replayed for a in answers] == [False] * len(answers)
+    assert len(rows) == 2 + len(answers)  # one capture per trigger, none for the retry
+    assert [a.error_code for a in answers] == [ErrorCode.NONE] * len(answers), answers
+    assert [(r.part_id, r.score) for r in rows[2:10]] == [  # each part's own row and verdict
+        (f"carrier-{n % 4}", pytest.approx(a.score, abs=1e-5)) for n, a in enumerate(wrapped)
+    ]
 
 
 def test_an_answer_standing_when_the_station_connects_is_left_for_the_plc(

@@ -84,13 +84,9 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         assert (first.request_id, first.error_code) == ("o-1", ErrorCode.NONE)
         assert first.result in (ResultCode.OK, ResultCode.NG) and first.seconds > 0
         assert plc.read("Done") is False and plc.read("Result") == 0  # reset after Trigger fell
-        retry = plc.trigger(request_id="o-1", part_id="part-1")  # the same request: stored
-        assert (retry.result, retry.score, retry.message) == (
-            first.result,
-            first.score,
-            first.message,
-        )
-        assert retry.replayed and not first.replayed  # the PLC's Replayed signal
+        plc.write("Replayed", True)  # a PLC that did not clear it: written on every answer
+        again = plc.trigger(request_id="o-1", part_id="part-1")  # acknowledged: a re-inspection
+        assert again.error_code == ErrorCode.NONE and not (again.replayed or first.replayed)
         reused = plc.trigger(request_id="o-1", part_id="part-9")  # the id again, a new part
         assert (reused.request_id, reused.error_code) == ("o-1", ErrorCode.NONE)
         made_up = plc.trigger(part_id="part-2")  # no RequestId from the PLC: the station's own
@@ -101,8 +97,8 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         over_mqtt = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-3"}))
         assert over_mqtt.error_code == ErrorCode.NONE and over_mqtt.verdict in ("OK", "NG")
         retried = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-3"}))
-        assert retried.inspection_id == over_mqtt.inspection_id  # answered from the store
-        assert retried.replayed and not over_mqtt.replayed
+        assert retried.inspection_id != over_mqtt.inspection_id  # published anew: a capture
+        assert not (retried.replayed or over_mqtt.replayed)
         wrapped = answers.trigger(json.dumps({"request_id": "m-1", "part_id": "part-4"}))
         assert wrapped.request_id == "m-1" and wrapped.inspection_id != over_mqtt.inspection_id
         unreadable = answers.trigger("{oops")
@@ -115,7 +111,7 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
         answers.client.publish("inspection/cam-1/product", "grass", qos=1).wait_for_publish(5)
         assert answers.trigger('{"request_id": "m-2"}').error_code == ErrorCode.NO_MODEL
 
-        delivered = results.wait_for(5)
+        delivered = results.wait_for(7)
     finally:
         answers.close()
         station.stop()
@@ -124,9 +120,9 @@ def test_station_answers_the_plc_over_opcua_and_mqtt_and_publishes_results(
     payloads = [ResultPayload.from_json(m) for m in delivered]
     ids = sorted(p.request_id for p in payloads)  # a reused id's result: its fresh key
     assert [i.split("~")[0] for i in ids] == sorted(
-        ["o-1", "o-1", made_up.request_id, "m-1", "m-1"]
+        ["o-1", "o-1", "o-1", made_up.request_id, "m-1", "m-1", "m-1"]
     )
-    assert len(set(ids)) == 5
+    assert len(set(ids)) == 7
     station_key = LinePki(tmp_path / "pki").signing_key("cam-1").public_key()
     for payload in payloads:  # each result names its bundle and carries the station's signature
         assert payload.bundle_id == "v0001-fp32"

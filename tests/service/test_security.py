@@ -179,11 +179,16 @@ def test_admission_gate_answers_503_with_retry_after() -> None:
     [
         ("grass", "a" * 64, "already used for product 'brick'"),
         (PRODUCT, "b" * 64, "different image"),
+        (PRODUCT, None, "without a payload digest"),  # #92: a row without one is no replay
     ],
 )
-def test_replay_with_another_product_or_payload_is_409(product: str, digest: str, message: str):
+def test_replay_with_another_product_or_payload_is_409(
+    product: str, digest: str | None, message: str
+):
     stored = Inspection(request_id="st-1/part-7", product=PRODUCT, payload_digest="a" * 64)
     assert check_replay(stored, PRODUCT, "a" * 64) is stored
+    if digest is None:  # the stored row has none; the request brings the same bytes
+        stored.payload_digest, digest = None, "a" * 64
     with pytest.raises(ReplayConflict, match=message) as caught:
         check_replay(stored, product, digest)
     assert http_error(caught.value).status == 409 and "'part-7'" in caught.value.message

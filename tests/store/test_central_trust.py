@@ -91,11 +91,18 @@ _ROW = (
     "created_at) VALUES (md5(random()::text), 'brick', {who}, 'api', 0.1, 0.5, 'OK', 'm', "
     "'b', 1, 'raw', '[]', 8, 8, 'x', now())"
 )
+_KEYED = _ROW.replace("image_sha, ", "image_sha, request_id, ").replace(
+    "'x', now()", "'x', {key}, now()"
+)  # a row with a request key
 DENIED, RLS, OWNER = "permission denied", "row-level security", "must be owner"
 HOSTILE = {  # a station's own SQL, and why PostgreSQL refuses it
     "update another's result": ("UPDATE inspections SET verdict = 'OK'", DENIED),
     "delete results": ("DELETE FROM inspections", DENIED),
     "insert as another station": (_ROW.format(who="'{other}'"), RLS),
+    "insert under another station's request id": (  # #92: B's role, A's next id
+        _KEYED.format(who="current_user", key="'{other}/7'"),
+        RLS,
+    ),
     "insert as the group": ("SET ROLE inspection_station; " + _ROW.format(who="current_user"), RLS),
     "insert as a station id": (
         'SET ROLE "{station}-watch"; ' + _ROW.format(who="current_user"),

@@ -31,7 +31,8 @@ def store(station_store: Store, tmp_path: Path) -> Store:
 
 def test_a_clock_a_year_ahead_in_the_same_boot_ages_nothing(store: Store) -> None:
     now = datetime.now(timezone.utc)
-    assert abs(trusted_now(store, skew_s=300, jump_days=7) - now) < timedelta(seconds=5)
+    first = trusted_now(store, skew_s=300, jump_days=7, trust_clock=True)  # makes the record
+    assert first is not None and abs(first - now) < timedelta(seconds=5)
     jumped = trusted_now(store, skew_s=300, jump_days=7, wall=now + YEAR)
     assert jumped is not None and jumped - now < timedelta(minutes=1)  # the monotonic time
     report = prune(store, RetentionConfig(), now=jumped)
@@ -58,7 +59,28 @@ def test_a_clock_a_year_ahead_after_a_restart_is_refused_until_trusted(
     assert store.count_inspections() == 3  # the rows are new by the trusted clock too
 
 
+def test_without_a_record_a_store_with_rows_is_not_pruned(
+    store: Store, station_config: Path
+) -> None:
+    """#92: the first prune after an upgrade (or a restore that skipped the dot file) with the
+    clock a year ahead: refused, 3 of 3 rows kept; a row stored under that clock after a trusted
+    prune does not move the cap either."""
+    wall = datetime.now(timezone.utc) + YEAR
+    assert trusted_now(store, skew_s=300, jump_days=7, wall=wall) is None
+    refused = CliRunner().invoke(app, ["store", "prune", "--config", str(station_config)])
+    assert refused.exit_code == 1 and "REFUSED" in refused.output
+    assert store.count_inspections() == 3
+    trusted = trusted_now(store, skew_s=300, jump_days=7, trust_clock=True)
+    assert trusted is not None
+    _add(store, "ahead", 0, created_at=wall)  # stored while the clock was a year ahead
+    later = trusted_now(store, skew_s=300, jump_days=7, wall=wall, trust_clock=True)
+    assert later is not None and later - trusted <= timedelta(seconds=301)  # not the stray row
+    report = prune(store, RetentionConfig(), now=later)
+    assert report.rows_deleted == 0 and store.count_inspections() == 4
+
+
 def test_an_idle_line_is_aged_no_further_than_its_newest_row(store: Store) -> None:
     newest = datetime.now(timezone.utc)
-    later = trusted_now(store, skew_s=300, jump_days=7, wall=newest + YEAR)  # no record yet
+    trusted_now(store, skew_s=300, jump_days=7, trust_clock=True)  # the record
+    later = trusted_now(store, skew_s=300, jump_days=7, wall=newest + YEAR, trust_clock=True)
     assert later is not None and later - newest <= timedelta(seconds=301)

@@ -4,11 +4,15 @@ identities, methods authorised per role, every refusal logged (who, what, why).
 asyncua 2.1 alone leaves these holes, closed here at its per-connection ``UaProcessor``
 (``GatedProcessor``): a SecurityPolicy None channel serves every service (now: discovery
 only); the channel's own client certificate is never checked (now at CreateSession); a session
-activates on any channel (now: only on one with its creating certificate); subscription
-services act on any session's ids (now: its own, a transfer only the same user's, within
-``Quotas``); and without a user manager any password passes (``StationUsers``: Anonymous where
-configured, UserName as an Argon2id hash over SignAndEncrypt only, X509 signed by the site CA
-and not revoked). ``ReadOnlyRuleset`` refuses Write and every address-space change.
+activates on any channel (now: only on one with its creating certificate); authentication
+tokens are a counter (now: 32 random bytes, ``secrets``); a session activated from another
+channel is bound to it and its subscriptions re-pointed before the client signature is checked,
+and stays bound when the activation fails (now: the signature verified first, the same user
+required, nothing bound on failure); subscription services act on any session's ids (now: its
+own, a transfer only the same user's, journalled, within ``Quotas`` of subscriptions and of
+monitored items); and without a user manager any password passes (``StationUsers``: Anonymous
+where configured, UserName as an Argon2id hash over SignAndEncrypt only, X509 signed by the site
+CA and not revoked). ``ReadOnlyRuleset`` refuses Write and every address-space change.
 
 Each request runs with its session's ``Caller`` in a context variable, read by ``authorize``.
 The users file (``machine_vision.users_file``, default ``<pki_dir>/opcua-users.yaml``)::
@@ -26,6 +30,7 @@ import argparse
 import asyncio
 import functools
 import logging
+import secrets
 import socket
 import sys
 import time
@@ -70,8 +75,14 @@ ACTIVATE_SESSION = ua.NodeId(ua.ObjectIds.ActivateSessionRequest_Encoding_Defaul
 REGISTER_SERVER = {ua.NodeId(ua.ObjectIds.RegisterServerRequest_Encoding_DefaultBinary),
                    ua.NodeId(ua.ObjectIds.RegisterServer2Request_Encoding_DefaultBinary)}  # fmt: skip
 DENIED = ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
+UNRECORDED = ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
+FAILED = ua.StatusCode(ua.StatusCodes.BadUnexpectedError)
+STARTED = "Started"
 CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
 TRANSFER = ua.NodeId(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
+CREATE_ITEMS = ua.NodeId(ua.ObjectIds.CreateMonitoredItemsRequest_Encoding_DefaultBinary)
+TOKEN_BYTES = 32
+"""An authentication token's random bytes: nobody guesses another session's from its own."""
 
 
 def _one(params: Any) -> list[int]:
@@ -141,6 +152,10 @@ class _Request:
     token: type | None = None
     user: User | None = None
     audit: Audit | None = None
+    moving: str | None = None
+    """The user of a session being activated from another channel: only it may take it."""
+    session: str = ""
+    """The session's id, as the journal names it (refusals are limited per session)."""
 
 
 _REQUEST: ContextVar[_Request | None] = ContextVar("opc40100_request", default=None)
@@ -157,7 +172,10 @@ def authorize(
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
     """A method callback that only a caller of at least ``role`` runs (others get
     ``BadUserAccessDenied``, logged); each call, run or refused, goes to the audit trail when
-    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``)."""
+    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``).
+    The journal decides: a call it admits is recorded ``Started`` before it runs (a record that
+    cannot be written refuses the call, ``BadResourceUnavailable``), then with its result, or
+    ``BadUnexpectedError`` and the error when it raised."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
@@ -167,11 +185,25 @@ def authorize(
             who = caller()
             if who is None or not who.may(role):
                 refuse(who, called, f"needs role {role}")
-                result: Any = DENIED
-            else:
-                result = await method(self, parent, *args, **options)
+                if audited:
+                    _outcome(who, called, args, DENIED)
+                return DENIED
             if audited:
-                audit(who, called, args, result)
+                try:
+                    audit(who, called, args, STARTED)
+                except OSError as exc:
+                    log.error("OPC 40100 %s by %s refused: the control journal cannot be "
+                              "written (%s); fix the registry folder's disk or permissions",
+                              called, who, exc)  # fmt: skip
+                    return UNRECORDED
+            try:
+                result = await method(self, parent, *args, **options)
+            except Exception as exc:
+                if audited:
+                    _outcome(who, called, (*args, repr(exc)), FAILED)
+                raise
+            if audited:
+                _outcome(who, called, args, result)
             return result
 
         return checked
@@ -179,18 +211,64 @@ def authorize(
     return wrap
 
 
+def _outcome(who: Caller | None, method: str, args: tuple[Any, ...], result: Any) -> None:
+    """``audit`` of a call's outcome; a journal that fails now is an alarm (the call's
+    ``Started`` record, or its refusal, stands in the log)."""
+    try:
+        audit(who, method, args, result)
+    except OSError as exc:
+        log.error("OPC 40100 %s by %s: %s not journalled (%s)", method, who, result, exc)
+
+
 def audit(who: Caller | None, method: str, args: tuple[Any, ...], result: Any) -> None:
     """Hand one control call to the server's audit trail: who (user, role, peer), the method,
-    its arguments as text and its result (a status name; ``Good`` for outputs)."""
+    its arguments as text and its result (a status name; ``Good`` for outputs, ``Started``
+    before it runs). Raises ``OSError`` when the record cannot be written."""
     request = _REQUEST.get()
     if request is None or request.audit is None:
         return
-    status = result.name if isinstance(result, ua.StatusCode) else "Good"
+    status = result.name if isinstance(result, ua.StatusCode) else (
+        result if isinstance(result, str) else "Good")  # fmt: skip
     request.audit({
         "user": who.name if who else None, "role": who.station_role if who else None,
-        "peer": who.peer if who else request.peer, "method": method,
+        "peer": who.peer if who else request.peer, "session": request.session, "method": method,
         "arguments": [str(getattr(a, "Value", a))[:200] for a in args], "result": status,
     })  # fmt: skip
+
+
+class RefusalLimit:
+    """A flood of refused calls from one session is journalled in aggregate: at most ``burst``
+    refusal records per session per ``window_s``; past that each is counted, one aggregate
+    record (``RefusedCalls``: count and methods) is written when the session's window ends (at
+    its next call), and the flood is alarmed once per window (an error in the log)."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0) -> None:
+        self.burst, self.window_s = burst, window_s
+        self._windows: dict[str, tuple[float, int, dict[str, int]]] = {}  # start, seen, held
+
+    def admit(self, call: dict[str, Any]) -> list[dict[str, Any]]:
+        """The records to journal for ``call`` (a refusal, or any call of the session): itself
+        and/or the aggregate of the window that ended; none while the session floods."""
+        key, now = f"{call.get('session')}|{call.get('peer')}", time.monotonic()
+        start, seen, held = self._windows.get(key, (now, 0, {}))
+        records: list[dict[str, Any]] = []
+        if now - start >= self.window_s:
+            if held:
+                records.append(call | {"method": "RefusedCalls", "result": "Aggregated",
+                                       "arguments": [str(sum(held.values())), *(
+                                           f"{m} x{n}" for m, n in sorted(held.items()))]})  # fmt: skip
+            start, seen, held = now, 0, {}
+        refused = call.get("result") not in ("Good", STARTED)
+        if refused and seen >= self.burst:
+            if not held:
+                log.error("OPC 40100 refused-call flood: %s (%s) from %s, more than %d refusals "
+                          "in %.0f s; journalled in aggregate", call.get("user"),
+                          call.get("role"), call.get("peer"), self.burst, self.window_s)  # fmt: skip
+            held = held | {call["method"]: held.get(call["method"], 0) + 1}
+        else:
+            records.append(call)
+        self._windows[key] = (start, seen + refused, held)
+        return records
 
 
 def refuse(who: object, what: str, why: str) -> None:
@@ -199,10 +277,13 @@ def refuse(who: object, what: str, why: str) -> None:
 
 @dataclass(frozen=True)
 class Quotas:
-    """How many subscriptions one session and one user (all its sessions) may hold."""
+    """How many subscriptions one session and one user (all its sessions) may hold, and how many
+    monitored items in them."""
 
     per_session: int = 5
     per_user: int = 10
+    items_per_session: int = 200
+    items_per_user: int = 400
 
 
 def load_users(path: Path) -> dict[str, OpcUser]:
@@ -249,6 +330,8 @@ class StationUsers(UserManager):
         else:
             name, role = "anonymous", self.anonymous
             why = "" if role else "anonymous sessions are not allowed"
+        if role is not None and request.moving is not None and name != request.moving:
+            role, why = None, f"the session is {request.moving}'s; it moves only with that user"
         if role is None:
             refuse(f"{name} from {request.peer}", "ActivateSession", why)
             return None
@@ -384,20 +467,63 @@ class GatedProcessor(UaProcessor):
             policy, mode = self._channel
             refuse(self.name, f"service {typeid.Identifier}", f"channel {policy} {mode.name}")
             raise ServiceError(ua.StatusCodes.BadSecurityPolicyRejected)
-        token = None
+        token, moving = None, None
         if typeid == CREATE_SESSION:
             await self._check_channel_certificate(body.copy())
         elif typeid == ACTIVATE_SESSION:
             token = self._check_activation(requesthdr.AuthenticationToken, body.copy())
+            if self.session is None:
+                moving = self._check_move(requesthdr.AuthenticationToken, body.copy())
         user = self.session.user if self.session else None
         peer = f"{self.name[0]}:{self.name[1]}" if self.name else "?"
-        _REQUEST.set(_Request(peer, token, user, self.book.audit))
+        session = str(self.session.session_id.Identifier) if self.session else ""
+        _REQUEST.set(_Request(peer, token, user, self.book.audit, moving, session))
         if isinstance(user, Caller) and self.session is not None:
             self._check_subscriptions(user, typeid, body.copy())
-        done = await super()._process_message(typeid, requesthdr, seqhdr, body)
+        if moving is None:
+            done = await super()._process_message(typeid, requesthdr, seqhdr, body)
+        else:
+            done = await self._move(typeid, requesthdr, seqhdr, body)
         if typeid == CREATE_SESSION and self.session is not None:
             self.book.created(self.session, self._connection.security_policy.peer_certificate)
         return done
+
+    def _check_move(self, auth_token: ua.NodeId, body: Any) -> str:
+        """A session activated from a channel it is not bound to: its client signature over the
+        session's last nonce verified before anything is bound (asyncua binds the session and
+        re-points its subscriptions first); the user the session belongs to."""
+        session = self.iserver.lookup_external_session(auth_token)
+        if session is None:
+            refuse(self.name, "ActivateSession", "no such session")
+            raise ServiceError(ua.StatusCodes.BadSessionIdInvalid)
+        params = struct_from_binary(ua.ActivateSessionParameters, body)
+        policy = self._connection.security_policy
+        data = (policy.host_certificate or b"") + (session.nonce or b"")
+        try:
+            policy.asymmetric_cryptography.verify(data, params.ClientSignature.Signature)
+        except (InvalidSignature, ValueError, TypeError, ua.UaError) as exc:
+            refuse(self.name, "ActivateSession", f"client signature invalid ({exc!r})")
+            raise ServiceError(ua.StatusCodes.BadApplicationSignatureInvalid) from exc
+        return getattr(session.user, "name", None) or ""
+
+    async def _move(self, typeid: ua.NodeId, requesthdr: Any, seqhdr: Any, body: Any) -> Any:
+        """asyncua's activation on a new channel (it binds the session and re-points its
+        subscriptions' callbacks); when the activation fails, all of that undone."""
+        session = self.iserver.lookup_external_session(requesthdr.AuthenticationToken)
+        subscriptions = [s for s in self.iserver.subscription_service.subscriptions.values()
+                         if session is not None and s.session_id == session.session_id]  # fmt: skip
+        before = [(s, s.pub_result_callback, s.pub_request_callback) for s in subscriptions]
+        try:
+            return await super()._process_message(typeid, requesthdr, seqhdr, body)
+        except Exception:
+            self.session = None
+            for subscription, result, request in before:
+                subscription.pub_result_callback = result
+                subscription.pub_request_callback = request
+            if self._session_watchdog_task is not None:
+                self._session_watchdog_task.cancel()
+                self._session_watchdog_task = None
+            raise
 
     async def _check_channel_certificate(self, body: Any) -> None:
         """The channel's certificate, not only the one CreateSession names, on the trust list."""
@@ -453,24 +579,50 @@ class GatedProcessor(UaProcessor):
         if (named := NAMING_SUBSCRIPTIONS.get(typeid)) is None:
             return
         kind, ids_of = named
-        ids = ids_of(struct_from_binary(kind, body))
+        params = struct_from_binary(kind, body)
+        ids = ids_of(params)
+        if typeid == CREATE_ITEMS:
+            self._check_items(user, len(params.ItemsToCreate))
         for sid in ids:
             owner = getattr(subscriptions.get(sid), "session_id", mine)
             if owner == mine:  # its own, or none: asyncua answers BadSubscriptionIdInvalid
                 continue
             if typeid == TRANSFER and self.book.user_of(owner) == user.name:
-                continue  # Part 4, 5.13.7: the same user takes its subscriptions over
+                # Part 4, 5.13.7: the same user takes its subscriptions over, journalled
+                try:
+                    audit(user, "TransferSubscriptions", ([sid], f"from session {owner}"), None)
+                except OSError as exc:
+                    refuse(user, "TransferSubscriptions", f"not journalled ({exc})")
+                    raise ServiceError(ua.StatusCodes.BadResourceUnavailable) from exc
+                continue
             status = ua.StatusCodes.BadUserAccessDenied if typeid == TRANSFER else (
                 ua.StatusCodes.BadSubscriptionIdInvalid)  # fmt: skip
             self._refuse_subscription(user, typeid, ids, f"subscription {sid} is another "
                                       "session's", status)  # fmt: skip
+
+    def _check_items(self, user: Caller, adding: int) -> None:
+        """``adding`` monitored items within the session's and the user's item quotas."""
+        subscriptions = self.iserver.subscription_service.subscriptions.values()
+        mine = self.session.session_id
+
+        def items(held: Any) -> int:
+            return sum(len(s.monitored_item_srv._monitored_items) for s in held)
+
+        session = items(s for s in subscriptions if s.session_id == mine)
+        users = items(s for s in subscriptions if self.book.user_of(s.session_id) == user.name)
+        quotas = self.book.quotas
+        if session + adding > quotas.items_per_session or users + adding > quotas.items_per_user:
+            why = (f"{adding} more monitored items on {session} (session) / {users} (user), "
+                   f"quotas {quotas.items_per_session} / {quotas.items_per_user}")  # fmt: skip
+            self._refuse_subscription(user, CREATE_ITEMS, [], why,
+                                      ua.StatusCodes.BadTooManyMonitoredItems)  # fmt: skip
 
     def _refuse_subscription(
         self, user: Caller, typeid: ua.NodeId, ids: list[int], why: str, status: int
     ) -> None:
         service = _service_name(typeid)
         refuse(user, service, why)
-        audit(user, service, (ids,), ua.StatusCode(status))
+        _outcome(user, service, (ids,), ua.StatusCode(status))
         raise ServiceError(status)
 
 
@@ -507,6 +659,22 @@ class GatedServer(Server):
     def __init__(self, quotas: Quotas, audit: Audit | None) -> None:
         super().__init__()
         self.book = SessionBook(quotas, audit)
+        self.iserver.create_session = self._create_session  # type: ignore[method-assign]
+
+    def _create_session(
+        self, name: str, user: User | None = None, external: bool = False
+    ) -> InternalSession:
+        """asyncua's ``InternalServer.create_session`` with an authentication token of
+        ``TOKEN_BYTES`` random bytes (asyncua counts them up from 1000)."""
+        iserver = self.iserver
+        session = InternalSession(iserver, iserver.aspace, iserver.subscription_service, name,
+                                  user=user or User(role=UserRole.Anonymous))  # fmt: skip
+        session.auth_token = ua.NodeId(secrets.token_bytes(TOKEN_BYTES), 0,
+                                       ua.NodeIdType.ByteString)  # fmt: skip
+        if external:
+            session.external = True
+            iserver.register_external_session(session)
+        return session
 
     async def start(self) -> None:
         """asyncua 2.1's ``Server.start`` (it builds its ``BinaryServer`` inline) with ours."""

@@ -23,8 +23,14 @@ from typing import Any
 from asyncua import Node, ua
 
 from inspection.line.config import MachineVisionConfig
-from inspection.line.handshake import Answer, Delivery, LinkContext, Trigger
-from inspection.line.machine_vision.access import DENIED, authorize, caller, refuse
+from inspection.line.handshake import Answer, LinkContext, Trigger
+from inspection.line.machine_vision.access import (
+    DENIED,
+    RefusalLimit,
+    authorize,
+    caller,
+    refuse,
+)
 from inspection.line.machine_vision.model import RUNNING, ok
 from inspection.line.machine_vision.results import JobIds, VisionResults
 from inspection.line.machine_vision.space import VisionSpace, build_space
@@ -62,6 +68,7 @@ class VisionSystemServer(LoopThread):
         self._continuous = False
         self._safety_triggered = False
         self._failed: BaseException | None = None
+        self._refusals = RefusalLimit()
 
     def start(self) -> None:
         """Serve; raises what stopped the server from starting (a port in use, say)."""
@@ -116,10 +123,12 @@ class VisionSystemServer(LoopThread):
         )
 
     def _audit(self, call: dict[str, Any]) -> None:
-        """One control call into the station's signed control journal, and the log."""
-        self.journal.record_control(self.link.station_id, call, self.key)
-        log.info("OPC 40100 %s by %s (%s) from %s: %s %s", call["method"], call["user"],
-                 call["role"], call["peer"], call["arguments"], call["result"])  # fmt: skip
+        """One control call into the station's signed control journal (a refusal flood in
+        aggregate, ``RefusalLimit``), and the log; raises ``OSError`` when it cannot be written."""
+        for record in self._refusals.admit(call):
+            self.journal.record_control(self.link.station_id, record, self.key)
+            log.info("OPC 40100 %s by %s (%s) from %s: %s %s", record["method"], record["user"],
+                     record["role"], record["peer"], record["arguments"], record["result"])  # fmt: skip
 
     def _refuse_state(self, what: str) -> ua.StatusCode:
         refuse(caller(), what, f"in {self._state}/{self._mode}")
@@ -152,8 +161,12 @@ class VisionSystemServer(LoopThread):
     async def _report_safety_state(
         self, _parent: ua.NodeId, triggered: ua.Variant, information: ua.Variant
     ) -> Any:
+        kinds = (triggered.VariantType, information.VariantType)
+        if kinds != (ua.VariantType.Boolean, ua.VariantType.String):  # the NodeSet's types
+            refuse(caller(), "ReportSafetyState", f"arguments {kinds}: need (Boolean, String)")
+            return BAD_ARGUMENT
+        await self.space.show_safety(triggered, information)  # shown first: no half-reported state
         self._safety_triggered = bool(triggered.Value)
-        await self.space.show_safety(triggered, information)
         if self._safety_triggered and self._mode == "ContinuousExecution":
             await self._halt_jobs()
             await self._set(mode="Ready")
@@ -300,9 +313,7 @@ class VisionSystemServer(LoopThread):
 
     def _inspect(self, part: Trigger, late: Callable[[Answer], None]) -> tuple[Answer, list[str]]:
         """One part (in a worker thread): its answer and its result content."""
-        answer = self.handler.handle(
-            part, source=SOURCE, delivery=Delivery(replays=False), on_late=late
-        )
+        answer = self.handler.handle(part, source=SOURCE, on_late=late)
         return answer, self.results.content(answer)
 
     def _late(

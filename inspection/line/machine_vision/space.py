@@ -68,7 +68,8 @@ async def build_space(
 ) -> VisionSpace:  # fmt: skip
     """The server at ``opc.tcp://<host>:<port>/inspection`` with the VisionSystem, not started;
     its control calls go to ``audit``."""
-    quotas = access.Quotas(config.subscriptions_per_session, config.subscriptions_per_user)
+    quotas = access.Quotas(config.subscriptions_per_session, config.subscriptions_per_user,
+                           config.monitored_items_per_session, config.monitored_items_per_user)  # fmt: skip
     server = access.GatedServer(quotas, audit)
     await server.init()
     server.set_endpoint(f"opc.tcp://{config.host}:{config.port}/inspection")
