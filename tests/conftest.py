@@ -15,6 +15,7 @@ import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from inspection.core.model_record import ModelRecord
 from inspection.core.registry import Registry
 
 if TYPE_CHECKING:
-    from inspection.training.export import ExportResult
+    from inspection.training.export import Converted, ExportResult
 
 # Two cores in CI: keep numeric libraries from oversubscribing them.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -108,6 +109,14 @@ class TrainedProduct:
     record: ModelRecord
     dataset_root: Path
 
+    @cached_property
+    def converted(self) -> Converted:
+        """The trained version converted once, for every precision the session exports."""
+        from inspection.training.registry_export import RegistryExport, convert_registered
+
+        source = RegistryExport(version=self.record.version)
+        return convert_registered(self.registry, self.product, source)
+
     def export(self, precision: str, *, force: bool = False) -> ExportResult:
         """Export the trained version at ``precision`` into the registry (``v0001-<precision>``)."""
         from inspection.training.export import ExportOptions
@@ -118,6 +127,7 @@ class TrainedProduct:
             self.product,
             ExportOptions(precision=precision, force=force),
             RegistryExport(version=self.record.version),
+            converted=self.converted,
         )
 
 

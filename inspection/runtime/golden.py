@@ -105,27 +105,30 @@ def record_golden(
     sources: Sequence[Path],
     *,
     tolerance: float = DEFAULT_TOLERANCE,
+    model: BundleModel | None = None,
+    served: Sequence[float] | np.ndarray | None = None,
 ) -> BundleMetadata:
     """Write golden PNGs chosen among ``sources`` (``core.golden.choose_golden``) into the
     bundle and return ``metadata`` with its outputs on them; the caller re-writes
-    ``metadata.json`` so the images are checksummed (and signed) with the bundle."""
+    ``metadata.json`` so the images are checksummed (and signed) with the bundle. ``model``: the
+    bundle already compiled (else loaded here); ``served``: the sources' ROI-masked fused raw
+    scores when already computed (else each is run here)."""
     bundle_dir = Path(bundle_dir)
-    model = BundleModel.load(bundle_dir)
+    model = model or BundleModel.load(bundle_dir)
     prep = metadata.preprocessing
-    candidates = [
-        at_input_size(
-            model.align(read_image(path, bits=prep.source_bits, value_range=prep.source_range))[0],
-            prep,
-        )
-        for path in sources
-    ]
-    served = run_golden(model, candidates, masked=True)[0]
-    chosen = choose_golden(golden_margins(served, metadata.normalization))
+
+    def candidate(path: Path) -> np.ndarray:
+        image = read_image(path, bits=prep.source_bits, value_range=prep.source_range)
+        return at_input_size(model.align(image)[0], prep)
+
+    if served is None:
+        served = run_golden(model, [candidate(path) for path in sources], masked=True)[0]
+    chosen = choose_golden(golden_margins(np.asarray(served), metadata.normalization))
     (bundle_dir / GOLDEN_DIR).mkdir(exist_ok=True)
     files, images = [], []
-    for index, candidate in enumerate(chosen):
+    for index, source in enumerate(chosen):
         file = f"{GOLDEN_DIR}/{index:02d}.png"
-        rgb = cv2.cvtColor(candidates[candidate], cv2.COLOR_RGB2BGR)
+        rgb = cv2.cvtColor(candidate(sources[source]), cv2.COLOR_RGB2BGR)
         if not cv2.imwrite(str(bundle_dir / file), rgb):
             raise BundleError(f"{bundle_dir}: cannot write golden image {file}")
         files.append(file)

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -132,14 +132,24 @@ class BundleModel:
             if optimize:
                 optimize_graph(model)
                 single = _batch_of_one(model)
-                if single is not model:
-                    batched = partial(core.compile_model, model, device, config)
+                if single is not model:  # compiled once, shared by ``reread`` copies
+                    batched = cache(partial(core.compile_model, model, device, config))
                 model = single
             compiled = core.compile_model(model, device, config)
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
         log.info("loaded bundle %s on %s (%s)", metadata.bundle_id, device, performance_hint)
         return cls(compiled, verified, batched=batched)
+
+    def reread(self) -> BundleModel:
+        """This compiled model with the bundle's files read and checked again (no signature):
+        for export, which rewrites the metadata and global context of a bundle it is running.
+        Nothing is compiled; ``BundleError`` when the model or weights file changed."""
+        verified = read_verified(self.bundle_dir)
+        for name in (self.metadata.model_file, self.metadata.weights_file):
+            if verified.file(name) != self.verified.file(name):
+                raise BundleError(f"{self.bundle_dir}: {name} changed since it was compiled")
+        return BundleModel(self._compiled, verified, batched=self._compile_batched)
 
     @property
     def context(self) -> GlobalContext | None:

@@ -59,7 +59,7 @@ from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.graph import fold_patch_distances, project_patch_distances
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.predictor import load_inspector
+from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.runtime.recalibration import run_samples
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
@@ -111,14 +111,47 @@ def run_bundle(
     bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
 ) -> RawOutputs:
     """Run the exported model through the station's inference path on ``samples``."""
-    if not samples:
-        raise BundleError("cannot run a bundle on an empty labelled split")
-    inspector = Inspector.from_bundle(bundle_dir)
-    if inspector.metadata.tiling is not None:
-        # stitched raw maps and masks at ``evaluation_size`` of the first image
-        scores, maps, _ = tiled_outputs(TiledInspector(inspector), [s.path for s in samples])
-        return RawOutputs.of_samples(samples, scores, maps)
-    return run_samples(inspector.model, samples, batch_size=batch_size)
+    return BundleRuns(BundleModel.load(bundle_dir)).outputs(samples, batch_size=batch_size)
+
+
+class BundleRuns:
+    """A bundle under export, compiled once: ``model`` (``reread`` after each rewrite of its
+    metadata) and each image's ROI-masked, fused raw outputs, computed once per image (they do
+    not depend on the calibration, which is all export changes between runs)."""
+
+    def __init__(self, model: BundleModel) -> None:
+        self.model = model
+        self._raw: dict[Path, tuple[float, np.ndarray]] = {}
+
+    def reread(self) -> None:
+        """Take the bundle's rewritten files; outputs are kept unless its global context
+        changed (``BundleModel.reread``: the graph never does)."""
+        before, self.model = self.model.context, self.model.reread()
+        if before is not None or self.model.context is not None:
+            self._raw.clear()
+
+    def predictor(self) -> Inspector | TiledInspector:
+        """The station's predictor on ``model`` (tiled for a tiled bundle)."""
+        inspector = Inspector(self.model)
+        return inspector if self.model.metadata.tiling is None else TiledInspector(inspector)
+
+    def outputs(self, samples: Sequence[LabelledSample], *, batch_size: int = 8) -> RawOutputs:
+        """Raw outputs on ``samples`` through the station's inference path (a tiled bundle's
+        stitched at ``evaluation_size`` of the first image, computed each call)."""
+        if not samples:
+            raise BundleError("cannot run a bundle on an empty labelled split")
+        if self.model.metadata.tiling is not None:
+            tiled = self.predictor()
+            scores, maps, _ = tiled_outputs(tiled, [s.path for s in samples])  # type: ignore[arg-type]
+            return RawOutputs.of_samples(samples, scores, maps)
+        new = list({Path(s.path): s for s in samples if Path(s.path) not in self._raw}.values())
+        if new:
+            raw = run_samples(self.model, new, batch_size=batch_size)
+            for sample, score, raw_map in zip(new, raw.scores, raw.maps, strict=True):
+                self._raw[Path(sample.path)] = (float(score), raw_map)
+        done = [self._raw[Path(s.path)] for s in samples]
+        scores = np.asarray([score for score, _ in done])
+        return RawOutputs.of_samples(samples, scores, np.stack([m for _, m in done]))
 
 
 def _write_validation_scores(
@@ -180,25 +213,27 @@ def _calibrated_bundle(
     extra_files: Mapping[str, Path] | None = None,
     *,
     refine: RefineConfig | None = None,
-) -> tuple[BundleMetadata, RawOutputs]:
+) -> tuple[BundleMetadata, RawOutputs, BundleRuns]:
     """Save ``model``, calibrate it on its own validation outputs (and choose its mask refiner
-    with ``refine``), then run it on the test split."""
+    with ``refine``), then run it on the test split; the bundle's runs, compiled once."""
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, target / name)
     write_bundle_metadata(target, meta)
+    runs = BundleRuns(BundleModel.load(target))
     fused_good = None
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
-        fused_good = _refit_context(target, meta, splits)
+        fused_good = _refit_context(runs.model, meta, splits)
+        runs.reread()
     aside = f" and {len(splits.calibration)} calibration" if splits.calibration else ""
     say(
         f"calibrating the {meta.precision} bundle on its {len(splits.validation)} validation"
         f"{aside} images"
     )
     calibration = calibrate_bundle(
-        lambda samples: run_bundle(target, samples), splits.validation, splits.operating_point,
+        runs.outputs, splits.validation, splits.operating_point,
         splits.good_scores, splits.dataset_root, fused=meta.global_context is not None,
         fused_train_good=fused_good, roi=meta.roi is not None,
         make_sample=lambda path: LabelledSample(path, 0, "good"), held_aside=splits.calibration,
@@ -206,17 +241,17 @@ def _calibrated_bundle(
     meta = meta.calibrated(calibration)
     write_bundle_metadata(target, meta)
     if refine is not None:
-        meta = replace(meta, refinement=_refinement(target, splits, say, refine))
+        runs.reread()
+        meta = replace(meta, refinement=_refinement(runs.predictor(), splits, say, refine))
         write_bundle_metadata(target, meta)
     say(f"measuring the {meta.precision} bundle on {len(splits.test)} test images")
-    return meta, run_bundle(target, splits.test)
+    return meta, runs.outputs(splits.test), runs
 
 
 def _refinement(
-    bundle_dir: Path, splits: ExportSplits, say: Progress, refine: RefineConfig
+    source: Inspector | TiledInspector, splits: ExportSplits, say: Progress, refine: RefineConfig
 ) -> RefinementChoice:
     """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
-    source = load_inspector(bundle_dir)
     defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
     say(
         f"choosing the mask refiner on {defective} defective validation images "
@@ -231,14 +266,16 @@ def _refinement(
     return choice
 
 
-def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> Carried | None:
+def _refit_context(
+    model: BundleModel, meta: BundleMetadata, splits: ExportSplits
+) -> Carried | None:
     """Re-fit the bundle's global context on its own graph's outputs and return the training
     images' out-of-fold fused scores in the bundle's space (None: none recorded)."""
     spec = meta.global_context
     if spec is None:
         return None
-    inspector = Inspector.from_bundle(target)
-    context = inspector.model.context
+    target = model.bundle_dir
+    context = model.context
     if context is None:  # pragma: no cover - from_bundle loads it when the spec is set
         raise BundleError(f"{target}: the global context did not load")
     good = splits.good_scores
@@ -247,9 +284,9 @@ def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> 
     statistics = bool(out_of_fold) and any(name != FEATURES for name in context.components)
     train = None
     if spec.layers or out_of_fold:
-        train = _outputs_of(inspector, splits.train_images, meta, images=statistics)
+        train = _outputs_of(model, splits.train_images, meta, images=statistics)
     goods = [s.path for s in splits.validation if s.label == 0]
-    validation = _outputs_of(inspector, goods, meta)
+    validation = _outputs_of(model, goods, meta)
     refitted = refit_on_outputs(
         context, train.pooled if spec.layers and train else None, validation.local_raw
     )
@@ -268,7 +305,7 @@ def _refit_context(target: Path, meta: BundleMetadata, splits: ExportSplits) -> 
 
 
 def _outputs_of(
-    inspector: Inspector,
+    model: BundleModel,
     paths: Sequence[Path],
     meta: BundleMetadata,
     batch_size: int = 8,
@@ -278,10 +315,52 @@ def _outputs_of(
     """The bundle graph's outputs on ``paths`` (``ModelOutputs``; images only with ``images``)."""
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = inspector.model.run(batch)
+        outputs = model.run(batch)
         return outputs.scores, outputs.pooled
 
     return batched_outputs(run, paths, meta.preprocessing, batch_size, images=images)
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A version's FP32 OpenVINO model and what converting it measured, made once for all the
+    precisions it is exported to (``convert_version``)."""
+
+    model: ov.Model
+    input_domain: InputDomain
+    knn_head: dict[str, Any] | None = None
+    """``low_rank_knn``'s record (None: exact kNN, or not PatchCore)."""
+
+    def applied(self, base: BundleMetadata) -> tuple[ov.Model, BundleMetadata]:
+        """A copy of the model to quantise or save, and ``base`` with what converting measured."""
+        base = replace(base, input_domain=base.input_domain or self.input_domain)
+        if self.knn_head is not None:
+            base = replace(base, extra={**base.extra, "knn_head": self.knn_head})
+        return self.model.clone(), base
+
+
+def convert_version(
+    torch_model: Any,
+    base: BundleMetadata,
+    splits: ExportSplits,
+    *,
+    knn_rank: int | None = None,
+    domain_tolerance: DomainTolerance | None = None,
+    progress: Progress | None = None,
+) -> Converted:
+    """Measure the version's input domain (unless ``base`` records one), convert the torch
+    model to OpenVINO and, with ``knn_rank``, project its bank distances (``low_rank_knn``)."""
+    say = progress or log.info
+    domain = base.input_domain
+    if domain is None:
+        prep = base.preprocessing
+        domain = input_domain_of(splits, domain_tolerance, prep.source_bits, prep.source_range)
+        say(f"input domain: {domain.describe()}")
+    say(f"converting {base.model_kind} to OpenVINO")
+    pooled_layers = base.global_context.layers if base.global_context else ()
+    model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
+    knn_head = None if knn_rank is None else low_rank_knn(model, knn_rank, say)
+    return Converted(model, domain, knn_head)
 
 
 def export_model(
@@ -296,30 +375,28 @@ def export_model(
     knn_rank: int | None = None,
     domain_tolerance: DomainTolerance | None = None,
     reference: Measured | None = None,
+    converted: Converted | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
     bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
     copied in; ``knn_rank``: the kNN runs on the bank's top principal directions
     (``low_rank_knn``); ``reference``: the version's FP32 bundle already measured, else a
-    non-FP32 export measures one itself."""
+    non-FP32 export measures one itself; ``converted``: the version already converted
+    (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
     say = progress or log.info
-    if base.input_domain is None:
-        prep = base.preprocessing
-        domain = input_domain_of(splits, domain_tolerance, prep.source_bits, prep.source_range)
-        base = replace(base, input_domain=domain)
-        say(f"input domain: {domain.describe()}")
-    say(f"converting {base.model_kind} to OpenVINO")
-    pooled_layers = base.global_context.layers if base.global_context else ()
-    fp32_model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
-    if knn_rank is not None:
-        base = low_rank_knn(fp32_model, base, knn_rank, say)
+    if converted is None:
+        converted = convert_version(
+            torch_model, base, splits, knn_rank=knn_rank, domain_tolerance=domain_tolerance,
+            progress=say,
+        )  # fmt: skip
+    fp32_model, base = converted.applied(base)
     if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta, scratch_dir = replace(base, precision="fp32"), Path(scratch) / "bundle"
-            cal_meta, outputs = _calibrated_bundle(
+            cal_meta, outputs, _ = _calibrated_bundle(
                 fp32_model, scratch_dir, ref_meta, splits, say, extra_files
             )
             reference = outputs.measure(_own(cal_meta))
@@ -333,7 +410,7 @@ def export_model(
                 "whole resized images, not tiles); export fp32 or fp16"
             )
         model, meta = _quantised(fp32_model, meta, splits, options, say)
-    meta, outputs = _calibrated_bundle(
+    meta, outputs, runs = _calibrated_bundle(
         model, out_dir, meta, splits, say, extra_files, refine=options.refine
     )
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
@@ -363,7 +440,11 @@ def export_model(
     # golden images: the first validation images and those nearest the threshold
     labelled = [(Path(s.path), int(s.label)) for s in splits.validation]
     candidates = golden_sources(labelled, len(labelled))
-    meta = record_golden(out_dir, meta, candidates)
+    served = None  # a tiled bundle's golden images are whole images: scored there
+    if meta.tiling is None:
+        by_path = {Path(s.path): s for s in splits.validation}
+        served = runs.outputs([by_path[path] for path in candidates]).scores
+    meta = record_golden(out_dir, meta, candidates, model=runs.model, served=served)
     write_bundle_metadata(out_dir, meta)
     return ExportResult(meta.bundle_id, out_dir, meta, (metrics, figures))
 
@@ -385,8 +466,9 @@ def input_domain_of(
     )
 
 
-def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress) -> BundleMetadata:
-    """Project ``model``'s bank distances to ``rank`` dimensions in place (``runtime.graph``)."""
+def low_rank_knn(model: ov.Model, rank: int, say: Progress) -> dict[str, Any]:
+    """Project ``model``'s bank distances to ``rank`` dimensions in place (``runtime.graph``);
+    the record for the bundle's ``extra["knn_head"]``."""
     fold_patch_distances(model)
     notes = project_patch_distances(model, rank)
     if not notes:
@@ -396,7 +478,7 @@ def low_rank_knn(model: ov.Model, meta: BundleMetadata, rank: int, say: Progress
         )
     for note in notes:
         say(f"kNN head: {note}")
-    return replace(meta, extra={**meta.extra, "knn_head": {"rank": rank, "rewrite": notes}})
+    return {"rank": rank, "rewrite": notes}
 
 
 def _bf16_here() -> str:

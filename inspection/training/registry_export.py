@@ -31,12 +31,14 @@ from inspection.data.leaks import listed
 from inspection.training.bundle_calibration import record_operating_point
 from inspection.training.convert import MAP_OUTPUT, POOLED_OUTPUT, SCORE_OUTPUT
 from inspection.training.export import (
+    Converted,
     ExportOptions,
     ExportResult,
     ExportSplits,
     LabelledSample,
     Measured,
     Progress,
+    convert_version,
     export_model,
 )
 from inspection.training.models import model_kind
@@ -94,9 +96,11 @@ def export_bundle(
     *,
     progress: Progress | None = None,
     reference: Measured | None = None,
+    converted: Converted | None = None,
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry, signed when the site holds
-    its key. ``reference``: the same version's FP32 export's ``measured``."""
+    its key. ``reference``: the same version's FP32 export's ``measured``; ``converted``: the
+    same version already converted (``convert_registered``)."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = registry.bundles.version(product, source.version)
@@ -108,14 +112,14 @@ def export_bundle(
             f"another version with --version (latest: {registry.bundles.version(product).version})"
         )
     dataset = _export_dataset(record, source.dataset_path)
-    model = load_trained_model(record)
+    torch_model = None if converted is not None else load_trained_model(record).model
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
-            model.model, Path(scratch) / base.bundle_id, base=base,
+            torch_model, Path(scratch) / base.bundle_id, base=base,
             splits=export_splits(record, dataset), options=options, progress=progress,
             extra_files=_context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
-            reference=reference,
+            reference=reference, converted=converted,
         )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
@@ -128,6 +132,21 @@ def export_bundle(
         reason = f"exported {options.precision}"
         registry.journal.promote(product, result.bundle_id, actor=source.actor, reason=reason)
     return replace(result, bundle_dir=target)
+
+
+def convert_registered(
+    registry: Registry, product: str, source: RegistryExport, *, progress: Progress | None = None
+) -> Converted:
+    """A registered version converted once (``training.export.convert_version``), for
+    ``export_bundle`` to export to each precision without converting it again."""
+    record = registry.bundles.version(product, source.version)
+    base, _ = with_part_setup(base_metadata(record, "fp32"), source.configs_dir)
+    splits = export_splits(record, _export_dataset(record, source.dataset_path))
+    return convert_version(
+        load_trained_model(record).model, base, splits, knn_rank=_knn_rank(record),
+        domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
+        progress=progress,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,12 +178,16 @@ def export_gated(
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
     fp32 = None  # the FP32 bundle's figures, the others' gate reference
+    try:
+        converted = convert_registered(registry, product, source, progress=say)
+    except (BundleError, RegistryError) as exc:  # every precision refused alike
+        return GatedExports((), {precision: str(exc) for precision in precisions})
     for precision in sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32"):
         say(f"exporting {source.version or 'the latest version'} ({precision})")
         try:
             result = export_bundle(
                 registry, product, replace(options, precision=precision, force=False), source,
-                progress=say, reference=fp32,
+                progress=say, reference=fp32, converted=converted,
             )  # fmt: skip
         except (GateRefusal, BundleError, RegistryError) as exc:
             refused[precision] = str(exc)

@@ -1,0 +1,105 @@
+"""Export does each costly thing once (#94): a version is converted once for all its
+precisions, a bundle under export is compiled once, and each image is scored once by it."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
+from inspection.core.errors import BundleError
+from inspection.core.registry import Registry
+from inspection.runtime.model import BundleModel
+from inspection.training.export import BundleRuns, LabelledSample, run_bundle
+from tests.conftest import TrainedProduct
+
+
+def _samples(trained: TrainedProduct) -> list[LabelledSample]:
+    from inspection.data.dataset import load_dataset
+    from inspection.training.registry_export import split_samples
+
+    return split_samples(trained.record, load_dataset(trained.dataset_root), "validation")
+
+
+def _counting(model: BundleModel) -> list[int]:
+    """The batch sizes ``model.run`` is called with from now on (the real run, counted)."""
+    sizes: list[int] = []
+    run = model.run
+
+    def counted(batch: np.ndarray):
+        sizes.append(len(batch))
+        return run(batch)
+
+    model.run = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def test_a_bundle_under_export_scores_each_image_once(
+    fp32_bundle: Path, trained_patchcore: TrainedProduct
+) -> None:
+    samples = _samples(trained_patchcore)
+    runs = BundleRuns(BundleModel.load(fp32_bundle))
+    sizes = _counting(runs.model)
+
+    first = runs.outputs(samples)
+    again = runs.outputs([*reversed(samples), samples[0]])
+
+    assert sum(sizes) == len(samples), sizes  # the second call ran nothing
+    fresh = run_bundle(fp32_bundle, samples)
+    np.testing.assert_array_equal(first.scores, fresh.scores)
+    np.testing.assert_array_equal(first.maps, fresh.maps)
+    np.testing.assert_array_equal(again.scores, [*first.scores[::-1], first.scores[0]])
+    assert list(again.labels) == [s.label for s in [*reversed(samples), samples[0]]]
+
+
+def test_reread_takes_the_rewritten_metadata_on_the_compiled_model(
+    fp32_bundle: Path, tmp_path: Path
+) -> None:
+    bundle = Path(shutil.copytree(fp32_bundle, tmp_path / "bundle"))
+    model = BundleModel.load(bundle)
+    meta = read_bundle_metadata(bundle)
+    write_bundle_metadata(bundle, dataclasses.replace(meta, image_threshold=0.25))
+
+    reread = model.reread()
+
+    assert reread.metadata.image_threshold == 0.25 != model.metadata.image_threshold
+    assert reread.compiled is model.compiled  # nothing compiled again
+
+    weights = bundle / meta.weights_file
+    content = weights.read_bytes()
+    weights.write_bytes(content[:-1] + bytes([content[-1] ^ 0xFF]))
+    write_bundle_metadata(bundle, meta)  # checksums of the new weights: a consistent bundle
+    with pytest.raises(BundleError, match=rf"{meta.weights_file} changed since it was compiled"):
+        model.reread()
+
+
+@pytest.mark.slow
+def test_gated_exports_convert_the_version_once(
+    trained_patchcore: TrainedProduct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from inspection.training import export
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import RegistryExport, export_gated
+
+    root = Path(shutil.copytree(trained_patchcore.registry.root, tmp_path / "registry"))
+    shutil.rmtree(root / "brick" / "bundles", ignore_errors=True)  # the session's exports
+    conversions = []
+    convert = export.convert_torch_model
+
+    def counted(*args, **kwargs):
+        conversions.append(args[1])
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(export, "convert_torch_model", counted)
+    version = RegistryExport(version=trained_patchcore.record.version)
+
+    gated = export_gated(Registry(root), "brick", ("fp32", "fp16"), version, ExportOptions())
+
+    assert [r.metadata.precision for r in gated.results] == ["fp32", "fp16"], gated.refused
+    assert len(conversions) == 1, conversions
+    fp32, fp16 = gated.results
+    assert fp16.metadata.input_domain == fp32.metadata.input_domain is not None
