@@ -1,0 +1,81 @@
+"""The ELPV split of bench/real_data.py: seeded, disjoint, the labelled cells nested in k."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def real_data():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import real_data
+    finally:
+        sys.path.remove(str(BENCH))
+    return real_data
+
+
+def fake_cells(folder: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:
+    """An ELPV-like label table over empty files: per type 600 good, 250 defective, 56
+    likely and 20 of probability 1/3."""
+    paths, probs, types = [], [], []
+    for family in ("mono", "poly"):
+        for prob, count in ((0.0, 600), (1.0, 250), (2 / 3, 56), (1 / 3, 20)):
+            for _ in range(count):
+                name = f"images/cell{len(paths):04d}.png"
+                paths.append(name)
+                probs.append(prob)
+                types.append(family)
+    (folder / "images").mkdir(parents=True)
+    for name in paths:
+        (folder / name).touch()
+    return folder, np.array(paths), np.array(probs), np.array(types)
+
+
+def files(root: Path) -> dict[str, set[str]]:
+    return {
+        str(d.relative_to(root)): {f.name for f in d.iterdir()}
+        for d in sorted(root.glob("*/*"))
+        if d.is_dir()
+    }
+
+
+def test_split_counts_disjoint_and_of_one_family(real_data, tmp_path: Path) -> None:
+    cells = fake_cells(tmp_path / "elpv")
+    parts = files(real_data.build_split("mono", 0, 30, tmp_path / "work", cells))
+    sizes = {part: len(names) for part, names in parts.items()}
+    assert sizes == {
+        "calibration/good": 250, "test/defective": 150, "test/good": 100,
+        "test/likely": 56, "train/defective": 30, "train/good": 200,
+    }  # fmt: skip
+    everything = [name for names in parts.values() for name in names]
+    assert len(everything) == len(set(everything))  # no cell in two parts
+    family = dict(zip((Path(p).name for p in cells[1]), cells[3], strict=True))
+    assert {family[name] for name in everything} == {"mono"}
+
+
+def test_seeds_draw_other_splits_and_k_adds_cells_outside_the_test(
+    real_data, tmp_path: Path
+) -> None:
+    cells = fake_cells(tmp_path / "elpv")
+    work = tmp_path / "work"
+    seed0 = files(real_data.build_split("poly", 0, 10, work, cells))
+    again = files(real_data.build_split("poly", 0, 100, work, cells))
+    seed1 = files(real_data.build_split("poly", 1, 10, work, cells))
+    assert seed0["test/defective"] == again["test/defective"]
+    assert seed0["train/good"] == again["train/good"]
+    assert seed0["train/defective"] < again["train/defective"]  # the same first k
+    assert not again["train/defective"] & again["test/defective"]
+    assert seed0["train/good"] != seed1["train/good"]
+
+
+def test_too_few_cells_refused(real_data, tmp_path: Path) -> None:
+    cells = fake_cells(tmp_path / "elpv")
+    with pytest.raises(SystemExit, match="too few"):
+        real_data.build_split("mono", 0, 101, tmp_path / "work", cells)
