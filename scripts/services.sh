@@ -2,7 +2,7 @@
 # Install and start, each on its own, what the tests and the README's walkthrough talk to:
 #
 #   bash scripts/services.sh                  every service below (`make services`, `make test`)
-#   bash scripts/services.sh mosquitto        just one (postgres, mosquitto, chromium, node, ray)
+#   bash scripts/services.sh mosquitto        just one (postgres, mosquitto, chromium, exfat, node, ray)
 #   bash scripts/services.sh stop [SERVICE]   stop what this script started (by its PID file or
 #                                             its own cluster), nothing else
 #
@@ -123,6 +123,15 @@ start_chromium() {
   say "Chromium and chromedriver installed"
 }
 
+# exFAT tools: a loop file formatted and mounted with FUSE, for the blob store's test of storage
+# without hard links (tests/exfat.py). Without them (or without /dev/fuse) that test skips.
+start_exfat() {
+  apt_install mkfs.exfat exfatprogs || return 0
+  apt_install mount.exfat-fuse exfat-fuse || return 0
+  say "exFAT tools installed"
+}
+stop_exfat() { :; }
+
 # node-opcua for the OPC 40100 interoperability test, pinned by tests/line/node/package-lock.json
 # into tests/line/node/node_modules (git-ignored). Without node/npm that test skips.
 start_node() {
@@ -185,7 +194,7 @@ stop_mosquitto() { stop_pid mosquitto; }
 stop_chromium() { :; }
 stop_node() { :; }
 
-SERVICES=(postgres mosquitto chromium node ray)
+SERVICES=(postgres mosquitto chromium exfat node ray)
 action=start
 if [ "${1:-}" = "stop" ]; then
   action=stop
