@@ -2,7 +2,7 @@
 
 ``scripts/dashboard_walk.py`` copies ``make demo``'s ``var/`` into a temporary folder, runs the
 README's first-use lines there as written (free ports aside) and drives the dashboard: deep link
-through the sign-in, reload, the grass alarm, a budget saved, the images behind the rates, a
+through the sign-in, reload, the grass alarm, no budget without an audit sample, a best-F1 threshold saved, the images behind the rates, a
 review, sign-out. Screenshots go to a temporary folder. A checkout without a demo site (a
 clean clone, as in CI) builds one first (PatchCore only). Without a browser the test skips,
 except in CI (``CI=true``) where it fails.
@@ -49,7 +49,7 @@ def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
         "deep link kept through sign-in",
         "reload stayed signed in",
         "grass alarm on Thresholds",
-        "budget saved, page updated",
+        "no audit sample for a budget; best-F1 threshold saved, page updated",
         "deep link to the images behind the rates, signed in by the cookie",
         "reviewed an item",
         "signed out, and a reload stays signed out",

@@ -28,12 +28,12 @@ from inspection.store.central_roles import STATION_GROUP, STATION_IDS, grant_sta
 from inspection.store.forward import Forwarder
 from inspection.store.models import OutboxMessage
 from inspection.store.store import MIGRATIONS_DIR
-from tests.conftest import PG_CA_FILE
+from tests.conftest import PG_ADMIN_URL, PG_CA_FILE
 from tests.store.test_forward import Central, _central_keys, _local, central
 
 pytestmark = pytest.mark.postgres
 __all__ = ["central"]
-PG_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
+PG_LOG = Path("/var/log/postgresql/postgresql-15-inspection.log")  # scripts/services.sh's cluster
 
 
 def test_a_plaintext_link_is_refused_unless_switched_on(
@@ -222,7 +222,8 @@ def test_the_password_is_not_in_the_server_log(central: Central) -> None:
 
 
 def _as_postgres(sql: str) -> None:
-    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-qc", sql], check=True)
+    port = str(sa.engine.make_url(PG_ADMIN_URL).port)
+    subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-p", port, "-qc", sql], check=True)
 
 
 def _drop_roles(central: Central, *roles: str) -> None:

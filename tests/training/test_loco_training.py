@@ -48,4 +48,6 @@ def test_a_loco_product_trains_with_the_pixel_metrics_of_its_mask_folders(
                    progress=False)  # fmt: skip
     loco, mvtec = record.evaluation().overall, trained_patchcore.record.evaluation().overall
     assert loco.pixel_auroc is not None and loco.aupro is not None
-    assert (loco.pixel_auroc, loco.aupro) == pytest.approx((mvtec.pixel_auroc, mvtec.aupro))
+    # Two fits of the same data agree to float noise (multi-threaded CPU kernels), not bitwise.
+    expected = (mvtec.pixel_auroc, mvtec.aupro)
+    assert (loco.pixel_auroc, loco.aupro) == pytest.approx(expected, abs=1e-3)
