@@ -83,8 +83,8 @@ def test_one_trigger_judges_every_view_and_answers_once_per_part(
         ]
         assert {r.id for r in rows} == {top.inspection_id, side.inspection_id}
 
-        again = handler.handle(Trigger("p-1", None, "part-1"), source="opcua")  # a PLC retry
-        assert again.views == first.views and len(_rows(station)) == 2
+        # A retry is replayed only inside the link's own unacknowledged cycle (#92): the
+        # handshake tests show it (tests/line/test_registers.py, test_handshake.py).
 
         good = handler.handle(Trigger("p-2"), source="mqtt")  # no part id: the request id
         assert good.verdict == "OK" and [v.verdict for v in good.views] == ["OK", "OK"]
