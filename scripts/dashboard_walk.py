@@ -319,26 +319,48 @@ def wait_text(driver, css: str, text: str, timeout: float = 45) -> str:
         raise WalkError(f"no {css!r} containing {text!r}; saw {seen}") from exc
 
 
-def button(driver, label: str, timeout: float = 30):
+def click(driver, label: str, timeout: float = 30) -> None:
+    """Click the first enabled button whose text starts with ``label``; a button Streamlit
+    re-rendered between finding and clicking is found again."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    def find(d):
+    def clicked(d):
         for candidate in d.find_elements(By.CSS_SELECTOR, "button"):
             if candidate.text.strip().startswith(label) and candidate.is_enabled():
-                return candidate
+                candidate.click()
+                return True
         return False
 
-    return WebDriverWait(
+    WebDriverWait(
         driver, timeout, 0.25, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(find, f"no enabled button {label!r}")
+    ).until(clicked, f"no enabled button {label!r}")
 
 
-def labelled_input(driver, label: str):
+def type_into(driver, label: str, text: str, submit: bool = False, timeout: float = 30) -> None:
+    """Type ``text`` into the input labelled ``label``. Streamlit may re-render the input between
+    finding and typing (a rerun after the last click); a stale element is found again and the
+    text typed afresh until the input holds it."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    return driver.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+    def typed(d):
+        found = d.find_elements(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+        if not found:
+            return False
+        if found[0].get_attribute("value") != text:
+            found[0].send_keys(Keys.CONTROL, "a")
+            found[0].send_keys(text)
+        return found[0].get_attribute("value") == text and found[0]
+
+    element = WebDriverWait(
+        driver, timeout, 0.25, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(typed, f"no input {label!r} holding the typed text")
+    if submit:
+        element.send_keys(Keys.ENTER)
 
 
 def shot(driver, shots: Path, name: str, walk: Walk) -> None:
@@ -363,14 +385,11 @@ def open_page(driver, title: str, timeout: float = 60) -> float:
 
 
 def sign_in(driver, name: str, password: str) -> None:
-    from selenium.webdriver.common.keys import Keys
 
     wait_text(driver, "h1", "Sign in")
     settle(driver)
-    labelled_input(driver, "Name").send_keys(name)
-    secret = labelled_input(driver, "Password")
-    secret.send_keys(password)
-    secret.send_keys(Keys.ENTER)
+    type_into(driver, "Name", name)
+    type_into(driver, "Password", password, submit=True)
 
 
 def drive(driver, url: str, shots: Path, walk: Walk) -> None:
@@ -393,11 +412,10 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
     # A fresh site has no reviewed audit parts: no budget is chosen on the held-out split that
     # model health judges (#93); the engineer picks the best-F1 threshold and says why.
     wait_text(driver, '[data-testid="stCaptionContainer"]', "A budget needs reviewed good parts")
-    button(driver, "Use best F1").click()
+    click(driver, "Use best F1")
     settle(driver)
-    reason = labelled_input(driver, "Why")
-    reason.send_keys("first use: best F1 until the audit sample is reviewed")
-    button(driver, "Save threshold").click()
+    type_into(driver, "Why", "first use: best F1 until the audit sample is reviewed")
+    click(driver, "Save threshold")
     walk.saved_message = wait_text(driver, alert, "Saved threshold version")
     settle(driver)
     walk.threshold_after = wait_text(driver, '[data-testid="stCaptionContainer"]', "Current")
@@ -414,13 +432,13 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
     shot(driver, shots, "defect_kinds", walk)
 
     open_page(driver, "Review queue")
-    button(driver, "True defect").click()
+    click(driver, "True defect")
     wait_text(driver, alert, "recorded")
     settle(driver)
     walk.steps.append("reviewed an item")
     shot(driver, shots, "dashboard", walk)  # the README's top picture
 
-    button(driver, "Sign out").click()
+    click(driver, "Sign out")
     wait_text(driver, "h1", "Sign in")
     driver.refresh()
     wait_text(driver, "h1", "Sign in")
