@@ -187,7 +187,7 @@ def check_dataset(
                 "restore its target, or remove the link", BROKEN_LINK)
         for p in dataset.broken_links
     ]  # fmt: skip
-    problems += _duplicates(prints, dataset.root, bits)
+    problems += _duplicates(prints, dataset.root, (bits, image_range))
     small = _smaller_than_tile(sizes, tiling)
     problems += small
     problems += _mixed_sizes(
@@ -278,19 +278,25 @@ def _not_binary(levels: np.ndarray) -> str:
 
 
 def _duplicates(
-    prints: Mapping[str, dict[Path, np.ndarray]], root: Path, bits: int
+    prints: Mapping[str, dict[Path, np.ndarray]],
+    root: Path,
+    reading: tuple[int, tuple[float, float] | None],
 ) -> list[Problem]:
     """Test images that copy a training image, and calibration images that copy a training or
-    test image (``data.leaks``, decoded at ``bits``): each named with the file it repeats."""
+    test image (``data.leaks``, decoded by ``reading``: bits, value range): each named with the
+    file it repeats."""
+    bits, value_range = reading
     train, test = prints.get("train", {}), prints.get("test", {})
     problems = [
         Problem(path, f"same image content as training image {_relative(match, root)}",
                 "train_test_duplicate")
-        for path, match in held_out_copies(test, train, bits=bits).items()
+        for path, match in held_out_copies(test, train, bits=bits, value_range=value_range).items()
     ]  # fmt: skip
     calibration = prints.get("calibration", {})
     for seen, what in ((train, "training"), (test, "test")):
-        for path, match in held_out_copies(calibration, seen, bits=bits).items():
+        for path, match in held_out_copies(
+            calibration, seen, bits=bits, value_range=value_range
+        ).items():
             message = (
                 f"calibration image has the same content as {what} image "
                 f"{_relative(match, root)}: a calibration image must be a good part "

@@ -70,9 +70,11 @@ def held_out_copies(
     held_out: Mapping[Path, np.ndarray],
     *,
     bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> dict[Path, Path]:
     """Candidate -> the held-out image it copies. The maps hold ``pixel_print``s (each (32, 32));
-    a pair they bring close is decoded again at ``bits`` and confirmed by ``same_picture``."""
+    a pair they bring close is decoded again (at ``bits``, float and signed data over
+    ``value_range``, the product's ``image_range``) and confirmed by ``same_picture``."""
     if not candidates or not held_out:
         return {}
     names = list(held_out)
@@ -85,7 +87,7 @@ def held_out_copies(
         near = np.flatnonzero(distance <= CANDIDATE_LEVELS)
         for index in near[np.argsort(distance[near])][:CONFIRMED]:
             match = names[int(index)]
-            pair = [_grey(p, bits, greys) for p in (path, match)]
+            pair = [_grey(p, (bits, value_range), greys) for p in (path, match)]
             if pair[0] is not None and pair[1] is not None and same_picture(*pair):
                 found[path] = match
                 break
@@ -147,34 +149,55 @@ def _gain(first: np.ndarray, second: np.ndarray) -> float:
     return float(np.cov(first, second, bias=True)[0, 1]) / spread if spread > 1e-6 else 1.0
 
 
-def _grey(path: Path, bits: int, cache: dict[Path, np.ndarray | None]) -> np.ndarray | None:
-    """``path`` decoded at ``bits`` as (H, W) float32 luma, once per call of the check (None: it
-    no longer decodes; the caller's own decode names it)."""
+def _grey(
+    path: Path,
+    reading: tuple[int, tuple[float, float] | None],
+    cache: dict[Path, np.ndarray | None],
+) -> np.ndarray | None:
+    """``path`` decoded by ``reading`` (bits, value range) as (H, W) float32 luma, once per call
+    of the check (None: it no longer decodes; the caller's own decode names it)."""
     if path not in cache:
         try:
-            cache[path] = _luma(read_image(path, bits=bits))
+            bits, value_range = reading
+            cache[path] = _luma(read_image(path, bits=bits, value_range=value_range))
         except ImageDecodeError:
             cache[path] = None
     return cache[path]
 
 
-def prints_of(paths: Sequence[Path], bits: int = DEFAULT_SOURCE_BITS) -> dict[Path, np.ndarray]:
-    """``pixel_print`` of each readable file of ``paths`` decoded at ``bits`` (an unreadable
-    one is left out: the caller's decode refuses it with its own message)."""
+def prints_of(
+    paths: Sequence[Path],
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
+) -> dict[Path, np.ndarray]:
+    """``pixel_print`` of each readable file of ``paths`` decoded at ``bits`` over
+    ``value_range`` (``core.images.read_image``; an unreadable one is left out: the caller's
+    decode refuses it with its own message)."""
     prints = {}
     for path in paths:
         try:
-            prints[Path(path)] = pixel_print(read_image(path, bits=bits))
+            prints[Path(path)] = pixel_print(read_image(path, bits=bits, value_range=value_range))
         except ImageDecodeError:
             continue
     return prints
 
 
 def refuse_held_out(
-    paths: Sequence[Path], held_out: Sequence[Path], *, bits: int = DEFAULT_SOURCE_BITS
+    paths: Sequence[Path],
+    held_out: Sequence[Path],
+    *,
+    bits: int = DEFAULT_SOURCE_BITS,
+    value_range: tuple[float, float] | None = None,
 ) -> None:
-    """``DatasetError`` naming each of ``paths`` that is a copy of a ``held_out`` image."""
-    copies = held_out_copies(prints_of(paths, bits), prints_of(held_out, bits), bits=bits)
+    """``DatasetError`` naming each of ``paths`` that is a copy of a ``held_out`` image (both
+    decoded at ``bits`` over ``value_range``, as ``prints_of``)."""
+    reading = (bits, value_range)
+    copies = held_out_copies(
+        prints_of(paths, *reading),
+        prints_of(held_out, *reading),
+        bits=bits,
+        value_range=value_range,
+    )
     if copies:
         raise DatasetError(leak_message(copies))
 

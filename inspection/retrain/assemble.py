@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inspection.core.errors import DatasetError, ImageDecodeError
-from inspection.core.images import read_image
+from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 from inspection.data.dataset import GOOD, LABELLED_MASKS, MASK_SUFFIX, Dataset, Sample
 from inspection.data.leaks import held_out_copies, prints_of
 from inspection.retrain.lineage import Learned
@@ -124,10 +124,12 @@ def assemble_run_data(
     since: datetime | None = None,
     carry_over: Collection[str] = (),
     learned: Learned | None = None,
+    reading: tuple[int, tuple[float, float] | None] = (DEFAULT_SOURCE_BITS, None),
 ) -> RunData:
     """Write ``<run_dir>/dataset/<product>`` and collect the evaluation items: reviewed-good images
     after ``since`` or in ``carry_over`` and still ``good``, reviewed defects by ``teaches``, every
-    false alarm, and ``learned`` (``train --update`` images). ``store=None``: no reviews."""
+    false alarm, and ``learned`` (``train --update`` images). ``store=None``: no reviews.
+    ``reading``: the product's ``image_bits`` and ``image_range``, how the leak check decodes."""
     if not original.train_samples:
         raise DatasetError(f"dataset {original.name!r} has no training images")
     if not original.test_samples:
@@ -141,7 +143,7 @@ def assemble_run_data(
     _copy_samples(original.test_samples, root / "test", root / "ground_truth")
     reviews = _Reviews(eval_items=[
         EvalItem(s.path, s.label, s.defect_type, s.mask_path, "test") for s in original.test_samples
-    ], held_out=prints_of([s.path for s in original.test_samples]))  # fmt: skip
+    ], reading=reading, held_out=prints_of([s.path for s in original.test_samples], *reading))  # fmt: skip
     learned = learned or Learned()
     reviews.left_out |= learned.missing
     if store is not None:
@@ -176,6 +178,8 @@ class _Reviews:
     """The reviewed inspections a run collects, by where they went."""
 
     eval_items: list[EvalItem]
+    reading: tuple[int, tuple[float, float] | None]
+    """How images are decoded for the leak check: ``image_bits``, ``image_range``."""
     held_out: dict[Path, Any] = field(default_factory=dict)
     """``data.leaks.pixel_print`` of each held-out test image."""
     good: list[str] = field(default_factory=list)
@@ -191,7 +195,10 @@ class _Reviews:
 
     def trainable(self, name: str, path: Path) -> bool:
         """False (``name`` left out, saying why) when ``path`` copies a held-out test image."""
-        copies = held_out_copies(prints_of([path]), self.held_out)
+        bits, value_range = self.reading
+        copies = held_out_copies(
+            prints_of([path], bits, value_range), self.held_out, bits=bits, value_range=value_range
+        )
         if copies:
             self.left_out[name] = f"copies held-out test image {copies[path]}"
         return not copies

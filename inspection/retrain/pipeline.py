@@ -195,9 +195,12 @@ def _assemble(run: _Run, ctx: _Context, champion: ModelRecord | None) -> RunData
     ctx.say(f"assembling data (reviewed-good since {since.isoformat() if since else 'the start'})")
     run.reviews_until = utc_now()
     store = _open_store(ctx.site, ctx.reviews)
+    source = champion or ctx.registry.bundles.version(run.product)
+    config = adapters.challenger_config(source, ctx.overrides, ctx.replace_config)
     data = assemble_run_data(
         original, store, run.product, ctx.config.work_dir / run.product / run.run_id,
         since=since, carry_over=carry_over, learned=learned,
+        reading=(config.image_bits, config.image_range),
     )  # fmt: skip
     run.new_reviews = _new_reviews(store, run.product, since)
     run.reviewed_good_ids = tuple(data.reviewed_good)

@@ -95,7 +95,7 @@ def update_bank(
         dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
         held_out = [s.path for s in (*validation, *test)]
-        refuse_held_out(images, held_out, bits=config.image_bits)  # by decoded pixels
+        refuse_held_out(images, held_out, bits=config.image_bits, value_range=config.image_range)
         digests = _check_unseen(registry, parent, dataset, images)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")

@@ -184,6 +184,23 @@ def test_data_check_names_images_with_unmeasured_pixels(tmp_path: Path) -> None:
     )
 
 
+def test_a_height_map_copied_into_test_is_found_over_the_declared_range(tmp_path: Path) -> None:
+    """The leak check decodes float images over ``image_range`` as training does: a copy is
+    found (it used to fail to decode there and be passed as distinct)."""
+    root = tmp_path / "depth"
+    rng = np.random.default_rng(0)
+    (root / "train/good").mkdir(parents=True)
+    (root / "test/good").mkdir(parents=True)
+    for i in range(3):
+        relief = rng.uniform(0.2, 0.8, (SIDE // 8, SIDE // 8)).astype(np.float32)
+        depth = cv2.resize(relief, (SIDE, SIDE), interpolation=cv2.INTER_CUBIC)
+        Image.fromarray(depth, mode="F").save(root / "train/good" / f"{i:03d}.tiff")
+    shutil.copyfile(root / "train/good/001.tiff", root / "test/good/copy.tiff")
+    report = check_dataset(load_dataset(root), image_range=(0.0, 1.0))
+    (leak,) = [p for p in report.problems if p.code == "train_test_duplicate"]
+    assert leak.path.name == "copy.tiff" and "train/good/001.tiff" in leak.message
+
+
 def test_data_check_names_values_outside_the_declared_range(tmp_path: Path) -> None:
     root = tmp_path / "height"
     for split, count in (("train/good", 3), ("test/good", 2)):
