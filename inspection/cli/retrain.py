@@ -242,7 +242,7 @@ def promote(
     --promote-not-ready), recorded with who and why."""
     # deferred: the station side's trust rules (only this command reads them), OpenVINO
     from inspection.core.bundle import read_bundle_metadata
-    from inspection.runtime.self_check import recorded_check
+    from inspection.runtime.self_check import promotion_reason, recorded_check
     from inspection.station.trust import gate_refusal
 
     actor = actor or getpass.getuser()
@@ -256,14 +256,10 @@ def promote(
         )
     readiness = recorded_check(metadata).readiness()
     console.print(escape(readiness.line("inspection serve")), soft_wrap=True, highlight=False)
-    reason = reason.strip()
-    if not readiness.ready:
-        if not promote_not_ready:
-            raise RegistryError(
-                f"{product}/{bundle} is NOT LINE-READY (above): not promoted. To serve it anyway, "
-                "for a trial: add --promote-not-ready (recorded with --actor)"
-            )
-        reason = f"{reason}; promoted NOT LINE-READY ({'; '.join(readiness.lacks)})"
+    reason = promotion_reason(
+        metadata, reason.strip(), not_ready=promote_not_ready,
+        override="add --promote-not-ready (recorded with --actor)",
+    )  # fmt: skip
     before = registry.journal.live(product)
     state = registry.journal.promote(product, bundle, actor=actor.strip(), reason=reason)
     console.print(

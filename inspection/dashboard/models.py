@@ -11,6 +11,7 @@ from inspection.core.decisions import LiveState
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.registry import Registry
 from inspection.runtime.recalibration import read_golden_outcomes
+from inspection.runtime.self_check import promotion_reason
 from inspection.runtime.tuning import read_tunings
 
 PREFERRED_METRICS = ("image_auroc", "image_f1", "pixel_auroc", "pixel_f1", "aupro", "latency_ms")
@@ -169,11 +170,24 @@ def tuning_frame(registry: Registry, product: str) -> pd.DataFrame:
 
 
 def promote(
-    registry: Registry, product: str, bundle_id: str, *, actor: str, reason: str
+    registry: Registry,
+    product: str,
+    bundle_id: str,
+    *,
+    actor: str,
+    reason: str,
+    not_ready: bool = False,
 ) -> LiveState:
-    """Make ``bundle_id`` live; who and why are required and land in the audit log."""
+    """Make ``bundle_id`` live; who and why are required and land in the audit log. A NOT
+    LINE-READY bundle needs ``not_ready`` (``runtime.self_check.promotion_reason``: raises
+    ``RegistryError`` otherwise) and its log entry names what it lacks."""
     _need_who_why(actor, reason, "promotion")
-    return registry.journal.promote(product, bundle_id, actor=actor.strip(), reason=reason.strip())
+    metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
+    why = promotion_reason(
+        metadata, reason.strip(), not_ready=not_ready,
+        override="tick 'Serve it although NOT LINE-READY' (recorded with your name)",
+    )  # fmt: skip
+    return registry.journal.promote(product, bundle_id, actor=actor.strip(), reason=why)
 
 
 def rollback(registry: Registry, product: str, *, actor: str, reason: str) -> LiveState:

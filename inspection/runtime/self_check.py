@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from inspection.core.bundle import BundleMetadata, verify_bundle
-from inspection.core.errors import BundleError
+from inspection.core.errors import BundleError, RegistryError
 from inspection.core.export_gate import (
     BundleFigures,
     GateDecision,
@@ -99,6 +99,29 @@ def _recorded_gate(metadata: BundleMetadata) -> GateRecord:
             "re-export it with this version of inspection"
         )
     return gate
+
+
+def promotion_reason(
+    metadata: BundleMetadata, reason: str, *, not_ready: bool, override: str
+) -> str:
+    """The audit log's reason for making this bundle live: ``reason``, and for a NOT LINE-READY
+    bundle (``recorded_check(metadata).readiness()``) what it lacks. One rule for every surface
+    (``promote``, ``export --promote``, the dashboard).
+
+    Raises:
+        RegistryError: the bundle is NOT LINE-READY and ``not_ready`` (the explicit choice to
+            serve it anyway, named by ``override`` in the message) was not given.
+    """
+    readiness = recorded_check(metadata).readiness()
+    if readiness.ready:
+        return reason
+    if not not_ready:
+        raise RegistryError(
+            f"{metadata.product}/{metadata.bundle_id} is NOT LINE-READY "
+            f"({'; '.join(readiness.lacks)}): not promoted. To serve it anyway, for a trial: "
+            f"{override}"
+        )
+    return f"{reason}; promoted NOT LINE-READY ({'; '.join(readiness.lacks)})"
 
 
 def recorded_check(metadata: BundleMetadata) -> LiveCheck:

@@ -82,7 +82,10 @@ def test_an_existing_bundle_names_promote_and_version(
     args = ["promote", "brick", "v0001-fp32", "--actor", "qa", "--site", str(site)]
     refused = CliRunner().invoke(app, args)  # 3 held-out images a kind show no miss bound
     assert refused.exit_code != 0 and registry.journal.live("brick") is None
-    assert "is NOT LINE-READY (above): not promoted" in str(refused.exception)
+    assert "is NOT LINE-READY (misses 2 of 2 scratch" in str(refused.exception)
+    assert "not promoted. To serve it anyway, for a trial: add --promote-not-ready" in str(
+        refused.exception
+    )
     assert "NOT LINE-READY brick/v0001-fp32: " in refused.output
     result = CliRunner().invoke(app, [*args, "--promote-not-ready"])
     assert result.exit_code == 0, result.output

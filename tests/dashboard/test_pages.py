@@ -410,9 +410,16 @@ def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
     at.selectbox(key="md_bundle").set_value("v0002-fp32")
     at.text_input(key="md_promote_reason").set_value("compare FP32 on line 1")
     at.button(key="FormSubmitter:promote-Promote").click().run()
+    # 60 held-out good parts cannot show a 1 % budget: serving it takes an explicit choice (#94)
+    refused = [e.value for e in at.error if "not promoted" in e.value]
+    assert refused and "is NOT LINE-READY" in refused[0], [e.value for e in at.error]
+    assert registry.journal.live("brick").bundle_id == "v0002-int8"
+    at.checkbox(key="md_not_ready").check()
+    at.button(key="FormSubmitter:promote-Promote").click().run()
     assert not at.exception and not _errors(at), _errors(at)
     assert registry.journal.live("brick").bundle_id == "v0002-fp32"
-    assert registry.journal.events("brick")[-1]["actor"] == "carol"
+    event = registry.journal.events("brick")[-1]
+    assert event["actor"] == "carol" and "; promoted NOT LINE-READY (" in event["reason"]
 
     at.text_input(key="md_rollback_reason").set_value("back to INT8")
     at.button(key="FormSubmitter:rollback-Roll back").click().run()

@@ -97,6 +97,11 @@ with left, st.form("promote", border=True):
     why = st.text_input(
         "Why", key="md_promote_reason", placeholder="e.g. INT8 matches FP32, 3x faster"
     )
+    not_ready = st.checkbox(
+        "Serve it although NOT LINE-READY",
+        key="md_not_ready",
+        help="For a trial only: the audit log records your name and what the bundle lacks.",
+    )
     promote = st.form_submit_button("Promote", type="primary", disabled=not bundles or not admin)
 with right, st.form("rollback", border=True):
     st.markdown("Return to the bundle that was live before the current one.")
@@ -109,7 +114,9 @@ if promote or rollback:
     who = app_state.acting_as(app_state.ADMINS)  # checked again: a disabled button is no guard
     try:
         if promote and who is not None:
-            state = models.promote(board.registry, product, choice, actor=who, reason=why)
+            state = models.promote(
+                board.registry, product, choice, actor=who, reason=why, not_ready=not_ready
+            )
             app_state.invalidate()
             st.success(f"{state.bundle_id} is live for {product}.")
         if rollback and who is not None:
