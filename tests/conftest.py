@@ -38,6 +38,20 @@ os.environ.pop("INSPECTION_SITE_CONFIG", None)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
+
+def pytest_report_header() -> list[str]:
+    """The CPU and its load at the start, so every run's timings say where they were taken
+    (``runtime.hardware``; forced-ISA variables shown when set)."""
+    from inspection.runtime.hardware import cpu_info
+
+    forced = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
+              "OV_CPU_MAX_ISA") if k in os.environ]  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return [
+        f"cpu: {cpu_info().summary()}; load {load}" + (f"; {' '.join(forced)}" if forced else "")
+    ]
+
+
 # Property tests explore new examples on every local run; in CI they replay a fixed sequence,
 # so a landing is judged on the same examples its author ran with CI=true.
 settings.register_profile("ci", derandomize=True, database=None)
