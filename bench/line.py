@@ -213,7 +213,8 @@ def line_config(
 ) -> Path:  # fmt: skip
     """The station's config: the ``links`` sections, one camera or a view per ``views``
     product (each camera on its product's images), ``core`` keys on top."""
-    images = lambda product: str(Path(args.images or f"datasets/{product}/test"))  # noqa: E731
+    # absolute: the station runs in its own folder, where datasets/ is not
+    images = lambda product: str(Path(args.images or f"datasets/{product}/test").resolve())  # noqa: E731
     core = line.core(args.registry, list({args.product, *views}), **more)
     cameras = {"views": [{"name": f"view{i}", "camera": {"kind": "file", "path": images(product)},
                           "product": product} for i, product in enumerate(views)]} if views else {}  # fmt: skip
