@@ -21,13 +21,14 @@ probability 1 (image-level labels: no masks), disjoint from the test cells and t
 k at every k. Cells of 1/3 are left out. The monocrystalline family is the one the defaults
 may be tuned on; the polycrystalline family is never tuned on (it only reports).
 
-Each row runs ``python -m inspection train -p elpv --data <split> --allow-duplicates`` (the CLI
-defaults; ``--set``: overrides, a trial) as a child process timed from outside, and reads the
+Each row runs ``python -m inspection train -p elpv --data <split>`` (the CLI defaults;
+``--set``: overrides, a trial) as a child process timed from outside, and reads the
 ``metrics.json`` it writes: image AUROC overall and per kind, each kind's misses at the
 certified 1 % operating point, good cells rejected, the certificate (n, bound). The product's
 own validation split (``val_fraction`` of each test kind) is taken out of the test cells, so
-the held-out figures count the rest. ``--allow-duplicates``: ``data check`` refuses distinct
-cells as copies of one another (the field-files issue); the flag lets training go on.
+the held-out figures count the rest. No ``--allow-duplicates``: since the leak check confirms a
+thumbnail match at full resolution (``inspection.data.leaks``), ``data check`` passes these
+splits (rows before that commit passed the flag: distinct cells were taken for copies).
 ``--anomalib`` (k = 0 only): plain anomalib ``Patchcore`` (``KCenterGreedy``; the product
 config's backbone, layers, image size, coreset ratio and neighbours, bundled weights)
 ``Engine.fit`` on ``train/good`` and ``Engine.test`` on the same held-out cells, a child
@@ -153,7 +154,7 @@ def run_ours(data: Path, overrides: tuple[str, ...]) -> dict:
             f"blob_dir: {tmp}/blobs\nreports_dir: {tmp}/reports\nproducts: [{PRODUCT}]\n"
         )
         command = [sys.executable, "-m", "inspection", "train", "-p", PRODUCT, "--data",
-                   str(data.resolve()), "--site", str(site), "--allow-duplicates",
+                   str(data.resolve()), "--site", str(site),
                    *(a for o in overrides for a in _flag(o))]  # fmt: skip
         load = load_average()
         stdout, code, wall, peak, _ = measured(command)
@@ -327,9 +328,9 @@ def report(rows: list[dict]) -> None:
         "held-out cells passed as good at the",
         "certified 1 % false-reject operating point (n good calibration scores, its 95 % bound).",
         "k: labelled defective cells in `train/defective` (image level, disjoint from the test).",
-        "`ours`: `inspection train -p elpv --data <split> --allow-duplicates` (the CLI defaults;",
-        "`--allow-duplicates` because `data check` takes distinct cells for copies, the",
-        "field-files issue). `anomalib`: plain anomalib Patchcore, same backbone, layers, size,",
+        "`ours`: `inspection train -p elpv --data <split>` (the CLI defaults; the `before` rows",
+        "passed `--allow-duplicates`, since `data check` then took distinct cells for copies,",
+        "which it no longer does). `anomalib`: plain anomalib Patchcore, same backbone, layers, size,",
         "coreset ratio and bundled weights, fit on the same train cells and scored on the same",
         "held-out cells (it has no certified operating point: AUROC only). Train s: the child",
         "process's wall seconds (ours: the whole command, with data check, calibration and",
