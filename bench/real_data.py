@@ -92,6 +92,16 @@ TRIALS = {
     "peaks, which the per-cell negatives never target. The keep rule judges it unchanged. "
     "Adopted where the head is kept and the held-out defective misses fall at k = 30 on mono "
     "seeds 0 and 1, and k = 0 is unchanged by construction (no labels: no head).",
+    "flips": "**Trial 4, mirrored cells in the bank** (design fixed before its rows ran). "
+    "`--set bank_augment=[hflip,vflip]`: each training cell's horizontal and vertical mirror "
+    "join the coreset's candidates (the existing option, `inspection/training/augment.py`; "
+    "no 90-degree turn: the busbars run one way). Why (read on calibration cells only, at mono "
+    "seed 0): the highest-scoring good calibration cells show a dark wedge at one corner, "
+    "faint lines and a rarer layout (notches at the cell's sides); a cell's layout is "
+    "mirror-symmetric, so a wedge or notch seen at one corner of a training cell is in the "
+    "bank at all four. Same adoption rule as trials 1-2 (mono both seeds, poly seed 0); as a "
+    "product setting for EL cells, not a default (it blinds the bank to orientation on "
+    "other parts and fits about 3x the rows: `reports/bank_augment/summary.md`).",
 }
 """Each label's design, written before its rows were run (a trial's rule to adopt it)."""
 log = logging.getLogger("bench.real_data")
