@@ -329,8 +329,19 @@ def _cells(row: dict) -> list[object]:
         f"{row['good_rejected']}/{row['n_good']}" if ours else "-",
         f"{row['certified_n']} ({row['bound']:.2%})" if ours else "-",
         ("kept" if head.get("kept") else "dropped") if isinstance(head, dict) else "-",
+        _cross_fit(head),
         row["wall_s"] if ours else row["fit_s"], row["load_before"].split()[0], row["commit"],
     ]  # fmt: skip
+
+
+def _cross_fit(head: dict | None) -> str:
+    """The keep rule's evidence: PatchCore's -> the mixed model's misses of the judged
+    defects and AUROC, each defect scored by a head it did not learn from."""
+    e = (head or {}).get("evidence") or {}
+    if "mixed_missed" not in e:
+        return "-"
+    return (f"{e['patchcore_missed']:.0f} -> {e['mixed_missed']:.0f} of {e['defects']:.0f}, "
+            f"{e['patchcore_auroc']:.3f} -> {e['mixed_auroc']:.3f}")  # fmt: skip
 
 
 def report(rows: list[dict]) -> None:
@@ -362,7 +373,8 @@ def report(rows: list[dict]) -> None:
     ]
     headers = ["family", "seed", "k", "system", "image AUROC", "defective AUROC",
                "likely AUROC", "defective missed", "likely missed", "good rejected",
-               "certified n (bound)", "head", "train s", "load", "commit"]  # fmt: skip
+               "certified n (bound)", "head", "keep rule: missed, AUROC (cross-fit)",
+               "train s", "load", "commit"]  # fmt: skip
     labels = sorted({row["label"] for row in rows}, key=lambda label: (label != "before", label))
     for label in labels:
         chosen = sorted((r for r in rows if r["label"] == label),

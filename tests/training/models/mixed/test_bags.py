@@ -4,37 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from inspection.training.models.mixed import _teach, _Teaching, bag_logits
-from inspection.training.models.mixed.head import SupervisedHead
-
-SIDE, CHANNELS = 8, 4
-
-
-def cells(n: int, draw: torch.Generator, *, cracked: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(grids (n, CHANNELS, SIDE, SIDE), distances (n, 1, SIDE, SIDE)): noise, and in every
-    image a bright nuisance cell (channel 0, a large distance: the good tail, as a cell's dark
-    corner); ``cracked``: a faint line of 4 cells in channel 1 (a small distance) too."""
-    grid = 0.3 * torch.randn(n, CHANNELS, SIDE, SIDE, generator=draw)
-    distance = 1.0 + 0.1 * torch.rand(n, 1, SIDE, SIDE, generator=draw)
-    for i in range(n):
-        row, col = torch.randint(SIDE, (2,), generator=draw).tolist()
-        grid[i, 0, row, col] += 4.0
-        distance[i, 0, row, col] += 2.0
-        if cracked:
-            row, col = torch.randint(SIDE - 4, (2,), generator=draw).tolist()
-            grid[i, 1, row, col : col + 4] += 1.5
-            distance[i, 0, row, col : col + 4] += 0.5
-    return grid, distance
-
-
-def taught(draw: torch.Generator) -> SupervisedHead:
-    """A head taught by 12 good images and 12 image-level labels (no masks)."""
-    good, labelled = cells(12, draw, cracked=False), cells(12, draw, cracked=True)
-    targets = torch.zeros(12, 1, SIDE, SIDE)
-    teaching = _Teaching(*good, *labelled, targets, torch.zeros_like(targets), torch.ones(12) > 0)
-    head = SupervisedHead()
-    _teach(head, teaching, 0)
-    return head
+from inspection.training.models.mixed import _bag_loss, bag_logits
 
 
 def test_bag_logits_pool_each_images_largest_cells() -> None:
@@ -45,18 +15,21 @@ def test_bag_logits_pool_each_images_largest_cells() -> None:
     assert torch.equal(bag_logits(logits[:, :, :4, :4]), torch.tensor([9.0, 0.0]))  # at least 1
 
 
-def test_image_level_labels_rank_new_cracks_above_the_good_tail() -> None:
-    """Every good image has a cell that looks more unusual (a larger distance) than any cell of a
-    crack: PatchCore's peaks cannot part them; the head taught by image-level labels must rank
-    every new cracked image's peak logit above every new good image's."""
-    draw = torch.Generator().manual_seed(3)
-    head = taught(draw)
-    (good_grid, good_distance), (grid, distance) = (
-        cells(20, draw, cracked=False),
-        cells(20, draw, cracked=True),
-    )
-    assert good_distance.amax((1, 2, 3)).min() > distance.amax((1, 2, 3)).max() - 0.6
-    with torch.no_grad():
-        good_peaks = head.logits(good_grid, good_distance).amax((1, 2, 3))
-        crack_peaks = head.logits(grid, distance).amax((1, 2, 3))
-    assert crack_peaks.min() > good_peaks.max()
+def test_good_images_peaks_are_negative_bags() -> None:
+    """The loss pushes a good image's largest cells down (its peak: the good tail that sets a
+    1 % threshold), not its other cells, and a labelled image's largest cells up."""
+    logits = torch.zeros(2, 1, 16, 16)
+    logits[:, 0, 5, 5:7] = 4.0  # each image's bag: its 2 largest cells
+    logits.requires_grad_(True)
+    labelled, good = torch.tensor([True, False]), torch.tensor([False, True])
+    _bag_loss(logits, labelled, good).backward()
+    grad = logits.grad[:, 0]
+    assert (grad[1, 5, 5:7] > 0).all() and (grad[0, 5, 5:7] < 0).all()
+    grad[:, 5, 5:7] = 0.0
+    assert not grad.any()  # only the bags' cells move
+
+
+def test_without_image_level_labels_no_bag_is_learned() -> None:
+    logits = torch.ones(3, 1, 16, 16, requires_grad=True)
+    loss = _bag_loss(logits, torch.zeros(3) > 0, torch.zeros(3) > 0)
+    assert loss.item() == 0.0
