@@ -9,19 +9,11 @@ defects nothing changes: the model, its graph and its files are PatchCore's.
 
 What the head learns from (``fit_for_model``):
 - positives: the labelled defects' cells, from their masks (a cell is a defect where the mask
-  covers any of its pixels; the ring of cells around it is left out);
-- negatives: every other cell of the masked images and every cell of the good training
+  covers any of its pixels; the ring of cells around it is left out), or, for an image-level
+  label, the image's most defective-looking cell (multiple-instance: "somewhere in here");
+- negatives: every other cell of the labelled images and every cell of the good training
   images of the first ``SCALING_FOLDS`` folds, whose kNN distances leave the image's own bank
-  rows out (as a new part sees the bank). Losses are class-balanced;
-- bags (multiple-instance learning, for image-level labels: "somewhere in here"): each
-  image-level label's and each good image's top-``TOP_K`` pooled logit (the mean of its
-  ``TOP_K`` largest cell logits), a positive and a negative bag, class-balanced. The negative
-  bags are what lets the labels teach: the fused score only moves a defect past the threshold
-  where its logit peak exceeds the good images' largest peaks, so the good images' peaks (the
-  tail that sets a 1 % threshold) must be pushed down, not only their average cell
-  (top-k pooling: Sultani et al., "Real-world anomaly detection in surveillance videos", CVPR
-  2018, max-pooled positive and negative bags; Pang et al., "Deep anomaly detection with
-  deviation networks", KDD 2019, top-k MIL on weakly labelled anomalies).
+  rows out (as a new part sees the bank). Losses are class-balanced.
 Calibration stays honest as for the fused local statistics: those training images and the good
 validation images (which fit the fusion's standardisers) set no threshold; the other folds'
 out-of-fold scores, through the whole mixed graph, do (``training.operating``).
@@ -80,9 +72,6 @@ HEADS_AT_ONCE = 2
 a second OpenMP thread beside a busy core costs several times its work."""
 BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
-TOP_K = 1 / 128
-"""Share of an image's cells whose logits a bag pools (8 of 32x32 cells, at least one): a
-crack is a line of cells; the single largest cell is one idiosyncratic cell to overfit."""
 LEARNING_RATE = 3e-3
 WEIGHT_DECAY = 1e-4
 _DRAWS = threading.Lock()
@@ -270,8 +259,7 @@ def _teach(head: SupervisedHead, teaching: _Teaching, seed: int) -> dict[str, in
         head, torch.cat([t.good_grid, t.grid]), torch.cat([t.good_distance, t.distance]),
         torch.cat([torch.zeros_like(t.good_distance), t.targets]),
         torch.cat([torch.ones_like(t.good_distance), t.weights]),
-        torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]),
-        torch.arange(len(t.good_grid) + len(t.grid)) < len(t.good_grid), seed,
+        torch.cat([torch.zeros(len(t.good_grid), dtype=torch.bool), t.image_level]), seed,
     )  # fmt: skip
 
 
@@ -552,16 +540,11 @@ def _fit_head(
     targets: torch.Tensor,
     weights: torch.Tensor,
     image_level: torch.Tensor,
-    good: torch.Tensor,
     seed: int,
 ) -> dict[str, int]:
-    """Train the head on seeded batches of ``BATCH`` of the N grids: class-balanced BCE per
-    cell (masked defects and good images), and, where some of the (N,) bool ``image_level``
-    are true, class-balanced BCE of the bags (``bag_logits``): each image-level label's
-    (positive) and each of the (N,) bool ``good`` images' (negative). Returns the cell
-    counts."""
+    """Train the head on seeded batches of ``BATCH`` grids: class-balanced BCE per cell, and
+    BCE of each image-level label's largest logit. Returns the cell counts."""
     inputs = head.inputs(grid, distance).detach()
-    bags = bool(image_level.any())
     positive = (targets > 0.5) & (weights > 0)
     negative = (targets < 0.5) & (weights > 0)
     n_pos, n_neg = int(positive.sum()), int(negative.sum())
@@ -579,33 +562,14 @@ def _fit_head(
             logits = network(inputs[batch])
             cells = F.binary_cross_entropy_with_logits(logits, targets[batch], reduction="none")
             loss = (cells * balance[batch]).sum() / BATCH
-            if bags:
-                loss = loss + _bag_loss(logits, image_level[batch], good[batch])
+            bags = image_level[batch]
+            if bags.any():
+                peaks = logits[bags].amax(dim=(1, 2, 3))
+                loss = loss + F.binary_cross_entropy_with_logits(peaks, torch.ones_like(peaks))
             loss.backward()
         optimiser.step()
     head.set_weights(network)
     return {"positive": n_pos, "negative": n_neg, "image_level": int(image_level.sum())}
-
-
-def bag_logits(logits: torch.Tensor) -> torch.Tensor:
-    """(N,) multiple-instance score of each image's (N, 1, h, w) cell logits: the mean of
-    its ``TOP_K`` share of largest logits (at least one cell)."""
-    cells = logits.flatten(1)
-    k = max(1, round(cells.shape[1] * TOP_K))
-    return cells.topk(k, dim=1).values.mean(1)
-
-
-def _bag_loss(logits: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Class-balanced BCE of ``bag_logits`` of a batch's (B, 1, h, w) ``logits``: the
-    (B,) bool ``positive`` images (image-level labels) towards 1, the ``negative`` ones (good
-    images) towards 0; the mean of the classes the batch holds (zero for none)."""
-    pooled = bag_logits(logits)
-    losses = [
-        F.binary_cross_entropy_with_logits(pooled[rows], torch.full_like(pooled[rows], target))
-        for rows, target in ((positive, 1.0), (negative, 0.0))
-        if rows.any()
-    ]
-    return torch.stack(losses).mean() if losses else logits.new_zeros(())
 
 
 def _fit_fusion(head: SupervisedHead, checked: _Checked) -> None:
