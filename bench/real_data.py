@@ -70,6 +70,8 @@ LICENCE = (
 TRIALS = {
     "before": "Today's defaults, before any model change (`configs/models/patchcore.yaml` at "
     "the commit shown).",
+    "now": "The defaults after round 2 (branch `elpv91b`): no trial adopted, so the model code is "
+    "`before`'s; trained without `--allow-duplicates` (`data check` passes the split).",
     "padim": "**Trial 1, position-aware statistics** (design fixed before its held-out figures "
     "were read). `--model padim`: the product's PaDiM (one Ledoit-Wolf Gaussian of the "
     "backbone's features per grid cell), all else the CLI defaults. Why: the cells are aligned "
