@@ -104,13 +104,6 @@ TRIALS = {
     "bank at all four. Same adoption rule as trials 1-2 (mono both seeds, poly seed 0); as a "
     "product setting for EL cells, not a default (it blinds the bank to orientation on "
     "other parts and fits about 3x the rows: `reports/bank_augment/summary.md`).",
-    "patchscore": "**Trial 5, anomalib's image score** (design fixed before its rows ran). "
-    "`--set image_score=patch`: the image score is the largest patch distance reweighted by "
-    "its neighbours, as plain anomalib scores, instead of the blurred map's peak (the "
-    "default, `image_score: map_peak`). Why: on mono seed 0 plain anomalib, same backbone, "
-    "layers, size and coreset ratio, ranked the held-out cells better (0.965 against 0.955; "
-    "round 1's row), and its score is one of the two things that differ. Same adoption rule "
-    "as trials 1-2 (mono both seeds, poly seed 0).",
 }
 """Each label's design, written before its rows were run (a trial's rule to adopt it)."""
 log = logging.getLogger("bench.real_data")
