@@ -79,3 +79,13 @@ def test_too_few_cells_refused(real_data, tmp_path: Path) -> None:
     cells = fake_cells(tmp_path / "elpv")
     with pytest.raises(SystemExit, match="too few"):
         real_data.build_split("mono", 0, 101, tmp_path / "work", cells)
+
+
+def test_the_keep_rules_cross_fit_is_reported_where_a_head_was_judged(real_data) -> None:
+    evidence = {"defects": 92.0, "patchcore_missed": 46.0, "mixed_missed": 45.0,
+                "patchcore_auroc": 0.8938, "mixed_auroc": 0.9147}  # fmt: skip
+    assert real_data._cross_fit({"kept": False, "evidence": evidence}) == (
+        "46 -> 45 of 92, 0.894 -> 0.915"
+    )
+    assert real_data._cross_fit({"kept": False, "evidence": {}}) == "-"  # none taught
+    assert real_data._cross_fit(None) == "-"  # k = 0: no head
