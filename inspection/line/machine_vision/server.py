@@ -144,22 +144,20 @@ class VisionSystemServer(LoopThread):
 
     @authorize("admin")
     async def _halt(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
-        """Preoperational, Operational or Error -> Halted (the NodeSet's ...ToHalted): jobs end
-        after the part in flight, whose result is still reported."""
-        if self._state == "Halted":
-            return self._refuse_state("Halt")
-        await self._halt_jobs()
-        await self._set("Halted")
+        """Executable in every state (OPC 40100-1 8.2.6.3; in Halted without effect): jobs end
+        after the part in flight, whose result is still reported, and the recipe is released
+        (from Halted only Preoperational is reached, where no recipe is loaded)."""
+        if self._state != "Halted":
+            await self._halt_jobs()
+            self._prepared = None
+            await self._set("Halted", "Initialized")
         return ok()
 
     @authorize("admin")
     async def _reset(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
-        """Operational, Halted or Error -> Preoperational (the NodeSet's ...ToPreoperational):
-        jobs end after the part in flight and the recipe is unprepared (Preoperational has no
-        parameterisation for jobs, OPC 40100-1 8.2.8.2). Results, the safety state and the
-        journal survive it, as they survive a Halt."""
-        if self._state == "Preoperational":
-            return self._refuse_state("Reset")
+        """Always executable (OPC 40100-1 8.2.2.2), to Preoperational: jobs end after the part
+        in flight and the recipe is unprepared (Preoperational: "no recipes are loaded").
+        Results, the safety state and the journal survive it, as they survive a Halt."""
         await self._halt_jobs()
         self._prepared = None
         await self._set("Preoperational", "Initialized")
@@ -182,7 +180,7 @@ class VisionSystemServer(LoopThread):
     async def _prepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if self._state in ("Halted", "Error") or self._mode in RUNNING:
+        if self._state != "Operational" or self._mode in RUNNING:  # Initialized or Ready
             return self._refuse_state("PrepareRecipe")
         product = getattr(external.Value, "Id", "")
         try:
@@ -193,8 +191,7 @@ class VisionSystemServer(LoopThread):
             return ua.StatusCode(ua.StatusCodes.BadNotFound)
         self.handler.select_product(product)
         self._prepared = product
-        if self._state == "Operational":
-            await self._set(mode="Ready")
+        await self._set(mode="Ready")
         internal = ua.RecipeIdInternalDataType(Id=product, Version=bundle)
         return ok(ua.Variant(internal), ua.Variant(True, ua.VariantType.Boolean))
 
@@ -202,7 +199,9 @@ class VisionSystemServer(LoopThread):
     async def _unprepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if getattr(external.Value, "Id", "") != self._prepared or self._mode != "Ready":
+        if getattr(external.Value, "Id", "") != self._prepared or self._mode != "Ready" or (
+            self._state != "Operational"
+        ):
             return self._refuse_state("UnprepareRecipe")
         self._prepared = None
         await self._set(mode="Initialized")

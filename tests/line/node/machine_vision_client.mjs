@@ -251,6 +251,7 @@ async function conformance() {
     await step("StartSingleJob, MeasId a String", automatic, "StartSingleJob", mistyped);
     await step("Reset", machine, "Reset", cause);
     await step("Reset again", machine, "Reset", cause);
+    await step("PrepareRecipe preoperational", recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
     await step("SelectModeAutomatic", machine, "SelectModeAutomatic");
     await step("StartSingleJob unprepared", automatic, "StartSingleJob", await job("m-3"));
     await step("PrepareRecipe", recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
