@@ -257,7 +257,7 @@ async def _raw_flow(endpoint: str, pki: LinePki) -> dict:
         await subscription.subscribe_events(system, ua.NodeId(1024, mv))
         await call(automatic, "StartSingleJob", _raw_id(5006, mv, "raw-1"),
                    _raw_id(5013, mv, "raw-part"), _raw_id(5002, mv, ""), _raw_id(5224, mv, ""),
-                   ua.Variant([], ua.VariantType.Variant))  # fmt: skip
+                   ua.Variant())  # fmt: skip  # Parameters: a null array
         event = await asyncio.wait_for(events.queue.get(), 30)
         fields = event.get_event_props_as_fields_dict()
         result_id = fields["ResultId"].Value  # an ExtensionObject: sent back as it came

@@ -199,9 +199,8 @@ class VisionSystemServer(LoopThread):
     async def _unprepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if getattr(external.Value, "Id", "") != self._prepared or self._mode != "Ready" or (
-            self._state != "Operational"
-        ):
+        named = getattr(external.Value, "Id", "")
+        if named != self._prepared or (self._state, self._mode) != ("Operational", "Ready"):
             return self._refuse_state("UnprepareRecipe")
         self._prepared = None
         await self._set(mode="Initialized")

@@ -37,7 +37,11 @@ class Parameter:
     array: bool
 
     def admits(self, value: Any) -> bool:
-        if not isinstance(value, ua.Variant) or value.is_array != self.array:
+        if not isinstance(value, ua.Variant):
+            return False
+        if self.array and value.VariantType == ua.VariantType.Null:
+            return True  # a null array (no Parameters, say)
+        if value.is_array != self.array:
             return False
         if self.kind == ua.VariantType.Variant:
             return True
