@@ -1,8 +1,9 @@
 """The VisionSystem's results: each part's ``ResultDataType`` (the last ``KEEP_RESULTS``, for
 ``GetResultById``) announced by a ``ResultReadyEventType`` event. ``ResultContent`` holds signed
 text only: the stored ``inspection.result/1`` payload, or for a part without one its answer
-with the job's ids (``JOB_ANSWER_SCHEMA``) signed as a record, then each view's payload. A part that overran is
-announced at once (Processing, or IsPartial) and again under the same ResultId when stored.
+with the job's ids (``JOB_ANSWER_SCHEMA``) signed as a record, then each view's payload. A part
+that overran is announced at once (Processing, or IsPartial) and again under the same ResultId
+when stored.
 """
 
 from __future__ import annotations
