@@ -294,14 +294,35 @@ class Forwarder:
             kept = dict(central.execute(returning).tuples().all())
             if not self._station:  # a station's rows: the central trigger adds them (0012)
                 rollups.record(central, [row for row in rows if row.id in kept])
-        for row in rows:
-            if row.id in kept and kept[row.id] != row.request_id:
-                self.clashes += 1
-                log.warning(
-                    "request id %s was another result's at the central store (a line PC whose "
-                    "ids started over): result %s kept there as %s", row.request_id, row.id,
-                    kept[row.id],
-                )  # fmt: skip
+            for row in rows:
+                if row.id in kept and kept[row.id] != row.request_id:
+                    self.clashes += 1
+                    self._clash(central, row, kept[row.id])
+
+    @staticmethod
+    def _clash(central: Session, row: Inspection, kept_as: str) -> None:
+        """Log a row kept centrally under ``kept_as`` because its request id was held: by a row
+        of its own station (its ids started over: a re-imaged line PC, a reset counter), or by
+        another station's, which a station's role cannot even see (a squatter: a row stored
+        before row-level security checked the key's station prefix, or by an unscoped link)."""
+        holder = central.scalar(
+            select(Inspection.station_id)
+            .where(Inspection.request_id == row.request_id, Inspection.id != row.id)
+            .limit(1)
+        )
+        if holder == row.station_id:
+            log.warning(
+                "request id %s was already station %s's at the central store: its ids started "
+                "over (a re-imaged line PC or a reset counter); result %s kept there as %s",
+                row.request_id, row.station_id, row.id, kept_as,
+            )  # fmt: skip
+            return
+        who = f"station {holder!r}" if holder else "a row this station's role cannot see"
+        log.error(
+            "request id %s of station %s is held at the central store by %s: a squatter, not "
+            "this station's ids starting over; result %s kept there as %s; check which role "
+            "stored the holding row", row.request_id, row.station_id, who, row.id, kept_as,
+        )  # fmt: skip
 
     def _review(self, reviews: list[Review]) -> None:
         with self._deadline(), Session(self.engine) as central, central.begin():

@@ -249,3 +249,18 @@ class StationBacklog(Base):
     """Messages the central store refused for good, parked at the station (migration 0013)."""
     """The station's ``central.alarm_after_seconds``; None: not told (the dashboard's default)."""
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PruneClock(Base):
+    """The time the last prune trusted (``store.trusted_clock``): one row (``id`` 1), kept in the
+    store itself so a backup and restore of the database keeps it (migration 0018)."""
+
+    __tablename__ = "prune_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wall: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """The trusted time of that prune (UTC)."""
+    boot: Mapped[str | None] = mapped_column(String(64))
+    """The machine's boot id then (``/proc/sys/kernel/random/boot_id``); None: unknown."""
+    monotonic: Mapped[float] = mapped_column(Float)
+    """The monotonic clock then (seconds), for the next prune in the same boot."""

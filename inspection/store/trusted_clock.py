@@ -1,13 +1,15 @@
 """The time a scheduled prune trusts: a clock that jumped ahead must not age every row at once.
 
-Each prune records the time it trusted in ``<blob folder>/.prune-clock`` with the boot's id and
-the monotonic clock. The next one trusts, in the same boot, that time plus the monotonic time
-since (a wall clock further off is logged); after a restart, the wall clock unless it is more
-than ``clock_jump_days`` past the record (then it refuses until run with ``--trust-clock``);
-never a time before the record, nor past the newest row plus ``clock_skew_seconds``. Without a
-record (the first prune after an upgrade, a copy or restore that skipped the dot file) a store
-holding rows is not pruned until run with ``--trust-clock``; a row stored more than
-``clock_jump_days`` past the record (under a clock far ahead) is logged and does not move the cap.
+Each prune records the time it trusted in the store's ``prune_clock`` row (migration 0018: a
+backup and restore of the database keeps it) with the boot's id and the monotonic clock. The
+next one trusts, in the same boot, that time plus the monotonic time since (a wall clock further
+off is logged); after a restart, the wall clock unless it is more than ``clock_jump_days`` past
+the record (then it refuses until run with ``--trust-clock``); never a time before the record,
+nor past the newest row plus ``clock_skew_seconds``. Without a record (the first prune of a
+store, or of a database restored from before 0018) a store holding rows is not pruned until run
+with ``--trust-clock``; a row stored more than ``clock_jump_days`` past the record (under a clock
+far ahead) is logged and does not move the cap. The ``<blob folder>/.prune-clock`` file earlier
+versions kept is read once, moved into the row by the next prune.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from inspection.store.models import Inspection, as_utc
+from inspection.store.models import Inspection, PruneClock, as_utc
 from inspection.store.store import Store
 
 log = logging.getLogger(__name__)
 
-STATE = ".prune-clock"
+LEGACY_STATE = ".prune-clock"
+"""Where versions before migration 0018 kept the record, beside the blobs."""
 _BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -52,23 +55,24 @@ def trusted_now(
     """The time to age ``store``'s rows by (module doc); ``None``: the clock is not trusted
     and nothing may be pruned. ``wall``: the wall clock (default: now)."""
     wall = wall or datetime.now(timezone.utc)
-    state_path = store.blobs.root / STATE
-    try:
-        state = json.loads(state_path.read_text())
-        last, monotonic = datetime.fromisoformat(state["wall"]), float(state["monotonic"])
-    except (OSError, ValueError, KeyError, TypeError):
-        state, last, monotonic = None, None, 0.0
+    legacy = store.blobs.root / LEGACY_STATE
+    with store.session() as session:
+        row = session.get(PruneClock, 1)
+        state = None if row is None else (as_utc(row.wall), row.boot, row.monotonic)
+    if state is None and legacy.exists():
+        state = _legacy(legacy)
+    last, boot, monotonic = state or (None, None, 0.0)
     now = wall
     if last is None and not trust_clock and _holds_rows(store):
         log.error(
-            "prune refused: no record of a trusted time (%s is missing: the first prune after "
-            "an upgrade, or a copy or restore that skipped it), so a clock far ahead would age "
-            "every row; check the time, then run `inspection store prune --trust-clock`",
-            state_path,
+            "prune refused: the store has no record of a trusted time (table prune_clock is "
+            "empty: its first prune, or a database restored from before migration 0018), so a "
+            "clock far ahead would age every row; check the time, then run "
+            "`inspection store prune --trust-clock`"
         )  # fmt: skip
         return None
     if last is not None and not trust_clock:
-        if state and state.get("boot") == _boot() and _boot() is not None:
+        if boot == _boot() and boot is not None:
             now = last + timedelta(seconds=time.monotonic() - monotonic)
             if abs((wall - now).total_seconds()) > skew_s:
                 log.error(
@@ -99,7 +103,17 @@ def trusted_now(
     if newest is not None:
         cap = as_utc(newest) + timedelta(seconds=skew_s)
         now = min(now, cap if last is None else max(cap, last))
-    state_path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"wall": now.isoformat(), "boot": _boot(), "monotonic": time.monotonic()}
-    state_path.write_text(json.dumps(record))
+    with store.session() as session:
+        session.merge(PruneClock(id=1, wall=now, boot=_boot(), monotonic=time.monotonic()))
+    legacy.unlink(missing_ok=True)  # moved into the row
     return now
+
+
+def _legacy(path: Path) -> tuple[datetime, str | None, float] | None:
+    """The record an earlier version kept in ``<blob folder>/.prune-clock``; None: unreadable."""
+    try:
+        state = json.loads(path.read_text())
+        return datetime.fromisoformat(state["wall"]), state.get("boot"), float(state["monotonic"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("%s is unreadable (%s): taken as no record", path, exc)
+        return None

@@ -46,7 +46,7 @@ from inspection.line.handshake import Answer, part_answer
 from inspection.line.machine_vision import RESULT_READY_EVENT, VISION_SYSTEM_TYPE, load_client_types
 from inspection.line.machine_vision.access import OpcUser, StationUsers, add_user, load_users
 from inspection.line.machine_vision.model import ERROR_EVENT
-from inspection.line.machine_vision.results import VisionResults
+from inspection.line.machine_vision.results import JobIds, VisionResults
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.station import LineStation
@@ -154,7 +154,12 @@ async def _flow(endpoint: str, pki: LinePki) -> dict:
             await (await machine.get_child("0:CurrentState")).write_value(ua.LocalizedText("x"))
         await machine.call_method(f"{mv}:Reset", ua.Variant(0, ua.VariantType.Int32), "test")
         after_reset = await states()  # from Operational: Reset is always executable
-        await machine.call_method(f"{mv}:SelectModeAutomatic")  # the recipe is kept: Ready
+        await machine.call_method(f"{mv}:SelectModeAutomatic")  # Reset unprepared the recipe
+        await recipes.call_method(
+            f"{mv}:PrepareRecipe",
+            ua.RecipeIdExternalDataType(Id="brick"),
+            ua.RecipeIdInternalDataType(Id=""),
+        )
         safety = await system.get_child(f"{mv}:SafetyStateManagement")
         await automatic.call_method(f"{mv}:StartContinuous", *job_args("s-1"))
         await safety.call_method(f"{mv}:ReportSafetyState", True, "light curtain")
@@ -838,11 +843,13 @@ def test_a_part_of_several_views_is_served_as_signed_text_only(tmp_path: Path) -
         views.append((view, Answer(f"p-1.{view}", 0, product="brick", verdict=verdict,
                                    score=0.7, inspection_id=row.id)))  # fmt: skip
     answer = part_answer("p-1", views, 12.0)
-    content = VisionResults(None, store, "cam-1", key).content(answer)  # type: ignore[arg-type]
+    ids = JobIds("job-1", "brick", "brick", "carrier-7")
+    content = VisionResults(None, store, "cam-1", key).content(answer, ids)  # type: ignore[arg-type]
     assert content[1:] == ['{"signed": "payload of top"}', '{"signed": "payload of side"}']
     record = json.loads(content[0])
     verify_record(record, key.public_key(), "part answer")
     assert (record["verdict"], [v["view"] for v in record["views"]]) == ("NG", ["top", "side"])
+    assert (record["job_id"], record["part_id"]) == ("job-1", "carrier-7")
 
 
 def test_the_users_file_is_checked_by_key(tmp_path: Path) -> None:

@@ -45,13 +45,16 @@ def test_rows_its_role_may_not_write_are_set_aside_and_the_rest_flows(
 
 
 def test_a_reimaged_line_pc_whose_ids_start_over_loses_nothing(
-    central: Central, tmp_path: Path
+    central: Central, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = _local(tmp_path / "before", central.station, 5)
     assert Forwarder(first, central.url, central.blob_dir).drain() == 5
     again = _local(tmp_path / "after", central.station, 5)  # fresh store, same ids
     forwarder = Forwarder(again, central.url, central.blob_dir)
     assert forwarder.drain() == 5 and forwarder.clashes == 5
+    clashes = [r for r in caplog.records if "central store" in r.getMessage()]
+    assert len(clashes) == 5 and all("ids started over" in r.getMessage() for r in clashes)
+    assert not any("squatter" in r.getMessage() for r in clashes)
     with again.session() as session:  # a crash before the mark: the batch is sent again
         session.execute(sa.update(OutboxMessage).values(delivered_at=None))
     assert forwarder.drain() == 5 and forwarder.clashes == 5
@@ -71,6 +74,31 @@ def test_a_reimaged_line_pc_whose_ids_start_over_loses_nothing(
     with central.store.session() as session:
         counts = session.execute(sa.text("SELECT count(*) FROM inspections GROUP BY request_id"))
         assert {n for (n,) in counts} == {1}
+
+
+def test_a_squatters_row_under_a_stations_next_id_is_named_as_such(
+    central: Central, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """#92: a row of another station under this station's next request id (stored before the
+    key's station prefix was checked, or by an unscoped link): the station's own row is kept
+    under a distinct key, and the clash is an error naming a squatter, not a re-imaged PC."""
+    key = f"{central.station}/r0000"
+    squatter = central.store.add_inspection(
+        request_id=key, product="brick", station_id="line-other", score=0.1, threshold=0.5,
+        verdict="OK", model_version="brick/v0001", bundle_id="v0001", latency_ms=1.0, width=8,
+        height=8, image_sha=central.store.blobs.put(b"squatter", ".png"),
+    )  # fmt: skip
+    local = _local(tmp_path, central.station, 1)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    assert forwarder.drain() == 1 and forwarder.clashes == 1
+    forwarder.stop()
+    [own] = local.list_inspections()
+    assert central.store.find_by_request_id(key).id == squatter.id
+    assert central.store.find_by_request_id(f"{key}#{own.id[:12]}").id == own.id  # 0 lost
+    [clash] = [r for r in caplog.records if key in r.getMessage()]
+    assert clash.levelname == "ERROR" and "a squatter" in clash.getMessage()
+    assert "a row this station's role cannot see" in clash.getMessage()
+    assert "started over" not in clash.getMessage()
 
 
 def test_a_station_cannot_shadow_the_definers_tables_with_temporary_ones(

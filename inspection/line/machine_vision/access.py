@@ -77,6 +77,7 @@ REGISTER_SERVER = {ua.NodeId(ua.ObjectIds.RegisterServerRequest_Encoding_Default
 DENIED = ua.StatusCode(ua.StatusCodes.BadUserAccessDenied)
 UNRECORDED = ua.StatusCode(ua.StatusCodes.BadResourceUnavailable)
 FAILED = ua.StatusCode(ua.StatusCodes.BadUnexpectedError)
+MISTYPED = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
 STARTED = "Started"
 CREATE_SUBSCRIPTION = ua.NodeId(ua.ObjectIds.CreateSubscriptionRequest_Encoding_DefaultBinary)
 TRANSFER = ua.NodeId(ua.ObjectIds.TransferSubscriptionsRequest_Encoding_DefaultBinary)
@@ -172,10 +173,12 @@ def authorize(
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Any]]:
     """A method callback that only a caller of at least ``role`` runs (others get
     ``BadUserAccessDenied``, logged); each call, run or refused, goes to the audit trail when
-    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``).
-    The journal decides: a call it admits is recorded ``Started`` before it runs (a record that
-    cannot be written refuses the call, ``BadResourceUnavailable``), then with its result, or
-    ``BadUnexpectedError`` and the error when it raised."""
+    ``audited``, under ``name`` (default: the callback's, ``_prepare_recipe`` -> ``PrepareRecipe``,
+    the NodeSet's method name). The journal decides: a call it admits is recorded ``Started``
+    before it runs (a record that cannot be written refuses the call, ``BadResourceUnavailable``),
+    then with its result, or ``BadUnexpectedError`` and the error when it raised. Arguments that
+    are not the NodeSet's InputArguments (``VisionSpace.mistyped`` of the owner's ``space``) are
+    refused, ``BadInvalidArgument``, before the method runs."""
 
     def wrap(method: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         called = name or "".join(w.title() for w in method.__name__.strip("_").split("_"))
@@ -196,6 +199,11 @@ def authorize(
                               "written (%s); fix the registry folder's disk or permissions",
                               called, who, exc)  # fmt: skip
                     return UNRECORDED
+            if (mistyped := self.space.mistyped(called, args)) is not None:
+                refuse(who, called, mistyped)
+                if audited:
+                    _outcome(who, called, args, MISTYPED)
+                return MISTYPED
             try:
                 result = await method(self, parent, *args, **options)
             except Exception as exc:

@@ -1,10 +1,9 @@
 """The MachineVision information model as this station uses it: NodeIds of the vendored
-NodeSet (OPC 40100-1 1.0.0), ResultState values, and the BinaryId subtypes asyncua misses."""
+NodeSet (OPC 40100-1 1.0.0), ResultState values, and the NodeSet as asyncua imports it."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import make_dataclass
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from asyncua import Client, ua
@@ -14,6 +13,7 @@ from inspection.station.errors import ErrorCode
 
 NODESET = Path(__file__).parents[1] / "nodesets" / "Opc.Ua.MachineVision.NodeSet2.xml"
 MV_URI = "http://opcfoundation.org/UA/MachineVision"
+_UA = "http://opcfoundation.org/UA/2011/03/UANodeSet.xsd"
 # NodeIds (namespace MachineVision) of the types and of the states CurrentState.Id names
 VISION_SYSTEM_TYPE, RECIPE_MANAGEMENT_TYPE, RESULT_MANAGEMENT_TYPE = 1003, 1004, 1007
 SAFETY_STATE_MANAGEMENT_TYPE = 1009
@@ -36,11 +36,6 @@ EVENT_FIELDS = {  # ResultReadyEventType's fields that this station fills, as Re
     "IsSimulated": ua.VariantType.Boolean, "CreationTime": ua.VariantType.DateTime,
     "ProcessingTimes": _ID, "ResultContent": ua.VariantType.Variant,
 }  # fmt: skip
-BINARY_IDS = {  # BinaryIdBaseDataType's subtypes: (DataType, its Default Binary encoding)
-    "RecipeIdExternalDataType": (3002, 5002),
-    "RecipeIdInternalDataType": (3013, 5268),
-    "ConfigurationIdDataType": (3008, 5090),
-}
 
 
 def result_state(answer: Answer) -> int:
@@ -51,34 +46,33 @@ def result_state(answer: Answer) -> int:
     return PROCESSING if answer.error_code == ErrorCode.TIMEOUT else FAILED
 
 
-def register_binary_ids(mv: int) -> None:
-    """Give each BinaryIdBaseDataType subtype its own class. asyncua 2.1 makes the three
-    (no fields of their own) aliases of the base: a value then travels under the base's
-    encoding, and one a client sends under the subtype's (node-opcua does) is not decoded."""
-    for name, (type_id, encoding) in BINARY_IDS.items():
-        subtype = make_dataclass(
-            name, [], bases=(ua.BinaryIdBaseDataType,),
-            namespace={"data_type": ua.NodeId(type_id, mv)},
-        )  # fmt: skip
-        ua.register_extension_object(name, ua.NodeId(encoding, mv), subtype, ua.NodeId(type_id, mv))
+def nodeset_xml() -> str:
+    """The vendored NodeSet with each structure DataType that adds no field of its own given its
+    parent's fields. OPC 40100-1 1.0.0 leaves the ``Definition`` of BinaryIdBaseDataType's three
+    subtypes (RecipeIdExternal, RecipeIdInternal, ConfigurationId) empty; asyncua 2.1 imports
+    such a type as an alias of its abstract parent, so its values travel under the parent's
+    encoding and the start-up log warns of a browse-name collision. With the fields, each is
+    a structure of its own: its own class, its Default Binary encoding, a DataTypeDefinition a
+    client (node-opcua, asyncua) builds it from."""
+    ET.register_namespace("", _UA)
+    root = ET.parse(NODESET).getroot()
+    types = {t.get("NodeId"): t for t in root.iter(f"{{{_UA}}}UADataType")}
+    for datatype in types.values():
+        definition = datatype.find(f"{{{_UA}}}Definition")
+        parent = next((r.text for r in datatype.iter(f"{{{_UA}}}Reference")
+                       if r.get("ReferenceType") == "HasSubtype"
+                       and r.get("IsForward") == "false"), None)  # fmt: skip
+        inherited = types[parent].find(f"{{{_UA}}}Definition") if parent in types else None
+        if definition is not None and len(definition) == 0 and inherited is not None:
+            definition.extend(inherited)
+    return ET.tostring(root, encoding="unicode")
 
 
 async def load_client_types(client: Client) -> int:
-    """The MachineVision types for an asyncua client in a process without this server, and the
-    namespace index: loaded, the BinaryIdBaseDataType subtypes given their classes, loaded again
-    (a structure with such a field, ``ResultDataType``, is left out by the first load)."""
-    mv = await client.get_namespace_index(MV_URI)
-    noisy = [logging.getLogger(f"asyncua.{n}") for n in ("common.structures104", "ua.uatypes")]
-    for logger in noisy:
-        logger.disabled = True
-    try:
-        await client.load_data_type_definitions()
-        register_binary_ids(mv)
-        await client.load_data_type_definitions()
-    finally:
-        for logger in noisy:
-            logger.disabled = False
-    return mv
+    """The MachineVision types for an asyncua client in a process without this server (built
+    from the DataTypeDefinitions the server serves), and the namespace index."""
+    await client.load_data_type_definitions()
+    return await client.get_namespace_index(MV_URI)
 
 
 def ok(*values: ua.Variant) -> list[ua.Variant]:

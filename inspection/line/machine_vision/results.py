@@ -1,8 +1,9 @@
 """The VisionSystem's results: each part's ``ResultDataType`` (the last ``KEEP_RESULTS``, for
 ``GetResultById``) announced by a ``ResultReadyEventType`` event. ``ResultContent`` holds signed
-text only: the stored ``inspection.result/1`` payload, or for a part without one the
-``inspection.answer/1`` signed as a record, then each view's payload. A part that overran is
-announced at once (Processing, or IsPartial) and again under the same ResultId when stored.
+text only: the stored ``inspection.result/1`` payload, or for a part without one its answer
+with the job's ids (``JOB_ANSWER_SCHEMA``) signed as a record, then each view's payload. A part
+that overran is announced at once (Processing, or IsPartial) and again under the same ResultId
+when stored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
 KEEP_RESULTS = 256
+JOB_ANSWER_SCHEMA = "inspection.job-answer/1"
+"""A part's answer without a stored row (an error, a timeout notice, several views): the fields
+of ``inspection.answer/1`` (its ``request_id`` the job's MeasId) and the job's ``job_id``,
+``part_id``, ``recipe_id`` and ``product_id``, so the signature covers which part it is."""
 
 
 @dataclass(frozen=True)
@@ -51,11 +56,15 @@ class VisionResults:
         self.space, self.outbox, self.station_id, self.key = space, Outbox(store), station_id, key
         self._kept: OrderedDict[str, ua.ResultDataType] = OrderedDict()
 
-    def content(self, answer: Answer) -> list[str]:
-        """The part's ResultContent (in a worker thread: it reads the store)."""
+    def content(self, answer: Answer, ids: JobIds) -> list[str]:
+        """The part's ResultContent (in a worker thread: it reads the store). Without a stored
+        row: ``[0]`` the answer with the job's ids (``JOB_ANSWER_SCHEMA``) signed as a record."""
         if answer.inspection_id is not None:
             return [self.outbox.payload(answer.inspection_id, SIGNED_RECORD)]
-        record = json.loads(answer.to_json())
+        record = json.loads(answer.to_json()) | {
+            "schema": JOB_ANSWER_SCHEMA, "job_id": ids.job, "part_id": ids.part,
+            "recipe_id": ids.recipe, "product_id": ids.product,
+        }  # fmt: skip
         signed = record if self.key is None else sign_record(record, self.key)
         views = [v.inspection_id for v in answer.views if v.inspection_id is not None]
         return [json.dumps(signed, sort_keys=True, separators=(",", ":"))] + [

@@ -144,15 +144,22 @@ class VisionSystemServer(LoopThread):
 
     @authorize("admin")
     async def _halt(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
-        """Always executable: jobs end after the part in flight, then Halted."""
-        await self._halt_jobs()
-        await self._set("Halted")
+        """Executable in every state (OPC 40100-1 8.2.6.3; in Halted without effect): jobs end
+        after the part in flight, whose result is still reported, and the recipe is released
+        (from Halted only Preoperational is reached, where no recipe is loaded)."""
+        if self._state != "Halted":
+            await self._halt_jobs()
+            self._prepared = None
+            await self._set("Halted", "Initialized")
         return ok()
 
     @authorize("admin")
     async def _reset(self, _parent: ua.NodeId, *cause: ua.Variant) -> Any:
-        """Always executable: jobs end after the part in flight, then Preoperational."""
+        """Always executable (OPC 40100-1 8.2.2.2), to Preoperational: jobs end after the part
+        in flight and the recipe is unprepared (Preoperational: "no recipes are loaded").
+        Results, the safety state and the journal survive it, as they survive a Halt."""
         await self._halt_jobs()
+        self._prepared = None
         await self._set("Preoperational", "Initialized")
         return ok()
 
@@ -161,10 +168,6 @@ class VisionSystemServer(LoopThread):
     async def _report_safety_state(
         self, _parent: ua.NodeId, triggered: ua.Variant, information: ua.Variant
     ) -> Any:
-        kinds = (triggered.VariantType, information.VariantType)
-        if kinds != (ua.VariantType.Boolean, ua.VariantType.String):  # the NodeSet's types
-            refuse(caller(), "ReportSafetyState", f"arguments {kinds}: need (Boolean, String)")
-            return BAD_ARGUMENT
         await self.space.show_safety(triggered, information)  # shown first: no half-reported state
         self._safety_triggered = bool(triggered.Value)
         if self._safety_triggered and self._mode == "ContinuousExecution":
@@ -177,7 +180,7 @@ class VisionSystemServer(LoopThread):
     async def _prepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if self._state in ("Halted", "Error") or self._mode in RUNNING:
+        if self._state != "Operational" or self._mode in RUNNING:  # Initialized or Ready
             return self._refuse_state("PrepareRecipe")
         product = getattr(external.Value, "Id", "")
         try:
@@ -188,8 +191,7 @@ class VisionSystemServer(LoopThread):
             return ua.StatusCode(ua.StatusCodes.BadNotFound)
         self.handler.select_product(product)
         self._prepared = product
-        if self._state == "Operational":
-            await self._set(mode="Ready")
+        await self._set(mode="Ready")
         internal = ua.RecipeIdInternalDataType(Id=product, Version=bundle)
         return ok(ua.Variant(internal), ua.Variant(True, ua.VariantType.Boolean))
 
@@ -197,7 +199,8 @@ class VisionSystemServer(LoopThread):
     async def _unprepare_recipe(
         self, _parent: ua.NodeId, external: ua.Variant, _internal: Any
     ) -> Any:
-        if getattr(external.Value, "Id", "") != self._prepared or self._mode != "Ready":
+        named = getattr(external.Value, "Id", "")
+        if named != self._prepared or (self._state, self._mode) != ("Operational", "Ready"):
             return self._refuse_state("UnprepareRecipe")
         self._prepared = None
         await self._set(mode="Initialized")
@@ -291,7 +294,7 @@ class VisionSystemServer(LoopThread):
         result_id, reported = uuid.uuid4().hex, asyncio.Event()
         late = partial(self._late, loop, ids, result_id, reported)
         try:
-            answer, content = await loop.run_in_executor(None, self._inspect, part, late)
+            answer, content = await loop.run_in_executor(None, self._inspect, part, ids, late)
             self.on_answer(answer, time.perf_counter() - started)
             await self.results.report(answer, ids, content, answer.inspection_id or result_id)
         except Exception as exc:  # a store or payload failure
@@ -309,12 +312,14 @@ class VisionSystemServer(LoopThread):
         await self._set("Error")
         message = f"job {ids.job} failed: {exc!r}"
         answer = Answer(part.request_id or ids.job, ErrorCode.INTERNAL, message, self._prepared)
-        await self.results.report(answer, ids, self.results.content(answer), result_id)
+        await self.results.report(answer, ids, self.results.content(answer, ids), result_id)
 
-    def _inspect(self, part: Trigger, late: Callable[[Answer], None]) -> tuple[Answer, list[str]]:
+    def _inspect(
+        self, part: Trigger, ids: JobIds, late: Callable[[Answer], None]
+    ) -> tuple[Answer, list[str]]:
         """One part (in a worker thread): its answer and its result content."""
         answer = self.handler.handle(part, source=SOURCE, on_late=late)
-        return answer, self.results.content(answer)
+        return answer, self.results.content(answer, ids)
 
     def _late(
         self, loop: asyncio.AbstractEventLoop, ids: JobIds, result_id: str,
@@ -322,7 +327,7 @@ class VisionSystemServer(LoopThread):
     ) -> None:  # fmt: skip
         """(In the late answer's thread) a timed-out part's final result, reported under the
         ResultId the MES was given once the first report is out."""
-        content = self.results.content(answer)
+        content = self.results.content(answer, ids)
 
         async def report() -> None:
             await reported.wait()

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from asyncua import Node, Server, ua
 from asyncua.common.copy_node_util import copy_node
 from asyncua.common.instantiate_util import instantiate
+from asyncua.common.ua_utils import data_type_to_variant_type
 from asyncua.server.event_generator import EventGenerator
+from asyncua.ua.uaerrors import BadNoMatch
 
 from inspection.line.config import LinkSecurity, MachineVisionConfig
 from inspection.line.machine_vision import access, model
@@ -21,6 +23,50 @@ from inspection.line.pki import LinePki
 from inspection.line.security import station_uri, trust_list_validator
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One InputArgument of a method as the NodeSet types it: the built-in type it travels as
+    (``Variant``: any), for a structure the class of its DataType (a subtype's value is one
+    too), and whether it is an array (ValueRank 1) or a scalar (-1)."""
+
+    name: str
+    kind: ua.VariantType
+    structure: type | None
+    array: bool
+
+    def admits(self, value: Any) -> bool:
+        if not isinstance(value, ua.Variant):
+            return False
+        if self.array and value.VariantType == ua.VariantType.Null:
+            return True  # a null array (no Parameters, say)
+        if value.is_array != self.array:
+            return False
+        if self.kind == ua.VariantType.Variant:
+            return True
+        if self.structure is not None:  # an undecodable one stays a bare ExtensionObject
+            items = value.Value if self.array else [value.Value]
+            return all(isinstance(item, self.structure) for item in items)
+        return value.VariantType == self.kind
+
+    def describe(self) -> str:
+        kind = self.structure.__name__ if self.structure else self.kind.name
+        return f"{kind}{'[]' if self.array else ''}"
+
+
+async def _parameters(method: Node) -> tuple[Parameter, ...]:
+    """``method``'s InputArguments property as ``Parameter``s (none without the property)."""
+    try:
+        arguments = await (await method.get_child("0:InputArguments")).read_value()
+    except BadNoMatch:  # a method without inputs
+        return ()
+    parameters = []
+    for argument in arguments:
+        kind = await data_type_to_variant_type(Node(method.session, argument.DataType))
+        structure = ua.extension_objects_by_datatype.get(argument.DataType)
+        parameters.append(Parameter(argument.Name, kind, structure, argument.ValueRank >= 1))
+    return tuple(parameters)
 
 
 @dataclass
@@ -39,11 +85,29 @@ class VisionSpace:
     safety: Node
     events: EventGenerator
     errors: EventGenerator
+    parameters: dict[str, tuple[Parameter, ...]] = field(default_factory=dict)
+    """Each linked method's InputArguments, as the NodeSet types them (by method name)."""
 
     async def link(self, methods: Mapping[tuple[Node, str], Callable[..., Any]]) -> None:
-        """Serve each ``(parent, method name)`` by its callback."""
+        """Serve each ``(parent, method name)`` by its callback, its InputArguments noted for
+        ``mistyped``."""
         for (parent, name), callback in methods.items():
-            self.server.link_method(await parent.get_child(f"{self.mv}:{name}"), callback)
+            method = await parent.get_child(f"{self.mv}:{name}")
+            self.parameters[name] = await _parameters(method)
+            self.server.link_method(method, callback)
+
+    def mistyped(self, name: str, args: tuple[Any, ...]) -> str | None:
+        """Why the input arguments of a call of method ``name`` are not the NodeSet's
+        InputArguments (their count, each one's DataType and scalar or array), or None."""
+        parameters = self.parameters.get(name, ())
+        if len(args) != len(parameters):
+            return f"{len(args)} arguments, the NodeSet's {name} takes {len(parameters)}"
+        for parameter, value in zip(parameters, args, strict=True):
+            if not parameter.admits(value):
+                kind = type(getattr(value, "Value", value)).__name__
+                return (f"argument {parameter.name}: {getattr(value, 'VariantType', '?')} "
+                        f"{kind}, the NodeSet's {parameter.describe()}")  # fmt: skip
+        return None
 
     async def show_state(self, state: str, mode: str | None) -> None:
         """Write both state machines' ``CurrentState`` (text and ``Id``); ``mode`` None: the
@@ -76,10 +140,9 @@ async def build_space(
     server.set_server_name(f"inspection station {station_id} (OPC 40100)")
     await server.set_application_uri(station_uri(station_id))
     await _secure(server, config, security, station_id, users_file)
-    await server.import_xml(model.NODESET)
+    await server.import_xml(xmlstring=model.nodeset_xml())
     await server.load_data_type_definitions()
     mv = await server.get_namespace_index(model.MV_URI)
-    model.register_binary_ids(mv)
     idx = await server.register_namespace(station_uri(station_id))
 
     async def add(parent: Node, type_id: int, name: str, ns: int = mv) -> Node:

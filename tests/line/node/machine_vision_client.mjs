@@ -11,8 +11,11 @@
 // with GetResultById, print one JSON line. probe: open a session, read the server state and
 // print whether the station let it in. attack (a subscription id of another session): each
 // subscription service on it (SetPublishingMode off, ModifySubscription, TransferSubscriptions,
-// DeleteSubscriptions) and its status. node-opcua checks revocation: a CA without its CRL
-// fails (BadCertificateRevocationUnknown).
+// DeleteSubscriptions) and its status. conformance (test_machine_vision_conformance.py): as
+// flow, with two single jobs, reporting the DataType each output argument, event field and
+// result field arrived as, then the state machine's answers (Reset, Halt, mode selection,
+// a job, a mistyped argument) and what survives a Halt. node-opcua checks revocation: a CA
+// without its CRL fails (BadCertificateRevocationUnknown).
 import { readFileSync } from "node:fs";
 import {
   AttributeIds,
@@ -112,6 +115,157 @@ async function attack() {
         return response.results;
       }),
     };
+  } finally {
+    await session.close();
+    await client.disconnect();
+  }
+}
+
+// "MV:3002" / "UA:6": the DataType a value arrived as (an undecoded structure: "opaque:" and
+// its encoding), namespaces by URI so the test compares them with the NodeSet's.
+function typeOf(variant, mv) {
+  const named = (nodeId) => `${nodeId.namespace === mv ? "MV" : nodeId.namespace ? "?" : "UA"}:${nodeId.value}`;
+  if (variant.dataType !== DataType.ExtensionObject) return named({ namespace: 0, value: variant.dataType });
+  const value = [variant.value].flat()[0];
+  if (!value) return "null";
+  if (!value.schema || value.constructor.name === "OpaqueStructure") return `opaque:${value.nodeId}`;
+  return named(value.schema.dataTypeNodeId);
+}
+
+async function conformance() {
+  await client.connect(options.endpoint);
+  const session = await client.createSession(identity);
+  try {
+    const namespaces = await session.readNamespaceArray();
+    const mv = namespaces.indexOf(MV_URI);
+    const id = (value) => new NodeId(NodeId.NodeIdType.NUMERIC, value, mv);
+    const child = async (parent, name) => {
+      const browsed = await session.browse(parent);
+      const found = browsed.references.find(
+        (r) => r.browseName.name === name && r.browseName.namespaceIndex === mv,
+      );
+      if (!found) throw new Error(`${parent.toString()} has no ${mv}:${name}`);
+      return found.nodeId;
+    };
+    const objects = await session.browse("ns=0;i=85");
+    const system = objects.references.find(
+      (r) => r.typeDefinition.toString() === id(1003).toString(),
+    ).nodeId;
+    const machine = await child(system, "VisionStateMachine");
+    const automatic = await child(machine, "AutomaticModeStateMachine");
+    const recipes = await child(system, "RecipeManagement");
+    const results = await child(system, "ResultManagement");
+    const struct = async (type, fields) => ({
+      dataType: DataType.ExtensionObject,
+      value: await session.constructExtensionObject(id(type), fields),
+    });
+    const outputs = {};
+    const call = async (object, method, inputArguments = []) => {
+      const result = await session.call({
+        objectId: object,
+        methodId: await child(object, method),
+        inputArguments,
+      });
+      if (result.statusCode.name === "Good") {
+        outputs[method] = result.outputArguments.map((v) => typeOf(v, mv));
+      }
+      return { status: result.statusCode.name, values: result.outputArguments.map((v) => v.value) };
+    };
+    const state = async () => {
+      const current = async (m) => {
+        const browsed = await session.browse(m);
+        const node = browsed.references.find((r) => r.browseName.name === "CurrentState").nodeId;
+        const read = await session.read({ nodeId: node, attributeId: AttributeIds.Value });
+        return read.value.value.text || "";
+      };
+      return [await current(machine), await current(automatic)];
+    };
+    const cause = [
+      { dataType: DataType.Int32, value: 0 },
+      { dataType: DataType.String, value: "node-opcua" },
+    ];
+    const job = async (meas) => [
+      await struct(3015, { id: meas }),
+      await struct(3004, { id: "node-part" }),
+      await struct(3002, { id: "" }),
+      await struct(3003, { id: "" }),
+      { dataType: DataType.Variant, arrayType: VariantArrayType.Array, value: [] },
+    ];
+
+    await call(machine, "SelectModeAutomatic");
+    await call(recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
+    const subscription = await session.createSubscription2({
+      requestedPublishingInterval: 20,
+      requestedMaxKeepAliveCount: 20,
+      publishingEnabled: true,
+    });
+    const names = options.fields;
+    const item = ClientMonitoredItem.create(
+      subscription,
+      { nodeId: system, attributeId: AttributeIds.EventNotifier },
+      { queueSize: 10, filter: constructEventFilter(names.map((n) => `${mv}:${n}`)) },
+      TimestampsToReturn.Neither,
+    );
+    const events = [];
+    item.on("changed", (values) => events.push(values));
+    const seen = [];
+    for (const meas of ["k-1", "k-2"]) {  // the second: the camera is out of images
+      await call(automatic, "StartSingleJob", await job(meas));
+      for (let i = 0; i < 300 && events.length < seen.length + 1; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const event = events[seen.length];
+      if (!event) throw new Error(`no ResultReady event for ${meas}`);
+      const resultId = event[names.indexOf("ResultId")].value.id;
+      const got = await call(results, "GetResultById", [
+        await struct(3021, { id: resultId }),
+        { dataType: DataType.Int32, value: 1000 },
+      ]);
+      const result = got.values[1];
+      seen.push({
+        resultId,
+        resultState: result.resultState,
+        partId: result.partId.id,
+        content: result.resultContent[0].value,
+        fields: Object.fromEntries(
+          ["resultId", "measId", "partId", "externalRecipeId", "internalRecipeId", "productId",
+            "internalConfigurationId", "jobId", "processingTimes"]
+            .map((f) => [f, result[f]?.schema ? typeOf({ dataType: DataType.ExtensionObject, value: result[f] }, mv) : "missing"]),
+        ),
+      });
+      for (let i = 0; i < 100 && (await state())[1] !== "Ready"; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    await subscription.terminate();
+    const eventTypes = Object.fromEntries(names.map((n, i) => [n, typeOf(events[0][i], mv)]));
+
+    // the state machine: each call's status and the states after it
+    const machineSteps = [];
+    const step = async (label, object, method, args = []) => {
+      const { status } = await call(object, method, args);
+      machineSteps.push([label, status, ...(await state())]);
+    };
+    const mistyped = await job("m-typed");
+    mistyped[0] = { dataType: DataType.String, value: "m-typed" };  // a MeasId as a String
+    await step("StartSingleJob, MeasId a String", automatic, "StartSingleJob", mistyped);
+    await step("Reset", machine, "Reset", cause);
+    await step("Reset again", machine, "Reset", cause);
+    await step("PrepareRecipe preoperational", recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
+    await step("SelectModeAutomatic", machine, "SelectModeAutomatic");
+    await step("StartSingleJob unprepared", automatic, "StartSingleJob", await job("m-3"));
+    await step("PrepareRecipe", recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
+    await step("Halt", machine, "Halt", cause);
+    await step("Halt again", machine, "Halt", cause);
+    await step("SelectModeAutomatic halted", machine, "SelectModeAutomatic");
+    await step("PrepareRecipe halted", recipes, "PrepareRecipe", [await struct(3002, { id: "brick" }), await struct(3013, { id: "" })]);
+    await step("GetResultById halted", results, "GetResultById", [
+      await struct(3021, { id: seen[0].resultId }),
+      { dataType: DataType.Int32, value: 1000 },
+    ]);
+    await step("Reset halted", machine, "Reset", cause);
+    await step("SelectModeAutomatic after", machine, "SelectModeAutomatic");
+    return { outputs, events: eventTypes, results: seen, machine: machineSteps };
   } finally {
     await session.close();
     await client.disconnect();
@@ -220,7 +374,8 @@ async function flow() {
 }
 
 try {
-  done(options.attack ? await attack() : options.flow ? await flow() : await probe());
+  const run = options.attack ? attack : options.conformance ? conformance : options.flow ? flow : probe;
+  done(await run());
   process.exit(0);
 } catch (error) {
   done({ error: String(error.stack || error) });
