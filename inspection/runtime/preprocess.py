@@ -1,11 +1,14 @@
 """Numpy/OpenCV pre- and post-processing driven only by the bundle metadata.
 
 Nothing here guesses: the pixel scale, colour order, mean/std, resize method and the
-score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``).
+score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``). A bundle
+exported with its preprocessing in the graph (``Preprocessing.in_graph``) takes the decoded
+image as it is (``model_input``); ``preprocess`` serves bundles exported before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import cv2
@@ -26,6 +29,21 @@ def check_image(image: object) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must not be empty, got shape {image.shape}")
     return image
+
+
+def model_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """One image as the bundle's graph takes it: the (H, W, 3) uint8 RGB image itself when the
+    graph preprocesses (``prep.in_graph``), else ``preprocess``'s (3, h, w) float32."""
+    return check_image(image) if prep.in_graph else preprocess(image, prep)
+
+
+def model_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
+    """N images as one input: (N, H, W, 3) uint8 when the graph preprocesses (images of
+    different sizes are first brought to the input size, ``at_input_size``), else
+    (N, 3, h, w) float32."""
+    if prep.in_graph and len({np.shape(image) for image in images}) > 1:
+        images = [at_input_size(check_image(image), prep) for image in images]
+    return np.stack([model_input(image, prep) for image in images])
 
 
 def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from inspection.core.bundle import Preprocessing
 from inspection.core.errors import BundleError
 
 if TYPE_CHECKING:
@@ -117,3 +118,31 @@ def name_ports(ports: Sequence[Any], names: Sequence[str]) -> None:
     """Give each OpenVINO port (``model.inputs`` / ``model.outputs``) its tensor name."""
     for port, name in zip(ports, names, strict=True):
         port.get_tensor().set_names({name})
+
+
+def with_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
+    """A copy of ``model`` (input (N, 3, h, w) float32, normalised) whose graph starts with
+    ``prep``'s steps (OpenVINO's ``PrePostProcessor``): it takes (N, H, W, 3) uint8 RGB of any
+    H, W, resizes it linearly to ``prep.input_size`` (cv2's ``INTER_LINEAR`` sampling, in
+    float), into the model's colour order, ``(x * pixel_scale - mean) / std`` per channel and
+    NHWC -> NCHW. Record it with ``Preprocessing.in_graph``."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+
+    if prep.in_graph:
+        raise BundleError("the model already preprocesses in its graph")
+    if prep.resize != "bilinear":
+        raise BundleError(f"resize {prep.resize!r} has no OpenVINO equivalent; use bilinear")
+    ppp = PrePostProcessor(model.clone())
+    image = ppp.input()
+    image.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    image.tensor().set_spatial_dynamic_shape()
+    image.model().set_layout(ov.Layout("NCHW"))
+    steps = image.preprocess().convert_element_type(ov.Type.f32)
+    steps.resize(ResizeAlgorithm.RESIZE_LINEAR, *prep.input_size)
+    if prep.color_order == "BGR":
+        steps.reverse_channels()
+    # (x * scale - mean) / std == (x - mean / scale) / (std / scale), per model channel
+    scale = prep.pixel_scale
+    steps.mean([m / scale for m in prep.mean]).scale([s / scale for s in prep.std])
+    return ppp.build()

@@ -1,0 +1,113 @@
+"""Preprocessing in the OpenVINO graph (``training.convert.with_preprocessing``): the graph
+takes the decoded uint8 image and computes what ``runtime.preprocess.preprocess`` computed in
+Python, so a bundle exported with it (``Preprocessing.in_graph``) judges as one exported before
+(golden parity, f32 pinned), and such older bundles still load and judge."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openvino as ov
+import openvino.opset13 as ops
+import pytest
+
+from inspection.core.bundle import Preprocessing, read_bundle_metadata, write_bundle_metadata
+from inspection.core.images import read_image
+from inspection.runtime.inspector import Inspector
+from inspection.runtime.preprocess import preprocess
+from inspection.training.convert import with_preprocessing
+from tests.ov_precision import compile_at
+
+PREP = Preprocessing(input_size=(24, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def _identity(prep: Preprocessing) -> ov.Model:
+    """A graph returning its (N, 3, h, w) float32 input: shows what the model is fed."""
+    image = ops.parameter([-1, 3, *prep.input_size], np.float32)
+    return ov.Model([ops.multiply(image, np.float32(1.0))], [image], "identity")
+
+
+def _fed(prep: Preprocessing, image: np.ndarray) -> np.ndarray:
+    compiled = compile_at(with_preprocessing(_identity(prep), prep), "f32")
+    return compiled({0: image[None]})[0][0]
+
+
+@pytest.mark.parametrize("color_order", ["RGB", "BGR"])
+def test_the_graph_feeds_the_model_what_python_preprocessing_did(color_order: str) -> None:
+    prep = dataclasses.replace(PREP, color_order=color_order)
+    image = np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(_fed(prep, image), preprocess(image, prep), rtol=0, atol=1e-5)
+
+
+def test_the_graph_resizes_any_camera_size_as_cv2_inter_linear() -> None:
+    """From any (H, W): cv2's ``INTER_LINEAR`` sampling in float (Python resized in uint8 with
+    fixed-point weights, rounding each pixel: within a grey level, 1 / 255 / std normalised)."""
+    rng = np.random.default_rng(1)
+    for shape in [(60, 80, 3), (17, 45, 3)]:
+        image = rng.integers(0, 256, shape, dtype=np.uint8)
+        resized = cv2.resize(image.astype(np.float32), (32, 24), interpolation=cv2.INTER_LINEAR)
+        mean, std = np.float32(PREP.mean), np.float32(PREP.std)
+        expected = ((resized / 255.0 - mean) / std).transpose(2, 0, 1)
+        fed = _fed(PREP, image)
+        np.testing.assert_allclose(fed, expected, rtol=0, atol=2e-4)
+        rounded = preprocess(image, PREP)  # the bundles before: resized in uint8
+        assert np.abs(fed - rounded).max() <= 1 / 255 / min(PREP.std)
+
+
+def test_a_graph_already_preprocessing_is_refused() -> None:
+    prep = dataclasses.replace(PREP, in_graph=True)
+    with pytest.raises(Exception, match="already preprocesses"):
+        with_preprocessing(_identity(PREP), prep)
+
+
+# ------------------------------------------------- bundles: before and after, f32 pinned
+SCORE_TOLERANCE = 1e-4
+"""Raw scores and maps of the two paths, relative to the bundle's raw score and map ranges,
+at the model's input size (the same arithmetic in another order)."""
+RESIZED_TOLERANCE = 5e-2
+"""The same from a larger camera image: the graph resizes in float, Python resized in uint8
+(within a grey level a pixel, above; measured 2.7 % of the map range on the tiny PatchCore)."""
+
+
+def _pinned_copy(bundle: Path, target: Path, model: ov.Model | None = None) -> Path:
+    """``bundle`` copied with f32 inference pinned; ``model``: its graph replaced by the one
+    exported before preprocessing moved into the graph (``in_graph`` false)."""
+    shutil.copytree(bundle, target)
+    (target / "signature.json").unlink(missing_ok=True)
+    meta = dataclasses.replace(read_bundle_metadata(target), inference_precision="f32")
+    if model is not None:
+        ov.save_model(model, target / meta.model_file, compress_to_fp16=False)
+        prep = dataclasses.replace(meta.preprocessing, in_graph=False)
+        meta = dataclasses.replace(meta, preprocessing=prep)
+    write_bundle_metadata(target, meta)
+    return target
+
+
+@pytest.mark.slow
+def test_a_bundle_judges_as_one_exported_before_and_those_still_load(
+    trained_patchcore, fp32_bundle: Path, tmp_path: Path
+) -> None:
+    saved = json.loads((fp32_bundle / "metadata.json").read_text())["preprocessing"]
+    assert saved["in_graph"] is True
+    graph = _pinned_copy(fp32_bundle, tmp_path / "graph")
+    before = _pinned_copy(fp32_bundle, tmp_path / "python", trained_patchcore.converted.model)
+    new = Inspector.from_bundle(graph, golden=False)
+    old = Inspector.from_bundle(before, golden=False)
+    assert new.model.compiled.input(0).get_element_type() == ov.Type.u8
+    assert old.model.compiled.input(0).get_element_type() == ov.Type.f32
+    norm = new.metadata.normalization
+    ranges = (norm.image_max - norm.image_min, norm.pixel_max - norm.pixel_min)
+    paths = sorted((trained_patchcore.dataset_root / "test").rglob("*.png"))[::4][:4]
+    for path in paths:
+        image = read_image(path)  # 128 px: both paths resize it to the 64 px input
+        small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+        for shown, tolerance in [(small, SCORE_TOLERANCE), (image, RESIZED_TOLERANCE)]:
+            got, expected = new.infer_raw(shown), old.infer_raw(shown)
+            assert abs(got.score - expected.score) <= tolerance * ranges[0]
+            assert np.abs(got.anomaly_map - expected.anomaly_map).max() <= tolerance * ranges[1]
+        assert new.inspect(small).verdict == old.inspect(small).verdict
