@@ -59,6 +59,25 @@ def test_the_graph_resizes_any_camera_size_as_cv2_inter_linear() -> None:
         assert np.abs(fed - rounded).max() <= 1 / 255 / min(PREP.std)
 
 
+def test_an_int8_graph_gets_the_same_preprocessing() -> None:
+    """Export quantises the float graph on Python-preprocessed images, then moves the
+    preprocessing into the quantised graph: fed the uint8 image, it computes what it computed."""
+    from inspection.training.quantize import quantize_int8
+
+    rng = np.random.default_rng(2)
+    images = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(8)]
+    weights = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    image = ops.parameter([-1, 3, *PREP.input_size], np.float32)
+    conv = ops.relu(ops.convolution(image, weights, [1, 1], [1, 1], [1, 1], [1, 1]))
+    float_graph = ov.Model([conv], [image], "conv")
+    int8 = quantize_int8(float_graph, [preprocess(i, PREP) for i in images])
+    assert any(node.get_type_name() == "FakeQuantize" for node in int8.get_ordered_ops())
+    before, after = compile_at(int8, "f32"), compile_at(with_preprocessing(int8, PREP), "f32")
+    for shown in images[:3]:
+        expected = before({0: preprocess(shown, PREP)[None]})[0]
+        np.testing.assert_allclose(after({0: shown[None]})[0], expected, rtol=1e-4, atol=1e-4)
+
+
 def test_a_graph_already_preprocessing_is_refused() -> None:
     prep = dataclasses.replace(PREP, in_graph=True)
     with pytest.raises(Exception, match="already preprocesses"):
