@@ -512,6 +512,8 @@ def _quantised(
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
     reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+    # NNCF quantises the float graph, fed as before; the INT8 graph then gets the same
+    # preprocessing in the graph as every bundle (``_calibrated_bundle``)
     calibration = [preprocess(read_image(p, **reading), prep) for p in calibration_paths]
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
