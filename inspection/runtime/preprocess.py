@@ -32,17 +32,15 @@ def check_image(image: object) -> np.ndarray:
 
 
 def model_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """One image as the bundle's graph takes it: the (H, W, 3) uint8 RGB image itself when the
-    graph preprocesses (``prep.in_graph``), else ``preprocess``'s (3, h, w) float32."""
-    return check_image(image) if prep.in_graph else preprocess(image, prep)
+    """One image as the bundle's graph takes it: the (h, w, 3) uint8 RGB image at the input
+    size when the graph preprocesses (``prep.in_graph``), else ``preprocess``'s (3, h, w)
+    float32."""
+    image = check_image(image)
+    return at_input_size(image, prep) if prep.in_graph else preprocess(image, prep)
 
 
 def model_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
-    """N images as one input: (N, H, W, 3) uint8 when the graph preprocesses (images of
-    different sizes are first brought to the input size, ``at_input_size``), else
-    (N, 3, h, w) float32."""
-    if prep.in_graph and len({np.shape(image) for image in images}) > 1:
-        images = [at_input_size(check_image(image), prep) for image in images]
+    """N images as one input ((N, h, w, 3) uint8 or (N, 3, h, w) float32, ``model_input``)."""
     return np.stack([model_input(image, prep) for image in images])
 
 

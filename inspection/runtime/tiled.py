@@ -27,7 +27,7 @@ from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.runtime.bounds import CameraOptions, work_size
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import at_input_size, check_image, model_input
+from inspection.runtime.preprocess import check_image, model_input
 
 
 @dataclass(frozen=True)
@@ -114,8 +114,7 @@ class TiledInspector:
         if self.metadata.training_roi is not None and self.metadata.roi is not None:
             grid = grid.inside(self.metadata.roi)
         prep = dataclasses.replace(self.metadata.preprocessing, input_size=grid.size)
-        whole = model_input(at_input_size(image, prep), prep)
-        return grid, cut(whole, grid, channels_first=not prep.in_graph)
+        return grid, cut(model_input(image, prep), grid, channels_first=not prep.in_graph)
 
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tiles -> raw scores and maps (no ROI: it applies to the stitched map)."""

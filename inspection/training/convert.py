@@ -122,24 +122,22 @@ def name_ports(ports: Sequence[Any], names: Sequence[str]) -> None:
 
 def with_preprocessing(model: ov.Model, prep: Preprocessing) -> ov.Model:
     """A copy of ``model`` (input (N, 3, h, w) float32, normalised) whose graph starts with
-    ``prep``'s steps (OpenVINO's ``PrePostProcessor``): it takes (N, H, W, 3) uint8 RGB of any
-    H, W, resizes it linearly to ``prep.input_size`` (cv2's ``INTER_LINEAR`` sampling, in
-    float), into the model's colour order, ``(x * pixel_scale - mean) / std`` per channel and
-    NHWC -> NCHW. Record it with ``Preprocessing.in_graph``."""
+    ``prep``'s steps (OpenVINO's ``PrePostProcessor``): it takes (N, h, w, 3) uint8 RGB at
+    ``prep.input_size``, into the model's colour order, ``(x * pixel_scale - mean) / std`` per
+    channel and NHWC -> NCHW; OpenVINO folds them into the first convolution. Record it with
+    ``Preprocessing.in_graph``. The resize to the input size stays before the graph
+    (``runtime.preprocess.at_input_size``): on AVX2, a resize in the graph needs a dynamic
+    input, which cost ~1.2 ms more per image than it saves (``reports/runtime/graph_preprocessing.md``)."""
     import openvino as ov
-    from openvino.preprocess import PrePostProcessor, ResizeAlgorithm
+    from openvino.preprocess import PrePostProcessor
 
     if prep.in_graph:
         raise BundleError("the model already preprocesses in its graph")
-    if prep.resize != "bilinear":
-        raise BundleError(f"resize {prep.resize!r} has no OpenVINO equivalent; use bilinear")
     ppp = PrePostProcessor(model.clone())
     image = ppp.input()
     image.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-    image.tensor().set_spatial_dynamic_shape()
     image.model().set_layout(ov.Layout("NCHW"))
     steps = image.preprocess().convert_element_type(ov.Type.f32)
-    steps.resize(ResizeAlgorithm.RESIZE_LINEAR, *prep.input_size)
     if prep.color_order == "BGR":
         steps.reverse_channels()
     # (x * scale - mean) / std == (x - mean / scale) / (std / scale), per model channel
