@@ -3,7 +3,8 @@
 Nothing here guesses: the pixel scale, colour order, mean/std, resize method and the
 score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``). A bundle
 exported with its preprocessing in the graph (``Preprocessing.in_graph``) takes the decoded
-image as it is (``model_input``); ``preprocess`` serves bundles exported before.
+image resized to its input size (``model_input``); ``preprocess`` serves bundles exported
+before.
 """
 
 from __future__ import annotations
