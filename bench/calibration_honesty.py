@@ -53,7 +53,7 @@ def live_scores(registry: Path, product: str, images: list[np.ndarray]) -> tuple
     """(the live bundle's metadata, (N,) raw scores of ``images`` through the station path)."""
     from inspection.core.registry import Registry
     from inspection.runtime.inspector import Inspector
-    from inspection.runtime.preprocess import preprocess
+    from inspection.runtime.preprocess import model_batch
 
     bundle = Registry(registry).journal.live_bundle_dir(product)
     model = Inspector.from_bundle(bundle).model
@@ -61,7 +61,7 @@ def live_scores(registry: Path, product: str, images: list[np.ndarray]) -> tuple
     scores = []
     for start in range(0, len(images), 8):
         chunk = images[start : start + 8]
-        batch = np.stack([preprocess(model.align(image)[0], prep) for image in chunk])
+        batch = model_batch([model.align(image)[0] for image in chunk], prep)
         scores.append(model.infer(batch).scores)
     return model.metadata, np.concatenate(scores).astype(np.float64)
 

@@ -403,7 +403,9 @@ def graph_limit(bundle: Path) -> dict[str, Any]:
 
     meta = read_bundle_metadata(bundle)
     model = ov.Core().read_model(bundle / meta.model_file)
-    model.reshape({model.inputs[0]: [1, 3, *meta.preprocessing.input_size]})
+    prep = meta.preprocessing
+    shape = [1, *prep.input_size, 3] if prep.in_graph else [1, 3, *prep.input_size]
+    model.reshape({model.inputs[0]: shape})
     exported = graph_flops(model)
     notes = optimize_graph(model)
     served = graph_flops(model)

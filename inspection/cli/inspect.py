@@ -21,7 +21,7 @@ from inspection.core.errors import ConfigError
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
 from inspection.core.signing import Keyring, SigningError, load_public_key
 from inspection.refine.config import refine_config_in
-from inspection.runtime.camera import CameraOptions
+from inspection.runtime.bounds import CameraOptions
 from inspection.runtime.overlays import render_overlay, write_rgb_png
 from inspection.service.config import load_station_config
 from inspection.station.config import pinned_key

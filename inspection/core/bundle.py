@@ -42,7 +42,10 @@ class Preprocessing:
     """Decoded RGB uint8 image -> model input: ((resize(image, input_size (h, w)) * pixel_scale)
     - mean) / std, NCHW; ``source_bits``: see ``core.images.narrow_to_8_bits``;
     ``source_range``: the declared range of signed and float images (``map_declared_range``;
-    None: refused)."""
+    None: refused). ``in_graph``: the scale, mean/std, colour order and NCHW layout are the
+    graph's first ops (OpenVINO's PrePostProcessor at export, ``training.convert.
+    with_preprocessing``): it takes (N, h, w, 3) uint8 RGB, resized first; False (bundles
+    exported before): (N, 3, h, w) float32 made by ``runtime.preprocess.preprocess``."""
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -53,6 +56,7 @@ class Preprocessing:
     layout: Literal["NCHW"] = "NCHW"
     source_bits: int = DEFAULT_SOURCE_BITS
     source_range: tuple[float, float] | None = None
+    in_graph: bool = False
 
     def __post_init__(self) -> None:
         check_source_bits(self.source_bits, "source_bits")

@@ -222,7 +222,12 @@ def component_vectors(
 
 def images_of_input(batch: np.ndarray, prep: Preprocessing) -> list[np.ndarray]:
     """Undo the normalisation of (N, 3, h, w) model input -> N (h, w, 3) float32 RGB in [0, 1]:
-    training and the station take colour and frequency statistics from the same pixels."""
+    training and the station take colour and frequency statistics from the same pixels. A
+    graph that preprocesses (``prep.in_graph``) takes (N, h, w, 3) uint8 RGB: scaled."""
+    if prep.in_graph:
+        if batch.ndim != 4 or batch.shape[3] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"expected (N, h, w, 3) uint8 model input, got {batch.shape}")
+        return [image.astype(np.float32) / np.float32(255.0) for image in batch]
     if batch.ndim != 4 or batch.shape[1] != 3:
         raise ValueError(f"expected (N, 3, h, w) model input, got {batch.shape}")
     mean = np.asarray(prep.mean, dtype=np.float32)[:, None, None]

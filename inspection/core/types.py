@@ -88,7 +88,7 @@ class InspectionResult:
     """The (2, 3) affine from reference to camera pixels when the image was aligned first
     (``runtime.alignment``); map, mask and regions are then in reference pixels."""
     camera_size: tuple[int, int] | None = None
-    """(H, W) at full resolution when judged on a reduced working copy (``runtime.camera``):
+    """(H, W) at full resolution when judged on a reduced working copy (``runtime.bounds``):
     pixel quantities are then working pixels, ``camera_regions`` scales the regions back."""
     input_warnings: tuple[str, ...] = ()
     """Why the image lies outside the input domain, judged anyway (``input_check: warn``)."""

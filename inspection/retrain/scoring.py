@@ -18,7 +18,6 @@ from inspection.core.images import read_image, read_mask
 from inspection.core.metrics import EvaluationMetrics, compute_metrics, judge_all
 from inspection.retrain.assemble import EvalItem
 from inspection.retrain.gate import GATEABLE_METRICS, LATENCY_KEY
-from inspection.runtime.camera import source_bits, source_range
 
 if TYPE_CHECKING:
     from inspection.core.types import InspectionResult
@@ -86,7 +85,8 @@ def evaluate_bundles(
     inspectors = {role: load_inspector(path, input_check="off") for role, path in bundles.items()}
     roles = list(inspectors)
     height, width = inspectors[roles[0]].metadata.preprocessing.input_size
-    reading = {r: (source_bits(i), source_range(i)) for r, i in inspectors.items()}
+    reading = {r: (i.metadata.preprocessing.source_bits, i.metadata.preprocessing.source_range)
+               for r, i in inspectors.items()}  # fmt: skip
     for role, inspector in inspectors.items():
         first = read_image(items[0].path, bits=reading[role][0], value_range=reading[role][1])
         for _ in range(warmup):

@@ -30,7 +30,7 @@ from inspection.core.golden import (
 from inspection.core.images import decode_reduced, read_image
 from inspection.runtime.hardware import cpu_info
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import at_input_size, preprocess
+from inspection.runtime.preprocess import at_input_size, model_input
 
 __all__ = ["GoldenDriftError", "check_golden", "record_golden"]
 
@@ -63,7 +63,7 @@ def run_golden(
     graph's numerics on this CPU."""
     scores, maps = [], []
     for image in images:
-        batch = preprocess(image, model.metadata.preprocessing)[None]
+        batch = model_input(image, model.metadata.preprocessing)[None]
         raw = model.fuse(batch, model.run(batch), masked=masked)
         scores.append(raw.scores[0])
         maps.append(raw.maps[0])

@@ -27,14 +27,15 @@ from inspection.core.types import AffineMatrix, InspectionResult
 from inspection.core.units import with_sizes
 from inspection.core.verdict import judge
 from inspection.refine.base import MaskRefiner
-from inspection.runtime.camera import CameraOptions, RefineGate, bounded_image
+from inspection.runtime.bounds import CameraOptions, RefineGate, bounded_image
 from inspection.runtime.loader import load_bundle
 from inspection.runtime.model import BundleModel, Finished
 from inspection.runtime.preprocess import (
     check_image,
+    model_batch,
+    model_input,
     normalize_map,
     normalize_score,
-    preprocess,
     resize_map,
 )
 from inspection.runtime.warmup import WarmOutcome
@@ -175,7 +176,7 @@ class Inspector:
             image,
             input_size=input_size,
             tiled=tiled,
-            # what ``runtime.camera.decode_side`` reduces a larger camera image to
+            # what ``runtime.bounds.Reading`` reduces a larger camera image to
             work_side=None if tiled else self.camera.work_side(input_size),
         )
         if problems and self.input_check == "refuse":
@@ -204,7 +205,7 @@ class Inspector:
         """One image's raw outputs, before ``judge_raw`` (``started`` as in ``inspect``)."""
         start = time.perf_counter()
         ready = self.prepare(image)
-        tensor = preprocess(ready.image, self.metadata.preprocessing)
+        tensor = model_input(ready.image, self.metadata.preprocessing)
         prepared = time.perf_counter()
         raw = self.model.infer(tensor[None])
         inferred = time.perf_counter()
@@ -222,7 +223,7 @@ class Inspector:
             return []
         start = time.perf_counter()
         ready = [self.prepare(image) for image in images]
-        batch = np.stack([preprocess(r.image, self.metadata.preprocessing) for r in ready])
+        batch = model_batch([r.image for r in ready], self.metadata.preprocessing)
         prepared = time.perf_counter()
         raw = self.model.infer(batch)
         inferred = time.perf_counter()
@@ -257,7 +258,7 @@ class Inspector:
             for index, image in enumerate(images):
                 start = time.perf_counter()
                 ready = self.prepare(image)
-                tensor = preprocess(ready.image, self.metadata.preprocessing)[None]
+                tensor = model_input(ready.image, self.metadata.preprocessing)[None]
                 pending[index] = _Submitted(start, ready, tensor)
                 queue.start_async({0: tensor}, index, share_inputs=True)  # kept alive in pending
                 for done in [i for i in list(finished) if i in pending]:

@@ -27,7 +27,7 @@ from inspection.core.signing import VerifiedBundle, read_verified
 from inspection.core.types import AffineMatrix
 from inspection.runtime.alignment import Aligner
 from inspection.runtime.graph import optimize_graph
-from inspection.runtime.preprocess import check_image
+from inspection.runtime.preprocess import check_image, model_input
 from inspection.runtime.warmup import WarmOutcome, WarmRequest, WarmStats
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,9 @@ class BundleModel:
         self._compile_batched = batched
         self._batched_request: ov.InferRequest | None = None  # compiled on first use
         self._lock = threading.Lock()
-        self._warm = WarmRequest(compiled, self._request)
+        height, width = metadata.preprocessing.input_size
+        blank = model_input(np.zeros((height, width, 3), np.uint8), metadata.preprocessing)
+        self._warm = WarmRequest(self._request, blank[None])
 
     @classmethod
     def load(
@@ -183,7 +185,8 @@ class BundleModel:
         return apply_roi(raw_score, raw_map, self.metadata.roi)
 
     def run(self, batch: np.ndarray) -> GraphOutputs:
-        """(N, 3, h, w) float32 model input -> the graph's raw outputs, before ROI and fusion."""
+        """Model input (``preprocess.model_batch``) -> the graph's raw outputs, before ROI and
+        fusion."""
         with self._lock:
             request = self._request
             if len(batch) != 1 and self._compile_batched is not None:
@@ -193,7 +196,7 @@ class BundleModel:
                 request = self._batched_request
             self._warm.stop()  # a warm run still in flight never holds up a real part
             # share_inputs: no copy (the call is synchronous: the array outlives it)
-            request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)}, share_inputs=True)
+            request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
             outputs = _copy_outputs(
                 request, self._score_index, self._map_index, self._pooled_index, len(batch)
             )

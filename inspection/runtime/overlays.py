@@ -11,7 +11,7 @@ import numpy as np
 from inspection.core.types import InspectionResult
 from inspection.refine.budget import shrink_mask
 from inspection.runtime.alignment import to_reference
-from inspection.runtime.camera import work_size
+from inspection.runtime.bounds import work_size
 
 _CONTOUR_RGB = (255, 255, 255)
 _VERDICT_RGB = {"OK": (40, 200, 40), "NG": (230, 40, 40)}

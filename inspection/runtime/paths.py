@@ -14,10 +14,10 @@ import numpy as np
 
 from inspection.core.errors import AlignmentError, ImageDecodeError, InputDomainError
 from inspection.core.fingerprint import shown_name
-from inspection.core.images import IMAGE_SUFFIXES, DecodedImage, read_reduced
+from inspection.core.images import IMAGE_SUFFIXES, DecodedImage
 from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import decode_side, source_bits, source_range, with_camera_size
+from inspection.runtime.bounds import Reading, with_camera_size
 from inspection.runtime.predictor import Predictor
 
 
@@ -60,7 +60,7 @@ def iter_paths(
                 if isinstance(result, str):
                     yield PathOutcome(path, error=result, refused=True)
                     continue
-                result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
+                result = with_camera_size(result, decoded)
                 result = dataclasses.replace(
                     result,
                     latency_ms=result.latency_ms + decode_ms,
@@ -69,14 +69,12 @@ def iter_paths(
                 yield PathOutcome(path, result, image=decoded.image)
             pending.clear()
 
-    side = decode_side(inspector.camera, inspector)  # None (full resolution) when tiled
-    bits = source_bits(inspector)  # the bundle's: 16-bit files read as training read them
-    value_range = source_range(inspector)  # signed and float files too
+    reading = Reading.of(inspector)  # files read as the bundle's training images were
     for path in files:
         try:
             begin = time.perf_counter()
-            decoded = read_reduced(path, work_side=side, bits=bits, value_range=value_range)
-            check_bit_depth(decoded, bits, inspector.input_check)
+            decoded = reading.read(path)
+            check_bit_depth(decoded, reading.bits, inspector.input_check)
             pending.append((path, decoded, (time.perf_counter() - begin) * 1e3))
         except ImageDecodeError as exc:
             yield from flush()

@@ -12,7 +12,7 @@ from inspection.core.bundle import BundleMetadata
 from inspection.core.golden import GoldenCheck, Recalibration
 from inspection.core.input_domain import InputCheck
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import CameraOptions
+from inspection.runtime.bounds import CameraOptions
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
 from inspection.runtime.tiled import TiledInspector

@@ -1,11 +1,15 @@
 """Numpy/OpenCV pre- and post-processing driven only by the bundle metadata.
 
 Nothing here guesses: the pixel scale, colour order, mean/std, resize method and the
-score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``).
+score normalisation all come from ``metadata.json`` (see ``inspection.core.bundle``). A bundle
+exported with its preprocessing in the graph (``Preprocessing.in_graph``) takes the decoded
+image resized to its input size (``model_input``); ``preprocess`` serves bundles exported
+before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import cv2
@@ -26,6 +30,19 @@ def check_image(image: object) -> np.ndarray:
     if image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"image must not be empty, got shape {image.shape}")
     return image
+
+
+def model_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+    """One image as the bundle's graph takes it: the (h, w, 3) uint8 RGB image at the input
+    size when the graph preprocesses (``prep.in_graph``), else ``preprocess``'s (3, h, w)
+    float32."""
+    image = check_image(image)
+    return at_input_size(image, prep) if prep.in_graph else preprocess(image, prep)
+
+
+def model_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:
+    """N images as one input ((N, h, w, 3) uint8 or (N, 3, h, w) float32, ``model_input``)."""
+    return np.stack([model_input(image, prep) for image in images])
 
 
 def preprocess(image: np.ndarray, prep: Preprocessing) -> np.ndarray:

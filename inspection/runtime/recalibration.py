@@ -29,7 +29,7 @@ from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
 from inspection.runtime.hardware import CpuInfo, cpu_info, cpu_record_path, read_cpu_records
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import model_batch
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def run_samples(
         chunk = samples[start : start + batch_size]
         reading = {"bits": prep.source_bits, "value_range": prep.source_range}
         images = [read_image(s.path, **reading) for s in chunk]
-        batch = np.stack([preprocess(model.align(image)[0], prep) for image in images])
+        batch = model_batch([model.align(image)[0] for image in images], prep)
         raw = model.infer(batch)
         scores.append(raw.scores)
         maps.append(raw.maps)

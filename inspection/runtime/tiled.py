@@ -24,10 +24,10 @@ from inspection.core.images import read_image
 from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.tiling import TileGrid, TilingSpec, cut, stitch
 from inspection.core.types import AffineMatrix, InspectionResult
-from inspection.runtime.camera import CameraOptions, work_size
+from inspection.runtime.bounds import CameraOptions, work_size
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import check_image, preprocess
+from inspection.runtime.preprocess import check_image, model_input
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class TiledInspector:
         """Always None: tiled bundles are re-exported, not re-calibrated at load."""
         return self.inspector.recalibration
 
-    # The station sets these on whatever its loader returns (``station.core``, ``runtime.camera``).
+    # The station sets these on whatever its loader returns (``station.core``, ``runtime.bounds``).
     @property
     def input_check(self) -> InputCheck:
         return self.inspector.input_check
@@ -106,14 +106,15 @@ class TiledInspector:
         self.inspector.camera = options
 
     def tile_inputs(self, image: np.ndarray) -> tuple[TileGrid, np.ndarray]:
-        """The grid of ``image`` and its tiles as (N, 3, th, tw) model input; a bundle trained
-        with its ROI runs only the tiles holding an ROI pixel."""
+        """The grid of ``image`` and its tiles as model input ((N, th, tw, 3) uint8 when the
+        graph preprocesses, else (N, 3, th, tw) float32); a bundle trained with its ROI runs
+        only the tiles holding an ROI pixel."""
         check_image(image)
         grid = self.tiling.grid(*image.shape[:2])
         if self.metadata.training_roi is not None and self.metadata.roi is not None:
             grid = grid.inside(self.metadata.roi)
         prep = dataclasses.replace(self.metadata.preprocessing, input_size=grid.size)
-        return grid, cut(preprocess(image, prep), grid, channels_first=True)
+        return grid, cut(model_input(image, prep), grid, channels_first=not prep.in_graph)
 
     def infer_tiles(self, tiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tiles -> raw scores and maps (no ROI: it applies to the stitched map)."""

@@ -42,10 +42,10 @@ class WarmStats:
 class WarmRequest:
     """Warm runs on the parts' infer request (``BundleModel`` calls it under its lock)."""
 
-    def __init__(self, compiled: ov.CompiledModel, request: ov.InferRequest) -> None:
-        self._compiled = compiled
+    def __init__(self, request: ov.InferRequest, blank: np.ndarray) -> None:
+        """``blank``: the input a warm run infers (a blank image as the model takes it)."""
         self._request = request
-        self._input: np.ndarray | None = None
+        self._input = blank
         self._running = False
         self._started_at = 0.0
         self.last_end = 0.0
@@ -58,9 +58,6 @@ class WarmRequest:
         self._settle()
         if self.last_end and (time.perf_counter() - self.last_end) * 1e3 < idle_ms:
             return "recent"
-        if self._input is None:
-            shape = tuple(int(d) for d in self._compiled.input(0).get_shape())
-            self._input = np.zeros(shape, dtype=np.float32)
         self._request.start_async({0: self._input}, share_inputs=True)
         self._running = True
         self._started_at = time.perf_counter()

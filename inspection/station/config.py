@@ -23,7 +23,7 @@ from inspection.core.images import DEFAULT_MAX_SIDE, STATION_FORMATS
 from inspection.core.input_domain import InputCheck, input_check_mode
 from inspection.core.model_record import check_name
 from inspection.core.signing import Keyring, PinnedKey, SigningError
-from inspection.runtime.camera import BoundsConfig
+from inspection.runtime.bounds import BoundsConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class StationCoreConfig:
     """Without a tuning record, time the live model's gated bundles here and serve the fastest
     (``runtime.tuning``)."""
     bounds: BoundsConfig = field(default_factory=BoundsConfig)
-    """Working size, latency budget (per product) and stored images (``runtime.camera``)."""
+    """Working size, latency budget (per product) and stored images (``runtime.bounds``)."""
     validation_images: dict[str, Path] = field(default_factory=dict)
     """Per product, a folder of this station's validation images (MVTec layout) on which a
     bundle whose golden outputs drift here is re-calibrated (``runtime.recalibration``)."""

@@ -20,7 +20,7 @@ from inspection.core.input_domain import InputCheck
 from inspection.core.registry import Registry
 from inspection.core.signing import key_id
 from inspection.refine.config import REFINE_CONFIG_NAME, RefineConfig, load_refine_config
-from inspection.runtime.camera import bounded_loader
+from inspection.runtime.bounds import bounded_loader
 from inspection.runtime.predictor import Predictor
 from inspection.station.config import StationCoreConfig, check_registry_dir, pinned_key
 from inspection.station.limits import ImageLimits

@@ -28,16 +28,10 @@ from inspection.core.errors import (
     InputDomainError,
 )
 from inspection.core.fingerprint import sha256_bytes
-from inspection.core.images import DecodedImage, decode_reduced
+from inspection.core.images import DecodedImage
 from inspection.core.input_domain import check_bit_depth
 from inspection.core.types import InspectionResult
-from inspection.runtime.camera import (
-    decode_side,
-    source_bits,
-    source_range,
-    stored_copy,
-    with_camera_size,
-)
+from inspection.runtime.bounds import Reading, stored_copy, with_camera_size
 from inspection.runtime.overlays import render_overlay
 from inspection.station.config import StationCoreConfig
 from inspection.station.errors import (
@@ -265,14 +259,10 @@ class Pipeline:
         ``PartNotAligned`` or ``InputOutOfDomain`` (counted) when the image cannot be judged."""
         product, name = request.product, request.source_name or "upload"
         started = time.perf_counter()
-        options = self.bounds.options(product)
-        bits = source_bits(model.inspector)  # the bundle's, as training read its images
+        reading = Reading.of(model.inspector)  # as the bundle's training images were read
         try:
-            decoded = decode_reduced(
+            decoded = reading.decode(
                 data,
-                work_side=decode_side(options, model.inspector),
-                bits=bits,
-                value_range=source_range(model.inspector),
                 max_pixels=self.config.max_pixels,
                 max_side=self.config.max_side,
                 formats=self.config.image_formats,
@@ -284,7 +274,7 @@ class Pipeline:
             raise BadImage(str(exc)) from exc
         decode_ms = _ms(started)
         try:
-            check_bit_depth(decoded, bits, model.inspector.input_check)
+            check_bit_depth(decoded, reading.bits, model.inspector.input_check)
             result = model.inspect(decoded.image, started=started)
         except AlignmentError as exc:
             raise PartNotAligned(str(exc)) from exc
@@ -294,7 +284,7 @@ class Pipeline:
             raise InputOutOfDomain(str(exc)) from exc
         if result.input_warnings:  # each already logged by ``Inspector.admit``
             self._input_domain(product, "warned")
-        result = with_camera_size(result, decoded.source_size, decoded.image.shape[:2])
+        result = with_camera_size(result, decoded)
         return decoded, result, decode_ms
 
     def _audit_draw(self) -> bool:

@@ -69,7 +69,7 @@ from inspection.training.bundle_calibration import (
     fused_out_of_fold,
     refusal_advice,
 )
-from inspection.training.convert import convert_torch_model
+from inspection.training.convert import convert_torch_model, with_preprocessing
 from inspection.training.global_context import ModelOutputs, batched_outputs, refit_on_outputs
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,11 @@ def _calibrated_bundle(
     *,
     refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs, BundleRuns]:
-    """Save ``model``, calibrate it on its own validation outputs (and choose its mask refiner
-    with ``refine``), then run it on the test split; the bundle's runs, compiled once."""
+    """Save ``model`` with its preprocessing in the graph (``with_preprocessing``), calibrate
+    it on its own validation outputs (and choose its mask refiner with ``refine``), then run it
+    on the test split; the bundle's runs, compiled once."""
+    model = with_preprocessing(model, meta.preprocessing)
+    meta = replace(meta, preprocessing=replace(meta.preprocessing, in_graph=True))
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
     for name, source in (extra_files or {}).items():
@@ -509,6 +512,8 @@ def _quantised(
     prep = meta.preprocessing
     calibration_paths = sorted(splits.train_images)[: options.calibration_size]
     reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+    # NNCF quantises the float graph, fed as before; the INT8 graph then gets the same
+    # preprocessing in the graph as every bundle (``_calibrated_bundle``)
     calibration = [preprocess(read_image(p, **reading), prep) for p in calibration_paths]
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "

@@ -9,7 +9,7 @@ keeps, by greedy forward selection on validation AUROC, components adding ``MIN_
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from inspection.core.operating_point import (
     choose_threshold,
     extra_good_scores,
 )
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import model_batch
 from inspection.training.convert import no_chunking, score_and_map
 
 MIN_STD = 1e-6
@@ -201,9 +201,12 @@ def model_outputs(
     layers: Sequence[str],
     batch_size: int = 8,
 ) -> ModelOutputs:
-    """Run the exact graph the bundle exports (score, map, pooled) on station-preprocessed images."""
+    """Run the exact graph the bundle exports (score, map, pooled) on station-preprocessed images
+    (in Python: the torch graph takes normalised (N, 3, h, w) float32, whatever ``prep`` says)."""
     # deferred: torch (2 s), only for a torch model's outputs
     import torch
+
+    prep = replace(prep, in_graph=False)
 
     wrapper = score_and_map(torch_model.eval(), layers)
 
@@ -230,7 +233,7 @@ def batched_outputs(
         images = [
             read_image(p, bits=prep.source_bits, value_range=prep.source_range) for p in chunk
         ]
-        batch = np.stack([preprocess(image, prep) for image in images])
+        batch = model_batch(images, prep)
         score, features = run(batch)
         scores.append(np.asarray(score, np.float64))
         features = np.zeros((len(batch), 0)) if features is None else features

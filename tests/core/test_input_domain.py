@@ -212,7 +212,7 @@ def test_the_size_limit_is_at_most_the_model_input_unless_tiled() -> None:
 
 
 def test_a_copy_reduced_to_the_working_side_is_not_held_to_the_size_limit() -> None:
-    """A station judges a reduced copy of a large camera frame (``runtime.camera``): its shorter
+    """A station judges a reduced copy of a large camera frame (``runtime.bounds``): its shorter
     side says nothing of the camera's; anything shorter than the working side still is."""
     large = dataclasses.replace(
         COLOUR, height=(2048, 2048), width=(2448, 2448), aspect=(1.195, 1.196)

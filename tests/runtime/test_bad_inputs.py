@@ -14,7 +14,7 @@ from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import read_image
-from inspection.runtime.camera import work_size
+from inspection.runtime.bounds import work_size
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 

@@ -58,6 +58,7 @@ def test_int8_bundle_is_calibrated_on_its_own_outputs(fp32_bundle, trained_patch
     assert int8.normalization == int8.output_calibration.normalization
     assert int8.normalization != fp32.normalization
     assert int8.quantization_set is not None and int8.quantization_set.seven_bit_weights
+    assert int8.preprocessing.in_graph and fp32.preprocessing.in_graph  # the decoded image in
     assert int8.output_calibration.n_good + int8.output_calibration.n_defective == len(
         tp.record.extra["splits"]["validation"]
     )

@@ -87,9 +87,9 @@ def test_bundle_scores_match_training(weave_bundle) -> None:
         context.feature_layers,
     )
     expected, _ = fused_scores(context, outputs)
-    from inspection.runtime.preprocess import preprocess
+    from inspection.runtime.preprocess import model_batch
 
-    batch = np.stack([preprocess(read_image(p), inspector.metadata.preprocessing) for p in paths])
+    batch = model_batch([read_image(p) for p in paths], inspector.metadata.preprocessing)
     got = inspector.model.infer(batch).scores
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-2)
 

@@ -29,7 +29,7 @@ from inspection.core.images import read_image
 from inspection.core.input_domain import DomainTolerance, InputDomain
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
-from inspection.runtime.camera import CameraOptions
+from inspection.runtime.bounds import CameraOptions
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.paths import inspect_paths
 from inspection.runtime.tiled import TiledInspector

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import pytest
 
 from inspection.core.images import read_image
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import model_batch, preprocess
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +39,15 @@ def test_raw_outputs_match_torch(request, precision, torch_model, images) -> Non
 
     bundle = request.getfixturevalue(f"{precision}_bundle")
     inspector = Inspector.from_bundle(bundle)
-    batch = np.stack([preprocess(image, inspector.metadata.preprocessing) for image in images])
+    prep = inspector.metadata.preprocessing  # in the graph: torch takes Python's tensors
+    batch = np.stack(
+        [preprocess(image, dataclasses.replace(prep, in_graph=False)) for image in images]
+    )
     with torch.no_grad():
         expected = torch_model.model(torch.from_numpy(batch))
     ref_scores = expected.pred_score.reshape(-1).numpy()
     ref_maps = expected.anomaly_map[:, 0].numpy()
-    raw = inspector.model.infer(batch)
+    raw = inspector.model.infer(model_batch(images, prep))
     scores, maps = raw.scores, raw.maps
     score_tol, map_tol = TOLERANCE[precision]
     norm = inspector.metadata.normalization
@@ -85,7 +89,7 @@ def test_normalised_results_match_anomalib_end_to_end(fp32_bundle, torch_model, 
 
 def test_batch_n_equals_batch_1_in_the_ir(fp32_bundle, images) -> None:
     inspector = Inspector.from_bundle(fp32_bundle)
-    batch = np.stack([preprocess(image, inspector.metadata.preprocessing) for image in images])
+    batch = model_batch(images, inspector.metadata.preprocessing)
     raw = inspector.model.infer(batch)
     scores, maps = raw.scores, raw.maps
     for k in range(len(images)):

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from inspection.core.bundle import Preprocessing
-from inspection.runtime.camera import CameraOptions, source_bits
+from inspection.runtime.bounds import CameraOptions, Reading
 from inspection.runtime.paths import iter_paths
 
 TWELVE_BIT = (np.arange(96 * 96, dtype=np.uint16).reshape(96, 96) % 4096).astype(np.uint16)
@@ -35,10 +35,9 @@ def _metadata(bits: int) -> object:
     return SimpleNamespace(preprocessing=prep, tiling=None)
 
 
-def test_source_bits_is_the_bundles_and_16_without_metadata() -> None:
-    assert source_bits(SeeingInspector(_metadata(12))) == 12
-    assert source_bits(SeeingInspector(_metadata(16))) == 16
-    assert source_bits(object()) == 16
+def test_the_reading_is_the_bundles() -> None:
+    assert Reading.of(SeeingInspector(_metadata(12))) == Reading(1024, 12, None)
+    assert Reading.of(SeeingInspector(_metadata(16))).bits == 16
 
 
 def test_a_12_bit_frame_under_a_12_bit_bundle_is_seen_as_its_8_bit_equivalent(

@@ -171,7 +171,7 @@ def test_stations_and_the_cli_load_a_tiled_bundle_as_tiled(bundle: Path, tmp_pat
 
 
 def test_a_tiled_inspector_takes_the_station_settings(bundle: Path) -> None:
-    from inspection.runtime.camera import CameraOptions
+    from inspection.runtime.bounds import CameraOptions
 
     tiled = TiledInspector.from_bundle(bundle)
     tiled.input_check = "warn"

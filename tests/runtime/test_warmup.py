@@ -10,13 +10,13 @@ import numpy as np
 
 from inspection.core.images import read_image
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.preprocess import preprocess
+from inspection.runtime.preprocess import model_input
 from inspection.runtime.warmup import RUN_MS_WEIGHT, WarmStats
 
 
 def _tensor(inspector: Inspector, tiny_product: Path) -> np.ndarray:
     image = read_image(sorted((tiny_product / "test").rglob("*.png"))[0])
-    return preprocess(image, inspector.metadata.preprocessing)[None]
+    return model_input(image, inspector.metadata.preprocessing)[None]
 
 
 def test_a_warm_run_leaves_the_parts_outputs_unchanged(

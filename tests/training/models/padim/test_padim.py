@@ -252,7 +252,7 @@ def test_fp32_bundle_matches_torch_at_pinned_f32(padim: TrainedPadim, images) ->
     import torch
 
     from inspection.core.bundle import verify_bundle
-    from inspection.runtime.preprocess import preprocess
+    from inspection.runtime.preprocess import model_batch, preprocess
     from inspection.training.train import load_trained_model
 
     meta = verify_bundle(padim.bundle)
@@ -263,7 +263,7 @@ def test_fp32_bundle_matches_torch_at_pinned_f32(padim: TrainedPadim, images) ->
     compiled = ov.Core().compile_model(
         str(padim.bundle / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}
     )
-    out = compiled(batch)
+    out = compiled(model_batch(images, meta.preprocessing))  # preprocessed in the graph
     scores, maps = out["pred_score"], out["anomaly_map"][:, 0]
     norm = meta.normalization
     np.testing.assert_allclose(

@@ -1,4 +1,4 @@
-"""Bounded per-image stages (``runtime.camera``): decode, regions, refinement and overlays
+"""Bounded per-image stages (``runtime.bounds``): decode, regions, refinement and overlays
 cost what the working size costs, whatever the camera's resolution."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from inspection.core.errors import ImageDecodeError
-from inspection.core.images import decode_reduced, read_image
+from inspection.core.images import DecodedImage, decode_reduced, read_image
 from inspection.core.regions import extract_regions
 from inspection.core.types import InspectionResult, scale_regions
 from inspection.refine.classical import ClassicalRefiner, bounded_crop, grabcut_region
 from inspection.refine.config import ClassicalConfig, RefineConfig
-from inspection.runtime.camera import (
+from inspection.runtime.bounds import (
     BoundsConfig,
     CameraOptions,
     RefineGate,
@@ -154,7 +154,8 @@ def test_refine_gate_skips_refinement_that_would_exceed_the_budget() -> None:
 
 def test_overlay_of_a_camera_image_is_bounded(wide: np.ndarray) -> None:
     _, result = _ng((683, 1024))
-    result = with_camera_size(result, (2000, 3000), (683, 1024))
+    decoded = DecodedImage(np.zeros((683, 1024, 3), np.uint8), source_size=(2000, 3000))
+    result = with_camera_size(result, decoded)
     assert result.camera_size == (2000, 3000)
     overlay = render_overlay(wide, result, max_side=512)
     assert overlay.shape == (342, 512, 3)  # 683 * 512 / 1024 rounded
@@ -162,7 +163,7 @@ def test_overlay_of_a_camera_image_is_bounded(wide: np.ndarray) -> None:
         render_overlay(wide[:1000], result)
     assert result.summary()["height"] == 2000 and result.summary()["work_size"] == [683, 1024]
     aligned = dataclasses.replace(result, camera_size=None, alignment=(1, 0, 5, 0, 1, 7))
-    rescaled = with_camera_size(aligned, (2000, 3000), (683, 1024))
+    rescaled = with_camera_size(aligned, decoded)
     assert rescaled.camera_size is None
     assert rescaled.alignment[2] == pytest.approx(5 * 3000 / 1024)
 

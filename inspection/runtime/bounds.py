@@ -1,9 +1,11 @@
 """Camera resolution without stalls: every per-image stage is bounded by a working size.
 
 A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging it at full size
-costs minutes. So it is reduced once to a longer side of ``work_max_side`` and judged on that
-copy (recording the camera's size); refinement runs only when its predicted cost fits the
-latency budget (``RefineGate``).
+costs minutes. So it is decoded once (``Reading``), reduced to a longer side of
+``work_max_side``, into the ``DecodedImage`` every stage takes: inference on its working copy
+(the result recording the camera's size, ``with_camera_size``), refinement, storage
+(``stored_copy``). Refinement runs only when its predicted cost fits the latency budget
+(``RefineGate``).
 """
 
 from __future__ import annotations
@@ -14,16 +16,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import cv2
 import numpy as np
 
-from inspection.core.images import DEFAULT_SOURCE_BITS, DecodedImage
+from inspection.core.bundle import BundleMetadata
+from inspection.core.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    DEFAULT_SOURCE_BITS,
+    DecodedImage,
+    decode_reduced,
+    read_reduced,
+)
 from inspection.core.types import InspectionResult
 from inspection.refine.base import MaskRefiner
 
-T = TypeVar("T")
 DEFAULT_WORK_MAX_SIDE = 1024
 """Longer side of the working copy: 4x the demo models' 256 px input, about 1 MP."""
 PRIOR_NS_PER_PIXEL = 2_000.0
@@ -73,41 +82,67 @@ class BoundsConfig:
         return self.products.get(product, default)
 
 
-def bounded_loader(loader: Callable[[Path], T], config: BoundsConfig) -> Callable[[Path], T]:
+class Bounded(Protocol):
+    """A predictor with its bundle's metadata and per-product ``CameraOptions``."""
+
+    camera: CameraOptions
+
+    @property
+    def metadata(self) -> BundleMetadata: ...
+
+
+B = TypeVar("B", bound=Bounded)
+
+
+def bounded_loader(loader: Callable[[Path], B], config: BoundsConfig) -> Callable[[Path], B]:
     """``loader`` whose inspectors get their product's ``CameraOptions`` from ``config``."""
 
-    def load(bundle_dir: Path) -> T:
+    def load(bundle_dir: Path) -> B:
         inspector = loader(bundle_dir)
-        metadata = getattr(inspector, "metadata", None)
-        if metadata is not None and hasattr(inspector, "camera"):
-            inspector.camera = config.options(metadata.product)  # type: ignore[attr-defined]
+        inspector.camera = config.options(inspector.metadata.product)
         return inspector
 
     return load
 
 
-def decode_side(options: CameraOptions, inspector: object) -> int | None:
-    """Longer side to decode uploads at for ``inspector`` (None: full size, tiled)."""
-    metadata = getattr(inspector, "metadata", None)
-    if getattr(metadata, "tiling", None) is not None:
-        return None
-    preprocessing = getattr(metadata, "preprocessing", None)
-    if preprocessing is None:
-        return options.work_max_side
-    return options.work_side(tuple(preprocessing.input_size))
+@dataclass(frozen=True)
+class Reading:
+    """How a bundle's images are decoded, once each (``Reading.of``): reduced to a longer side
+    of ``work_side`` (None: full size, a tiled bundle), 16-bit files at ``bits`` significant
+    bits and signed or float files in ``value_range`` (the bundle's ``source_bits`` and
+    ``source_range``: read as its training images were; ``core.images.decode_reduced``)."""
 
+    work_side: int | None
+    bits: int = DEFAULT_SOURCE_BITS
+    value_range: tuple[float, float] | None = None
 
-def source_bits(inspector: object) -> int:
-    """Significant bits of 16-bit uploads: the bundle's ``source_bits`` (16 without one)."""
-    preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
-    return getattr(preprocessing, "source_bits", DEFAULT_SOURCE_BITS)
+    @classmethod
+    def of(cls, predictor: Bounded) -> Reading:
+        """The reading of ``predictor``'s bundle at its working size."""
+        metadata, prep = predictor.metadata, predictor.metadata.preprocessing
+        side = None if metadata.tiling is not None else predictor.camera.work_side(prep.input_size)
+        return cls(side, prep.source_bits, prep.source_range)
 
+    def decode(
+        self,
+        data: bytes,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_side: int = DEFAULT_MAX_SIDE,
+        formats: tuple[str, ...] | None = None,
+        name: str = "image",
+    ) -> DecodedImage:
+        """Encoded bytes -> the ``DecodedImage`` (limits and errors: ``decode_reduced``)."""
+        return decode_reduced(
+            data, work_side=self.work_side, bits=self.bits, value_range=self.value_range,
+            max_pixels=max_pixels, max_side=max_side, formats=formats, name=name,
+        )  # fmt: skip
 
-def source_range(inspector: object) -> tuple[float, float] | None:
-    """The declared range of signed and float uploads: the bundle's ``source_range`` (None
-    without one: such images are refused)."""
-    preprocessing = getattr(getattr(inspector, "metadata", None), "preprocessing", None)
-    return getattr(preprocessing, "source_range", None)
+    def read(self, path: str | Path) -> DecodedImage:
+        """A file -> the ``DecodedImage`` (``core.images.read_reduced``)."""
+        return read_reduced(
+            path, work_side=self.work_side, bits=self.bits, value_range=self.value_range
+        )
 
 
 def stored_copy(decoded: DecodedImage, *, keep_original: bool) -> bytes | None:
@@ -138,12 +173,11 @@ def bounded_image(image: np.ndarray, max_side: int) -> tuple[np.ndarray, tuple[i
     return small, (int(image.shape[0]), int(image.shape[1]))
 
 
-def with_camera_size(
-    result: InspectionResult, camera_size: tuple[int, int], inspected_size: tuple[int, int]
-) -> InspectionResult:
-    """``result`` of a working copy recording ``camera_size``, or, aligned, its alignment
-    matrix rescaled to camera pixels."""
-    size = (int(camera_size[0]), int(camera_size[1]))
+def with_camera_size(result: InspectionResult, decoded: DecodedImage) -> InspectionResult:
+    """``result`` of ``decoded``'s working copy recording the camera's size, or, aligned, its
+    alignment matrix rescaled to camera pixels."""
+    size = (int(decoded.source_size[0]), int(decoded.source_size[1]))
+    inspected_size = decoded.image.shape[:2]
     if size == tuple(inspected_size):
         return result
     if result.alignment is not None:
