@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench._shared import Attempt, attempt, job_args
 from inspection.core.registry import Registry
 from inspection.dashboard import models
-from inspection.line.machine_vision.access import RefusalLimit
+from inspection.line.machine_vision.access import RefusalLimit, RefusalWarnings
 from inspection.line.pki import LinePki
 from inspection.line.station import LineStation
 
@@ -102,6 +102,22 @@ def test_the_journal_decides(
     assert ("op-a", "ReportSafetyState", "BadInvalidArgument") in calls
     assert calls.count(("obs", "SelectModeAutomatic", "BadUserAccessDenied")) == 10  # the burst
     assert not any(c[1] == "PrepareRecipe" and c[2] != "Good" for c in calls)
+
+
+def test_a_refusal_flood_is_counted_in_the_log_not_written_line_by_line(caplog) -> None:
+    """11,000 warnings in 17 s from one observer before; now ``burst`` a window and one count."""
+    warnings = RefusalWarnings(burst=3, window_s=0.2)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(50):
+            warnings.warn("obs (observer)", "Halt", "needs role admin")
+        warnings.warn("eng (engineer)", "Halt", "needs role admin")  # another source: its own
+        time.sleep(0.25)
+        warnings.warn("obs (observer)", "Halt", "needs role admin")
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("OPC 40100 refused: Halt by obs (observer): needs role admin") == 4
+    assert "OPC 40100 refused: 47 more refusals by obs (observer) within 0.2 s" in lines[4]
+    assert "OPC 40100 refused: Halt by eng (engineer): needs role admin" in lines
+    assert len(lines) == 6
 
 
 def test_a_refusal_flood_is_journalled_in_aggregate() -> None:

@@ -279,8 +279,37 @@ class RefusalLimit:
         return records
 
 
+class RefusalWarnings:
+    """The log's share of a refusal flood: at most ``burst`` warnings per source (a user, a
+    session or a channel, as ``refuse`` names it) per ``window_s``; the rest are counted and
+    said in one line when that source's next refusal opens a new window. The journal keeps
+    every refused control call (``RefusalLimit``), so the log need not."""
+
+    def __init__(self, burst: int = 10, window_s: float = 10.0, sources: int = 1024) -> None:
+        self.burst, self.window_s, self.sources = burst, window_s, sources
+        self._windows: dict[str, tuple[float, int]] = {}  # source -> window start, refusals
+
+    def warn(self, who: object, what: str, why: str) -> None:
+        source, now = str(who or "no session"), time.monotonic()
+        start, seen = self._windows.pop(source, (now, 0))
+        if now - start >= self.window_s:
+            if seen > self.burst:
+                log.warning("OPC 40100 refused: %d more refusals by %s within %g s, not logged "
+                            "one by one", seen - self.burst, source, self.window_s)  # fmt: skip
+            start, seen = now, 0
+        if seen < self.burst:
+            log.warning("OPC 40100 refused: %s by %s: %s", what, source, why)
+        if len(self._windows) >= self.sources:  # a flood from many peers: forget the oldest
+            self._windows.pop(next(iter(self._windows)))
+        self._windows[source] = (start, seen + 1)
+
+
+_WARNINGS = RefusalWarnings()
+
+
 def refuse(who: object, what: str, why: str) -> None:
-    log.warning("OPC 40100 refused: %s by %s: %s", what, who or "no session", why)
+    """Log a refusal (``RefusalWarnings``: a flood is counted, not written line by line)."""
+    _WARNINGS.warn(who, what, why)
 
 
 @dataclass(frozen=True)
