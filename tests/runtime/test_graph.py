@@ -19,6 +19,7 @@ from inspection.runtime.graph import (
     separate_blur_kernels,
 )
 from inspection.runtime.inspector import Inspector
+from inspection.runtime.preprocess import model_batch
 from tests.conftest import TINY_PATCHCORE
 from tests.ov_precision import TOLERANCES, compile_at
 
@@ -44,11 +45,18 @@ def test_blur_becomes_two_1d_convolutions(fp32_bundle: Path) -> None:
     assert separate_blur_kernels(model) == []  # nothing left to rewrite
 
 
+def _images(inspector: Inspector, seed: int) -> np.ndarray:
+    """Two random-noise images as the bundle's graph takes them (``model_batch``: uint8 NHWC
+    when the graph preprocesses)."""
+    height, width = inspector.metadata.preprocessing.input_size
+    noise = np.random.default_rng(seed).integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    return model_batch(list(noise), inspector.metadata.preprocessing)
+
+
 def test_rewritten_graph_gives_the_same_scores_and_maps(fp32_bundle: Path) -> None:
     exported = Inspector.from_bundle(fp32_bundle, optimize=False)
     rewritten = Inspector.from_bundle(fp32_bundle)
-    height, width = exported.metadata.preprocessing.input_size
-    batch = np.random.default_rng(0).normal(size=(2, 3, height, width)).astype(np.float32)
+    batch = _images(exported, seed=0)
     exported_raw, fast_raw = exported.model.infer(batch), rewritten.model.infer(batch)
     scores, maps = exported_raw.scores, exported_raw.maps
     fast_scores, fast_maps = fast_raw.scores, fast_raw.maps
@@ -226,7 +234,7 @@ def test_a_knn_rank_bundle_serves_and_checks_its_projected_graph(
     # golden outputs were recorded on the projected graph: the load-time check passes
     projected, exact = Inspector.from_bundle(bundle), Inspector.from_bundle(fp32_bundle)
     assert projected.golden is not None and projected.golden.passed
-    batch = np.random.default_rng(7).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    batch = _images(exact, seed=7)
     got, expected = projected.model.run(batch).scores, exact.model.run(batch).scores
     assert not np.allclose(got, expected, rtol=1e-6)  # approximate: a different graph
     np.testing.assert_allclose(got, expected, rtol=0.05)  # same model within a few percent

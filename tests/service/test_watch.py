@@ -120,7 +120,9 @@ def test_serve_runs_the_watch_folder_in_the_background(
         poll_seconds=0.05, settle_seconds=0.0,
     )  # fmt: skip
     with serve(station_config(tmp_path, watch=watch)) as served:
-        (watch.root / "incoming" / "x.png").write_bytes(sample_images["good1"])
+        # settle_seconds 0 takes a file as soon as it is seen: the writer moves it in whole
+        (tmp_path / "x.png").write_bytes(sample_images["good1"])
+        (tmp_path / "x.png").replace(watch.root / "incoming" / "x.png")
         deadline = time.monotonic() + 30
         while not (watch.root / "done" / "x.png").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
