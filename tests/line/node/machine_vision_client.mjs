@@ -132,25 +132,33 @@ function typeOf(variant, mv) {
   return named(value.schema.dataTypeNodeId);
 }
 
+// The session's Machine Vision namespace, its numeric NodeIds, a child-by-browse-name lookup
+// and the one VisionSystemType object under Objects.
+async function visionSystem(session) {
+  const namespaces = await session.readNamespaceArray();
+  const mv = namespaces.indexOf(MV_URI);
+  const id = (value) => new NodeId(NodeId.NodeIdType.NUMERIC, value, mv);
+  const child = async (parent, name) => {
+    const browsed = await session.browse(parent);
+    const found = browsed.references.find(
+      (r) => r.browseName.name === name && r.browseName.namespaceIndex === mv,
+    );
+    if (!found) throw new Error(`${parent.toString()} has no ${mv}:${name}`);
+    return found.nodeId;
+  };
+  const objects = await session.browse("ns=0;i=85");
+  const systems = objects.references.filter(
+    (r) => r.typeDefinition.toString() === id(1003).toString(),
+  );
+  if (systems.length !== 1) throw new Error(`${systems.length} VisionSystemType objects`);
+  return { mv, id, child, system: systems[0].nodeId };
+}
+
 async function conformance() {
   await client.connect(options.endpoint);
   const session = await client.createSession(identity);
   try {
-    const namespaces = await session.readNamespaceArray();
-    const mv = namespaces.indexOf(MV_URI);
-    const id = (value) => new NodeId(NodeId.NodeIdType.NUMERIC, value, mv);
-    const child = async (parent, name) => {
-      const browsed = await session.browse(parent);
-      const found = browsed.references.find(
-        (r) => r.browseName.name === name && r.browseName.namespaceIndex === mv,
-      );
-      if (!found) throw new Error(`${parent.toString()} has no ${mv}:${name}`);
-      return found.nodeId;
-    };
-    const objects = await session.browse("ns=0;i=85");
-    const system = objects.references.find(
-      (r) => r.typeDefinition.toString() === id(1003).toString(),
-    ).nodeId;
+    const { mv, id, child, system } = await visionSystem(session);
     const machine = await child(system, "VisionStateMachine");
     const automatic = await child(machine, "AutomaticModeStateMachine");
     const recipes = await child(system, "RecipeManagement");
@@ -276,23 +284,7 @@ async function flow() {
   await client.connect(options.endpoint);
   const session = await client.createSession(identity);
   try {
-    const namespaces = await session.readNamespaceArray();
-    const mv = namespaces.indexOf(MV_URI);
-    const id = (value) => new NodeId(NodeId.NodeIdType.NUMERIC, value, mv);
-    const child = async (parent, name) => {
-      const browsed = await session.browse(parent);
-      const found = browsed.references.find(
-        (r) => r.browseName.name === name && r.browseName.namespaceIndex === mv,
-      );
-      if (!found) throw new Error(`${parent.toString()} has no ${mv}:${name}`);
-      return found.nodeId;
-    };
-    const objects = await session.browse("ns=0;i=85");
-    const systems = objects.references.filter(
-      (r) => r.typeDefinition.toString() === id(1003).toString(),
-    );
-    if (systems.length !== 1) throw new Error(`${systems.length} VisionSystemType objects`);
-    const system = systems[0].nodeId;
+    const { mv, id, child, system } = await visionSystem(session);
     const machine = await child(system, "VisionStateMachine");
     const automatic = await child(machine, "AutomaticModeStateMachine");
     const recipes = await child(system, "RecipeManagement");
