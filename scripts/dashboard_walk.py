@@ -319,10 +319,27 @@ def wait_text(driver, css: str, text: str, timeout: float = 45) -> str:
         raise WalkError(f"no {css!r} containing {text!r}; saw {seen}") from exc
 
 
+def _re_rendering() -> tuple[type[Exception], ...]:
+    """What Selenium raises while Streamlit re-renders an element: gone (stale), or mounted but
+    not yet interactable (hidden, disabled, or covered while the rerun runs)."""
+    from selenium.common.exceptions import (
+        ElementClickInterceptedException,
+        ElementNotInteractableException,
+        InvalidElementStateException,
+        StaleElementReferenceException,
+    )
+
+    return (
+        StaleElementReferenceException,
+        ElementNotInteractableException,
+        ElementClickInterceptedException,
+        InvalidElementStateException,
+    )
+
+
 def click(driver, label: str, timeout: float = 30) -> None:
     """Click the first enabled button whose text starts with ``label``; a button Streamlit
     re-rendered between finding and clicking is found again."""
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -333,22 +350,25 @@ def click(driver, label: str, timeout: float = 30) -> None:
                 return True
         return False
 
-    WebDriverWait(
-        driver, timeout, 0.25, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(clicked, f"no enabled button {label!r}")
+    WebDriverWait(driver, timeout, 0.25, ignored_exceptions=_re_rendering()).until(
+        clicked, f"no enabled button {label!r}"
+    )
 
 
 def type_into(driver, label: str, text: str, submit: bool = False, timeout: float = 30) -> None:
     """Type ``text`` into the input labelled ``label``. Streamlit may re-render the input between
-    finding and typing (a rerun after the last click); a stale element is found again and the
-    text typed afresh until the input holds it."""
-    from selenium.common.exceptions import StaleElementReferenceException
+    finding and typing (a rerun after the last click); an input that is stale, hidden or not yet
+    interactable is found again and the text typed afresh until the input holds it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
     def typed(d):
-        found = d.find_elements(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+        found = [
+            e
+            for e in d.find_elements(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+            if e.is_displayed() and e.is_enabled()
+        ]
         if not found:
             return False
         if found[0].get_attribute("value") != text:
@@ -356,9 +376,9 @@ def type_into(driver, label: str, text: str, submit: bool = False, timeout: floa
             found[0].send_keys(text)
         return found[0].get_attribute("value") == text and found[0]
 
-    element = WebDriverWait(
-        driver, timeout, 0.25, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(typed, f"no input {label!r} holding the typed text")
+    element = WebDriverWait(driver, timeout, 0.25, ignored_exceptions=_re_rendering()).until(
+        typed, f"no input {label!r} holding the typed text"
+    )
     if submit:
         element.send_keys(Keys.ENTER)
 
