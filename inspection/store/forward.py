@@ -328,7 +328,7 @@ class Forwarder:
         with self._deadline(), Session(self.engine) as central, central.begin():
             for r in reviews:
                 fields = (r.id, r.inspection_id, r.label, r.defect_type, r.reviewer, r.note)
-                central.execute(select(func.forward_review(*fields, r.created_at)))
+                central.execute(select(func.forward_review(*fields, r.created_at, r.settles)))
 
     def _settle(self, delivered: list[int], refused: dict[int, str]) -> None:
         """Mark ``delivered`` delivered and quarantine ``refused`` ({message id: error})."""

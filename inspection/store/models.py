@@ -163,6 +163,9 @@ class Review(Base):
     origin: Mapped[str | None] = mapped_column(String(160), unique=True)
     """``<station role>/<its review id>`` of a review forwarded from a station (migration 0013);
     ``None``: made here."""
+    settles: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """An admin's label, which settles reviewers' conflict (``store.review_outcome``; migration
+    0019): forwarded with it, so the central store decides the part as the station did."""
     region_sha: Mapped[str | None] = mapped_column(String(64), index=True)
     """The defect region the reviewer painted: a (H, W) 0/255 PNG mask blob at the image's size
     (``None``: no region drawn). Indexed: retention asks whether a blob is still referenced."""

@@ -330,6 +330,7 @@ class Store:
                 reviewer=reviewer.strip(),
                 note=note,
                 region_sha=region_sha,
+                settles=settles,
             )
             session.add(review)
             session.flush()

@@ -170,3 +170,32 @@ def test_a_review_waits_for_its_result_and_one_of_another_station_is_parked(
     assert "may not review" in (parked[1][2] or "")
     with central.store.session() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Review)) == 0
+
+
+def test_reviewers_who_disagree_at_the_station_leave_the_central_part_in_conflict(
+    central: Central, tmp_path: Path
+) -> None:
+    """#90 item 10 at the central store: it decides a part as the station's store did (before
+    migration 0019, the last forwarded label won: the central part read ``defect``)."""
+    local = _local(tmp_path, central.station, 2)
+    part, other = (row.id for row in local.list_inspections())
+    for reviewer, label in (("ann", "good"), ("bob", "defect")):  # neither saw the other's label
+        local.add_review(part, label=label, reviewer=reviewer, outbox=(CENTRAL_REVIEWS,))
+    for reviewer, label in (("ann", "false_alarm"), ("bob", "good")):  # both say good
+        local.add_review(other, label=label, reviewer=reviewer, outbox=(CENTRAL_REVIEWS,))
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    forwarder.drain()
+
+    def labels(store: Store) -> dict[str, str | None]:
+        return {row.id: row.review_label for row in store.list_inspections()}
+
+    assert labels(local) == labels(central.store) == {part: "conflict", other: "good"}
+    local.add_review(
+        part, label="defect", reviewer="admin", settles=True, outbox=(CENTRAL_REVIEWS,)
+    )
+    forwarder.drain()
+    forwarder.stop()
+    assert labels(local) == labels(central.store) == {part: "defect", other: "good"}
+    with central.store.session() as session:
+        settled = session.scalars(sa.select(Review.settles).where(Review.inspection_id == part))
+        assert list(settled) == [False, False, True]
