@@ -38,7 +38,6 @@ MODEL_KINDS: dict[str, dict[str, str]] = {
     "patchcore": {
         "image_score": "only a patchcore model chooses its image score",
         "bank_augment": "only a patchcore model has a memory bank",
-        "position_stats": "only a patchcore model has out-of-fold maps",
         "supervised": "the mixed model's head fuses with a patchcore model",
     },
     "stfpm": {},
@@ -101,9 +100,6 @@ class ModelConfig:
     image_score: str = "patch"
     image_score_blur: float | Literal["auto"] = 0.0
     bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
-    # the map standardised per position by the training images' out-of-fold maps before its peak
-    # (training.models.patchcore.out_of_fold.fit_position_statistics): for aligned parts
-    position_stats: bool = False
     # the mixed model (training.models.mixed): a supervised head learned from the labelled
     # defects (train/<defect>) fused with PatchCore; auto: fitted where the dataset has them,
     # kept where it misses fewer defects out of fold (mixed.keep); true: always (the dataset
@@ -159,10 +155,6 @@ class ModelConfig:
                "image_score_blur", f"must be auto or a fraction of the side in [0, 0.5), got {blur!r}")  # fmt: skip
         _check(blur in (0, 0.0) or self.image_score == "map_peak", "image_score_blur",
                "blurs the map before its peak: needs image_score: map_peak")  # fmt: skip
-        _check(not self.position_stats or (self.image_score == "map_peak" and self.calibration_folds >= 2
-               and self.local_statistics is not True), "position_stats",
-               "standardises the map before its peak by out-of-fold maps: needs image_score: "
-               "map_peak, calibration_folds >= 2 and local_statistics not true")  # fmt: skip
         _check(self.supervised in (True, False, "auto"), "supervised",
                f"must be true, false or auto, got {self.supervised!r}")  # fmt: skip
         unknown_views = [v for v in self.bank_augment if v not in BANK_VIEWS]

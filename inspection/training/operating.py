@@ -78,8 +78,6 @@ def calibration_good_scores(
     fused = any(head is not None and head.enabled for head in heads)  # fitted on good images
     scaling = standardiser_images(len(train), folds, config.seed) if fused else None
     calibrates = np.ones(len(train), bool) if scaling is None else ~scaling
-    if config.position_stats:  # every training image's out-of-fold map fitted the standardisation
-        calibrates = np.zeros(len(train), bool)
     masked = kind.out_of_fold_sees_roi and roi is not None and roi.spec is not None
     return TrainGoodScores(tuple(train), scores, paired, full, folds, calibrates, not fused, masked)
 

@@ -56,7 +56,6 @@ from inspection.training.models.mixed import fit_for_model as fit_supervised
 from inspection.training.models.mixed import supervised_config
 from inspection.training.models.patchcore.image_score import BlurChoice, choose_blur
 from inspection.training.models.patchcore.local_stats import LocalStatsChoice
-from inspection.training.models.patchcore.out_of_fold import fit_position_statistics
 from inspection.training.operating import (
     TrainGoodScores,
     calibrate_predictions,
@@ -216,12 +215,6 @@ def train_model(
         stages=stages,
     )  # fmt: skip
     clock.lap("fit")
-    position = (
-        fit_position_statistics(model, config, dataset.train_samples, masks)
-        if config.position_stats
-        else None
-    )
-    clock.lap("position_stats")
     with shared_backbone(model):  # the validation images' backbone pass serves all three
         supervised = fit_supervised(model, config, dataset, validation, masks, gate=gate)
         clock.lap("supervised")
@@ -275,7 +268,6 @@ def train_model(
             **({"global_context": _context_record(context)} if context else {}),
             **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
             **({"image_score": to_mapping(blur)} if blur else {}),
-            **({"position_stats": position} if position else {}),
             **({"supervised": to_mapping(supervised)} if supervised else {}),
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),

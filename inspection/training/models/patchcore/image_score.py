@@ -2,10 +2,7 @@
 
 anomalib's largest patch distance lets one odd patch set a good part's score; ``map_peak`` takes
 the blurred map's peak, and ``image_score_blur: auto`` keeps a sigma from ``BLUR_CANDIDATES``
-only when its paired bootstrap gain on validation is above 0. ``position_stats`` first
-standardises the map per position by the good training images' out-of-fold maps
-(``out_of_fold.position_statistics``): aligned parts whose good maps run high at some places
-(cell corners, edges) no longer set the threshold there. ``MapPeakHead`` is in the graph.
+only when its paired bootstrap gain on validation is above 0. ``MapPeakHead`` is in the graph.
 """
 
 from __future__ import annotations
@@ -31,7 +28,6 @@ BLUR_CANDIDATES = (1 / 32, 1 / 16)
 POOL = 4
 """The map is average-pooled by this factor before the blur: the blur is wide (sigma >= 8 px)
 and anomalib's map already smooth, so the peak hardly moves and the graph stays cheap."""
-MIN_SCALE = 1e-6
 
 
 def gaussian_kernel(sigma: float, max_radius: int) -> torch.Tensor:
@@ -45,40 +41,11 @@ def gaussian_kernel(sigma: float, max_radius: int) -> torch.Tensor:
 
 class MapPeakHead(DynamicBufferMixin, torch.nn.Module):
     """The image score as the peak of the (N, 1, H, W) anomaly map, after the Gaussian blur in
-    ``kernel`` (1-D, applied along both axes at 1/``POOL`` resolution; empty: no blur). With a
-    ``location`` and ``scale`` (1, 1, H, W) (``set_position_stats``; empty: off), the map is
-    first standardised per position: map and score are then in good-image deviations."""
+    ``kernel`` (1-D, applied along both axes at 1/``POOL`` resolution; empty: no blur)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("kernel", torch.empty(0))
-        self.register_buffer("location", torch.empty(0))
-        self.register_buffer("scale", torch.empty(0))
-
-    def set_position_stats(self, good_maps: torch.Tensor) -> float:
-        """Standardise by the (G, 1, H, W) good maps' per-position mean and std, the std floored
-        at its median over positions (a quiet position is not amplified, a busy one is damped);
-        returns the floor."""
-        if good_maps.ndim != 4 or good_maps.shape[1] != 1 or len(good_maps) < 2:
-            raise ValueError(f"need (G >= 2, 1, H, W) good maps, got {tuple(good_maps.shape)}")
-        std, mean = torch.std_mean(good_maps.double(), dim=0, keepdim=True)
-        floor = float(std.median())
-        self.location = mean.float()
-        self.scale = std.clamp_min(max(floor, MIN_SCALE)).float()
-        return floor
-
-    def standardised(self, anomaly_map: torch.Tensor) -> torch.Tensor:
-        """The (N, 1, H, W) map in good-image deviations per position (as is without stats)."""
-        if not self.location.numel():
-            return anomaly_map
-        if anomaly_map.shape[-2:] != self.location.shape[-2:]:
-            raise ValueError(
-                f"a {list(anomaly_map.shape[-2:])} map, but position statistics of "
-                f"{list(self.location.shape[-2:])}: score at the image_size the model was trained at"
-            )
-        return (anomaly_map - self.location.to(anomaly_map.dtype)) / self.scale.to(
-            anomaly_map.dtype
-        )
 
     def set_blur(self, fraction: float, side: int) -> None:
         """Blur with sigma = ``fraction`` of ``side`` (the map's shorter side, px; 0: none)."""
@@ -99,10 +66,7 @@ class MapPeakHead(DynamicBufferMixin, torch.nn.Module):
 
     def forward(self, out: InferenceBatch) -> InferenceBatch:
         amap = out.anomaly_map if out.anomaly_map.ndim == 4 else out.anomaly_map.unsqueeze(1)
-        amap = self.standardised(amap)
-        return InferenceBatch(
-            pred_score=self.peaks(amap), anomaly_map=amap.reshape(out.anomaly_map.shape)
-        )
+        return InferenceBatch(pred_score=self.peaks(amap), anomaly_map=out.anomaly_map)
 
 
 class MapPeakPatchcoreModel(PatchcoreModel):

@@ -557,8 +557,6 @@ def no_room_to_gain(
 def no_disjoint_calibration(config: Any, train_images: int, roi: TrainingRoi | None) -> str:
     """Why a fused model would have no good scores apart from its standardisers' ('' if not)."""
     folds = config.calibration_folds
-    if config.position_stats:
-        return "not with position_stats: its standardisation is fitted on PatchCore's maps alone"
     if folds < 2 or train_images < 2 * folds:
         return "needs calibration_folds >= 2 and 2 training images per fold (a calibration set apart from its standardisers')"
     if config.global_context:

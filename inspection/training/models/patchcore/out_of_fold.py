@@ -234,79 +234,25 @@ def score_images(
 ) -> np.ndarray:
     """(len(indices),) float64 image scores of ``inner`` as it stands, masked to ``roi``; from the
     fit's ``embeddings`` when given, else from the pre-processed ``images`` (N, 3, H, W)."""
-    scores = []
-    for batch, output in _outputs(inner, indices, images, embeddings, image_size, batch_size):
-        batch_scores = output.pred_score.reshape(-1).double().numpy()
-        if roi is not None:
-            maps = output.anomaly_map.reshape(len(batch), *output.anomaly_map.shape[-2:])
-            batch_scores, _ = apply_roi_batch(batch_scores, maps.float().numpy(), roi)
-        scores.append(batch_scores)
-    return np.concatenate(scores)
-
-
-def _outputs(
-    inner: Any,
-    indices: np.ndarray,
-    images: torch.Tensor | None,
-    embeddings: Sequence[torch.Tensor] | None,
-    image_size: Sequence[int],
-    batch_size: int,
-) -> Iterator[tuple[np.ndarray, Any]]:
-    """(indices of the batch, ``inner``'s outputs) batch by batch, as ``score_images`` reads them."""
     height, width = image_size
     inner.eval()
+    scores = []
     with torch.no_grad(), channels_last(inner):
         for start in range(0, len(indices), batch_size):
             batch = indices[start : start + batch_size]
             if embeddings is None:
-                yield batch, inner(images[batch])
-                continue
-            pixels = images[batch] if images is not None else torch.zeros(1, 3, height, width)
-            pixels = pixels.expand(len(batch), -1, -1, -1)
-            with replayed_embeddings(inner, [embeddings[i] for i in batch], (height, width)):
-                yield batch, inner(pixels)
-
-
-def fit_position_statistics(
-    model: Any, config: ModelConfig, samples: Sequence[Sample], roi: TrainingRoi | None = None
-) -> dict[str, Any]:
-    """Set the ``map_peak`` head's per-position standardisation (``position_stats``) from the
-    out-of-fold anomaly maps of the training ``samples`` (each from a bank fitted without its
-    fold, as ``out_of_fold_scores``): no calibration, validation or test image is seen. Returns
-    the record entry. ``ValueError`` without a ``map_peak`` head or with too few images."""
-    inner, folds = model.model, config.calibration_folds
-    head = getattr(inner, "map_peak", None)
-    if head is None:
-        raise ValueError(
-            "position_stats standardises the map before its peak: needs image_score: map_peak"
-        )
-    size, batch_size = config.image_size, config.batch_size
-    own, images = _scoring_inputs(model, samples, size, config.image_bits, config.image_range)
-    if own is None:
-        rows = _embeddings(
-            inner, images, samples, roi, batch_size, getattr(model, "bank_augment", ())
-        )
-    else:
-        rows = _fit_rows(model, samples, roi, size)
-    assignment = fold_of(len(samples), folds, config.seed)
-    budget = getattr(model, "rows_budget_bytes", None) if getattr(model, "compact", False) else None
-    banks = fold_banks(rows, assignment, config.coreset_sampling_ratio, config.memory_bank_max,
-                       config.seed, budget_bytes=budget)  # fmt: skip
-    maps = torch.empty(len(samples), 1, *size)
-    trained = inner.memory_bank
-    try:
-        for fold in range(folds):
-            inner.memory_bank = banks[fold]
-            held = np.flatnonzero(assignment == fold)
-            for batch, output in _outputs(inner, held, images, own, size, batch_size):
-                maps[batch] = output.anomaly_map.reshape(len(batch), 1, *size).float()
-    finally:
-        inner.memory_bank = trained
-    floor = head.set_position_stats(maps)
-    logger.info("position statistics from the out-of-fold maps of %d training images (std floor %.4g)",
-                len(samples), floor)  # fmt: skip
-    return {"images": len(samples), "folds": folds, "std_floor": round(floor, 6),
-            "rule": "map - per-position mean, over max(per-position std, its median)"}  # fmt: skip
+                output = inner(images[batch])
+            else:
+                pixels = images[batch] if images is not None else torch.zeros(1, 3, height, width)
+                pixels = pixels.expand(len(batch), -1, -1, -1)
+                with replayed_embeddings(inner, [embeddings[i] for i in batch], (height, width)):
+                    output = inner(pixels)
+            batch_scores = output.pred_score.reshape(-1).double().numpy()
+            if roi is not None:
+                maps = output.anomaly_map.reshape(len(batch), *output.anomaly_map.shape[-2:])
+                batch_scores, _ = apply_roi_batch(batch_scores, maps.float().numpy(), roi)
+            scores.append(batch_scores)
+    return np.concatenate(scores)
 
 
 class _NoFeatures(torch.nn.Module):

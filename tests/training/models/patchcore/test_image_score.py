@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from anomalib.data import InferenceBatch
 from scipy.ndimage import gaussian_filter
 
 from inspection.core.errors import ConfigError
@@ -135,11 +134,6 @@ def test_auto_without_defects_and_a_fixed_setting() -> None:
         ({"image_score_blur": "auto"}, "needs image_score: map_peak"),
         ({"image_score": "map_peak", "image_score_blur": 0.5}, "in [0, 0.5)"),
         ({"kind": "stfpm", "image_score": "map_peak"}, "only a patchcore model"),
-        ({"position_stats": True}, "needs image_score: map_peak"),
-        (
-            {"image_score": "map_peak", "position_stats": True, "local_statistics": True},
-            "local_statistics not true",
-        ),
     ],
 )
 def test_config_refuses_settings_that_cannot_work(settings: dict, message: str) -> None:
@@ -150,18 +144,15 @@ def test_config_refuses_settings_that_cannot_work(settings: dict, message: str) 
 # ------------------------------------------------------------------ a trained model
 
 
-@pytest.fixture(
-    scope="module",
-    params=[{}, {"local_statistics": True}, {"position_stats": True}],
-    ids=["plain", "local_statistics", "position_stats"],
-)
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "local_statistics"])
 def trained(
     request: pytest.FixtureRequest, tiny_product: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> TrainOutcome:
-    """A tiny PatchCore scored by its map's peak after a fixed blur: plain, with the
-    local-statistics head, with the map standardised per position."""
+    """A tiny PatchCore scored by its map's peak after a fixed blur, with and without the
+    local-statistics head."""
     config = model_config_from_mapping({
-        **TINY_PATCHCORE, "image_score": "map_peak", "image_score_blur": 0.0625, **request.param,
+        **TINY_PATCHCORE, "image_score": "map_peak", "image_score_blur": 0.0625,
+        "local_statistics": request.param,
     })  # fmt: skip
     registry = Registry(tmp_path_factory.mktemp("registry"))
     return train_model(
@@ -209,49 +200,3 @@ def test_checkpoint_and_exported_graph_keep_the_score(
         out = compiled(batch.numpy())[SCORE_OUTPUT]
         reference = expected[: len(batch)].numpy()
         np.testing.assert_allclose(out, reference, rtol=1e-4, atol=1e-4 * scale)
-
-
-def _good_maps(count: int, seed: int) -> torch.Tensor:
-    """(count, 1, 16, 16) good maps: noise of spread 0.1, and a bright, busy top-left corner
-    (the shadow wedge every good part shows there, of varying strength)."""
-    draw = torch.Generator().manual_seed(seed)
-    maps = 1 + 0.1 * torch.randn(count, 1, 16, 16, generator=draw)
-    maps[:, :, :4, :4] += 2 + torch.rand(count, 1, 1, 1, generator=draw)
-    return maps
-
-
-def test_position_stats_let_a_defect_outscore_the_good_parts_busy_corner() -> None:
-    """Raw, a good part's corner (3-4) outscores a defect of 2.5 in the middle; standardised per
-    position by other good maps, the defect (15 deviations) outscores every good part."""
-    head = MapPeakHead()
-    good, fresh = _good_maps(40, 0), _good_maps(20, 1)
-    defect = _good_maps(1, 2)
-    defect[:, :, 8, 8] += 1.5
-    assert head(InferenceBatch(pred_score=None, anomaly_map=fresh)).pred_score.min() > 2.5
-    floor = head.set_position_stats(good)
-    assert 0.08 < floor < 0.12  # the quiet positions' spread
-    assert head.scale.min() >= floor  # a quiet position is never amplified
-    good_scores = head(InferenceBatch(pred_score=None, anomaly_map=fresh)).pred_score
-    defect_score = head(InferenceBatch(pred_score=None, anomaly_map=defect)).pred_score
-    assert defect_score.item() > 10 and good_scores.max() < 6
-    with pytest.raises(ValueError, match="image_size the model was trained at"):
-        head(InferenceBatch(pred_score=None, anomaly_map=torch.zeros(1, 1, 8, 8)))
-
-
-@slow
-def test_position_stats_come_from_the_training_images_out_of_fold_maps(
-    trained: TrainOutcome, tiny_product: Path
-) -> None:
-    """The standardisation is fitted on the 24 training images' out-of-fold maps (their mean is
-    its location), and those images' out-of-fold scores then set no threshold."""
-    head = trained.model.model.map_peak
-    if "position_stats" not in trained.record.extra:
-        assert head.location.numel() == 0
-        return
-    assert trained.record.extra["position_stats"]["images"] == 24
-    assert head.location.shape == head.scale.shape == (1, 1, 64, 64)
-    assert float(head.scale.min()) == pytest.approx(
-        trained.record.extra["position_stats"]["std_floor"], rel=1e-4
-    )
-    good = trained.record.extra["good_scores"]
-    assert not good.get("out_of_fold"), good
