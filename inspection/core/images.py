@@ -219,9 +219,8 @@ def decode_reduced(
         image = _upright(image)
     width, height = stored[::-1] if turned else stored
     source, target = (height, width), _target_size((width, height), work_side)
-    if image.mode in ("RGB", "L") and target is not None and image.size != target:
-        image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
-        return DecodedImage(_to_rgb_8(image)[0], source, kind=kind)
+    if image.mode in EIGHT_BIT_MODES:
+        return _eight_bit(image, source, target)
     pixels = _pixels(image, kind, bits, value_range, name)
     rgb = pixels.image
     if target is not None and image.size != target:
@@ -230,6 +229,44 @@ def decode_reduced(
         rgb = _to_rgb_8(reduced)[0]
     return DecodedImage(rgb, source, pixels.clipped, pixels.peak, kind, pixels.alpha_ignored,
                         pixels.unmeasured)  # fmt: skip
+
+
+EIGHT_BIT_MODES = ("L", "RGB")
+"""PIL modes read as they are (8-bit grey and RGB): ``decode_reduced`` and ``adopt_pixels``."""
+
+
+def adopt_pixels(
+    pixels: np.ndarray,
+    *,
+    work_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_side: int = DEFAULT_MAX_SIDE,
+    name: str = "image",
+) -> DecodedImage:
+    """Pixels already in memory (a camera's frame: (H, W) uint8 grey or (H, W, 3) uint8 RGB,
+    upright) -> the ``DecodedImage`` ``decode_reduced`` gives for their lossless encoding (PNG):
+    the same size limits (``ImageTooLarge``), reduction to ``work_side`` and grey -> RGB, ``kind``
+    ``L`` or ``RGB``. ``ValueError`` for another shape or dtype. ``pixels`` is not modified."""
+    grey = pixels.ndim == 2
+    if pixels.dtype != np.uint8 or not (grey or (pixels.ndim == 3 and pixels.shape[2] == 3)):
+        raise ValueError(
+            f"{name}: captured pixels must be (H, W) or (H, W, 3) uint8, got "
+            f"{pixels.shape} {pixels.dtype}"
+        )
+    height, width = pixels.shape[:2]
+    _check_size((width, height), max_pixels, max_side, name)
+    image = Image.fromarray(pixels)  # L or RGB, from the shape
+    return _eight_bit(image, (height, width), _target_size((width, height), work_side))
+
+
+def _eight_bit(
+    image: Image.Image, source: tuple[int, int], target: tuple[int, int] | None
+) -> DecodedImage:
+    """An upright ``EIGHT_BIT_MODES`` image -> its ``DecodedImage`` of ``source`` (h, w),
+    reduced to ``target`` (w, h; None: as it is) by one antialiased resize."""
+    if target is not None and image.size != target:
+        image.thumbnail(target, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return DecodedImage(_to_rgb_8(image)[0], source, kind=image.mode)
 
 
 TURNED = (5, 6, 7, 8)

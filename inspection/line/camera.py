@@ -1,4 +1,5 @@
-"""Camera input for a line station: one ``capture()`` per trigger returns one encoded frame.
+"""Camera input for a line station: one ``capture()`` per trigger returns one encoded frame,
+with its pixels when the camera has them (the station then reads those, not the bytes).
 
 ``FileSequenceCamera``: a folder's images in name order (tests, demos, replays).
 ``GenICamCamera``: a GenICam camera through ``harvesters`` and the vendor's GenTL producer
@@ -11,7 +12,7 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -31,11 +32,14 @@ class CaptureError(InspectionError):
 
 @dataclass(frozen=True)
 class Frame:
-    """One captured image: encoded bytes (PNG/JPEG/...), a name for the store, capture time."""
+    """One captured image: encoded bytes (PNG/JPEG/...; hashed and stored), a name for the
+    store, capture time, and the pixels ``data`` encodes losslessly when the camera has them
+    ((H, W) uint8 grey or (H, W, 3) uint8 RGB, read-only; None: decode ``data``)."""
 
     data: bytes
     name: str
     capture_ms: float
+    pixels: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.capture_ms < 0:
@@ -87,7 +91,8 @@ class FileSequenceCamera:
 
 class GenICamCamera:
     """A GenICam camera via harvesters, set up from ``CameraConfig``; frames of ``PIXEL_FORMATS``
-    are PNG-encoded as 8-bit grey or RGB (another format stops start-up, naming it).
+    become 8-bit grey or RGB pixels, handed over with their PNG (another format stops start-up,
+    naming it).
 
     A frame belongs to its trigger: each capture discards the frames already delivered before it
     fires (in ``free_run``, also the frame in flight at the trigger). A failed capture drops the
@@ -163,8 +168,9 @@ class GenICamCamera:
         ok, png = cv2.imencode(".png", bgr)
         if not ok:
             raise CaptureError("GenICam camera: the frame could not be PNG-encoded")
-        data = png.tobytes()
-        return Frame(data, f"genicam-{time.time_ns()}.png", (time.perf_counter() - started) * 1e3)
+        image.flags.writeable = False  # the pixels ``data`` holds: nobody may change them
+        name, capture_ms = f"genicam-{time.time_ns()}.png", (time.perf_counter() - started) * 1e3
+        return Frame(png.tobytes(), name, capture_ms, pixels=image)
 
     def _frame_after_trigger(self) -> np.ndarray:
         """``decode_pixels`` of the frame this trigger calls for (see the class doc)."""

@@ -479,6 +479,7 @@ class TriggerHandler:
         frame = shot.camera.capture()
         outcome = self.pipeline.run(
             frame.data,
+            pixels=frame.pixels,  # the camera's own: not decoded again
             product=shot.product,
             station_id=self.station_id,
             part_id=shot.part_id,

@@ -1,11 +1,11 @@
 """Camera resolution without stalls: every per-image stage is bounded by a working size.
 
 A 25 MP image carries no more for a 256 px model than a 1 MP copy, but judging it at full size
-costs minutes. So it is decoded once (``Reading``), reduced to a longer side of
-``work_max_side``, into the ``DecodedImage`` every stage takes: inference on its working copy
-(the result recording the camera's size, ``with_camera_size``), refinement, storage
-(``stored_copy``). Refinement runs only when its predicted cost fits the latency budget
-(``RefineGate``).
+costs minutes. So it is decoded once (``Reading``; a camera's pixels are taken as they are,
+``Reading.adopt``), reduced to a longer side of ``work_max_side``, into the ``DecodedImage``
+every stage takes: inference on its working copy (the result recording the camera's size,
+``with_camera_size``), refinement, storage (``stored_copy``). Refinement runs only when its
+predicted cost fits the latency budget (``RefineGate``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from inspection.core.images import (
     DEFAULT_MAX_SIDE,
     DEFAULT_SOURCE_BITS,
     DecodedImage,
+    adopt_pixels,
     decode_reduced,
     read_reduced,
 )
@@ -137,6 +138,21 @@ class Reading:
             data, work_side=self.work_side, bits=self.bits, value_range=self.value_range,
             max_pixels=max_pixels, max_side=max_side, formats=formats, name=name,
         )  # fmt: skip
+
+    def adopt(
+        self,
+        pixels: np.ndarray,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_side: int = DEFAULT_MAX_SIDE,
+        name: str = "image",
+    ) -> DecodedImage:
+        """A camera's pixels ((H, W) or (H, W, 3) uint8, already narrowed to 8 bits) -> the
+        ``DecodedImage`` ``decode`` gives for their PNG, with no decode (limits and errors:
+        ``core.images.adopt_pixels``)."""
+        return adopt_pixels(
+            pixels, work_side=self.work_side, max_pixels=max_pixels, max_side=max_side, name=name
+        )
 
     def read(self, path: str | Path) -> DecodedImage:
         """A file -> the ``DecodedImage`` (``core.images.read_reduced``)."""

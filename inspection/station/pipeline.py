@@ -1,4 +1,5 @@
-"""One inspection end to end: decode, infer, store blobs, commit the result row.
+"""One inspection end to end: decode (or take a camera's pixels), infer, store blobs, commit
+the result row.
 
 Shared by every front door; synchronous and thread-safe. A result is returned only after the
 store commit, so anything acknowledged is durable. Everything that can fail on the input runs
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+import numpy as np
 from sqlalchemy import or_, select
 
 from inspection.core.errors import (
@@ -197,6 +199,7 @@ class Pipeline:
         self,
         data: bytes,
         *,
+        pixels: np.ndarray | None = None,
         product: str,
         station_id: str,
         part_id: str | None = None,
@@ -207,7 +210,9 @@ class Pipeline:
         fresh_key: bool = False,
     ) -> Outcome:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
-        ``request_id``: the client's idempotency key; ``source``: the front door (``api``,
+        ``pixels``: what ``data`` encodes losslessly, when the caller has it (a camera's frame,
+        ``line.camera.Frame``): read instead of decoding ``data`` (``Reading.adopt``), which is
+        still hashed and stored; ``request_id``: the client's idempotency key; ``source``: the front door (``api``,
         ``watch``, a link); ``timings_ms``: times before the pipeline (capture), sent on to the
         outbox; ``fresh_key``: store a reused id under a new key (``line.handshake.replay``)."""
         started = time.perf_counter()
@@ -219,7 +224,7 @@ class Pipeline:
             return Outcome(check_replay(stored, request.product, request.digest), False)
         model = self.models.get(request.product)  # NoLiveModel when none is loaded
         audit = self._audit_draw()
-        decoded, result, decode_ms = self._inspect(data, request, model)
+        decoded, result, decode_ms = self._inspect(data, pixels, request, model)
         encode_start = time.perf_counter()
         encoded = self._encode(data, decoded, result, request.product, audit)
         stages = {"decode": decode_ms, **result.timings_ms, "encode": _ms(encode_start)}
@@ -253,21 +258,23 @@ class Pipeline:
         return Request(product, station_id, part_id, key, sha256_bytes(data), source, source_name)
 
     def _inspect(
-        self, data: bytes, request: Request, model: LiveModel
+        self, data: bytes, pixels: np.ndarray | None, request: Request, model: LiveModel
     ) -> tuple[DecodedImage, InspectionResult, float]:
-        """Decode within the station's limits and inspect (and the decode ms); ``BadImage``,
-        ``PartNotAligned`` or ``InputOutOfDomain`` (counted) when the image cannot be judged."""
+        """Decode ``data`` (or adopt its ``pixels``) within the station's limits and inspect (and
+        the decode ms); ``BadImage``, ``PartNotAligned`` or ``InputOutOfDomain`` (counted) when
+        the image cannot be judged."""
         product, name = request.product, request.source_name or "upload"
         started = time.perf_counter()
         reading = Reading.of(model.inspector)  # as the bundle's training images were read
+        max_pixels, max_side = self.config.max_pixels, self.config.max_side
         try:
-            decoded = reading.decode(
-                data,
-                max_pixels=self.config.max_pixels,
-                max_side=self.config.max_side,
-                formats=self.config.image_formats,
-                name=name,
-            )
+            if pixels is None:
+                decoded = reading.decode(
+                    data, max_pixels=max_pixels, max_side=max_side,
+                    formats=self.config.image_formats, name=name,
+                )  # fmt: skip
+            else:
+                decoded = reading.adopt(pixels, max_pixels=max_pixels, max_side=max_side, name=name)
         except ImageTooLarge as exc:
             raise BadImage(f"{exc}; raise core.{exc.limit} in the station config") from exc
         except ImageDecodeError as exc:

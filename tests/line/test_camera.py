@@ -5,6 +5,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,6 +23,11 @@ from inspection.line.camera import (
 from inspection.line.config import CameraConfig
 from inspection.line.handshake import ErrorCode, Trigger
 from inspection.line.station import LineStation
+from inspection.runtime import bounds
+from inspection.runtime.bounds import BoundsConfig
+from inspection.station.core import StationCore
+from inspection.station.errors import BadImage
+from inspection.station.pipeline import Pipeline
 
 
 def _images(folder: Path) -> list[Path]:
@@ -183,6 +189,101 @@ def test_a_line_station_answers_every_trigger_once_across_an_unplug(
     shas = {row.request_id: row.image_sha for row in stored}
     before, after = ([shas[f"cam-1/u-{n}"] for n in part] for part in ((0, 1), (3, 4, 5)))
     assert len(set(before)) == 2 and len(set(after)) == 3, "a frame was served twice"
+
+
+# ------------------------------------------------ pixels handed over: judged as their PNG
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the images the station decoded from bytes (``Reading.decode``'s
+    ``decode_reduced``, wrapped to count, still decoding)."""
+    names: list[str] = []
+    decode = bounds.decode_reduced
+
+    def counted(data: bytes, **options):
+        names.append(options["name"])
+        return decode(data, **options)
+
+    monkeypatch.setattr(bounds, "decode_reduced", counted)
+    return names
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    """``pixels`` (grey or RGB) as a GenICam camera encodes them (cv2, BGR order)."""
+    ok, png = cv2.imencode(".png", pixels if pixels.ndim == 2 else pixels[:, :, ::-1])
+    assert ok
+    return png.tobytes()
+
+
+def _both_ways(pipeline: Pipeline, data: bytes, pixels: np.ndarray, name: str) -> tuple:
+    """The rows of ``data`` inspected from its bytes, then from its ``pixels``."""
+    runs = [{}, {"pixels": pixels}]
+    return tuple(
+        pipeline.run(data, product="brick", station_id="cam-1", source_name=name, **run).row
+        for run in runs
+    )
+
+
+def _judged_alike(from_bytes, from_pixels) -> None:
+    for column in ("verdict", "score", "width", "height", "image_sha", "mask_sha", "regions"):
+        assert getattr(from_pixels, column) == getattr(from_bytes, column), column
+
+
+def test_frames_judged_from_their_pixels_match_their_png(
+    tmp_path: Path, fp32_bundle: Path, decodes: list[str]
+) -> None:
+    """8-bit grey and RGB frames, one kept and one reduced to the working side (96 px): verdict,
+    score, camera size, regions and the stored image (the working copy's PNG when reduced) and
+    mask are those of decoding the PNG, with no decode; a frame over ``max_pixels`` is refused
+    with the same message."""
+    config = line_config(tmp_path, fp32_bundle, tmp_path, input_check="warn",
+                         max_pixels=20_000, bounds=BoundsConfig(work_max_side=96))  # fmt: skip
+    core = StationCore.build(config.core)
+    core.models.refresh()
+    rng = np.random.default_rng(94)
+    try:
+        for shape in [(60, 80), (60, 80, 3), (120, 160), (120, 160, 3)]:
+            pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+            cv2.circle(pixels, (shape[1] // 2, shape[0] // 2), shape[0] // 6, (0, 0, 0), -1)
+            decodes.clear()
+            from_bytes, from_pixels = _both_ways(core.pipeline, _png(pixels), pixels, "f.png")
+            assert decodes == ["f.png"], f"{shape}: the pixels were decoded again"
+            _judged_alike(from_bytes, from_pixels)
+            assert (from_pixels.height, from_pixels.width) == shape[:2]
+        big, messages = np.zeros((150, 200), np.uint8), []
+        for run in [{}, {"pixels": big}]:
+            with pytest.raises(BadImage) as refused:
+                core.pipeline.run(_png(big), product="brick", station_id="cam-1", **run)
+            messages.append(str(refused.value))
+    finally:
+        core.stop()
+        core.store.engine.dispose()
+    assert messages[0] == messages[1]
+    assert "200x150 = 30000 pixels, above the limit of 20000; raise core.max_pixels" in messages[1]
+
+
+@pytest.mark.parametrize("pixel_format", ["Mono8", "RGBa8"])
+def test_a_genicam_frame_is_judged_from_its_pixels_never_decoded(
+    tmp_path: Path, fp32_bundle: Path, decodes: list[str], pixel_format: str
+) -> None:
+    """A trigger through the handshake hands the virtual camera's pixels to the pipeline: no
+    decode; one frame judged from its pixels and from its PNG alike."""
+    camera = viky(trigger="free_run", features={"PixelFormat": pixel_format})
+    config = line_config(tmp_path, fp32_bundle, tmp_path, input_check="warn")
+    station = LineStation.build(dataclasses.replace(config, camera=camera))
+    station.core.models.refresh()
+    try:
+        answer = station.handler.handle(Trigger("p-1"), source="opcua")
+        assert answer.error_code == ErrorCode.NONE, answer
+        assert decodes == [], "the camera's frame was decoded from its PNG"
+        frame = station.camera.capture()
+        assert frame.pixels is not None and not frame.pixels.flags.writeable
+        assert frame.pixels.shape == ((400, 400) if pixel_format == "Mono8" else (400, 400, 3))
+        rows = _both_ways(station.core.pipeline, frame.data, frame.pixels, frame.name)
+    finally:
+        station.stop()
+    assert decodes == [frame.name]
+    _judged_alike(*rows)
+    assert station.core.store.get_inspection(answer.inspection_id).width == 400
 
 
 # ------------------------------------------------ pixel formats the producer cannot deliver

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspection.core.errors import ImageDecodeError
+from inspection.core.errors import ImageDecodeError, ImageTooLarge
 from inspection.core.images import DecodedImage, decode_reduced, read_image
 from inspection.core.regions import extract_regions
 from inspection.core.types import InspectionResult, scale_regions
@@ -21,6 +22,7 @@ from inspection.refine.config import ClassicalConfig, RefineConfig
 from inspection.runtime.bounds import (
     BoundsConfig,
     CameraOptions,
+    Reading,
     RefineGate,
     stored_copy,
     with_camera_size,
@@ -66,6 +68,56 @@ def test_decode_keeps_small_images_and_its_limits(wide: np.ndarray) -> None:
         decode_reduced(_encoded(wide, "JPEG"), work_side=1024, max_pixels=1_000_000)
     with pytest.raises(ValueError, match="work_side must be >= 1"):
         decode_reduced(_encoded(small, "PNG"), work_side=0)
+
+
+def _frame(shape: tuple[int, ...]) -> tuple[np.ndarray, bytes]:
+    """A textured 8-bit frame of ``shape`` and its PNG as a GenICam camera writes it (cv2)."""
+    rng = np.random.default_rng(sum(shape))
+    pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    ok, png = cv2.imencode(".png", pixels if pixels.ndim == 2 else pixels[:, :, ::-1])
+    assert ok
+    return pixels, png.tobytes()
+
+
+@pytest.mark.parametrize("channels", [(), (3,)], ids=["grey", "rgb"])
+@pytest.mark.parametrize("size", [(30, 40), (120, 160)], ids=["kept", "reduced"])
+def test_captured_pixels_read_as_their_png_decodes(size: tuple[int, int], channels: tuple) -> None:
+    """``Reading.adopt`` of a camera's pixels gives the ``DecodedImage`` decoding its PNG gives:
+    every field, the working copy pixel for pixel (160 x 120 reduced to 96 x 72)."""
+    pixels, png = _frame(size + channels)
+    before, reading = pixels.copy(), Reading(work_side=96)
+    adopted, decoded = reading.adopt(pixels, name="cam"), reading.decode(png, name="cam")
+    assert adopted.reduced == (size == (120, 160)) == decoded.reduced
+    assert adopted.kind == ("L" if not channels else "RGB")
+    for name in ("source_size", "clipped_pixels", "peak", "kind", "alpha_ignored"):
+        assert getattr(adopted, name) == getattr(decoded, name), name
+    assert adopted.unmeasured_pixels == decoded.unmeasured_pixels
+    assert adopted.image.dtype == np.uint8 and np.array_equal(adopted.image, decoded.image)
+    assert np.array_equal(pixels, before), "the camera's pixels were changed"
+
+
+@pytest.mark.parametrize(
+    ("limits", "key"),
+    [({"max_pixels": 19_199}, "max_pixels"), ({"max_side": 159}, "max_side")],
+)
+def test_captured_pixels_over_a_limit_are_refused_as_their_png(limits: dict, key: str) -> None:
+    pixels, png = _frame((120, 160))
+    reading = Reading(work_side=96)
+    with pytest.raises(ImageTooLarge) as adopted:
+        reading.adopt(pixels, name="cam", **limits)
+    with pytest.raises(ImageTooLarge) as decoded:
+        reading.decode(png, name="cam", **limits)
+    assert str(adopted.value) == str(decoded.value) and adopted.value.limit == key
+    assert str(adopted.value).startswith("cam: image is 160x120")
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 4), (4, 5, 1), (4,)])
+def test_captured_pixels_of_another_layout_are_refused(shape: tuple[int, ...]) -> None:
+    expected = f"cam: captured pixels must be (H, W) or (H, W, 3) uint8, got {shape} uint8"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        Reading(work_side=96).adopt(np.zeros(shape, np.uint8), name="cam")
+    with pytest.raises(ValueError, match="uint16"):
+        Reading(work_side=96).adopt(np.zeros((4, 5), np.uint16), name="cam")
 
 
 def test_work_size_and_options() -> None:
