@@ -353,6 +353,12 @@ def signature_check(payloads: list[ResultPayload], security: LinkSecurity) -> di
     return {"checked": len(payloads), "valid": valid, "unsigned": 0}
 
 
+def ids_with(prefix: str, messages: list[bytes]) -> Counter[str]:
+    """How often each request id starting with ``prefix`` occurs in ``messages``."""
+    keys = (ResultPayload.from_json(m).request_id for m in messages)
+    return Counter(k for k in keys if k.startswith(prefix))
+
+
 def fault_run(
     args: argparse.Namespace,
     line: ScratchLine,
@@ -361,7 +367,8 @@ def fault_run(
     results: Collector,
 ) -> dict[str, Any]:
     """``args.fault`` triggers from ``plc`` (request ids ``<prefix><i>``) through broker and
-    station kills: stored, delivered, lost and duplicated."""
+    station kills: stored, delivered, lost, delivered twice (``duplicates``: MQTT messages)
+    and handed on twice by the collector after its dedupe by request id."""
     n, station = args.fault, line.station
     faults = {n // 5: ("broker kill -9", line.broker.kill),
               2 * n // 5: ("broker restarted", line.broker.start),
@@ -378,12 +385,12 @@ def fault_run(
     stored_ids = [request_id for request_id, _ in stored(line.work / "line.db", prefix)]
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        keys = [ResultPayload.from_json(m).request_id for m in results.wait_for(0, 0)]
-        delivered = Counter(k for k in keys if k.startswith(prefix))
+        delivered = ids_with(prefix, results.wait_for(0, 0))
         if set(stored_ids) <= set(delivered):
             break
         time.sleep(1.0)
     drained_s = time.monotonic() - started - run_s
+    handed_on = ids_with(prefix, results.handed_on)
     missing = sorted(set(stored_ids) - set(delivered))
     return {
         "triggers": n,
@@ -394,6 +401,8 @@ def fault_run(
         "delivered_unique": len(set(delivered)),
         "delivered_messages": sum(delivered.values()),
         "duplicates": sum(c - 1 for c in delivered.values()),
+        "duplicate_examples": sorted(k for k, c in delivered.items() if c > 1)[:10],
+        "handed_on_twice": sum(c - 1 for c in handed_on.values()),
         "lost": len(missing),
         "missing_examples": missing[:10],
         "answered_all_triggers": len(set(stored_ids)) == n,
@@ -502,7 +511,9 @@ def write(report: dict[str, Any], args: argparse.Namespace) -> None:
                 f"- stored inspections {fault['stored']} (unique request ids "
                 f"{fault['stored_unique']}); delivered to the MES collector: "
                 f"{fault['delivered_unique']} unique, {fault['delivered_messages']} messages",
-                f"- **lost {fault['lost']}**, duplicates {fault['duplicates']} (by request id)",
+                f"- **lost {fault['lost']}**, delivered twice {fault['duplicates']} (MQTT "
+                f"messages by request id), handed on twice after the collector's dedupe "
+                f"{fault['handed_on_twice']}",
                 f"- run {fault['run_s']} s; outbox drained {fault['drain_after_run_s']} s after the "
                 "last trigger",
                 "",

@@ -9,6 +9,7 @@ writes such a configuration for a site.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -163,17 +164,22 @@ class Broker:
 
 @dataclass
 class Collector:
-    """Subscribes to ``topic`` as the MES and keeps every message (QoS 1, so nothing
-    acknowledged is lost)."""
+    """Subscribes to ``topic`` as the MES would (persistent session, QoS 2): keeps every
+    message as it arrived (``messages``) and hands on each result once (``handed_on``), by its
+    idempotency key ``(station_id, request_id)``: MQTT delivers again after a broker or station
+    ``kill -9``, and a receiver dedupes (docs/line-integration.md, "Results and delivery
+    guarantees")."""
 
     port: int
     topic: str
     security: LinkSecurity
     messages: list[bytes] = field(default_factory=list)
+    handed_on: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
         self._subscribed = threading.Event()
+        self._seen: set[tuple[str, str]] = set()
         self.client = mqtt_client(
             self.security, MES_USER, client_id=f"collector-{uuid.uuid4().hex[:8]}",
             clean_session=False,
@@ -189,12 +195,17 @@ class Collector:
     def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             return
-        client.subscribe(self.topic, qos=1)
+        client.subscribe(self.topic, qos=2)
         self._subscribed.set()
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:
+        result = json.loads(message.payload)
+        key = (result.get("station_id", ""), result.get("request_id", ""))
         with self._lock:
             self.messages.append(message.payload)
+            if key not in self._seen:
+                self._seen.add(key)
+                self.handed_on.append(message.payload)
             self._lock.notify_all()
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[bytes]:
