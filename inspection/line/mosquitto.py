@@ -231,7 +231,11 @@ def main() -> None:
         parser.error("give at least one --config")
     security = configs[0].security
     stations = tuple(sorted({config.station_id for config in configs}))
-    print(broker_config(args.dir, args.port, security=security, stations=stations, user=args.user))
+    # persistence on: queued results survive the broker's restart (docs/line-integration.md)
+    conf = broker_config(
+        args.dir, args.port, security=security, stations=stations, persistent=True, user=args.user
+    )
+    print(conf)
 
 
 if __name__ == "__main__":

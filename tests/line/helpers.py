@@ -28,6 +28,7 @@ __all__ = [
     "Broker",
     "Collector",
     "free_port",
+    "need_mosquitto",
     "private_broker",
     "secure",
     "serve_until_killed",
@@ -42,13 +43,18 @@ def secure(root: Path) -> LinkSecurity:
     return LinkSecurity(pki_dir=root / "pki")
 
 
-def private_broker(workdir: Path, *, persistent: bool = False) -> Broker:
-    """A TLS broker for one test (users: cam-1, cam-2, plc, mes); a missing Mosquitto fails
-    in CI and skips elsewhere."""
+def need_mosquitto() -> None:
+    """Fail in CI, skip elsewhere, without the Mosquitto binary (scripts/services.sh)."""
     if not Path(MOSQUITTO).exists():
         if IN_CI:
             pytest.fail("mosquitto is not installed in CI: scripts/services.sh installs it")
         pytest.skip("mosquitto not installed; run scripts/services.sh")
+
+
+def private_broker(workdir: Path, *, persistent: bool = False) -> Broker:
+    """A TLS broker for one test (users: cam-1, cam-2, plc, mes); a missing Mosquitto fails
+    in CI and skips elsewhere."""
+    need_mosquitto()
     return Broker(workdir, persistent=persistent, security=secure(workdir), stations=STATIONS)
 
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,17 +15,19 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import yaml
 
 from inspection.line.config import PublisherConfig, SinkConfig
+from inspection.line.mosquitto import MOSQUITTO
 from inspection.line.payload import ResultPayload
 from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher, backoff_s
-from inspection.line.security import WebhookSignatureError, verify_webhook
+from inspection.line.security import WebhookSignatureError, mqtt_client, verify_webhook
 from inspection.line.sinks import DeliveryError, MqttSink, WebhookSink, build_sink
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
-from .helpers import Broker, Collector, secure
+from .helpers import Broker, Collector, free_port, need_mosquitto, secure, wait_port
 from .records import entries, inspection_fields
 
 FAST = PublisherConfig(batch=20, poll_s=0.05, backoff_initial_s=0.1, backoff_max_s=0.5)
@@ -82,6 +88,122 @@ def test_mqtt_results_survive_a_broker_outage(broker: Broker, tmp_path: Path) ->
     assert keys == {f"req-{i:05d}" for i in range(20)}
     assert publisher.metrics.failures.labels("mqtt")._value.get() >= 1
     store.engine.dispose()
+
+
+def _result(request_id: str, station_id: str = "cam-1") -> str:
+    return json.dumps({"station_id": station_id, "request_id": request_id})
+
+
+def _delivered(sink: MqttSink, key: str, payload: str) -> bool:
+    """One try of the outbox's: True once the broker acknowledged ``key``."""
+    try:
+        sink.deliver(key, payload)
+    except DeliveryError:
+        return False
+    return True
+
+
+def test_a_retry_after_a_lost_acknowledgement_is_not_published_twice(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The broker stops (SIGSTOP) with a result sent and not acknowledged, then is killed and
+    restarted: paho sends the held message again on reconnection, and the outbox's retry of
+    the same key waits for it instead of publishing a second copy."""
+    topic = "inspection/cam-1/result"
+    collector = Collector(broker.port, topic, secure(tmp_path))
+    sink = MqttSink(
+        "mqtt", "127.0.0.1", broker.port, topic, security=secure(tmp_path), user="cam-1",
+        timeout_s=1.0,
+    )  # fmt: skip
+    try:
+        sink.deliver("r-0", _result("r-0"))
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        with pytest.raises(DeliveryError, match="r-1"):
+            sink.deliver("r-1", _result("r-1"))
+        broker.kill()
+        broker.start()
+        _wait(lambda: _delivered(sink, "r-1", _result("r-1")))
+        sink.deliver("r-2", _result("r-2"))  # after r-1 in the broker's order
+        received = collector.wait_for(3)
+        time.sleep(0.5)  # a second copy of r-1 would arrive before r-2 or just after it
+        received = collector.wait_for(0, 0)
+    finally:
+        sink.close()
+        collector.close()
+    assert [json.loads(m)["request_id"] for m in received] == ["r-0", "r-1", "r-2"]
+
+
+def test_the_collector_hands_each_result_on_once(broker: Broker, tmp_path: Path) -> None:
+    """A redelivered result (same station and request id) is kept as a message and handed on
+    once; the same request id from another station is another result."""
+    collector = Collector(broker.port, "inspection/+/result", secure(tmp_path))
+    stations = {s: mqtt_client(secure(tmp_path), s) for s in ("cam-1", "cam-2")}
+    for client in stations.values():
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+    try:
+        for station, request_id in (("cam-1", "r-1"), ("cam-1", "r-1"), ("cam-2", "r-1")):
+            payload = _result(request_id, station)
+            topic = f"inspection/{station}/result"
+            stations[station].publish(topic, payload, qos=1).wait_for_publish(5)
+        collector.wait_for(3)
+    finally:
+        for client in stations.values():
+            client.disconnect()
+            client.loop_stop()
+        collector.close()
+    assert len(collector.messages) == 3
+    assert [json.loads(m)["station_id"] for m in collector.handed_on] == ["cam-1", "cam-2"]
+
+
+def test_the_site_broker_keeps_a_queued_result_across_its_kill(tmp_path: Path) -> None:
+    """``python -m inspection.line.mosquitto`` (the site's and ``scripts/services.sh``'s
+    broker) persists: a result queued for an offline MES session survives a ``kill -9``."""
+    need_mosquitto()
+    config = {"station_id": "cam-1", "default_product": "brick", "core": {"products": ["brick"]},
+              "camera": {"kind": "file", "path": "."}, "security": {"pki_dir": str(tmp_path / "pki")}}  # fmt: skip
+    (tmp_path / "line.yaml").write_text(yaml.safe_dump(config))
+    port, root = free_port(), ["--user", "root"] if os.geteuid() == 0 else []
+    conf = subprocess.run(
+        [sys.executable, "-m", "inspection.line.mosquitto", "--config", str(tmp_path / "line.yaml"),
+         "--port", str(port), "--dir", str(tmp_path / "broker"), *root],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    mes = mqtt_client(secure(tmp_path), "mes", client_id="mes-site", clean_session=False)
+    received: list[bytes] = []
+    subscribed = threading.Event()
+    mes.on_subscribe = lambda *_a: subscribed.set()
+    mes.on_message = lambda _c, _u, message: received.append(message.payload)
+    broker = subprocess.Popen([MOSQUITTO, "-c", conf])
+    try:
+        wait_port(port)
+        mes.connect("127.0.0.1", port)
+        mes.loop_start()
+        mes.subscribe("inspection/cam-1/result", qos=1)
+        assert subscribed.wait(5)
+        mes.disconnect()
+        mes.loop_stop()
+        station = mqtt_client(secure(tmp_path), "cam-1")
+        station.connect("127.0.0.1", port)
+        station.loop_start()
+        station.publish("inspection/cam-1/result", _result("r-1"), qos=1).wait_for_publish(5)
+        station.disconnect()
+        station.loop_stop()
+        time.sleep(1.0)  # autosave_on_changes: saved after the change
+        broker.kill()
+        broker.wait(10)
+        broker = subprocess.Popen([MOSQUITTO, "-c", conf])
+        wait_port(port)
+        mes.connect("127.0.0.1", port)
+        mes.loop_start()
+        _wait(lambda: received != [], 5.0)
+    finally:
+        mes.disconnect()
+        mes.loop_stop()
+        broker.kill()
+        broker.wait(10)
+    assert [json.loads(m)["request_id"] for m in received] == ["r-1"]
 
 
 def test_mqtt_sink_refuses_fast_without_a_broker(
