@@ -47,11 +47,11 @@ class MqttSink:
     paho's own thread reconnects to a broker that is away, new deliveries fail fast
     (``DeliveryError``).
 
-    Once from the station to the broker, as far as MQTT can: the client id is fixed
-    (``<user>-<name>``), the session starts clean when the sink is built (what an earlier
-    process left unacknowledged is still in its outbox) and is resumed on every reconnection
-    (session expiry ``SESSION_EXPIRY_S``), so a message whose acknowledgement a broker restart
-    lost is completed, not taken twice. A retry of a ``key`` paho still holds (sent, not yet
+    Once from the station to the broker, as far as MQTT can: the session starts clean when the
+    sink is built (what an earlier process left unacknowledged is still in its outbox) and is
+    resumed on every reconnection of this client (its own random client id, which no other
+    login can guess to take it over; session expiry ``SESSION_EXPIRY_S``), so a message whose
+    acknowledgement a broker restart lost is completed, not taken twice. A retry of a ``key`` paho still holds (sent, not yet
     acknowledged: paho sends it again on reconnection) waits for that message instead of
     publishing a second copy. Not once: a broker ``kill -9``-ed before it saved its state
     (Mosquitto saves after acknowledging) or a station killed between PUBCOMP and the outbox
@@ -75,7 +75,7 @@ class MqttSink:
         self._acknowledged = threading.Condition()
         self._outcomes: dict[int, ReasonCode] = {}  # message id -> PUBCOMP reason
         self._held: dict[str, int] = {}  # key -> message id paho holds for it
-        self._client = mqtt_client(security, user, client_id=f"{user}-{name}", protocol=MQTTv5)
+        self._client = mqtt_client(security, user, protocol=MQTTv5)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = lambda *a: None if a[3].is_failure else self._connected.set()
         self._client.on_disconnect = lambda *_a: self._connected.clear()
