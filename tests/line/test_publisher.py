@@ -117,6 +117,7 @@ def test_a_retry_after_a_lost_acknowledgement_is_not_published_twice(
     )  # fmt: skip
     try:
         sink.deliver("r-0", _result("r-0"))
+        assert len(collector.wait_for(1)) == 1  # before the broker stops (its kill loses it)
         assert broker.process is not None
         os.kill(broker.process.pid, signal.SIGSTOP)
         with pytest.raises(DeliveryError, match="r-1"):
