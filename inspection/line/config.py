@@ -51,7 +51,7 @@ def check_bound(where: str, config: object, bound: int, *names: str, strict: boo
 @dataclass(frozen=True)
 class SinkConfig:
     """Where results go; ``kind`` picks the fields that apply: ``mqtt`` (``host``, ``port``,
-    ``topic`` with ``{station_id}``; QoS 2), ``opcua`` (``endpoint``, ``node_id`` of a String
+    ``topic`` with ``{station_id}``; QoS 1), ``opcua`` (``endpoint``, ``node_id`` of a String
     variable) or ``webhook`` (``url``: a JSON POST with an ``Idempotency-Key``, signed with
     security on: ``inspection.line.security.verify_webhook``)."""
 

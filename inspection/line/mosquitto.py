@@ -164,7 +164,7 @@ class Broker:
 
 @dataclass
 class Collector:
-    """Subscribes to ``topic`` as the MES would (persistent session, QoS 2): keeps every
+    """Subscribes to ``topic`` as the MES would (persistent session, QoS 1): keeps every
     message as it arrived (``messages``) and hands on each result once (``handed_on``), by its
     idempotency key ``(station_id, request_id)``: MQTT delivers again after a broker or station
     ``kill -9``, and a receiver dedupes (docs/line-integration.md, "Results and delivery
@@ -195,7 +195,7 @@ class Collector:
     def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             return
-        client.subscribe(self.topic, qos=2)
+        client.subscribe(self.topic, qos=1)
         self._subscribed.set()
 
     def _on_message(self, _client: Any, _userdata: Any, message: Any) -> None:

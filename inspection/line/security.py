@@ -51,19 +51,14 @@ def insecure_notice(security: LinkSecurity) -> str | None:
 
 
 def mqtt_client(
-    security: LinkSecurity,
-    user: str,
-    *,
-    client_id: str | None = None,
-    protocol: mqtt.MQTTProtocolVersion = mqtt.MQTTv311,
-    **options: Any,
+    security: LinkSecurity, user: str, *, client_id: str | None = None, **options: Any
 ) -> mqtt.Client:
-    """A paho client (MQTT 3.1.1 unless ``protocol`` says 5) that, security on, speaks TLS
-    against the local CA and logs in as ``user`` with its password from the PKI folder."""
+    """A paho client (MQTT 3.1.1) that, security on, speaks TLS against the local CA and logs
+    in as ``user`` with its password from the PKI folder."""
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id or f"{user}-{uuid.uuid4().hex[:8]}",
-        protocol=protocol,
+        protocol=mqtt.MQTTv311,
         **options,
     )
     if security.on:

@@ -1,7 +1,7 @@
-"""Result sinks: MQTT (paho, QoS 2), OPC UA (asyncua, a String node) and an HTTP webhook.
+"""Result sinks: MQTT (paho, QoS 1), OPC UA (asyncua, a String node) and an HTTP webhook.
 
 A sink ``deliver``s one JSON payload and returns only once the other side acknowledged it
-(MQTT PUBCOMP, OPC UA write status Good, HTTP 2xx); anything else raises ``DeliveryError``
+(MQTT PUBACK, OPC UA write status Good, HTTP 2xx); anything else raises ``DeliveryError``
 and the publisher retries later. Sinks never raise anything else for a failed delivery.
 """
 
@@ -14,11 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from paho.mqtt.client import MQTT_CLEAN_START_FIRST_ONLY, MQTTv5
 from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 
 from inspection.core.errors import InspectionError
 from inspection.line.config import LinkSecurity, SinkConfig
@@ -43,21 +39,17 @@ class Sink(Protocol):
 
 
 class MqttSink:
-    """Publishes to ``topic`` with QoS 2 (MQTT 5) and waits for the broker's PUBCOMP; while
-    paho's own thread reconnects to a broker that is away, new deliveries fail fast
-    (``DeliveryError``).
+    """Publishes to ``topic`` with QoS 1 and waits for the broker's PUBACK; while paho's own
+    thread reconnects to a broker that is away, new deliveries fail fast (``DeliveryError``).
 
-    Once from the station to the broker, as far as MQTT can: the session starts clean when the
-    sink is built (what an earlier process left unacknowledged is still in its outbox) and is
-    resumed on every reconnection of this client (its own random client id, which no other
-    login can guess to take it over; session expiry ``SESSION_EXPIRY_S``), so a message whose
-    acknowledgement a broker restart lost is completed, not taken twice. A retry of a ``key`` paho still holds (sent, not yet
-    acknowledged: paho sends it again on reconnection) waits for that message instead of
-    publishing a second copy. Not once: a broker ``kill -9``-ed before it saved its state
-    (Mosquitto saves after acknowledging) or a station killed between PUBCOMP and the outbox
-    marking delivers again; receivers dedupe by ``(station_id, request_id)``."""
-
-    SESSION_EXPIRY_S = 86_400
+    Paho keeps a message it sent until its PUBACK and sends it again by itself on
+    reconnection: a retry of a ``key`` it still holds waits for that message instead of
+    publishing a second copy. Not once, and MQTT cannot make it so across a crash: a broker
+    ``kill -9``-ed after it forwarded a message but before its PUBACK reached the station (or
+    before it saved its state), or a station killed between PUBACK and the outbox marking,
+    delivers again; receivers dedupe by ``(station_id, request_id)``. (QoS 2 would not help:
+    Mosquitto saves its state after acknowledging, and a PUBREL it no longer knows is
+    completed anyway, so a broker killed between PUBREC and its save loses the message.)"""
 
     def __init__(
         self,
@@ -73,17 +65,14 @@ class MqttSink:
         self.name, self.topic, self.timeout_s = name, topic, timeout_s
         self._connected = threading.Event()
         self._acknowledged = threading.Condition()
-        self._outcomes: dict[int, ReasonCode] = {}  # message id -> PUBCOMP reason
+        self._done: set[int] = set()  # message ids acknowledged, not yet collected
         self._held: dict[str, int] = {}  # key -> message id paho holds for it
-        self._client = mqtt_client(security, user, protocol=MQTTv5)
+        self._client = mqtt_client(security, user)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = lambda *a: None if a[3].is_failure else self._connected.set()
         self._client.on_disconnect = lambda *_a: self._connected.clear()
         self._client.on_publish = self._on_publish
-        session = Properties(PacketTypes.CONNECT)
-        session.SessionExpiryInterval = self.SESSION_EXPIRY_S
-        self._client.connect_async(host, port, keepalive=15, properties=session,
-                                   clean_start=MQTT_CLEAN_START_FIRST_ONLY)  # fmt: skip
+        self._client.connect_async(host, port, keepalive=15)
         self._client.loop_start()
         if not self._connected.wait(timeout_s):
             log.warning(
@@ -91,11 +80,9 @@ class MqttSink:
                 "and are delivered once it is", name, host, port, timeout_s,
             )  # fmt: skip
 
-    def _on_publish(
-        self, _client: Any, _userdata: Any, mid: int, reason: ReasonCode, _p: Any
-    ) -> None:
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, *_reason: Any) -> None:
         with self._acknowledged:
-            self._outcomes[mid] = reason
+            self._done.add(mid)
             self._acknowledged.notify_all()
 
     def deliver(self, key: str, payload: str) -> None:
@@ -103,20 +90,18 @@ class MqttSink:
             raise DeliveryError(f"{self.name}: not connected to the MQTT broker")
         mid = self._held.get(key)
         if mid is None:
-            info = self._client.publish(self.topic, payload, qos=2)
+            info = self._client.publish(self.topic, payload, qos=1)
             if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                 raise DeliveryError(f"{self.name}: paho's queue is full; {key} not queued")
             mid = self._held[key] = info.mid  # held by paho even if the connection just dropped
         with self._acknowledged:
-            if not self._acknowledged.wait_for(lambda: mid in self._outcomes, self.timeout_s):
+            if not self._acknowledged.wait_for(lambda: mid in self._done, self.timeout_s):
                 raise DeliveryError(
-                    f"{self.name}: no PUBCOMP for {key} within {self.timeout_s} s "
+                    f"{self.name}: no PUBACK for {key} within {self.timeout_s} s "
                     "(held: sent again on reconnection, not published twice)"
                 )
-            reason = self._outcomes.pop(mid)
+            self._done.remove(mid)
         del self._held[key]
-        if reason.is_failure:  # e.g. the broker lost the message with its state: publish anew
-            raise DeliveryError(f"{self.name}: the broker completed {key} with {reason}")
 
     def close(self) -> None:
         self._client.disconnect()
