@@ -53,8 +53,8 @@ def pytest_report_header() -> list[str]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Files with a ``slow`` or ``browser`` test first, then the others by their number of
-    tests, most first; each file's tests stay together and in their order.
+    """Files with a ``slow`` or ``browser`` test first, then the others; in each group by
+    their number of tests, most first. Each file's tests stay together and in their order.
 
     ``make test`` gives xdist whole files in this order (``--dist loadfile
     --no-loadscope-reorder``): a minute-long file started last kept one worker busy while the
