@@ -41,5 +41,5 @@ lint: install
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
-	$(PYTHON) -m pytest -n 2 --dist loadfile; rc=$$?; \
+	$(PYTHON) -m pytest -n 2 --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc

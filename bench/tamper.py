@@ -7,7 +7,7 @@ validation scores, an altered SAM refiner bundle (a random-init MobileSAM export
 — recording what the station served. Writes ``reports/security/attacks.json`` and ``.md``
 (keeping the recorded rows of attacks that are tests only now, each with its run's date);
 exit code 1 unless every row reads "refused, last good kept". Each row is also a test
-(tests/station/test_signed_decisions.py, tests/refine/test_sam_signature.py).
+(tests/station/test_signed_decisions.py, tests/refine/test_sam.py).
 
     python bench/tamper.py --attacks
 """

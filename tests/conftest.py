@@ -52,6 +52,25 @@ def pytest_report_header() -> list[str]:
     ]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with a ``slow`` or ``browser`` test first, then the others; in each group by
+    their number of tests, most first. Each file's tests stay together and in their order.
+
+    ``make test`` gives xdist whole files in this order (``--dist loadfile
+    --no-loadscope-reorder``): a minute-long file started last kept one worker busy while the
+    other sat idle (xdist's own order, by number of tests, put the one-test review loop near
+    the end)."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+
+    def later(tests: list[pytest.Item]) -> tuple[bool, int]:
+        slow = any(t.get_closest_marker("slow") or t.get_closest_marker("browser") for t in tests)
+        return not slow, -len(tests)
+
+    items[:] = [item for tests in sorted(files.values(), key=later) for item in tests]
+
+
 # Property tests explore new examples on every local run; in CI they replay a fixed sequence,
 # so a landing is judged on the same examples its author ran with CI=true.
 settings.register_profile("ci", derandomize=True, database=None)

@@ -181,10 +181,19 @@ def write_demo_product(
     n_calibration: int = 0,
     unlike: bool = False,
     on_image: Callable[[Path], None] | None = None,
+    only_kinds: Sequence[str] | None = None,
 ) -> Path:
     """Write ``root/product`` in MVTec AD layout and return it (``prepare_folder`` replaces an
-    earlier run's images); ``unlike``: labelled defects unlike the test's (``unlike_defects``)."""
+    earlier run's images); ``unlike``: labelled defects unlike the test's (``unlike_defects``);
+    ``only_kinds``: of the product's defect kinds, write these only (default all), each image
+    byte-identical to a full write's. ``DatasetError`` names a kind the product does not have."""
     kinds = defect_kinds(product)
+    unknown = sorted(set(only_kinds or ()) - set(kinds))
+    if unknown:
+        raise DatasetError(
+            f"demo product {product!r} has no defect kind {', '.join(unknown)}; "
+            f"its kinds: {', '.join(kinds)}"
+        )
     if size < 32:
         raise DatasetError(f"demo image size must be at least 32 px, got {size}")
     if seed < 0:
@@ -196,13 +205,16 @@ def write_demo_product(
         params |= {"n_labelled": n_labelled, "unlike": unlike}
     if n_calibration:
         params |= {"n_calibration": n_calibration}
+    if only_kinds is not None:
+        params |= {"only_kinds": sorted(only_kinds)}
     prepare_folder(out, params, kinds)
     render = _renderer(product, size)
     labelled = _renderer(product, size, unlike=True) if unlike else render
     stream = ALL_PRODUCTS.index(product)
     count = write_samples(
-        out, params, kinds, render, stream=stream, on_image=on_image, render_labelled=labelled
-    )
+        out, params, kinds, render, stream=stream, on_image=on_image, render_labelled=labelled,
+        only_kinds=only_kinds,
+    )  # fmt: skip
     log.info("wrote demo product %s (%d images) to %s", product, count, out)
     return out
 
@@ -221,15 +233,18 @@ def write_samples(
     compression: int = 6,
     on_image: Callable[[Path], None] | None = None,
     render_labelled: Renderer | None = None,
+    only_kinds: Sequence[str] | None = None,
 ) -> int:
     """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect``, optional
     ``n_labelled`` and ``n_calibration``) of ``render(seed, kind)`` images and masks into
     ``out``, each seeded (``params["seed"]``, ``stream``, split, kind, index), labelled ones by
-    ``render_labelled``; PNGs at zlib level ``compression``. Returns how many images."""
+    ``render_labelled``; PNGs at zlib level ``compression``; defects of ``only_kinds`` only
+    when given (seeded by their place in ``kinds`` all the same). Returns how many images."""
+    written = [kind for kind in kinds if only_kinds is None or kind in only_kinds]
     jobs = [("train", "good", i) for i in range(params["n_train"])]
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]
-    jobs += [("test", kind, i) for kind in kinds for i in range(params["n_test_per_defect"])]
-    jobs += [("labelled", kind, i) for kind in kinds for i in range(params.get("n_labelled", 0))]
+    jobs += [("test", kind, i) for kind in written for i in range(params["n_test_per_defect"])]
+    jobs += [("labelled", kind, i) for kind in written for i in range(params.get("n_labelled", 0))]
     jobs += [("calibration", "good", i) for i in range(params.get("n_calibration", 0))]
 
     def run(job: tuple[str, str, int]) -> Path:

@@ -88,7 +88,7 @@ def _line_parts(store: Store, tmp_path: Path) -> dict[str, tuple[Path, Path]]:
 
     line = write_demo_product(
         tmp_path / "line", PRODUCT, seed=7, n_train=1, n_test_good=1,
-        n_test_per_defect=TEACH + HELD, size=SIZE,
+        n_test_per_defect=TEACH + HELD, size=SIZE, only_kinds=[KIND],
     )  # fmt: skip
     images = sorted((line / "test" / KIND).glob("*.png"))
     ids = split_ids("line-", True, TEACH) + split_ids("line-", False, HELD)

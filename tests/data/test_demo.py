@@ -96,6 +96,19 @@ def test_defects_are_not_given_away_by_mean_brightness(tiny_product: Path) -> No
     assert 0.2 < auroc < 0.8, auroc
 
 
+def test_only_kinds_writes_those_defects_as_a_full_write_does(tmp_path: Path) -> None:
+    full = _tree(demo.write_demo_product(tmp_path / "full", "part", seed=7, **SMALL))
+    chip = _tree(
+        demo.write_demo_product(tmp_path / "chip", "part", seed=7, only_kinds=["chip"], **SMALL)
+    )
+    assert chip == {
+        name: data for name, data in full.items() if "/chip/" in name or "good/" in name
+    }
+    assert any("/chip/" in name for name in chip)
+    with pytest.raises(DatasetError, match=r"'part' has no defect kind dent; its kinds: burr"):
+        demo.write_demo_product(tmp_path / "dent", "part", seed=7, only_kinds=["dent"], **SMALL)
+
+
 def test_unknown_product_lists_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError, match=r"unknown demo product 'tiles'; valid products: brick, grass, gravel"

@@ -8,6 +8,7 @@ and check it against the store; an untrusted client is refused. Raw service call
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -48,7 +50,7 @@ from inspection.line.machine_vision.access import OpcUser, StationUsers, add_use
 from inspection.line.machine_vision.model import ERROR_EVENT
 from inspection.line.machine_vision.results import JobIds, VisionResults
 from inspection.line.payload import SIGNED_RECORD, ResultPayload
-from inspection.line.pki import LinePki
+from inspection.line.pki import LinePki, write_private
 from inspection.line.station import LineStation
 from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
@@ -67,13 +69,22 @@ def _users(pki_dir: Path) -> None:
     """``mes``, ``mes-node`` and ``mes-old``: certificate users, admin, engineer and admin;
     ``op-a``/``op-b``: operators, ``eng``: an engineer, ``obs``: an observer, with
     ``PASSWORD``."""
-    users = pki_dir / "opcua-users.yaml"
-    add_user(users, "mes", "admin", None)
-    add_user(users, "mes-node", "engineer", None)
-    add_user(users, "mes-old", "admin", None)
-    for name, role in (("op-a", "operator"), ("op-b", "operator"), ("eng", "engineer"),
-                       ("obs", "observer")):  # fmt: skip
-        add_user(users, name, role, PASSWORD)
+    write_private(pki_dir / "opcua-users.yaml", _users_file())
+
+
+@functools.cache
+def _users_file() -> bytes:
+    """The users file ``_users`` writes, made once per process: its four argon2 hashes took
+    ~1 s of every station's start."""
+    with tempfile.TemporaryDirectory() as scratch:
+        users = Path(scratch) / "opcua-users.yaml"
+        add_user(users, "mes", "admin", None)
+        add_user(users, "mes-node", "engineer", None)
+        add_user(users, "mes-old", "admin", None)
+        for name, role in (("op-a", "operator"), ("op-b", "operator"), ("eng", "engineer"),
+                           ("obs", "observer")):  # fmt: skip
+            add_user(users, name, role, PASSWORD)
+        return users.read_bytes()
 
 
 def _build(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, **options) -> LineStation:

@@ -1,38 +1,26 @@
-"""The station with files as plants make them (#90 items 2, 3, 4 and 12): a blob folder on
-storage without hard links, a watched file whose name is not UTF-8, an image smaller than a
-tile, and limits below the live bundle's training images. Each is stored, or answered with a
-4xx/503 that names the file or the key to change; never a 500."""
+"""The station with files as plants make them (#90 items 2, 4 and 12): a blob folder on storage
+without hard links, a watched file whose name is not UTF-8, and limits below the live bundle's
+training images. Each is stored, or answered with a 4xx/503 that names the file or the key to
+change; never a 500. Item 3, an image smaller than a tile: ``test_tiled_station.py``."""
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from typer.testing import CliRunner
 
 from inspection.cli import app
-from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
-from inspection.core.registry import Registry
+from inspection.core.bundle import read_bundle_metadata
 from inspection.service.config import WatchConfig
 from tests.exfat import exfat_mount
-from tests.runtime.test_tiled import _write_bundle
 
 from .helpers import PRODUCT, Bundles, serve, serving_registry, station_config, watching
 
 pytestmark = pytest.mark.slow
-
-
-def _png(image: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------ storage without links (item 4)
@@ -85,24 +73,6 @@ def test_a_watched_file_named_in_latin_1_is_inspected_and_shown_with_u_fffd(
         [row] = watcher.pipeline.store.list_inspections(limit=10)
         assert row.source_name == "Pr\ufffdfteil_000.png"
         assert os.listdir(os.fsencode(watcher.done)) == [b"Pr\xfcfteil_000.png"]  # its own bytes
-
-
-# --------------------------------------------------------- smaller than one tile (item 3)
-def test_a_tiled_station_refuses_an_image_smaller_than_a_tile_by_name(tmp_path: Path) -> None:
-    """A 40x40 image at scale 0.5 is 20x20, below the 32 px tile: it answered 500."""
-    bundle = _write_bundle(tmp_path / "bundle")
-    write_bundle_metadata(bundle, replace(read_bundle_metadata(bundle), product=PRODUCT))
-    registry = Registry(tmp_path / "registry")
-    registry.bundles.add_bundle(PRODUCT, bundle, "v0001-fp32")
-    registry.journal.promote(PRODUCT, "v0001-fp32", actor="tests", reason="tiled")
-    with serve(station_config(tmp_path)) as served:
-        response = served.inspect(_png(np.full((40, 40, 3), 40, np.uint8)))
-        assert response.status_code == 422, response.text
-        assert response.json()["detail"] == (
-            "image is 40x40 px, 20x20 at the tiling scale 0.5: smaller than one tile 32x32 "
-            "(tiling.tile_size); lower tiling.tile_size or raise tiling.scale in the product's "
-            "config, or take the image out of the product"
-        )
 
 
 # -------------------------------------------------- limits below the training images (item 12)

@@ -32,6 +32,7 @@ from tests.store.test_forward import (
     start_batch,
 )
 
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster of its own, killed and restarted
 PG_BIN = Path(os.environ.get("INSPECTION_PG_BIN", "/usr/lib/postgresql/15/bin"))
 STATION = "line-kill"
 

@@ -357,6 +357,7 @@ def test_the_head_is_judged_on_every_good_training_image(mixed: TrainOutcome) ->
     assert evidence["good"] == 7 and evidence["mixed_missed"] == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", [BUDGET, F1])
 def test_an_unbeatable_patchcore_decides_off_as_the_whole_rule_does(point: OperatingPoint) -> None:
     """Where PatchCore makes no errors, ``unbeatable`` decides off before any head is taught,

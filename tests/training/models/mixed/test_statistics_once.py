@@ -16,6 +16,7 @@ from inspection.training.models.patchcore import local_stats
 from inspection.training.train import TrainOutcome, train_model
 from tests.conftest import TINY_PATCHCORE
 
+pytestmark = pytest.mark.slow
 STATISTICS = {**TINY_PATCHCORE, "supervised": "auto", "local_statistics": True}
 
 
