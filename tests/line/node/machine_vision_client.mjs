@@ -132,8 +132,9 @@ function typeOf(variant, mv) {
   return named(value.schema.dataTypeNodeId);
 }
 
-// The session's Machine Vision namespace, its numeric NodeIds, a child-by-browse-name lookup
-// and the one VisionSystemType object under Objects.
+// The session's Machine Vision namespace, its numeric NodeIds, a child-by-browse-name lookup,
+// the one VisionSystemType object under Objects with its state machines and managements, and
+// a structure of one of the namespace's DataTypes as a call argument.
 async function visionSystem(session) {
   const namespaces = await session.readNamespaceArray();
   const mv = namespaces.indexOf(MV_URI);
@@ -151,22 +152,26 @@ async function visionSystem(session) {
     (r) => r.typeDefinition.toString() === id(1003).toString(),
   );
   if (systems.length !== 1) throw new Error(`${systems.length} VisionSystemType objects`);
-  return { mv, id, child, system: systems[0].nodeId };
+  const system = systems[0].nodeId;
+  const machine = await child(system, "VisionStateMachine");
+  const struct = async (type, fields) => ({
+    dataType: DataType.ExtensionObject,
+    value: await session.constructExtensionObject(id(type), fields),
+  });
+  return {
+    mv, id, child, system, machine, struct,
+    automatic: await child(machine, "AutomaticModeStateMachine"),
+    recipes: await child(system, "RecipeManagement"),
+    results: await child(system, "ResultManagement"),
+  };
 }
 
 async function conformance() {
   await client.connect(options.endpoint);
   const session = await client.createSession(identity);
   try {
-    const { mv, id, child, system } = await visionSystem(session);
-    const machine = await child(system, "VisionStateMachine");
-    const automatic = await child(machine, "AutomaticModeStateMachine");
-    const recipes = await child(system, "RecipeManagement");
-    const results = await child(system, "ResultManagement");
-    const struct = async (type, fields) => ({
-      dataType: DataType.ExtensionObject,
-      value: await session.constructExtensionObject(id(type), fields),
-    });
+    const { mv, child, system, machine, automatic, recipes, results, struct } =
+      await visionSystem(session);
     const outputs = {};
     const call = async (object, method, inputArguments = []) => {
       const result = await session.call({
@@ -284,15 +289,8 @@ async function flow() {
   await client.connect(options.endpoint);
   const session = await client.createSession(identity);
   try {
-    const { mv, id, child, system } = await visionSystem(session);
-    const machine = await child(system, "VisionStateMachine");
-    const automatic = await child(machine, "AutomaticModeStateMachine");
-    const recipes = await child(system, "RecipeManagement");
-    const results = await child(system, "ResultManagement");
-    const struct = async (type, fields) => ({
-      dataType: DataType.ExtensionObject,
-      value: await session.constructExtensionObject(id(type), fields),
-    });
+    const { mv, child, system, machine, automatic, recipes, results, struct } =
+      await visionSystem(session);
     const call = async (object, method, inputArguments = []) => {
       const result = await session.call({
         objectId: object,
