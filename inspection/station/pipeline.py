@@ -212,9 +212,10 @@ class Pipeline:
         """Inspect ``data`` (encoded image bytes) and commit the result; see module doc.
         ``pixels``: what ``data`` encodes losslessly, when the caller has it (a camera's frame,
         ``line.camera.Frame``): read instead of decoding ``data`` (``Reading.adopt``), which is
-        still hashed and stored; ``request_id``: the client's idempotency key; ``source``: the front door (``api``,
-        ``watch``, a link); ``timings_ms``: times before the pipeline (capture), sent on to the
-        outbox; ``fresh_key``: store a reused id under a new key (``line.handshake.replay``)."""
+        still hashed and stored; ``request_id``: the client's idempotency key; ``source``: the
+        front door (``api``, ``watch``, a link); ``timings_ms``: times before the pipeline
+        (capture), sent on to the outbox; ``fresh_key``: store a reused id under a new key
+        (``line.handshake.replay``)."""
         started = time.perf_counter()
         request = self._request(
             data, product, station_id, part_id, request_id, fresh=fresh_key, source=source,
