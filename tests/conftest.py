@@ -6,6 +6,8 @@
 - ``store_url``: results-store backends, SQLite always and PostgreSQL when a server is
   reachable. ``.ci/run`` (via ``make test`` -> ``scripts/services.sh``) installs and starts
   PostgreSQL; in CI a missing server is a failure, not a skip.
+- ``postgres_template``: a PostgreSQL database migrated once per session (per xdist worker);
+  ``store_url`` and the central stores of the store tests are copies of it.
 """
 
 from __future__ import annotations
