@@ -43,6 +43,15 @@ apt_install() {  # apt_install COMMAND PACKAGE...: install the packages unless C
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
+detached() {  # detached COMMAND...: exec COMMAND without this shell's descriptors above 2 (call
+  # it in a subshell or with &). A daemon started here must not keep a lock its caller holds: a
+  # PostgreSQL started inside `flock` held the lock for as long as it ran.
+  local path
+  for path in /proc/"$BASHPID"/fd/*; do
+    [ "${path##*/}" -gt 2 ] && eval "exec ${path##*/}>&-"
+  done
+  exec "$@"
+}
 as_postgres() { su postgres -c "$1"; }
 pg_psql() { as_postgres "psql -p $PG_PORT -qtA $1"; }
 
@@ -58,7 +67,7 @@ start_postgres() {
     fi
     pg_createcluster --port "$PG_PORT" "$version" "$PG_CLUSTER" >/dev/null
   fi
-  pg_ctlcluster "$version" "$PG_CLUSTER" start 2>/dev/null || true
+  (detached pg_ctlcluster "$version" "$PG_CLUSTER" start) 2>/dev/null || true
   for _ in $(seq 1 30); do pg_psql "-c 'select 1'" >/dev/null 2>&1 && break; sleep 1; done
   pg_psql "-c \"select 1 from pg_roles where rolname='$PG_USER'\"" | grep -q 1 \
     || pg_psql "-c \"create role $PG_USER login password '$PG_PASSWORD' createdb\""
@@ -103,7 +112,7 @@ start_mosquitto() {
     user=$(id -un mosquitto 2>/dev/null || id -un)
     conf=$(cd "$ROOT" && .venv/bin/python -m inspection.line.mosquitto --config configs/line.yaml \
       --port "$MQTT_PORT" --dir /tmp/inspection-mosquitto --user "$user")
-    nohup /usr/sbin/mosquitto -c "$conf" >"$STATE/mosquitto.log" 2>&1 &
+    detached nohup /usr/sbin/mosquitto -c "$conf" >"$STATE/mosquitto.log" 2>&1 &
     echo $! >"$STATE/mosquitto.pid"
     for _ in $(seq 1 20); do port_open "$MQTT_PORT" && break; sleep 0.25; done
   fi
@@ -171,7 +180,7 @@ start_ray() {
       say "port $RAY_PORT is taken by a process this script did not start: no Ray head" >&2
       return 1
     fi
-    RAY_AUTH_MODE=token nohup "$ray" start --head --block --node-ip-address=127.0.0.1 \
+    RAY_AUTH_MODE=token detached nohup "$ray" start --head --block --node-ip-address=127.0.0.1 \
       --port="$RAY_PORT" --num-cpus=2 --include-dashboard=false --disable-usage-stats \
       >"$STATE/ray.log" 2>&1 &
     echo $! >"$STATE/ray.pid"

@@ -32,9 +32,9 @@ DOWN_URL = "postgresql+psycopg://cam:pw@127.0.0.1:1/central"
 
 
 def test_triggers_are_answered_while_central_is_down_and_arrive_once_it_is_back(
-    tmp_path: Path, fp32_bundle: Path, tiny_product: Path
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path, postgres_template: str
 ) -> None:
-    url, name = _fresh_postgres_database()
+    url, name = _fresh_postgres_database(postgres_template)
     central = Store.migrated(url, tmp_path / "central-blobs")
     station_id = f"cam-{uuid.uuid4().hex[:8]}"
     station_url = verified(

@@ -98,15 +98,42 @@ def _build(tmp_path: Path, fp32_bundle: Path, tiny_product: Path, **options) -> 
     return built
 
 
-@pytest.fixture
-def station(tmp_path: Path, fp32_bundle: Path, tiny_product: Path):
-    built = _build(tmp_path, fp32_bundle, tiny_product, image_base_url=IMAGES)
+@pytest.fixture(scope="module")
+def shared_station(tmp_path_factory: pytest.TempPathFactory, fp32_bundle: Path, tiny_product: Path):
+    """One station for this module's tests that start from Preoperational with no job running
+    (``station`` puts it back there): a station's start is ~5 s, most of it asyncua's address
+    space and the OPC 40100 nodeset."""
+    root = tmp_path_factory.mktemp("machine-vision")
+    built = _build(root, fp32_bundle, tiny_product, image_base_url=IMAGES)
     yield built
     built.stop()
 
 
+@pytest.fixture
+def station(shared_station: LineStation):
+    """``shared_station``; after the test an admin MES resets it (Reset: jobs end, the recipe
+    is unprepared, Preoperational). Results and the control journal stay: a test reads the
+    journal's rows from ``_mark`` on and counts its own stored results."""
+    yield shared_station
+    endpoint, pki = _endpoint(shared_station), _pki(shared_station)
+    ids = asyncio.run(_ids(endpoint, pki))
+    plan = Attempt(pki, x509=True, calls=((ids["machine"], ids["Reset"], CAUSE),))
+    assert _calls_of(asyncio.run(attempt(endpoint, plan))) == ["Good"] * 5, "reset refused"
+
+
 def _endpoint(station: LineStation) -> str:
     return station.links["machine_vision"].endpoint
+
+
+def _pki(station: LineStation) -> LinePki:
+    """The station's PKI (its site CA, CRL, and the MES users' identities)."""
+    return LinePki(station.config.security.pki_dir)
+
+
+def _mark(station: LineStation) -> int:
+    """How many rows the station's control journal holds: ``_controls(station, since=...)``
+    reads the rows written after."""
+    return len(station.core.models.registry.journal.controls())
 
 
 async def _flow(endpoint: str, pki: LinePki) -> dict:
@@ -216,13 +243,11 @@ def _check_against_store(station: LineStation, result_id: str, state: int, conte
     assert state == 1  # ResultStateDataType Completed, OK or NG alike: the verdict is the content
 
 
-def test_asyncua_client_runs_a_job_and_reads_the_signed_result(
-    station: LineStation, tmp_path: Path
-) -> None:
+def test_asyncua_client_runs_a_job_and_reads_the_signed_result(station: LineStation) -> None:
     """The MES is a process of its own: it has only the types the server describes."""
     command = [sys.executable, "-m", "tests.line.test_machine_vision", _endpoint(station)]
     done = subprocess.run(
-        [*command, str(secure(tmp_path).pki_dir)],
+        [*command, str(_pki(station).root)],
         capture_output=True, text=True, timeout=180, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -254,10 +279,10 @@ def test_untrusted_and_plain_clients_are_refused(station: LineStation, tmp_path:
     endpoint = _endpoint(station)
 
     async def trusted() -> Client:
-        return await mes_client(endpoint, LinePki(secure(tmp_path).pki_dir))
+        return await mes_client(endpoint, _pki(station))
 
     async def foreign() -> Client:  # a certificate the site's CA did not sign
-        client = await mes_client(endpoint, LinePki(secure(tmp_path).pki_dir))
+        client = await mes_client(endpoint, _pki(station))
         identity = LinePki(tmp_path / "rogue").identity("mes", "urn:inspection:mes")
         await client.set_security(
             SecurityPolicyBasic256Sha256, str(identity.certificate), str(identity.private_key)
@@ -370,7 +395,7 @@ def test_node_opcua_client_runs_a_job_and_bad_ones_are_refused(
 ) -> None:
     """The site CA and the CRL the line PKI publishes are all node-opcua needs."""
     command = _node_client()
-    pki = LinePki(secure(tmp_path).pki_dir)
+    pki = _pki(station)
     identity = pki.identity("mes-node", "urn:inspection:mes-node")
     site = {"endpoint": _endpoint(station), "ca": str(pki.trusted_dir / "ca.der"),
             "crl": str(pki.crl_file)}  # fmt: skip
@@ -415,7 +440,7 @@ async def _ids(endpoint: str, pki: LinePki) -> dict[str, ua.NodeId]:
         machine = await system.get_child(f"{mv}:VisionStateMachine")
         automatic = await machine.get_child(f"{mv}:AutomaticModeStateMachine")
         ids = {"machine": machine.nodeid, "automatic": automatic.nodeid}
-        for parent, name in ((machine, "Halt"), (automatic, "StartContinuous"),
+        for parent, name in ((machine, "Halt"), (machine, "Reset"), (automatic, "StartContinuous"),
                              (automatic, "Stop"), (machine, "SelectModeAutomatic")):  # fmt: skip
             ids[name] = (await parent.get_child(f"{mv}:{name}")).nodeid
         return ids
@@ -426,10 +451,19 @@ def _calls_of(attempted: dict[str, str]) -> list[str]:
 
 
 def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
-    station: LineStation, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, fp32_bundle: Path, tiny_product: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each service sent whatever the one before answered, as an attacker does."""
-    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    """Each service sent whatever the one before answered, as an attacker does. A station of
+    its own: it revokes a user, locks another and reads the whole journal."""
+    station = _build(tmp_path, fp32_bundle, tiny_product, image_base_url=IMAGES)
+    try:
+        _raw_calls(station, tmp_path, caplog)
+    finally:
+        station.stop()
+
+
+def _raw_calls(station: LineStation, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    endpoint, pki = _endpoint(station), _pki(station)
     ids = asyncio.run(_ids(endpoint, pki))
     halt = (ids["machine"], ids["Halt"], CAUSE)
     select = (ids["machine"], ids["SelectModeAutomatic"], ())
@@ -496,9 +530,10 @@ def test_raw_service_calls_get_no_session_identity_or_method_unchecked(
     assert re.search(r"op-b from .*: locked for (29|30) s after 5 failures", caplog.text)
 
 
-def _controls(station: LineStation) -> list[dict]:
-    """The station's control journal's outcomes (a call it admitted is recorded ``Started``
-    first, just before): each row's signature checked with its public key, the chain whole."""
+def _controls(station: LineStation, since: int = 0) -> list[dict]:
+    """The station's control journal's outcomes from row ``since`` on (``_mark``; a call it
+    admitted is recorded ``Started`` first, just before): each row's signature checked with its
+    public key, the chain whole."""
     public = load_public_key(station.config.security.pki_dir / "signing" / "cam-1.pub")
     journal = station.core.models.registry.journal
     rows = journal.controls()
@@ -510,7 +545,7 @@ def _controls(station: LineStation) -> list[dict]:
     for before, row in itertools.pairwise(rows):  # a call that ran was journalled first
         if row["result"] == "Good" and row["method"] != "TransferSubscriptions":
             assert (before["method"], before["result"]) == (row["method"], "Started"), row
-    return [row for row in rows if row["result"] != "Started"]
+    return [row for row in rows[since:] if row["result"] != "Started"]
 
 
 async def _machine(client: Client) -> tuple[int, dict]:
@@ -556,7 +591,7 @@ def test_a_session_acts_only_on_its_own_subscriptions_within_quotas(
     """An observer (asyncua raw calls, then node-opcua) goes for the MES's subscription, fills
     its quotas and activates the MES's session from channels of its own; the MES still gets
     every result, and each refusal is in the control journal."""
-    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    endpoint, pki, mark = _endpoint(station), _pki(station), _mark(station)
     observer = Attempt(pki, name="obs-client", user="obs", password=PASSWORD)
     node = _node_client()
     node_identity = pki.identity("mes-node", "urn:inspection:mes-node")
@@ -600,14 +635,14 @@ def test_a_session_acts_only_on_its_own_subscriptions_within_quotas(
     assert quota == [("5", "BadTooManySubscriptions")] * 2 + [("0", "BadTooManySubscriptions")]
     assert seen["self-signed channel"] == seen["site-CA channel"] == "BadSecurityChecksFailed"
     assert seen["events"] == 3  # the MES heard every result
-    journal = [(c["user"], c["method"], c["result"]) for c in _controls(station)]
+    journal = [(c["user"], c["method"], c["result"]) for c in _controls(station, mark)]
     for attack, status in zip(attacks, refused, strict=True):
         assert journal.count(("obs", attack, status)) == 2, journal  # asyncua and node-opcua
     assert journal.count(("obs", "CreateSubscription", "BadTooManySubscriptions")) == 3
 
 
-def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_path: Path) -> None:
-    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation) -> None:
+    endpoint, pki, mark = _endpoint(station), _pki(station), _mark(station)
     ids = asyncio.run(_ids(endpoint, pki))
     asyncio.run(attempt(endpoint, Attempt(pki, x509=True, calls=(
         (ids["machine"], ids["SelectModeAutomatic"], ()),))))  # fmt: skip
@@ -625,7 +660,7 @@ def test_a_client_stops_only_its_own_job_unless_admin(station: LineStation, tmp_
     assert run("op-a", start) == ["Good"]
     admin = Attempt(pki, x509=True, calls=(stop,))
     assert _calls_of(asyncio.run(attempt(endpoint, admin)))[4:] == ["Good"]  # an admin
-    jobs = [(c["user"], c["method"], c["result"]) for c in _controls(station)
+    jobs = [(c["user"], c["method"], c["result"]) for c in _controls(station, mark)
             if c["method"] in ("StartContinuous", "Stop")]  # fmt: skip
     assert jobs == [("op-a", "StartContinuous", "Good"), ("op-b", "Stop", "BadUserAccessDenied"),
                     ("op-a", "Stop", "Good"), ("op-a", "StartContinuous", "Good"),
@@ -679,13 +714,11 @@ async def _jobs(endpoint: str, pki: LinePki, jobs: list[tuple[str, str, str, str
         return [seen, state.Text, error_events]
 
 
-def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(
-    station: LineStation, tmp_path: Path
-) -> None:
+def test_jobs_name_their_recipe_and_a_reused_meas_id_is_a_new_part(station: LineStation) -> None:
     """RecipeId / ProductId must be the prepared recipe; a reused MeasId gets a new capture
     and ResultId (OPC 40100-1: no assumption about its uniqueness), even with the same part:
     a job never replays."""
-    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    endpoint, pki = _endpoint(station), _pki(station)
     seen, state, errors = asyncio.run(_jobs(endpoint, pki, [
         ("r-1", "p-1", "", ""), ("r-1", "p-2", "", ""), ("r-1", "p-2", "", ""),
         ("r-2", "", "grass", ""), ("r-3", "", "", "gravel"), ("r-4", "", "brick", "brick"),
@@ -721,18 +754,19 @@ async def _continuous_twice(endpoint: str, pki: LinePki, meas: str, parts: int) 
 
 
 def test_a_continuous_job_restarted_with_the_same_meas_id_captures_every_part(
-    station: LineStation, tmp_path: Path
+    station: LineStation,
 ) -> None:
     """The second run's parts carry the first run's MeasIds (c-1, c-1-1...) but each is a
     capture of its own with a new ResultId, never the first run's verdict."""
-    endpoint, pki = _endpoint(station), LinePki(secure(tmp_path).pki_dir)
+    endpoint, pki = _endpoint(station), _pki(station)
+    stored = station.core.store.count_inspections()
     first, second = asyncio.run(_continuous_twice(endpoint, pki, "c-1", parts=4))
     assert [m for _, m in second[:4]] == [m for _, m in first[:4]] == [
         "c-1", "c-1-1", "c-1-2", "c-1-3"
     ]  # fmt: skip
     ids = [r for r, _ in first + second]
     assert len(set(ids)) == len(ids)
-    assert station.core.store.count_inspections() == len(ids)  # one capture per result
+    assert station.core.store.count_inspections() - stored == len(ids)  # one per result
 
 
 def test_a_failed_part_ends_ready_with_an_error_event(

@@ -52,8 +52,8 @@ class Central:
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Central]:
-    url, name = _fresh_postgres_database()
+def central(tmp_path: Path, postgres_template: str) -> Iterator[Central]:
+    url, name = _fresh_postgres_database(postgres_template)
     store = Store.migrated(url, tmp_path / "central-blobs")
     station = f"line-{uuid.uuid4().hex[:8]}"
     password = grant_station(store, station, writes=(f"{station}-watch",))

@@ -16,13 +16,12 @@ from inspection.store import queries
 from inspection.store.models import OutboxEntry
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
+from tests.conftest import FilledStores
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def filled(store_url: str, tmp_path: Path) -> Store:
-    store = Store.migrated(store_url, tmp_path / "blobs")
+def _fill(store: Store) -> None:
     for i in range(60):
         score = (i * 37 % 100) / 100
         row = store.add_inspection(
@@ -42,6 +41,12 @@ def filled(store_url: str, tmp_path: Path) -> Store:
         )
         if i % 4 == 0:
             store.add_review(row.id, label="good" if score < 0.5 else "defect", reviewer="ann")
+
+
+@pytest.fixture
+def filled(store_url: str, tmp_path: Path, filled_stores: FilledStores) -> Store:
+    """A copy of the store ``_fill`` filled (once per backend and session)."""
+    store = filled_stores.store(_fill, store_url, tmp_path / "blobs")
     yield store
     store.engine.dispose()
 

@@ -22,8 +22,8 @@ from tests.store.test_retention import CONFIG, NOW, _add, _dangling_and_orphans
 
 
 @pytest.fixture
-def central(tmp_path: Path) -> Iterator[Store]:
-    url, name = _fresh_postgres_database()
+def central(tmp_path: Path, postgres_template: str) -> Iterator[Store]:
+    url, name = _fresh_postgres_database(postgres_template)
     store = Store.migrated(url, tmp_path / "central-blobs")
     yield store
     store.engine.dispose()

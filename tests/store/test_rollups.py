@@ -13,6 +13,7 @@ from sqlalchemy import delete, select
 from inspection.store import queries, rollups
 from inspection.store.rollups import HourlyRollup, ScoreRollup
 from inspection.store.store import Store
+from tests.conftest import FilledStores
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -35,13 +36,17 @@ def _add(store: Store, rng: np.random.Generator, minutes: float, station: str, v
     )
 
 
-@pytest.fixture
-def filled(store_url: str, tmp_path: Path) -> Store:
-    store = Store.migrated(store_url, tmp_path / "blobs")
+def _fill(store: Store) -> None:
     rng = np.random.default_rng(7)
     for i in range(240):  # 3 stations over ~8 hours; the model changes at 4 h
         _add(store, rng, i * 2.1, ("s1", "s2", "s3")[i % 3], "v1" if i < 120 else "v2")
     _add(store, rng, 0.5, "s1", "v0")  # a late arrival for an old hour
+
+
+@pytest.fixture
+def filled(store_url: str, tmp_path: Path, filled_stores: FilledStores) -> Store:
+    """A copy of the store ``_fill`` filled (once per backend and session)."""
+    store = filled_stores.store(_fill, store_url, tmp_path / "blobs")
     yield store
     store.engine.dispose()
 
