@@ -108,14 +108,14 @@ class Outbox:
             last_error=None,
         )
 
-    def acknowledged(self, sink: str, key: str, at: datetime | None = None) -> None:
+    def acknowledged(self, sink: str, key: str) -> None:
         """Mark ``key``'s message to ``sink`` delivered as the sink's acknowledgement arrives,
         before its delivery returns (``MqttSink.on_acknowledged``): one probe of
         ``uq_outbox_key_sink``; nothing if it is marked already or not in this outbox."""
         self._attempted(
             OutboxMessage.sink == sink,
             OutboxMessage.key == key,
-            delivered_at=at or datetime.now(timezone.utc),
+            delivered_at=datetime.now(timezone.utc),
             last_error=None,
         )
 
