@@ -10,6 +10,9 @@ import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from functools import partial
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from inspection.core.background import Background
 from inspection.line.config import PublisherConfig
@@ -38,6 +41,18 @@ class Publisher:
         self._failures: dict[str, int] = {}
         self._worker = Background("outbox-publisher", self._run, join_s=10.0)
         self._last_backlog = 0.0
+        for name, sink in self.sinks.items():
+            sink.on_acknowledged = partial(self._acknowledged, name)
+
+    def _acknowledged(self, sink: str, key: str) -> None:
+        """``sink`` had ``key`` acknowledged outside ``deliver``'s return (MQTT: paho's thread,
+        at the PUBACK): mark it at once, so a station killed now does not send it again."""
+        try:
+            self.outbox.acknowledged(sink, key)
+        except SQLAlchemyError as exc:  # store briefly unavailable: marked as delivery returns
+            log.warning(
+                "%s: marking %s delivered at its acknowledgement failed: %s", sink, key, exc
+            )
 
     def start(self) -> None:
         self._worker.start()

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from paho.mqtt.client import MQTTMessageInfo
 from paho.mqtt.enums import MQTTErrorCode
 
 from inspection.core.errors import InspectionError
@@ -29,9 +30,12 @@ class DeliveryError(InspectionError):
 
 
 class Sink(Protocol):
-    """Sends payloads to one destination; ``key`` is the idempotency key (request id)."""
+    """Sends payloads to one destination; ``key`` is the idempotency key (request id).
+    ``on_acknowledged(key)``, set by the publisher, is called by a sink whose acknowledgement
+    can arrive outside ``deliver`` (MQTT); the others' arrives as ``deliver`` returns."""
 
     name: str
+    on_acknowledged: Callable[[str], None] | None
 
     def deliver(self, key: str, payload: str) -> None: ...
 
@@ -43,13 +47,18 @@ class MqttSink:
     thread reconnects to a broker that is away, new deliveries fail fast (``DeliveryError``).
 
     Paho keeps a message it sent until its PUBACK and sends it again by itself on
-    reconnection: a retry of a ``key`` it still holds waits for that message instead of
-    publishing a second copy. Not once, and MQTT cannot make it so across a crash: a broker
-    ``kill -9``-ed after it forwarded a message but before its PUBACK reached the station (or
-    before it saved its state), or a station killed between PUBACK and the outbox marking,
-    delivers again; receivers dedupe by ``(station_id, request_id)``. (QoS 2 would not help:
-    Mosquitto saves its state after acknowledging, and a PUBREL it no longer knows is
-    completed anyway, so a broker killed between PUBREC and its save loses the message.)"""
+    reconnection: a retry of a ``key`` it still holds waits for that message (paho's own
+    ``MQTTMessageInfo``, so a message id paho numbers again after 65,535 messages acknowledges
+    nothing else) instead of publishing a second copy. ``on_acknowledged(key)`` is called in
+    paho's thread as a PUBACK arrives, before ``deliver`` returns and also for a held message
+    whose ``deliver`` already gave up: the publisher marks the outbox there, so a station
+    killed after the PUBACK does not send the result again. Not once, and MQTT cannot make it
+    so across a crash: a broker ``kill -9``-ed after it forwarded a message but before its
+    PUBACK reached the station (or before it saved its state), or a station killed between
+    its PUBLISH and that mark, delivers again; receivers dedupe by ``(station_id,
+    request_id)``. (QoS 2 would not help: Mosquitto saves its state after acknowledging, and
+    a PUBREL it no longer knows is completed anyway, so a broker killed between PUBREC and its
+    save loses the message.)"""
 
     def __init__(
         self,
@@ -63,10 +72,11 @@ class MqttSink:
         timeout_s: float = 5.0,
     ) -> None:
         self.name, self.topic, self.timeout_s = name, topic, timeout_s
+        self.on_acknowledged: Callable[[str], None] | None = None
         self._connected = threading.Event()
-        self._acknowledged = threading.Condition()
-        self._done: set[int] = set()  # message ids acknowledged, not yet collected
-        self._held: dict[str, int] = {}  # key -> message id paho holds for it
+        self._lock = threading.Lock()  # never held while calling paho: paho holds its own
+        self._held: dict[str, MQTTMessageInfo] = {}  # key -> the message paho holds for it
+        self._keys: dict[int, str] = {}  # message id -> key, until its PUBACK
         self._client = mqtt_client(security, user)
         self._client.reconnect_delay_set(min_delay=1, max_delay=5)
         self._client.on_connect = lambda *a: None if a[3].is_failure else self._connected.set()
@@ -81,27 +91,34 @@ class MqttSink:
             )  # fmt: skip
 
     def _on_publish(self, _client: Any, _userdata: Any, mid: int, *_reason: Any) -> None:
-        with self._acknowledged:
-            self._done.add(mid)
-            self._acknowledged.notify_all()
+        """Paho's thread, a PUBACK for ``mid`` (paho marks its message published after this)."""
+        with self._lock:
+            key = self._keys.pop(mid, None)  # None: the PUBACK beat ``deliver`` noting its id
+        if key is not None and self.on_acknowledged is not None:
+            self.on_acknowledged(key)
 
     def deliver(self, key: str, payload: str) -> None:
         if not self._client.is_connected():  # a held message waits for the reconnection
             raise DeliveryError(f"{self.name}: not connected to the MQTT broker")
-        mid = self._held.get(key)
-        if mid is None:
+        info = self._held.get(key)
+        if info is None:
             info = self._client.publish(self.topic, payload, qos=1)
-            if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-                raise DeliveryError(f"{self.name}: paho's queue is full; {key} not queued")
-            mid = self._held[key] = info.mid  # held by paho even if the connection just dropped
-        with self._acknowledged:
-            if not self._acknowledged.wait_for(lambda: mid in self._done, self.timeout_s):
-                raise DeliveryError(
-                    f"{self.name}: no PUBACK for {key} within {self.timeout_s} s "
-                    "(held: sent again on reconnection, not published twice)"
-                )
-            self._done.remove(mid)
-        del self._held[key]
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:  # the connection just dropped: paho
+                info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS  # holds it, as a message it queued
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise DeliveryError(f"{self.name}: paho did not queue {key}: {info.rc.name}")
+            with self._lock:
+                self._held[key], self._keys[info.mid] = info, key
+        info.wait_for_publish(self.timeout_s)
+        if not info.is_published():
+            raise DeliveryError(
+                f"{self.name}: no PUBACK for {key} within {self.timeout_s} s "
+                "(held: sent again on reconnection, not published twice)"
+            )
+        with self._lock:
+            del self._held[key]
+            if self._keys.get(info.mid) == key:  # its PUBACK came before the id was noted
+                del self._keys[info.mid]
 
     def close(self) -> None:
         self._client.disconnect()
@@ -123,6 +140,7 @@ class OpcUaSink:
     ) -> None:
         self.name, self.endpoint, self.node_id = name, endpoint, node_id
         self.timeout_s, self.security, self.station_id = timeout_s, security, station_id
+        self.on_acknowledged = None  # the write's status arrives as ``deliver`` returns
         self._client = self._node = None
 
     def deliver(self, key: str, payload: str) -> None:
@@ -164,6 +182,7 @@ class WebhookSink:
 
     def __init__(self, name: str, url: str, *, secret: str | None, timeout_s: float = 5.0) -> None:
         self.name, self.url, self.secret, self.timeout_s = name, url, secret, timeout_s
+        self.on_acknowledged = None  # the 2xx arrives as ``deliver`` returns
 
     def deliver(self, key: str, payload: str) -> None:
         body = payload.encode()

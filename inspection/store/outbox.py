@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 
 from inspection.store.models import OutboxMessage, as_utc
 from inspection.store.store import Store, StoreError
@@ -100,18 +100,38 @@ class Outbox:
         return payload
 
     def delivered(self, message_id: int, at: datetime | None = None) -> None:
-        self._attempted(message_id, delivered_at=at or datetime.now(timezone.utc), last_error=None)
+        """Mark the message delivered, unless its sink's acknowledgement already did
+        (``acknowledged``)."""
+        self._attempted(
+            OutboxMessage.id == message_id,
+            delivered_at=at or datetime.now(timezone.utc),
+            last_error=None,
+        )
+
+    def acknowledged(self, sink: str, key: str) -> None:
+        """Mark ``key``'s message to ``sink`` delivered as the sink's acknowledgement arrives,
+        before its delivery returns (``MqttSink.on_acknowledged``): one probe of
+        ``uq_outbox_key_sink``; nothing if it is marked already or not in this outbox."""
+        self._attempted(
+            OutboxMessage.sink == sink,
+            OutboxMessage.key == key,
+            delivered_at=datetime.now(timezone.utc),
+            last_error=None,
+        )
 
     def failed(self, message_id: int, error: str, retry_in_s: float) -> None:
         """Count a failed attempt and hold the message back for ``retry_in_s`` seconds."""
         retry_at = datetime.now(timezone.utc) + timedelta(seconds=retry_in_s)
-        self._attempted(message_id, next_attempt_at=retry_at, last_error=error[:2000])
+        self._attempted(
+            OutboxMessage.id == message_id, next_attempt_at=retry_at, last_error=error[:2000]
+        )
 
-    def _attempted(self, message_id: int, **values: object) -> None:
-        """Count one delivery attempt of the message and set ``values`` on it."""
+    def _attempted(self, *where: ColumnElement[bool], **values: object) -> None:
+        """Count one delivery attempt of the undelivered message ``where`` selects and set
+        ``values`` on it; a message delivered already is left as it is."""
         count = OutboxMessage.attempts + 1
+        update_ = update(OutboxMessage).where(*where, OutboxMessage.delivered_at.is_(None))
         with self.store.session() as session:
-            update_ = update(OutboxMessage).where(OutboxMessage.id == message_id)
             session.execute(update_.values(attempts=count, **values))
 
     def backlog(self, now: datetime | None = None) -> dict[str, SinkBacklog]:

@@ -30,6 +30,7 @@ __all__ = [
     "free_port",
     "need_mosquitto",
     "private_broker",
+    "publish_until_killed",
     "secure",
     "serve_until_killed",
     "slow_first_capture",
@@ -80,6 +81,23 @@ def serve_until_killed(config: LineConfig) -> None:
 
     station = LineStation.build(config)
     station.start()
+    while True:
+        time.sleep(3600)
+
+
+def publish_until_killed(store_url: str, blob_dir: Path, port: int, security: LinkSecurity) -> None:
+    """A station's outbox publisher to ``port``'s broker as ``cam-1`` (``multiprocessing`` spawn
+    target): a delivery gives up after 0.5 s and is retried 3 s later; runs until killed."""
+    from inspection.line.config import PublisherConfig
+    from inspection.line.publisher import Publisher
+    from inspection.line.sinks import MqttSink
+    from inspection.store.outbox import Outbox
+    from inspection.store.store import Store
+
+    sink = MqttSink("mqtt", "127.0.0.1", port, "inspection/cam-1/result", security=security,
+                    user="cam-1", timeout_s=0.5)  # fmt: skip
+    retry = PublisherConfig(poll_s=0.05, backoff_initial_s=3.0, backoff_max_s=3.0)
+    Publisher(Outbox(Store(store_url, blob_dir)), {"mqtt": sink}, retry).start()
     while True:
         time.sleep(3600)
 

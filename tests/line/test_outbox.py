@@ -3,9 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from inspection.store.models import OutboxEntry
+from inspection.store.models import OutboxEntry, OutboxMessage
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
@@ -62,3 +63,29 @@ def test_outbox_survives_reopening_the_store(tmp_path: Path) -> None:
     reopened = Outbox(Store(url, tmp_path / "blobs"))
     assert [m.key for m in reopened.due(["mqtt"])] == ["req-00001"]
     reopened.store.engine.dispose()
+
+
+def test_a_message_marked_at_its_acknowledgement_is_settled_once(
+    store_url: str, tmp_path: Path
+) -> None:
+    """``acknowledged`` (the sink's PUBACK, by sink and key) marks the message; the delivery's
+    own return or a late failure after it count no second attempt and reschedule nothing."""
+    store = Store.migrated(store_url, tmp_path / "blobs")
+    outbox = Outbox(store)
+    for n in range(2):
+        fields = inspection_fields(n)
+        store.add_inspection(outbox=entries(fields, ("mqtt", "hook")), **fields)
+    first = outbox.due(["mqtt"])[0]
+    outbox.acknowledged("mqtt", first.key)
+    outbox.delivered(first.id)
+    outbox.failed(first.id, "timed out as the PUBACK came", retry_in_s=60)
+    outbox.acknowledged("mqtt", "not-in-this-outbox")
+    assert [m.key for m in outbox.due(["mqtt"])] == ["req-00001"]
+    assert [m.key for m in outbox.due(["hook"])] == ["req-00000", "req-00001"]
+    assert outbox.backlog()["mqtt"].delivered == 1
+    with store.session() as session:
+        attempts = session.scalar(
+            select(OutboxMessage.attempts).where(OutboxMessage.id == first.id)
+        )
+    assert attempts == 1
+    store.engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from typing import ClassVar
 
 import pytest
 import yaml
+from sqlalchemy import select
 
 from inspection.line.config import PublisherConfig, SinkConfig
 from inspection.line.mosquitto import MOSQUITTO
@@ -24,10 +26,19 @@ from inspection.line.pki import LinePki
 from inspection.line.publisher import Publisher, backoff_s
 from inspection.line.security import WebhookSignatureError, mqtt_client, verify_webhook
 from inspection.line.sinks import DeliveryError, MqttSink, WebhookSink, build_sink
+from inspection.store.models import OutboxMessage
 from inspection.store.outbox import Outbox
 from inspection.store.store import Store
 
-from .helpers import Broker, Collector, free_port, need_mosquitto, secure, wait_port
+from .helpers import (
+    Broker,
+    Collector,
+    free_port,
+    need_mosquitto,
+    publish_until_killed,
+    secure,
+    wait_port,
+)
 from .records import entries, inspection_fields
 
 FAST = PublisherConfig(batch=20, poll_s=0.05, backoff_initial_s=0.1, backoff_max_s=0.5)
@@ -133,6 +144,89 @@ def test_a_retry_after_a_lost_acknowledgement_is_not_published_twice(
         sink.close()
         collector.close()
     assert [json.loads(m)["request_id"] for m in received] == ["r-0", "r-1", "r-2"]
+
+
+def test_a_reused_message_id_does_not_acknowledge_a_new_result(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """A result acknowledged after its delivery gave up (held, never retried here) leaves no
+    acknowledged id behind: when paho numbers a new result with the same id (its counter wraps
+    after 65,535 messages), that result still waits for its own PUBACK."""
+    topic = "inspection/cam-1/result"
+    collector = Collector(broker.port, topic, secure(tmp_path))
+    sink = MqttSink(
+        "mqtt", "127.0.0.1", broker.port, topic, security=secure(tmp_path), user="cam-1",
+        timeout_s=1.0,
+    )  # fmt: skip
+    acknowledged: list[str] = []
+    sink.on_acknowledged = acknowledged.append
+    assert broker.process is not None
+    try:
+        sink.deliver("r-0", _result("r-0"))  # paho's message id 1
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        with pytest.raises(DeliveryError, match="r-1"):
+            sink.deliver("r-1", _result("r-1"))  # message id 2, held
+        os.kill(broker.process.pid, signal.SIGCONT)
+        collector.wait_for(2)
+        time.sleep(0.3)  # r-1's PUBACK reaches the sink
+        sink._client._last_mid = 1  # paho's counter as 65,535 messages later: r-2 goes as id 2
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        with pytest.raises(DeliveryError, match="no PUBACK for r-2"):
+            sink.deliver("r-2", _result("r-2"))
+        assert acknowledged == ["r-0", "r-1"]  # r-1 late, after its delivery gave up; not r-2
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+        sink.close()
+        collector.close()
+
+
+def _pending(store: Store, key: str) -> tuple[int, bool]:
+    """(attempts, still pending) of ``key``'s outbox message to ``mqtt``."""
+    query = select(OutboxMessage).where(OutboxMessage.key == key, OutboxMessage.sink == "mqtt")
+    with store.session() as session:
+        row = session.scalars(query).one()
+        return row.attempts, row.delivered_at is None
+
+
+def test_a_result_acknowledged_late_is_not_sent_again_after_a_station_kill(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The broker stops (SIGSTOP) with a result sent: the station's delivery gives up and paho
+    holds the result. The broker resumes and acknowledges it; the station is killed (kill -9)
+    before the outbox's retry and started again. The outbox marked the result delivered when
+    its PUBACK came, so the MES gets it once."""
+    store = _store_with(tmp_path, 1, ("mqtt",))
+    topic = "inspection/cam-1/result"
+    collector = Collector(broker.port, topic, secure(tmp_path))
+    spawn = multiprocessing.get_context("spawn")
+    args = (str(store.engine.url), tmp_path / "blobs", broker.port, secure(tmp_path))
+    station = spawn.Process(target=publish_until_killed, args=args)
+    station.start()
+    assert broker.process is not None
+    try:
+        _wait(lambda: collector.wait_for(0, 0) != [])  # connected, the first result delivered
+        os.kill(broker.process.pid, signal.SIGSTOP)
+        fields = inspection_fields(1)
+        store.add_inspection(outbox=entries(fields, ("mqtt",)), **fields)
+        key = entries(fields, ("mqtt",))[0].key
+        _wait(lambda: _pending(store, key) == (1, True))  # no PUBACK: retry in 3 s
+        os.kill(broker.process.pid, signal.SIGCONT)
+        _wait(lambda: len(collector.wait_for(0, 0)) == 2)
+        time.sleep(0.5)  # its PUBACK reaches the station
+        station.kill()
+        station.join(10)
+        station = spawn.Process(target=publish_until_killed, args=args)
+        station.start()
+        _wait(lambda: not _pending(store, key)[1])
+        time.sleep(4.0)  # past the retry time a station that did not know would send it again
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+        station.kill()
+        station.join(10)
+        collector.close()
+    keys = [ResultPayload.from_json(m).request_id for m in collector.wait_for(0, 0)]
+    assert keys == ["req-00000", key]  # r-1 once
+    store.engine.dispose()
 
 
 def test_the_collector_hands_each_result_on_once(broker: Broker, tmp_path: Path) -> None:
