@@ -61,6 +61,12 @@ class Publisher:
         self._wake.set()  # ends an idle wait; the loop then sees ``stopping``
         self._worker.stop()
 
+    def close(self) -> None:
+        """Stop the thread, then try what is due once more (a station's graceful stop). In this
+        order a message the thread is still delivering is never sent a second time beside it."""
+        self.stop()
+        self.drain_once()
+
     def wake(self) -> None:
         """A message was committed: look at the outbox now."""
         self._wake.set()

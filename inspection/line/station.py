@@ -159,8 +159,7 @@ class LineStation:
         for link in self.links.values():
             link.stop()
         self.handler.close()
-        self.publisher.drain_once()
-        self.publisher.stop()
+        self.publisher.close()
         for sink in self.sinks.values():
             sink.close()
         self.core.stop()

@@ -380,3 +380,35 @@ def test_webhook_unreachable_is_a_delivery_error() -> None:
     sink = WebhookSink("hook", f"http://127.0.0.1:{free_port()}/x", secret=None, timeout_s=1.0)
     with pytest.raises(DeliveryError, match="unreachable"):
         sink.deliver("k", "{}")
+
+
+class _SlowHook(BaseHTTPRequestHandler):
+    seen: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        _SlowHook.seen.append(self.headers["Idempotency-Key"])
+        time.sleep(0.5)  # the receiver is slow: the station stops while a delivery is in flight
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        return None
+
+
+def test_a_graceful_stop_during_a_delivery_sends_it_once(tmp_path: Path) -> None:
+    _SlowHook.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    store = _store_with(tmp_path, 1, ("hook",))
+    url = f"http://127.0.0.1:{server.server_address[1]}/results"
+    publisher = Publisher(Outbox(store), {"hook": WebhookSink("hook", url, secret=None)}, FAST)
+    publisher.start()
+    try:
+        _wait(lambda: _SlowHook.seen)
+        publisher.close()  # the station's stop: the thread's delivery is still waiting
+    finally:
+        server.shutdown()
+    assert _SlowHook.seen == ["req-00000"]
+    assert Outbox(store).backlog()["hook"].pending == 0
+    store.engine.dispose()
