@@ -12,9 +12,13 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.errors import BundleError
+from inspection.core.images import read_image
 from inspection.core.registry import Registry
+from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
-from inspection.training.export import BundleRuns, LabelledSample, run_bundle
+from inspection.runtime.preprocess import model_batch
+from inspection.training.bundle_runs import BundleRuns, run_bundle
+from inspection.training.export import LabelledSample
 from tests.conftest import TrainedProduct
 
 
@@ -26,15 +30,15 @@ def _samples(trained: TrainedProduct) -> list[LabelledSample]:
 
 
 def _counting(model: BundleModel) -> list[int]:
-    """The batch sizes ``model.run`` is called with from now on (the real run, counted)."""
+    """The batch sizes ``model.run_each`` is called with from now on (the real run, counted)."""
     sizes: list[int] = []
-    run = model.run
+    run_each = model.run_each
 
     def counted(batch: np.ndarray):
         sizes.append(len(batch))
-        return run(batch)
+        return run_each(batch)
 
-    model.run = counted  # type: ignore[method-assign]
+    model.run_each = counted  # type: ignore[method-assign]
     return sizes
 
 
@@ -54,6 +58,28 @@ def test_a_bundle_under_export_scores_each_image_once(
     np.testing.assert_array_equal(first.maps, fresh.maps)
     np.testing.assert_array_equal(again.scores, [*first.scores[::-1], first.scores[0]])
     assert list(again.labels) == [s.label for s in [*reversed(samples), samples[0]]]
+
+
+def test_images_scored_in_flight_get_the_outputs_of_their_own_runs(
+    fp32_bundle: Path, trained_patchcore: TrainedProduct
+) -> None:
+    samples = _samples(trained_patchcore)
+    model = BundleModel.load(fp32_bundle)  # f32 pinned: the bundle's inference precision
+    prep = model.metadata.preprocessing
+    reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+    batch = model_batch([model.align(read_image(s.path, **reading))[0] for s in samples], prep)
+
+    each = model.run_each(batch)
+    alone = [model.run(batch[i : i + 1]) for i in range(len(batch))]
+    scored = run_bundle(fp32_bundle, samples)  # export's scoring: decoded, run, ROI, fused
+    inspector = Inspector(model)
+    station = [inspector.infer_raw(read_image(s.path, **reading)) for s in samples]
+
+    assert len(set(each.scores.tolist())) > 1  # distinct images: an order mix-up would show
+    np.testing.assert_array_equal(each.scores, np.concatenate([a.scores for a in alone]))
+    np.testing.assert_array_equal(each.maps, np.concatenate([a.maps for a in alone]))
+    np.testing.assert_array_equal(scored.scores, [raw.score for raw in station])
+    np.testing.assert_array_equal(scored.maps, np.stack([raw.anomaly_map for raw in station]))
 
 
 def test_reread_takes_the_rewritten_metadata_on_the_compiled_model(
