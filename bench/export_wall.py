@@ -1,15 +1,16 @@
 """Whole-process wall of one product's export as ``make demo`` runs it: FP32 then INT8 of one
 version (``training.registry_export.export_gated``), in a fresh child process per round.
 
-    python bench/export_wall.py --label after --site /tmp/site --product brick --version v0003
-        [--tree PATH] [--rounds 2] [--out reports/runtime]
+    python bench/export_wall.py --site /tmp/site --product brick --version v0003
+        [--tree before=/tmp/main-before --tree after=.] [--rounds 2] [--out reports/runtime]
 
 ``--site``: a folder with ``configs/site.yaml`` and the site's registry holding the trained
 version (copied to a scratch folder each round: the copy, never the site, gets the bundles);
-``--tree``: the checkout whose ``inspection`` package the child imports (default: this one), so
-an older commit's tree can be timed by today's bench. The child reports when its imports ended
-and each export stage began (the progress lines); the wall is taken from outside. Rows are kept
-per label in ``<out>/export_wall.json``; ``<out>/export_wall.md`` is rewritten.
+``--tree LABEL=PATH``: a checkout whose ``inspection`` package the child imports (default:
+``today=`` this one), so an older commit can be timed by today's bench; the trees take turns
+round by round (``_report.rounds``), so a drift of the machine's load hits them alike. The child
+reports when its imports ended and each export stage began; the wall is taken from outside.
+Rows are kept per label in ``<out>/export_wall.json``; ``<out>/export_wall.md`` is rewritten.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from _report import (
     load_average,
     measured,
     previous_report,
+    rounds,
     save_report,
     table,
 )
@@ -55,6 +58,7 @@ gated = export_gated(
 )
 done = time.perf_counter()
 print(json.dumps({"imports_s": round(imported - start, 2), "export_s": round(done - imported, 2),
+                  "cpu_s": round(time.process_time(), 1),
                   "stages": stages, "refused": gated.refused,
                   "registered": [r.bundle_id for r in gated.results]}))
 """
@@ -81,14 +85,26 @@ def markdown(report: dict[str, Any]) -> str:
     for label, entry in report["labels"].items():
         for index, run in enumerate(entry["runs"], 1):
             rows.append((label, index, run["wall_s"], run["imports_s"], run["export_s"],
-                         run["load_before"], run["load_after"], entry["commit"]))  # fmt: skip
+                         run.get("cpu_s", ""), run["load_before"], run["load_after"],
+                         entry["commit"]))  # fmt: skip
     lines = [
         "# One product's export, FP32 + INT8 as `make demo` runs it (`bench/export_wall.py`)",
         "",
-        "Wall of a fresh process (interpreter, imports, then `export_gated`), seconds.",
+        "Wall of a fresh process (interpreter, imports, then `export_gated`) and the CPU seconds of "
+        "all its threads, seconds.",
         "",
         *table(
-            ("label", "round", "wall", "imports", "export", "load before", "load after", "tree at"),
+            (
+                "label",
+                "round",
+                "wall",
+                "imports",
+                "export",
+                "cpu",
+                "load before",
+                "load after",
+                "tree at",
+            ),
             rows,
         ),
         "",
@@ -99,30 +115,35 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _round(args: argparse.Namespace, tree: Path, _: int) -> dict[str, Any]:
+    return run_export(args.site, args.product, args.version, tree.resolve())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--label", required=True)
     parser.add_argument("--site", type=Path, required=True)
     parser.add_argument("--product", required=True)
     parser.add_argument("--version", required=True)
-    parser.add_argument("--tree", type=Path, default=REPO)
+    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "runtime")
     args = parser.parse_args(argv)
-    git = ["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or str(args.tree)
-    runs = [run_export(args.site, args.product, args.version, args.tree.resolve())
-            for _ in range(args.rounds)]  # fmt: skip
+    trees = dict(item.split("=", 1) for item in args.tree) or {"today": str(REPO)}
+    runs = rounds({label: partial(_round, args, Path(tree)) for label, tree in trees.items()},
+                  args.rounds)  # fmt: skip
     report = previous_report(args.out, STEM) or {"labels": {}}
-    report["labels"][args.label] = {
-        "commit": commit, "cpu": cpu_description(), "product": args.product,
-        "version": args.version, "runs": runs,
-        "isa_env": " ".join(f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ),
-    }  # fmt: skip
+    isa = " ".join(f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ)
+    for label, tree in trees.items():
+        git = ["git", "-C", tree, "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or tree
+        report["labels"][label] = {
+            "commit": commit, "cpu": cpu_description(), "product": args.product,
+            "version": args.version, "runs": runs[label], "isa_env": isa,
+        }  # fmt: skip
+        for run in runs[label]:
+            print(f"{label}: wall {run['wall_s']} s (imports {run['imports_s']}, export "
+                  f"{run['export_s']}), load {run['load_before']} -> {run['load_after']}")  # fmt: skip
     save_report(args.out, STEM, report, markdown(report))
-    for run in runs:
-        print(f"{args.label}: wall {run['wall_s']} s (imports {run['imports_s']}, export "
-              f"{run['export_s']}), load {run['load_before']} -> {run['load_after']}")  # fmt: skip
 
 
 if __name__ == "__main__":
