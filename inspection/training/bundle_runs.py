@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -24,18 +24,11 @@ from inspection.core.types import InspectionResult
 from inspection.runtime.inspector import Inspector, RawImageOutputs
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import model_input
-from inspection.runtime.recalibration import file_input
+from inspection.runtime.recalibration import LabelledFile, file_input
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
 
 IN_FLIGHT = 32
 """Images handed to ``BundleModel.run_each`` at a time (their inputs held together)."""
-
-
-class _Labelled(Protocol):
-    path: Path
-    label: int
-    defect_type: str
-    mask_path: Path | None
 
 
 @dataclass(frozen=True)
@@ -97,7 +90,7 @@ class BundleRuns:
         inspector = Inspector(self.model)
         return inspector if self.model.metadata.tiling is None else TiledInspector(inspector)
 
-    def outputs(self, samples: Sequence[_Labelled]) -> RawOutputs:
+    def outputs(self, samples: Sequence[LabelledFile]) -> RawOutputs:
         """Raw outputs on ``samples`` through the station's inference path (a tiled bundle's
         stitched at ``evaluation_size`` of the first image, computed each call)."""
         if not samples:
@@ -149,6 +142,6 @@ def _key(model_input: np.ndarray) -> bytes:
     return digest.digest()
 
 
-def run_bundle(bundle_dir: str | Path, samples: Sequence[_Labelled]) -> RawOutputs:
+def run_bundle(bundle_dir: str | Path, samples: Sequence[LabelledFile]) -> RawOutputs:
     """Run the exported model through the station's inference path on ``samples``."""
     return BundleRuns(BundleModel.load(bundle_dir)).outputs(samples)
