@@ -387,7 +387,8 @@ def prepare(product: str, work: Path, seed: int = 0) -> Path:
     from inspection.core.registry import Registry
     from inspection.data.dataset import load_dataset
     from inspection.data.demo import demo_test_counts, write_demo_product
-    from inspection.training.export import ExportOptions, run_bundle
+    from inspection.training.bundle_runs import run_bundle
+    from inspection.training.export import ExportOptions
     from inspection.training.registry_export import export_bundle, split_samples
     from inspection.training.train import train
 

@@ -29,7 +29,7 @@ from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
 from inspection.runtime.hardware import CpuInfo, cpu_info, cpu_record_path, read_cpu_records
 from inspection.runtime.model import BundleModel
-from inspection.runtime.preprocess import model_batch
+from inspection.runtime.preprocess import model_input
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +66,26 @@ def validation_samples(folder: str | Path) -> tuple[Sample, ...]:
     return tuple(samples)
 
 
-def run_samples(
-    model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = 8
-) -> RawOutputs:
-    """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path."""
+def file_input(model: BundleModel, path: Path) -> np.ndarray:
+    """The image file at ``path`` as ``model``'s graph takes it, made as the station makes it:
+    decoded at the bundle's bits and range, in its colour, aligned (``BundleModel.align``) and
+    at its input size (``preprocess.model_input``)."""
     prep = model.metadata.preprocessing
+    image = read_image(path, bits=prep.source_bits, value_range=prep.source_range)
+    return model_input(model.align(image)[0], prep)
+
+
+def run_samples(
+    model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = 32
+) -> RawOutputs:
+    """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path,
+    each image run alone as on the line, ``batch_size`` of them in flight at a time
+    (``BundleModel.run_each``)."""
     scores, maps = [], []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        reading = {"bits": prep.source_bits, "value_range": prep.source_range}
-        images = [read_image(s.path, **reading) for s in chunk]
-        batch = model_batch([model.align(image)[0] for image in images], prep)
-        raw = model.infer(batch)
+        batch = np.stack([file_input(model, Path(s.path)) for s in chunk])
+        raw = model.fuse(batch, model.run_each(batch))
         scores.append(raw.scores)
         maps.append(raw.maps)
     return RawOutputs.of_samples(samples, np.concatenate(scores), np.concatenate(maps))

@@ -58,17 +58,15 @@ from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.graph import fold_patch_distances, project_patch_distances
 from inspection.runtime.hardware import cpu_info
-from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import normalize_score, preprocess
-from inspection.runtime.recalibration import run_samples
-from inspection.runtime.tiled import TiledInspector, tiled_outputs
 from inspection.training.bundle_calibration import (
     Carried,
     calibrate_bundle,
     fused_out_of_fold,
     refusal_advice,
 )
+from inspection.training.bundle_runs import BundleRuns, SplitInputs
 from inspection.training.convert import convert_torch_model, with_preprocessing
 from inspection.training.global_context import ModelOutputs, batched_outputs, refit_on_outputs
 
@@ -104,54 +102,6 @@ class ExportResult:
         if gate is None:  # pragma: no cover - export_model always records it
             raise BundleError(f"{self.bundle_id} records no export gate")
         return gate
-
-
-# ----------------------------------------------------------------- evaluation
-def run_bundle(
-    bundle_dir: str | Path, samples: Sequence[LabelledSample], *, batch_size: int = 8
-) -> RawOutputs:
-    """Run the exported model through the station's inference path on ``samples``."""
-    return BundleRuns(BundleModel.load(bundle_dir)).outputs(samples, batch_size=batch_size)
-
-
-class BundleRuns:
-    """A bundle under export, compiled once: ``model`` (``reread`` after each rewrite of its
-    metadata) and each image's ROI-masked, fused raw outputs, computed once per image (they do
-    not depend on the calibration, which is all export changes between runs)."""
-
-    def __init__(self, model: BundleModel) -> None:
-        self.model = model
-        self._raw: dict[Path, tuple[float, np.ndarray]] = {}
-
-    def reread(self) -> None:
-        """Take the bundle's rewritten files; outputs are kept unless its global context
-        changed (``BundleModel.reread``: the graph never does)."""
-        before, self.model = self.model.context, self.model.reread()
-        if before is not None or self.model.context is not None:
-            self._raw.clear()
-
-    def predictor(self) -> Inspector | TiledInspector:
-        """The station's predictor on ``model`` (tiled for a tiled bundle)."""
-        inspector = Inspector(self.model)
-        return inspector if self.model.metadata.tiling is None else TiledInspector(inspector)
-
-    def outputs(self, samples: Sequence[LabelledSample], *, batch_size: int = 8) -> RawOutputs:
-        """Raw outputs on ``samples`` through the station's inference path (a tiled bundle's
-        stitched at ``evaluation_size`` of the first image, computed each call)."""
-        if not samples:
-            raise BundleError("cannot run a bundle on an empty labelled split")
-        if self.model.metadata.tiling is not None:
-            tiled = self.predictor()
-            scores, maps, _ = tiled_outputs(tiled, [s.path for s in samples])  # type: ignore[arg-type]
-            return RawOutputs.of_samples(samples, scores, maps)
-        new = list({Path(s.path): s for s in samples if Path(s.path) not in self._raw}.values())
-        if new:
-            raw = run_samples(self.model, new, batch_size=batch_size)
-            for sample, score, raw_map in zip(new, raw.scores, raw.maps, strict=True):
-                self._raw[Path(sample.path)] = (float(score), raw_map)
-        done = [self._raw[Path(s.path)] for s in samples]
-        scores = np.asarray([score for score, _ in done])
-        return RawOutputs.of_samples(samples, scores, np.stack([m for _, m in done]))
 
 
 def _write_validation_scores(
@@ -212,11 +162,12 @@ def _calibrated_bundle(
     say: Progress,
     extra_files: Mapping[str, Path] | None = None,
     *,
+    inputs: SplitInputs,
     refine: RefineConfig | None = None,
 ) -> tuple[BundleMetadata, RawOutputs, BundleRuns]:
     """Save ``model`` with its preprocessing in the graph (``with_preprocessing``), calibrate
     it on its own validation outputs (and choose its mask refiner with ``refine``), then run it
-    on the test split; the bundle's runs, compiled once."""
+    on the test split; the bundle's runs, compiled once, fed the version's ``inputs``."""
     model = with_preprocessing(model, meta.preprocessing)
     meta = replace(meta, preprocessing=replace(meta.preprocessing, in_graph=True))
     target.mkdir(parents=True, exist_ok=True)
@@ -224,7 +175,7 @@ def _calibrated_bundle(
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, target / name)
     write_bundle_metadata(target, meta)
-    runs = BundleRuns(BundleModel.load(target))
+    runs = BundleRuns(BundleModel.load(target), inputs)
     fused_good = None
     if meta.global_context is not None:
         say(f"fitting the global context on the {meta.precision} bundle's own outputs")
@@ -245,22 +196,25 @@ def _calibrated_bundle(
     write_bundle_metadata(target, meta)
     if refine is not None:
         runs.reread()
-        meta = replace(meta, refinement=_refinement(runs.predictor(), splits, say, refine))
+        meta = replace(meta, refinement=_refinement(runs, splits, say, refine))
         write_bundle_metadata(target, meta)
     say(f"measuring the {meta.precision} bundle on {len(splits.test)} test images")
     return meta, runs.outputs(splits.test), runs
 
 
 def _refinement(
-    source: Inspector | TiledInspector, splits: ExportSplits, say: Progress, refine: RefineConfig
+    runs: BundleRuns, splits: ExportSplits, say: Progress, refine: RefineConfig
 ) -> RefinementChoice:
-    """The mask refiner that helps this calibrated bundle on the validation split (or none)."""
+    """The mask refiner that helps this calibrated bundle on the validation split (or none),
+    judged on the outputs it already has (``BundleRuns.inspect``; tiled: run again)."""
     defective = sum(s.label == 1 and s.mask_path is not None for s in splits.validation)
     say(
         f"choosing the mask refiner on {defective} defective validation images "
         f"(longer side <= {CHOICE_MAX_SIDE} px)"
     )
-    prep = source.metadata.preprocessing  # 16-bit, signed and float images read as training did
+    tiled = runs.model.metadata.tiling is not None
+    source = runs.predictor() if tiled else runs  # tiled: whole images, run again
+    prep = runs.model.metadata.preprocessing  # 16-bit, signed and float read as training did
     choice, _ = choose_refiner(
         source, splits.validation, config=refine, bits=prep.source_bits,
         value_range=prep.source_range,
@@ -311,14 +265,15 @@ def _outputs_of(
     model: BundleModel,
     paths: Sequence[Path],
     meta: BundleMetadata,
-    batch_size: int = 8,
+    batch_size: int = 32,
     *,
     images: bool = False,
 ) -> ModelOutputs:
-    """The bundle graph's outputs on ``paths`` (``ModelOutputs``; images only with ``images``)."""
+    """The bundle graph's outputs on ``paths`` (``ModelOutputs``; images only with ``images``),
+    each image run alone (``BundleModel.run_each``)."""
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = model.run(batch)
+        outputs = model.run_each(batch)
         return outputs.scores, outputs.pooled
 
     return batched_outputs(run, paths, meta.preprocessing, batch_size, images=images)
@@ -333,6 +288,8 @@ class Converted:
     input_domain: InputDomain
     knn_head: dict[str, Any] | None = None
     """``low_rank_knn``'s record (None: exact kNN, or not PatchCore)."""
+    inputs: SplitInputs = field(default_factory=SplitInputs, compare=False)
+    """The split images as its bundles take them, made once for all of them."""
 
     def applied(self, base: BundleMetadata) -> tuple[ov.Model, BundleMetadata]:
         """A copy of the model to quantise or save, and ``base`` with what converting measured."""
@@ -400,8 +357,9 @@ def export_model(
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta, scratch_dir = replace(base, precision="fp32"), Path(scratch) / "bundle"
             cal_meta, outputs, _ = _calibrated_bundle(
-                fp32_model, scratch_dir, ref_meta, splits, say, extra_files
-            )
+                fp32_model, scratch_dir, ref_meta, splits, say, extra_files,
+                inputs=converted.inputs,
+            )  # fmt: skip
             reference = outputs.measure(_own(cal_meta))
     model, meta = fp32_model, replace(base, precision=options.precision, created_at=utc_now())
     if options.precision == "bf16":
@@ -414,8 +372,9 @@ def export_model(
             )
         model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs, runs = _calibrated_bundle(
-        model, out_dir, meta, splits, say, extra_files, refine=options.refine
-    )
+        model, out_dir, meta, splits, say, extra_files, inputs=converted.inputs,
+        refine=options.refine,
+    )  # fmt: skip
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))
     ref_figures = reference[1] if reference else figures

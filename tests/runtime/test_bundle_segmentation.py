@@ -9,7 +9,7 @@ from inspection.core.bundle import verify_bundle
 from inspection.core.calibration import calibrated_segmentation
 from inspection.core.segmentation import PEAK_LEVELS
 from inspection.data.dataset import load_dataset
-from inspection.training.export import run_bundle
+from inspection.training.bundle_runs import run_bundle
 from inspection.training.registry_export import split_samples
 
 

@@ -25,7 +25,8 @@ from inspection.training.bundle_calibration import (
     calibrate_bundle,
     record_operating_point,
 )
-from inspection.training.export import LabelledSample, run_bundle
+from inspection.training.bundle_runs import run_bundle
+from inspection.training.export import LabelledSample
 from inspection.training.registry_export import export_splits
 from tests.conftest import TrainedProduct
 from tests.training.test_operating import assert_carries_its_certificate

@@ -12,9 +12,14 @@ import pytest
 
 from inspection.core.bundle import read_bundle_metadata, write_bundle_metadata
 from inspection.core.errors import BundleError
+from inspection.core.images import read_image
 from inspection.core.registry import Registry
+from inspection.core.roi import RoiSpec
+from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
-from inspection.training.export import BundleRuns, LabelledSample, run_bundle
+from inspection.runtime.preprocess import model_batch
+from inspection.training.bundle_runs import BundleRuns, SplitInputs, run_bundle
+from inspection.training.export import LabelledSample
 from tests.conftest import TrainedProduct
 
 
@@ -26,15 +31,19 @@ def _samples(trained: TrainedProduct) -> list[LabelledSample]:
 
 
 def _counting(model: BundleModel) -> list[int]:
-    """The batch sizes ``model.run`` is called with from now on (the real run, counted)."""
+    """The batch sizes ``model.run`` and ``model.run_each`` are called with from now on (the
+    real runs, counted)."""
     sizes: list[int] = []
-    run = model.run
 
-    def counted(batch: np.ndarray):
-        sizes.append(len(batch))
-        return run(batch)
+    def counting(run):
+        def counted(batch: np.ndarray):
+            sizes.append(len(batch))
+            return run(batch)
 
-    model.run = counted  # type: ignore[method-assign]
+        return counted
+
+    model.run = counting(model.run)  # type: ignore[method-assign]
+    model.run_each = counting(model.run_each)  # type: ignore[method-assign]
     return sizes
 
 
@@ -54,6 +63,85 @@ def test_a_bundle_under_export_scores_each_image_once(
     np.testing.assert_array_equal(first.maps, fresh.maps)
     np.testing.assert_array_equal(again.scores, [*first.scores[::-1], first.scores[0]])
     assert list(again.labels) == [s.label for s in [*reversed(samples), samples[0]]]
+
+
+def test_images_scored_in_flight_get_the_outputs_of_their_own_runs(
+    fp32_bundle: Path, trained_patchcore: TrainedProduct
+) -> None:
+    samples = _samples(trained_patchcore)
+    model = BundleModel.load(fp32_bundle)  # f32 pinned: the bundle's inference precision
+    prep = model.metadata.preprocessing
+    reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+    batch = model_batch([model.align(read_image(s.path, **reading))[0] for s in samples], prep)
+
+    each = model.run_each(batch)
+    alone = [model.run(batch[i : i + 1]) for i in range(len(batch))]
+    scored = run_bundle(fp32_bundle, samples)  # export's scoring: decoded, run, ROI, fused
+    inspector = Inspector(model)
+    station = [inspector.infer_raw(read_image(s.path, **reading)) for s in samples]
+
+    assert len(set(each.scores.tolist())) > 1  # distinct images: an order mix-up would show
+    np.testing.assert_array_equal(each.scores, np.concatenate([a.scores for a in alone]))
+    np.testing.assert_array_equal(each.maps, np.concatenate([a.maps for a in alone]))
+    np.testing.assert_array_equal(scored.scores, [raw.score for raw in station])
+    np.testing.assert_array_equal(scored.maps, np.stack([raw.anomaly_map for raw in station]))
+
+
+def test_the_refiner_choice_judges_the_outputs_a_bundle_already_has(
+    fp32_bundle: Path, trained_patchcore: TrainedProduct
+) -> None:
+    samples = _samples(trained_patchcore)
+    runs = BundleRuns(BundleModel.load(fp32_bundle))
+    runs.outputs(samples)
+    sizes = _counting(runs.model)
+    station = Inspector(BundleModel.load(fp32_bundle))
+    prep = station.metadata.preprocessing
+    reading = {"bits": prep.source_bits, "value_range": prep.source_range}
+
+    for sample in samples:
+        image = read_image(sample.path, **reading)
+        judged, expected = runs.inspect(image), station.inspect(image)
+        assert (judged.score, judged.verdict) == (expected.score, expected.verdict)
+        np.testing.assert_array_equal(judged.anomaly_map, expected.anomaly_map)
+        np.testing.assert_array_equal(judged.mask, expected.mask)
+
+    assert sizes == []  # every image judged from the outputs the calibration ran
+    runs.inspect(np.ascontiguousarray(read_image(samples[0].path, **reading)[::-1]))
+    assert sizes == [1]  # an image it has not run is run
+
+
+def test_the_bundles_of_a_version_decode_each_image_once(
+    fp32_bundle: Path,
+    fp16_bundle: Path,
+    trained_patchcore: TrainedProduct,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inspection.training import bundle_runs
+
+    samples = _samples(trained_patchcore)
+    made: list[Path] = []
+    file_input = bundle_runs.file_input
+
+    def counted(model: BundleModel, path: Path) -> np.ndarray:
+        made.append(path)
+        return file_input(model, path)
+
+    monkeypatch.setattr(bundle_runs, "file_input", counted)
+    inputs = SplitInputs()
+    fp32 = BundleRuns(BundleModel.load(fp32_bundle), inputs).outputs(samples)
+    fp16 = BundleRuns(BundleModel.load(fp16_bundle), inputs).outputs(samples)
+
+    assert sorted(made) == sorted(Path(s.path) for s in samples)  # once, for both bundles
+    np.testing.assert_array_equal(fp32.scores, run_bundle(fp32_bundle, samples).scores)
+    np.testing.assert_array_equal(fp16.scores, run_bundle(fp16_bundle, samples).scores)
+
+    other = BundleModel.load(fp32_bundle)  # fed otherwise: its inputs are made again
+    other.metadata = dataclasses.replace(
+        other.metadata, roi=RoiSpec((8, 8), exclude=(((0, 0), (4, 0), (4, 4)),))
+    )
+    made.clear()
+    BundleRuns(other, inputs).outputs(samples[:2])
+    assert made == [Path(s.path) for s in samples[:2]]
 
 
 def test_reread_takes_the_rewritten_metadata_on_the_compiled_model(

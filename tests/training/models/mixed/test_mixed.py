@@ -132,7 +132,8 @@ def test_the_bundle_carries_the_head(
     mixed: TrainOutcome, registry: Registry, labelled_product: Path
 ) -> None:
     """The FP32 export of the mixed version scores as the torch model (one graph)."""
-    from inspection.training.export import ExportOptions, run_bundle
+    from inspection.training.bundle_runs import run_bundle
+    from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_bundle
     from inspection.training.samples import Predictions
 
