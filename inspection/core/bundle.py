@@ -19,7 +19,6 @@ from inspection.core.fingerprint import sha256_file
 from inspection.core.golden import GoldenOutputs
 from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits, check_value_range
 from inspection.core.input_domain import InputDomain
-from inspection.core.intensity import check_percentiles
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.refinement import RefinementChoice
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -46,9 +45,7 @@ class Preprocessing:
     None: refused). ``in_graph``: the scale, mean/std, colour order and NCHW layout are the
     graph's first ops (OpenVINO's PrePostProcessor at export, ``training.convert.
     with_preprocessing``): it takes (N, h, w, 3) uint8 RGB, resized first; False (bundles
-    exported before): (N, 3, h, w) float32 made by ``runtime.preprocess.preprocess``.
-    ``intensity_percentiles``: each image at the input size is first stretched so that these
-    percentiles of its own grey levels become 0 and 255 (``core.intensity``); None: not."""
+    exported before): (N, 3, h, w) float32 made by ``runtime.preprocess.preprocess``."""
 
     input_size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -60,12 +57,10 @@ class Preprocessing:
     source_bits: int = DEFAULT_SOURCE_BITS
     source_range: tuple[float, float] | None = None
     in_graph: bool = False
-    intensity_percentiles: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_source_bits(self.source_bits, "source_bits")
         check_value_range(self.source_range, "source_range")
-        check_percentiles(self.intensity_percentiles)
 
 
 @dataclass(frozen=True)

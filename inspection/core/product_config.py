@@ -27,7 +27,6 @@ from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits, check_value_range
 from inspection.core.input_domain import DomainTolerance
-from inspection.core.intensity import check_percentiles
 from inspection.core.operating_point import OperatingPoint
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
@@ -119,16 +118,9 @@ class ModelConfig:
     calibration_folds: int = 5
     image_bits: int = DEFAULT_SOURCE_BITS  # the product's; the bundle's source_bits
     image_range: tuple[float, float] | None = None  # the product's; the bundle's source_range
-    # [low, high]: each image's own percentiles of grey level stretched to 0 and 255 before the
-    # mean/std (core.intensity), in training and at the station; None: no stretch
-    intensity_percentiles: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
-        try:
-            check_percentiles(self.intensity_percentiles)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
         check_image_bits(self.image_bits)
         check_image_range(self.image_range)
         _check(self.calibration_folds == 0 or self.calibration_folds >= 2, "calibration_folds",

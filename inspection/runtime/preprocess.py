@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 from inspection.core.bundle import Normalization, Preprocessing
-from inspection.core.intensity import stretch_intensity
 
 
 def check_image(image: object) -> np.ndarray:
@@ -35,12 +34,10 @@ def check_image(image: object) -> np.ndarray:
 
 def model_input(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
     """One image as the bundle's graph takes it: the (h, w, 3) uint8 RGB image at the input
-    size (stretched per ``prep.intensity_percentiles``) when the graph preprocesses
-    (``prep.in_graph``), else ``preprocess``'s (3, h, w) float32 of it."""
-    image = at_input_size(check_image(image), prep)
-    if prep.intensity_percentiles is not None:
-        image = stretch_intensity(image, prep.intensity_percentiles)
-    return image if prep.in_graph else preprocess(image, prep)
+    size when the graph preprocesses (``prep.in_graph``), else ``preprocess``'s (3, h, w)
+    float32."""
+    image = check_image(image)
+    return at_input_size(image, prep) if prep.in_graph else preprocess(image, prep)
 
 
 def model_batch(images: Sequence[np.ndarray], prep: Preprocessing) -> np.ndarray:

@@ -184,11 +184,6 @@ def check_tiling(config: ModelConfig, tiling: TilingSpec) -> None:
     refusal = model_kind(config.kind).tiling_refusal
     if refusal:
         raise ConfigError(refusal)
-    if config.intensity_percentiles is not None:
-        raise ConfigError(
-            "intensity_percentiles: not with tiling (each tile would be stretched on its own "
-            "levels); remove it from the model config or the product's tiling"
-        )
     if tuple(config.image_size) != tuple(tiling.tile_size):
         raise ConfigError(
             f"tiling.tile_size {list(tiling.tile_size)} must equal the model image_size "

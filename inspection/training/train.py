@@ -381,7 +381,6 @@ def station_preprocessing(config: ModelConfig, weights: ResolvedWeights) -> Prep
     return Preprocessing(
         input_size=tuple(config.image_size), mean=tuple(weights.mean), std=tuple(weights.std),
         resize="bilinear", source_bits=config.image_bits, source_range=config.image_range,
-        intensity_percentiles=config.intensity_percentiles,
     )  # fmt: skip
 
 

@@ -20,9 +20,8 @@ from inspection.core.product_config import (
 
 VALID_KEYS = (
     "backbone, bank_augment, batch_size, calibration_folds, coreset_sampling_ratio, covariance, "
-    "global_context, image_bits, image_range, image_score, image_score_blur, image_size, "
-    "intensity_percentiles, kind, knn_rank, local_statistics, max_epochs, memory_bank_max, "
-    "n_features, num_neighbors, "
+    "global_context, image_bits, image_range, image_score, image_score_blur, image_size, kind, "
+    "knn_rank, local_statistics, max_epochs, memory_bank_max, n_features, num_neighbors, "
     "num_workers, operating_point, rows_budget_gb, seed, supervised, val_fraction"
 )
 

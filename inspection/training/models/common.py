@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from anomalib.pre_processing import PreProcessor
 from torch.utils.data import DataLoader
-from torchvision.transforms.v2 import Compose, Normalize, Resize, Transform
-from torchvision.tv_tensors import Image, TVTensor, wrap
+from torchvision.transforms.v2 import Compose, Normalize, Resize
 
-from inspection.core.intensity import stretch_intensity
 from inspection.core.product_config import ModelConfig
 from inspection.data.dataset import Sample
 from inspection.training.backbones import ResolvedWeights, channels_last
@@ -109,40 +106,15 @@ class ModelKind:
     """Why the kind cannot be trained on tiles ('' where it can)."""
 
 
-class IntensityStretch(Transform):
-    """Images (..., 3, H, W) float32 in [0, 1] (uint8 levels / 255) stretched per image by
-    ``core.intensity.stretch_intensity`` (the station's function, so the same pixels); masks
-    and other tensors pass unchanged."""
-
-    def __init__(self, percentiles: tuple[float, float]) -> None:
-        super().__init__()
-        self.percentiles = percentiles
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if isinstance(inpt, TVTensor) and not isinstance(inpt, Image):
-            return inpt
-        levels = (inpt.detach() * 255).round().clamp(0, 255).to(torch.uint8)
-        flat = levels.reshape(-1, *levels.shape[-3:]).permute(0, 2, 3, 1).numpy()
-        stretched = np.stack([stretch_intensity(image, self.percentiles) for image in flat])
-        out = torch.from_numpy(stretched).permute(0, 3, 1, 2).reshape(levels.shape)
-        out = out.to(inpt.dtype) / 255
-        return wrap(out, like=inpt) if isinstance(inpt, Image) else out
-
-
 def anomalib_options(config: ModelConfig, weights: ResolvedWeights) -> dict[str, Any]:
-    """The backbone and layers of ``config``, a pre-processor (resize, the per-image intensity
-    stretch of ``config.intensity_percentiles`` if set, normalise), and no evaluator or
-    visualizer (metrics and figures are ours)."""
+    """The backbone and layers of ``config``, a resize-and-normalise pre-processor, and no
+    evaluator or visualizer (metrics and figures are ours)."""
     resize = Resize(list(config.image_size), antialias=True)
     normalize = Normalize(mean=list(weights.mean), std=list(weights.std))
-    stretch = config.intensity_percentiles
-    steps = (
-        [resize, normalize] if stretch is None else [resize, IntensityStretch(stretch), normalize]
-    )
     return {
         "backbone": config.backbone.name,
         "layers": list(config.backbone.layers),
-        "pre_processor": PreProcessor(transform=Compose(steps)),
+        "pre_processor": PreProcessor(transform=Compose([resize, normalize])),
         "evaluator": False,
         "visualizer": False,
     }
