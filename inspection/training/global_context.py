@@ -230,10 +230,10 @@ def batched_outputs(
     scores, pooled, seen = [], [], []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start : start + batch_size]
-        images = [
+        decoded = [
             read_image(p, bits=prep.source_bits, value_range=prep.source_range) for p in chunk
         ]
-        batch = model_batch(images, prep)
+        batch = model_batch(decoded, prep)
         score, features = run(batch)
         scores.append(np.asarray(score, np.float64))
         features = np.zeros((len(batch), 0)) if features is None else features

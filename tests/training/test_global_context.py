@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from PIL import Image
 
+from inspection.core.bundle import Preprocessing
 from inspection.core.global_context import fuse
 from inspection.training.global_context import (
     MIN_GAIN,
+    batched_outputs,
     fit_gaussian,
     fit_global_context,
     fit_standardiser,
@@ -105,3 +110,19 @@ def test_refit_on_a_bundles_own_outputs_removes_a_quantisation_shift() -> None:
     assert refitted.standardisers["local"].mean == pytest.approx(2.5)
     with pytest.raises(ValueError, match="pooled"):
         refit_on_outputs(context, None, np.arange(3.0))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_batched_outputs_keep_the_images_only_when_asked(tmp_path: Path, keep: bool) -> None:
+    paths = []
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    prep = Preprocessing(input_size=(8, 8), mean=(0.5,) * 3, std=(0.25,) * 3)
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, None]:
+        return batch.mean(axis=(1, 2, 3)), None
+
+    outputs = batched_outputs(run, paths, prep, batch_size=2, images=keep)
+    assert outputs.local_raw.shape == (3,) and outputs.pooled.shape == (3, 0)
+    assert len(outputs.images) == (3 if keep else 0)
