@@ -114,18 +114,24 @@ def _delivered(sink: MqttSink, key: str, payload: str) -> bool:
     return True
 
 
-def test_a_retry_after_a_lost_acknowledgement_is_not_published_twice(
-    broker: Broker, tmp_path: Path
-) -> None:
-    """The broker stops (SIGSTOP) with a result sent and not acknowledged, then is killed and
-    restarted: paho sends the held message again on reconnection, and the outbox's retry of
-    the same key waits for it instead of publishing a second copy."""
+def _collector_and_sink(broker: Broker, tmp_path: Path) -> tuple[Collector, MqttSink]:
+    """An independent subscriber of cam-1's result topic and cam-1's MQTT sink (1 s PUBACK wait)."""
     topic = "inspection/cam-1/result"
     collector = Collector(broker.port, topic, secure(tmp_path))
     sink = MqttSink(
         "mqtt", "127.0.0.1", broker.port, topic, security=secure(tmp_path), user="cam-1",
         timeout_s=1.0,
     )  # fmt: skip
+    return collector, sink
+
+
+def test_a_retry_after_a_lost_acknowledgement_is_not_published_twice(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The broker stops (SIGSTOP) with a result sent and not acknowledged, then is killed and
+    restarted: paho sends the held message again on reconnection, and the outbox's retry of
+    the same key waits for it instead of publishing a second copy."""
+    collector, sink = _collector_and_sink(broker, tmp_path)
     try:
         sink.deliver("r-0", _result("r-0"))
         assert len(collector.wait_for(1)) == 1  # before the broker stops (its kill loses it)
@@ -152,12 +158,7 @@ def test_a_reused_message_id_does_not_acknowledge_a_new_result(
     """A result acknowledged after its delivery gave up (held, never retried here) leaves no
     acknowledged id behind: when paho numbers a new result with the same id (its counter wraps
     after 65,535 messages), that result still waits for its own PUBACK."""
-    topic = "inspection/cam-1/result"
-    collector = Collector(broker.port, topic, secure(tmp_path))
-    sink = MqttSink(
-        "mqtt", "127.0.0.1", broker.port, topic, security=secure(tmp_path), user="cam-1",
-        timeout_s=1.0,
-    )  # fmt: skip
+    collector, sink = _collector_and_sink(broker, tmp_path)
     acknowledged: list[str] = []
     sink.on_acknowledged = acknowledged.append
     assert broker.process is not None
