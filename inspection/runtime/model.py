@@ -220,9 +220,7 @@ class BundleModel:
         2 cores, two one-thread streams), where ``run`` of a batch uses one stream."""
         compile_throughput = self._compile_throughput
         compiled = self._compiled if compile_throughput is None else compile_throughput()
-        jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(compiled, max(1, jobs))
-        finished = _collect_outputs(queue, self._score_index, self._map_index, self._pooled_index)
+        queue, finished = self._queue(compiled)
         batch = np.ascontiguousarray(batch)
         try:
             for index in range(len(batch)):
@@ -275,9 +273,15 @@ class BundleModel:
     def async_queue(self, jobs: int = 0) -> tuple[ov.AsyncInferQueue, dict[int, Finished]]:
         """An ``AsyncInferQueue`` of ``jobs`` requests (0: OpenVINO's optimal number) and the
         dict its callback fills: ``{userdata: Finished}``."""
+        return self._queue(self._compiled, jobs)
+
+    def _queue(
+        self, compiled: ov.CompiledModel, jobs: int = 0
+    ) -> tuple[ov.AsyncInferQueue, dict[int, Finished]]:
+        """``async_queue`` on ``compiled`` (this model's graph, compiled for some hint)."""
         if jobs <= 0:
-            jobs = int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-        queue = ov.AsyncInferQueue(self._compiled, max(1, jobs))
+            jobs = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+        queue = ov.AsyncInferQueue(compiled, max(1, jobs))
         finished = _collect_outputs(queue, self._score_index, self._map_index, self._pooled_index)
         return queue, finished
 
