@@ -24,7 +24,9 @@ may be tuned on; the polycrystalline family is never tuned on (it only reports).
 Each row runs ``python -m inspection train -p elpv --data <split>`` (the CLI defaults;
 ``--set``: overrides, a trial) as a child process timed from outside, and reads the
 ``metrics.json`` it writes: image AUROC overall and per kind, each kind's misses at the
-certified 1 % operating point, good cells rejected, the certificate (n, bound). The product's
+certified 1 % operating point, good cells rejected, the certificate (n, bound), and from the
+registry's record the fit seconds and where the threshold sits in the good scores (the 5
+highest calibration scores, the threshold, the certifying good scores' median). The product's
 own validation split (``val_fraction`` of each test kind) is taken out of the test cells, so
 the held-out figures count the rest. No ``--allow-duplicates``: since the leak check confirms a
 thumbnail match at full resolution (``inspection.data.leaks``), ``data check`` passes these
