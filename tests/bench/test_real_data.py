@@ -89,3 +89,15 @@ def test_the_keep_rules_cross_fit_is_reported_where_a_head_was_judged(real_data)
     )
     assert real_data._cross_fit({"kept": False, "evidence": {}}) == "-"  # none taught
     assert real_data._cross_fit(None) == "-"  # k = 0: no head
+
+
+def test_the_good_tail_is_read_from_the_calibration_and_validation_good_scores(real_data) -> None:
+    metrics = {"calibration": {"operating": {"threshold": 34.21}}}
+    calibration = {f"calibration/good/cell{i:04d}.png": float(i) for i in range(1, 11)}
+    validation = {"test/good/cell0100.png": 100.0, "test/defective/cell0200.png": 500.0}
+    tail = real_data.good_tail(metrics, {"calibration": calibration, "validation": validation}, 3)
+    assert tail["top_good"] == [["cell0010", 10.0], ["cell0009", 9.0], ["cell0008", 8.0]]
+    assert tail["threshold"] == 34.21
+    assert tail["n_good_certifying"] == 11  # the defective validation cell is not good
+    assert tail["good_median"] == 6.0
+    assert real_data.good_tail({}, {"calibration": calibration}) == {}  # no threshold recorded
