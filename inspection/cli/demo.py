@@ -47,7 +47,8 @@ from inspection.core.product_config import load_model_config, load_product_confi
 from inspection.core.readiness import Readiness
 from inspection.core.registry import Registry
 from inspection.core.signing import PRIVATE_KEY_FILE, load_private_key, site_keys_dir
-from inspection.data.dataset import load_dataset
+from inspection.data.dataset import Dataset, load_dataset
+from inspection.data.decoded import KEPT
 from inspection.data.demo import write_demo
 from inspection.refine.config import RefineConfig, refine_config_in
 from inspection.runtime.hardware import cpu_info
@@ -109,31 +110,36 @@ def step_data(ctx: DemoContext) -> None:
 
 
 def step_train(ctx: DemoContext) -> None:
-    # deferred: torch, anomalib, lightning, timm, spared by the demo's other steps and --help
-    from inspection.training.evaluate import write_report
-    from inspection.training.train import train_model
-
     total = sum(len(ctx.models[p]) for p in ctx.products)
-    configs = ctx.site.configs
     console.print(configs_line(ctx.site), soft_wrap=True, highlight=False)
     with StepProgress(console, "train", total) as progress:
         for product in ctx.products:
             dataset = load_dataset(ctx.site.datasets_dir / product)
-            for kind in ctx.models[product]:
-                progress.task(f"{product}: {kind} ({len(dataset.train_samples)} images)")
-                config = load_model_config(
-                    kind, product=product, overrides=ctx.overrides, directory=configs
-                )
-                outcome = train_model(
-                    config, dataset, product=product, registry=ctx.registry,
-                    progress=ctx.verbose, roi=load_product_config(product, configs).roi,
-                    stages=progress.stage,
-                )  # fmt: skip
-                write_report(
-                    _report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics
-                )
-                ctx.results.append(outcome.record)
-                progress.done()
+            with KEPT.held():  # a product's images decoded once for all its models
+                _train_product(ctx, product, dataset, progress)
+
+
+def _train_product(
+    ctx: DemoContext, product: str, dataset: Dataset, progress: StepProgress
+) -> None:
+    """Train ``ctx.models[product]`` on ``dataset`` and write each version's report."""
+    # deferred: torch, anomalib, lightning, timm, spared by the demo's other steps and --help
+    from inspection.training.evaluate import write_report
+    from inspection.training.train import train_model
+
+    configs = ctx.site.configs
+    for kind in ctx.models[product]:
+        progress.task(f"{product}: {kind} ({len(dataset.train_samples)} images)")
+        config = load_model_config(
+            kind, product=product, overrides=ctx.overrides, directory=configs
+        )
+        outcome = train_model(
+            config, dataset, product=product, registry=ctx.registry, progress=ctx.verbose,
+            roi=load_product_config(product, configs).roi, stages=progress.stage,
+        )  # fmt: skip
+        write_report(_report_dir(ctx.site, outcome.record), outcome.predictions, outcome.metrics)
+        ctx.results.append(outcome.record)
+        progress.done()
 
 
 def demo_precisions(product: str, products: list[str]) -> tuple[str, ...]:

@@ -1,9 +1,11 @@
 """Images the dataset check decoded, handed on once to the training that follows in the
-process (keyed by path, bits, value range, size and modification time; at most
-``BUDGET_BYTES``)."""
+process, and (``DecodedImages.held``) every image a training decodes, kept for its next pass
+(keyed by path, bits, value range, size and modification time; at most ``BUDGET_BYTES``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,29 @@ class DecodedImages:
     def __init__(self, budget_bytes: int = BUDGET_BYTES) -> None:
         self._arrays: dict[_Key, np.ndarray] = {}
         self._left = budget_bytes
+        self._holding = 0  # open ``held`` blocks
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Inside, a taken decoding stays kept and ``offer`` keeps new ones (read-only): a
+        training decodes each file once, however many passes and models read it. Everything
+        kept is dropped when the outermost block ends."""
+        self._holding += 1
+        try:
+            yield
+        finally:
+            self._holding -= 1
+            if not self._holding:
+                self.clear()
+
+    def offer(
+        self, path: Path, bits: int, array: np.ndarray, value_range: ValueRange = None
+    ) -> None:
+        """``keep`` a decoding made inside ``held`` (made read-only: later passes share it);
+        outside, nothing is kept."""
+        if self._holding:
+            array.flags.writeable = False
+            self.keep(path, bits, array, value_range)
 
     def keep(
         self, path: Path, bits: int, array: np.ndarray, value_range: ValueRange = None
@@ -42,10 +67,14 @@ class DecodedImages:
             self._left -= array.nbytes
 
     def take(self, path: Path, bits: int, value_range: ValueRange = None) -> np.ndarray | None:
-        """The kept decoding of ``path`` at ``bits`` and ``value_range`` (once: it is no longer
-        kept), or None."""
+        """The kept decoding of ``path`` at ``bits`` and ``value_range`` (once, outside
+        ``held``: it is no longer kept), or None."""
         key = _key(path, bits, value_range)
-        array = None if key is None else self._arrays.pop(key, None)
+        if key is None:
+            return None
+        if self._holding:
+            return self._arrays.get(key)
+        array = self._arrays.pop(key, None)
         if array is not None:
             self._left += array.nbytes
         return array

@@ -84,6 +84,9 @@ SPLIT_IDS = ("train", "test", "labelled", "calibration")
 """A split's id in each image's seed: its index here."""
 UNLIKE_SCALE, UNLIKE_CONTRAST = 1.5, 0.6
 """``unlike`` labelled defects: size factor about their centre, factor on their blend weight."""
+WRITE_WORKERS = 2
+"""Threads rendering and writing images: numpy, OpenCV and zlib release the GIL, so two halve
+the time on two cores; each image is seeded alone, so the bytes do not depend on the count."""
 
 
 def demo_test_counts(
@@ -229,7 +232,7 @@ def write_samples(
     render: Renderer,
     *,
     stream: int,
-    workers: int = 1,
+    workers: int = WRITE_WORKERS,
     compression: int = 6,
     on_image: Callable[[Path], None] | None = None,
     render_labelled: Renderer | None = None,
@@ -237,9 +240,10 @@ def write_samples(
 ) -> int:
     """Write ``params``' counts (``n_train``, ``n_test_good``, ``n_test_per_defect``, optional
     ``n_labelled`` and ``n_calibration``) of ``render(seed, kind)`` images and masks into
-    ``out``, each seeded (``params["seed"]``, ``stream``, split, kind, index), labelled ones by
-    ``render_labelled``; PNGs at zlib level ``compression``; defects of ``only_kinds`` only
-    when given (seeded by their place in ``kinds`` all the same). Returns how many images."""
+    ``out`` on ``workers`` threads, each seeded (``params["seed"]``, ``stream``, split, kind,
+    index), labelled ones by ``render_labelled``; PNGs at zlib level ``compression``; defects
+    of ``only_kinds`` only when given (seeded by their place in ``kinds`` all the same).
+    Returns how many images."""
     written = [kind for kind in kinds if only_kinds is None or kind in only_kinds]
     jobs = [("train", "good", i) for i in range(params["n_train"])]
     jobs += [("test", "good", i) for i in range(params["n_test_good"])]

@@ -37,7 +37,6 @@ HOLE_RADIUS = 0.022
 ROI_MARGIN = 0.03  # ROI inset from the part edge and outset around holes (> jitter residual)
 PINS = ((0.09, 0.09), (0.91, 0.09), (0.09, 0.91), (0.91, 0.91))
 STEEL_TINT = (0.92, 0.96, 1.04)
-WORKERS = 2
 WRITE_COMPRESSION = 1  # PNG zlib level: 2048 px images at the default 6 are slow to write
 
 
@@ -388,8 +387,7 @@ def write_plate(
         out / "reference.png", format="PNG", compress_level=WRITE_COMPRESSION
     )
     render = lambda sample_seed, kind: render_plate(size, tuple(sample_seed), kind)  # noqa: E731
-    # numpy, OpenCV and zlib release the GIL: two threads (WORKERS), half the time
-    count = write_samples(out, params, PLATE_DEFECT_KINDS, render, stream=98, workers=WORKERS,
+    count = write_samples(out, params, PLATE_DEFECT_KINDS, render, stream=98,
                           compression=WRITE_COMPRESSION, on_image=on_image)  # fmt: skip
     log.info("wrote %s (%d images, %d px) to %s", PRODUCT, count, size, out)
     return out

@@ -63,8 +63,10 @@ def load_image(
     """Read (16-bit at ``bits``, signed and float over ``value_range``) and resize to (H, W, 3)
     float32 RGB in [0, 1], bilinear."""
     height, width = image_size
-    rgb = KEPT.take(Path(path), bits, value_range)  # the dataset check's decoding, if kept
-    rgb = read_image(path, bits=bits, value_range=value_range) if rgb is None else rgb
+    rgb = KEPT.take(Path(path), bits, value_range)  # the dataset check's or a held decoding
+    if rgb is None:
+        rgb = read_image(path, bits=bits, value_range=value_range)
+        KEPT.offer(Path(path), bits, rgb, value_range)  # kept inside ``KEPT.held()`` only
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     return rgb.astype(np.float32) / 255.0

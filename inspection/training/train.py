@@ -35,6 +35,7 @@ from inspection.core.product_config import ModelConfig, model_config_from_mappin
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
+from inspection.data.decoded import KEPT
 from inspection.training.backbones import (
     ResolvedWeights,
     in_process,
@@ -190,6 +191,7 @@ def train(
     ).record
 
 
+@KEPT.held()  # each image decoded once for the fit, the scores and the evaluation
 def train_model(
     config: ModelConfig,
     dataset: Dataset,

@@ -48,3 +48,21 @@ def test_a_file_changed_since_or_past_the_budget_is_not_handed_over(
     stat = first.stat()
     os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
     assert kept.take(first, 16) is None
+
+
+def test_held_decodings_are_shared_read_only_until_the_outermost_block_ends(
+    tiny_product: Path,
+) -> None:
+    first, second = sorted((tiny_product / "train" / "good").iterdir())[:2]
+    kept = DecodedImages()
+    kept.offer(first, 16, read_image(first))
+    assert kept.take(first, 16) is None  # outside ``held``: nothing offered is kept
+    with kept.held():
+        kept.offer(first, 16, read_image(first))
+        with kept.held():
+            kept.offer(second, 16, read_image(second))
+        shared = kept.take(first, 16)
+        assert shared is kept.take(first, 16)  # taken again: the same decoding
+        assert not shared.flags.writeable
+        assert np.array_equal(kept.take(second, 16), read_image(second))
+    assert kept.take(first, 16) is None and kept.take(second, 16) is None

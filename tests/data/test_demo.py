@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,32 @@ def test_same_seed_writes_byte_identical_files(tmp_path: Path) -> None:
     files = _tree(first)
     assert len(files) == 3 + 2 + 2 * len(demo.DEFECT_KINDS)
     assert files == _tree(second)
+
+
+def test_two_images_are_drawn_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first two stains meet at a barrier: one thread alone would wait there in vain."""
+    meet = threading.Barrier(demo.WRITE_WORKERS, timeout=20)
+    stain, calls = demo.DEFECTS["stain"], []
+
+    def stain_together(image: np.ndarray, rng: np.random.Generator) -> tuple:
+        calls.append(threading.get_ident())
+        if len(calls) <= demo.WRITE_WORKERS:
+            meet.wait()
+        return stain(image, rng)
+
+    monkeypatch.setitem(demo.DEFECTS, "stain", stain_together)
+    demo.write_demo_product(tmp_path, "brick", seed=1, **{**SMALL, "n_test_per_defect": 2})
+    assert len(set(calls)) == demo.WRITE_WORKERS == 2
+
+
+def test_threads_write_the_bytes_one_writes(tmp_path: Path) -> None:
+    params = {"seed": 2, "n_train": 3, "n_test_good": 2, "n_test_per_defect": 2}
+    render = demo._renderer("grass", 64)
+    for folder, workers in (("one", 1), ("two", demo.WRITE_WORKERS)):
+        demo.write_samples(tmp_path / folder, params, demo.DEFECT_KINDS, render, stream=1,
+                           workers=workers)  # fmt: skip
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    assert len(_tree(tmp_path / "one")) == 3 + 2 + 2 * 2 * len(demo.DEFECT_KINDS)
 
 
 def test_other_seed_changes_every_image(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
@@ -138,6 +139,30 @@ def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
     ]
     np.testing.assert_array_equal(runs[0].predictions.scores, runs[1].predictions.scores)
     assert [r.record.version for r in runs] == ["v0001", "v0002"]
+
+
+def test_training_decodes_each_image_once(
+    tiny_product: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit, the out-of-fold and validation passes and the evaluation read the same files:
+    each is decoded once (``KEPT.held``), and nothing stays kept after the training."""
+    from inspection.data.decoded import KEPT
+    from inspection.training import samples
+
+    decoded: Counter[Path] = Counter()
+    read_image = samples.read_image
+
+    def counted(path: Path, **reading: object) -> np.ndarray:
+        decoded[Path(path)] += 1
+        return read_image(path, **reading)
+
+    monkeypatch.setattr(samples, "read_image", counted)
+    dataset = load_dataset(tiny_product)
+    config = load_model_config("patchcore", overrides=TINY)
+    train_model(config, dataset, product="brick", registry=Registry(tmp_path), progress=False)
+    assert set(decoded) == {s.path for s in dataset.samples}
+    assert set(decoded.values()) == {1}
+    assert KEPT.take(dataset.train_samples[0].path, 16) is None
 
 
 def test_rows_past_the_budget_are_held_as_float16_and_grouped(

@@ -74,6 +74,10 @@ BATCH = 16
 """Grids (images) per step, drawn seeded from the labelled and the good ones."""
 LEARNING_RATE = 3e-3
 WEIGHT_DECAY = 1e-4
+CELL_BATCH = 8
+"""Images per backbone pass of ``_cells``: the validation pass before it (the local statistics'
+``_outputs``) batches as many, so the validation images' backbone outputs are shared
+(``shared_backbone`` matches whole batches); each image's cells do not depend on it."""
 _DRAWS = threading.Lock()
 """Held while a head draws its seeded init (heads are taught side by side)."""
 FUSION = (
@@ -475,7 +479,7 @@ def _cells(
     reading: tuple[int, tuple[float, float] | None],
     *,
     leave_own_out: bool = False,
-    batch_size: int = 16,
+    batch_size: int = CELL_BATCH,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(embedding grids (N, C, h, w), kNN distances (N, 1, h, w)) of ``samples`` read at
     ``reading`` (significant bits, value range); ``leave_own_out``: training images scored
