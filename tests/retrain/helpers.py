@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspection.core.config import SiteConfig
+from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
+
+FP32 = ChallengerExport(precisions=("fp32",))
+"""A champion (or challenger) whose precision no assertion reads: FP32 only, no INT8
+quantisation and calibration (the INT8-first path is what ``test_pipeline.py``'s first two
+tests and the Ray fleet's challenger run)."""
 
 
 def scratch_site(root: Path, datasets: Path) -> SiteConfig:
