@@ -80,7 +80,7 @@ def _config(site: SiteConfig, **settings: object):
 
 
 FP32_RUN = {"export": {"precisions": list(FP32.precisions)}}
-"""A run whose challenger's precision no assertion reads (incremental training, crashes)."""
+"""A run whose challenger's precision no assertion reads (the incremental update)."""
 
 
 def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
@@ -322,7 +322,7 @@ def test_a_crash_mid_retrain_leaves_the_registry_consistent(
 
     with pytest.raises(DrillCrash):
         retrain_product(
-            "brick", site=site, config=_config(site, **FP32_RUN), store=None, overrides=SIZE,
+            "brick", site=site, config=_config(site), store=None, overrides=SIZE,
             replace_config=REAL,
         )  # fmt: skip
     monkeypatch.undo()
