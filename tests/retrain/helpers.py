@@ -9,9 +9,9 @@ from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
 
 FP32 = ChallengerExport(precisions=("fp32",))
-"""A champion (or challenger) whose precision no assertion reads: FP32 only, no INT8
-quantisation and calibration (the INT8-first path is what ``test_pipeline.py``'s first two
-tests and the Ray fleet's challenger run)."""
+"""A champion that is trained and exported but never compared or served at length: FP32 only,
+no INT8 quantisation and calibration. (A champion a gate evaluates and a station serves is
+cheaper in INT8: ``test_pipeline.py`` keeps the shipped INT8-first export.)"""
 
 
 def scratch_site(root: Path, datasets: Path) -> SiteConfig:

@@ -26,7 +26,7 @@ from inspection.retrain.pipeline import RetrainResult, retrain_product
 from inspection.station.trust import gate_refusal
 from inspection.store.store import Store
 
-from .helpers import FP32, reviewed_inspection, scratch_site, split_ids
+from .helpers import reviewed_inspection, scratch_site, split_ids
 
 pytestmark = pytest.mark.slow
 SIZE = ["image_size=[128, 128]", "coreset_sampling_ratio=0.05", "operating_point.policy=f1"]
@@ -49,8 +49,8 @@ class DrillCrash(RuntimeError):
 
 @pytest.fixture(scope="module")
 def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry whose live bundle is a weak champion (random-init backbone, FP32), signed with
-    the site key kept beside it (``keys/``), as every bundle exported there is."""
+    """A registry whose live bundle is a weak champion (random-init backbone), signed with the
+    site key kept beside it (``keys/``), as every bundle exported there is."""
     from inspection.core.product_config import load_model_config
     from inspection.core.signing import init_keys, site_keys_dir
     from inspection.retrain.demo import train_champion
@@ -58,9 +58,7 @@ def champion_template(tiny_product: Path, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("champion") / "registry"
     init_keys(site_keys_dir(root))
     config = load_model_config("patchcore", overrides=[*SIZE, "backbone.weights=random"])
-    train_champion(
-        config, tiny_product, product="brick", registry=Registry(root), actor="test", export=FP32
-    )
+    train_champion(config, tiny_product, product="brick", registry=Registry(root), actor="test")
     return root
 
 
@@ -71,16 +69,10 @@ def site(champion_template: Path, tiny_product: Path, tmp_path: Path) -> SiteCon
     return scratch_site(tmp_path, tiny_product.parent)
 
 
-def _config(site: SiteConfig, **settings: object):
-    """The run's retrain.yaml: ``GATE``, a work folder in the site, and ``settings``."""
+def _config(site: SiteConfig):
     return retrain_config_from_mapping(
-        {"gate": GATE, "work_dir": str(Path(site.registry_dir).parent / "work"), "warmup": 1,
-         **settings}
-    )  # fmt: skip
-
-
-FP32_RUN = {"export": {"precisions": list(FP32.precisions)}}
-"""A run whose challenger's precision no assertion reads (the incremental update)."""
+        {"gate": GATE, "work_dir": str(Path(site.registry_dir).parent / "work"), "warmup": 1}
+    )
 
 
 def _review_some(site: SiteConfig, tmp_path: Path) -> dict[str, list[str]]:
@@ -273,7 +265,7 @@ def test_reviewed_good_only_updates_the_patchcore_champion_incrementally(
     ids = _review_some(site, tmp_path)
     champion = registry.bundles.bundle_record("brick", registry.journal.live("brick").bundle_id)
 
-    result = retrain_product("brick", site=site, config=_config(site, **FP32_RUN), actor="alice")
+    result = retrain_product("brick", site=site, config=_config(site), actor="alice")
 
     assert result.details["training"] == f"incremental from {champion.version}"
     record = registry.bundles.version("brick", result.details["challenger_version"])
