@@ -31,7 +31,6 @@ from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 from inspection.core.retrain_report import ModelEvaluation, read_retrain_report
 from inspection.retrain.assemble import REVIEWED_DEFECT
-from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
 from tests.dashboard.test_browser import (
     _open_page,
@@ -41,7 +40,7 @@ from tests.dashboard.test_browser import (
     paint,
     serving,
 )
-from tests.retrain.helpers import split_ids
+from tests.retrain.helpers import FP32, split_ids
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PRODUCT, KIND, SIZE = "part", "burr", 256
@@ -51,7 +50,6 @@ OVERRIDES = [
     "coreset_sampling_ratio=0.05",
     "operating_point.policy=f1",
 ]
-FP32 = ChallengerExport(precisions=("fp32",))
 GATE = {
     **yaml.safe_load((Path(__file__).parents[2] / "configs" / "retrain.yaml").read_text())["gate"],
     "latency_tolerance": 1.0,

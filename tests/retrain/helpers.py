@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspection.core.config import SiteConfig
+from inspection.retrain.config import ChallengerExport
 from inspection.store.store import Store
+
+FP32 = ChallengerExport(precisions=("fp32",))
+"""A champion that is trained and exported but never compared or served at length: FP32 only,
+no INT8 quantisation and calibration. (A champion a gate evaluates and a station serves is
+cheaper in INT8: ``test_pipeline.py`` keeps the shipped INT8-first export.)"""
 
 
 def scratch_site(root: Path, datasets: Path) -> SiteConfig:

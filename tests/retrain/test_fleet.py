@@ -29,7 +29,7 @@ from inspection.retrain.fleet import (
 )
 from inspection.store.store import Store
 
-from .helpers import scratch_site
+from .helpers import FP32, scratch_site
 
 RAY_ADDRESS = os.environ.get("INSPECTION_TEST_RAY", "127.0.0.1:6390")
 SIZE = [
@@ -155,8 +155,8 @@ def test_a_retraining_past_its_time_is_stopped_and_recorded(
 def _site_with_champions(
     tmp_path: Path, tiny_product: Path, products: list[str]
 ) -> tuple[SiteConfig, Registry, dict[str, str]]:
-    """A scratch site whose ``products`` each have a live champion (bundle ids returned) and
-    whose results store is migrated, with no reviews yet."""
+    """A scratch site whose ``products`` each have a live FP32 champion (bundle ids returned)
+    and whose results store is migrated, with no reviews yet."""
     from inspection.core.product_config import load_model_config
     from inspection.retrain.demo import train_champion
 
@@ -165,7 +165,7 @@ def _site_with_champions(
     config = load_model_config("patchcore", overrides=SIZE)
     champions = {
         product: train_champion(config, tiny_product, product=product, registry=registry,
-                                actor="test")
+                                actor="test", export=FP32)
         for product in products
     }  # fmt: skip
     Store.migrated(site.store_url, site.blob_dir).engine.dispose()
