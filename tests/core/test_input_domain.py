@@ -23,6 +23,7 @@ from inspection.core.input_domain import (
     _PICKED_SIDE,
     DomainTolerance,
     InputDomain,
+    _picked,
     bit_depth_problem,
     channel_spread,
     check_bit_depth,
@@ -31,7 +32,6 @@ from inspection.core.input_domain import (
     evenly,
     input_check_mode,
     intensity_quantiles,
-    _picked,
     measure_input_domain,
 )
 
