@@ -149,7 +149,13 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     peaks = np.where(seeded, peaks, np.float32(seg.floor))
     # an unseeded component (and the background) gets an unreachable level
     levels = np.where(seeded, seg.floor + seg.relative_level * (peaks - seg.floor), np.inf)
-    return amap >= np.take(levels.astype(np.float32), labels)  # take: faster than levels[labels]
+    # only pixels of ``low`` can be kept: compare those alone with their component's level
+    # (a gather over every pixel costs more than the rest of the segmentation)
+    inside = np.flatnonzero(low)
+    kept = amap.reshape(-1)[inside] >= levels.astype(np.float32)[labels.reshape(-1)[inside]]
+    mask = np.zeros(amap.shape, bool)
+    mask.reshape(-1)[inside] = kept
+    return mask
 
 
 def peak_region(

@@ -197,8 +197,9 @@ def test_segmentation_round_trips_through_bundle_metadata() -> None:
 )
 def test_hysteresis_matches_the_per_component_definition(seed_level, floor, relative_level):
     """Seeded components (peak >= seed_level) grown to floor + relative x (peak - floor),
-    against a plain per-component loop on random smooth maps, and on the same maps scaled
-    under seed_level (a good part's: no seed, so no region, though some lie above floor)."""
+    against a plain per-component loop on random smooth maps, their transposed views (not
+    C-contiguous), and the maps scaled under seed_level (a good part's: no seed, so no
+    region, though some pixels lie above floor)."""
     rng = np.random.default_rng(3)
     seg = Segmentation(
         kind="adaptive", seed_level=seed_level, floor=floor, relative_level=relative_level
@@ -207,7 +208,7 @@ def test_hysteresis_matches_the_per_component_definition(seed_level, floor, rela
     for _ in range(20):
         amap = cv2.GaussianBlur(rng.random((64, 64)).astype(np.float32), (0, 0), 3.0)
         amap = (amap - amap.min()) / (amap.max() - amap.min())
-        maps += [amap, amap * np.float32(0.99 * seed_level)]
+        maps += [amap, amap.T, amap * np.float32(0.99 * seed_level)]
     for amap in maps:
         count, labels = cv2.connectedComponents((amap >= floor).astype(np.uint8), connectivity=8)
         expected = np.zeros(amap.shape, bool)
