@@ -186,8 +186,10 @@ def intensity_quantiles(image: np.ndarray, *, grey: bool = False) -> np.ndarray:
 
 
 def _picked(image: np.ndarray, side: int, interpolation: int) -> np.ndarray:
-    """``image`` resized to at most ``side`` x ``side``."""
+    """``image`` resized to at most ``side`` x ``side`` (``image`` itself when it fits)."""
     height, width = image.shape[:2]
+    if height <= side and width <= side:
+        return image
     return cv2.resize(image, (min(width, side), min(height, side)), interpolation=interpolation)
 
 
@@ -302,9 +304,12 @@ class InputDomain:
         saying what the bundle expects and what the image is. ``input_size``, ``tiled``: see
         ``min_side``; ``work_side``: the longer side the station reduces camera images to."""
         height, width = image.shape[:2]
+        # both measures pick the same pixels first: pick them once (picking a picked copy
+        # again is the identity, so the measures are the same)
+        picked = _picked(image, _PICKED_SIDE, cv2.INTER_NEAREST)
         found = []
         if self.colour == "colour":
-            spread = channel_spread(image)
+            spread = channel_spread(picked)
             if spread <= GREY_SPREAD:
                 low, high = self.channel_spread
                 found.append(
@@ -330,7 +335,7 @@ class InputDomain:
             )
         margin = self.tolerance.histogram_margin
         if self.intensity is not None and margin > 0:
-            found.append(self.intensity.problem(image, margin))
+            found.append(self.intensity.problem(picked, margin))
         return tuple(problem for problem in found if problem is not None)
 
 

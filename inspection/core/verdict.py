@@ -134,16 +134,14 @@ def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
 
 
 def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
-    low = amap >= seg.floor
-    if not low.any():
-        return low
-    count, labels = cv2.connectedComponents(low.view(np.uint8), connectivity=8)
     # A component is seeded iff it holds a pixel >= seed_level (>= floor, so inside ``low``),
     # and then its peak is among those pixels: the per-component max runs over the few seed
-    # pixels, not all of ``low``.
+    # pixels, not all of ``low``. No seed (most good parts): no component is labelled.
     seeds = np.flatnonzero(amap >= seg.seed_level)
     if not seeds.size:
-        return np.zeros_like(low)
+        return np.zeros(amap.shape, bool)
+    low = amap >= seg.floor
+    count, labels = cv2.connectedComponents(low.view(np.uint8), connectivity=8)
     peaks = np.full(count, -np.inf, dtype=np.float32)
     np.maximum.at(peaks, labels.reshape(-1)[seeds], amap.reshape(-1)[seeds])
     seeded = np.isfinite(peaks)
@@ -151,7 +149,13 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     peaks = np.where(seeded, peaks, np.float32(seg.floor))
     # an unseeded component (and the background) gets an unreachable level
     levels = np.where(seeded, seg.floor + seg.relative_level * (peaks - seg.floor), np.inf)
-    return amap >= levels.astype(np.float32)[labels]
+    # only pixels of ``low`` can be kept: compare those alone with their component's level
+    # (a gather over every pixel costs more than the rest of the segmentation)
+    inside = np.flatnonzero(low)
+    kept = amap.reshape(-1)[inside] >= levels.astype(np.float32)[labels.reshape(-1)[inside]]
+    mask = np.zeros(amap.shape, bool)
+    mask.reshape(-1)[inside] = kept
+    return mask
 
 
 def peak_region(

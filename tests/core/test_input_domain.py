@@ -20,8 +20,10 @@ from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InputDomainError
 from inspection.core.images import decode_reduced, grey_replicated, read_image
 from inspection.core.input_domain import (
+    _PICKED_SIDE,
     DomainTolerance,
     InputDomain,
+    _picked,
     bit_depth_problem,
     channel_spread,
     check_bit_depth,
@@ -150,6 +152,19 @@ def test_channel_spread_barely_depends_on_the_resolution_it_is_measured_at() -> 
         128 + np.random.default_rng(1).normal(0, 6, (1024, 1024, 3)), 0, 255
     ).astype(np.uint8)  # a grey scene through a noisy colour sensor: noise averages out
     assert channel_spread(noisy_grey) < 4.0
+
+
+@pytest.mark.parametrize("size", [(300, 200), (128, 128), (90, 140), (257, 129), (1, 1)])
+def test_the_measures_of_the_picked_pixels_are_the_images(size: tuple[int, int]) -> None:
+    """``problems`` picks an image's pixels once and measures that copy: the same figures."""
+    image = _colourful(*size, seed=size[0])
+    picked = _picked(image, _PICKED_SIDE, cv2.INTER_NEAREST)
+    assert picked.shape == (min(size[0], _PICKED_SIDE), min(size[1], _PICKED_SIDE), 3)
+    assert channel_spread(picked) == channel_spread(image)
+    for grey in (False, True):
+        np.testing.assert_array_equal(
+            intensity_quantiles(picked, grey=grey), intensity_quantiles(image, grey=grey)
+        )
 
 
 @pytest.mark.parametrize(

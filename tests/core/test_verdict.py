@@ -197,14 +197,19 @@ def test_segmentation_round_trips_through_bundle_metadata() -> None:
 )
 def test_hysteresis_matches_the_per_component_definition(seed_level, floor, relative_level):
     """Seeded components (peak >= seed_level) grown to floor + relative x (peak - floor),
-    against a plain per-component loop on random smooth maps."""
+    against a plain per-component loop on random smooth maps, their transposed views (not
+    C-contiguous), and the maps scaled under seed_level (a good part's: no seed, so no
+    region, though some pixels lie above floor)."""
     rng = np.random.default_rng(3)
     seg = Segmentation(
         kind="adaptive", seed_level=seed_level, floor=floor, relative_level=relative_level
     )
+    maps = []
     for _ in range(20):
         amap = cv2.GaussianBlur(rng.random((64, 64)).astype(np.float32), (0, 0), 3.0)
         amap = (amap - amap.min()) / (amap.max() - amap.min())
+        maps += [amap, amap.T, amap * np.float32(0.99 * seed_level)]
+    for amap in maps:
         count, labels = cv2.connectedComponents((amap >= floor).astype(np.uint8), connectivity=8)
         expected = np.zeros(amap.shape, bool)
         for label in range(1, count):
@@ -213,3 +218,4 @@ def test_hysteresis_matches_the_per_component_definition(seed_level, floor, rela
             if peak >= seed_level:
                 expected |= inside & (amap >= floor + relative_level * (peak - floor))
         np.testing.assert_array_equal(segment(amap, seg), expected)
+        assert expected.any() == (amap.max() >= seed_level)
