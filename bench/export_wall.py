@@ -12,8 +12,8 @@ versions (copied to a scratch folder each round: the copy, never the site, gets 
 imports paid once, as in the demo); ``--tree LABEL=PATH``: a checkout whose ``inspection``
 package the child imports (default: ``today=`` this one), so an older commit can be timed by
 today's bench; the trees take turns round by round (``_report.rounds``), so a drift of the
-machine's load hits them alike. The child reports when its imports ended and each stage began;
-the wall is taken from outside. Rows are kept per label in ``<out>/export_wall.json``;
+machine's load hits them alike. The child reports its import, export and promotion seconds
+and each product's gate outcomes; the wall is taken from outside. Rows are kept per label in ``<out>/export_wall.json``;
 ``<out>/export_wall.md`` is rewritten, one section per day the labels were measured.
 """
 
@@ -59,7 +59,7 @@ imported = time.perf_counter()
 site = load_site_config(Path(sys.argv[1]) / "configs" / "site.yaml")
 registry, promote = Registry(site.registry_dir), sys.argv[2] == "promote"
 key = site_signing_key(registry.root)
-stages, products, export_s, promote_s = [], {}, 0.0, 0.0
+products, export_s, promote_s = {}, 0.0, 0.0
 for item in sys.argv[3:]:
     product, version = item.split("=", 1)
     began = time.perf_counter()
@@ -67,7 +67,6 @@ for item in sys.argv[3:]:
         registry, product, ("fp32", "int8"),
         RegistryExport(version=version, configs_dir=site.configs),
         ExportOptions(refine=refine_config_in(site.configs)),
-        progress=lambda message: stages.append((round(time.perf_counter() - start, 2), message)),
     )
     exported = time.perf_counter()
     export_s += exported - began
@@ -86,7 +85,7 @@ for item in sys.argv[3:]:
 done = time.perf_counter()
 print(json.dumps({"imports_s": round(imported - start, 2), "export_s": round(export_s, 2),
                   "promote_s": round(promote_s, 2), "cpu_s": round(time.process_time(), 1),
-                  "stages": stages, "products": products}))
+                  "products": products}))
 """
 ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OV_CPU_MAX_ISA")
 
