@@ -13,8 +13,9 @@ imports paid once, as in the demo); ``--tree LABEL=PATH``: a checkout whose ``in
 package the child imports (default: ``today=`` this one), so an older commit can be timed by
 today's bench; the trees take turns round by round (``_report.rounds``), so a drift of the
 machine's load hits them alike. The child reports its import, export and promotion seconds
-and each product's gate outcomes; the wall is taken from outside. Rows are kept per label in ``<out>/export_wall.json``;
-``<out>/export_wall.md`` is rewritten, one section per day the labels were measured.
+and each product's gate outcomes; the wall is taken from outside. Rows are kept per label in
+``<out>/export_wall.json``; ``<out>/export_wall.md`` is rewritten, one section per day the
+labels were measured.
 """
 
 from __future__ import annotations
