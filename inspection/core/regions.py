@@ -57,14 +57,23 @@ def extract_regions(
 
 
 def _extent(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
-    """(length, width) in pixels of the region with pixel coordinates ``xs``, ``ys``: the sides
-    of the minimum-area rotated rectangle around the pixel centres, plus one pixel each (a
-    single pixel measures 1 x 1, a 10-pixel horizontal line 10 x 1)."""
+    """(length, width) in pixels of the region with pixel coordinates ``xs``, ``ys`` (row-major
+    order): the sides of the minimum-area rotated rectangle around the pixel centres, plus one
+    pixel each (a single pixel measures 1 x 1, a 10-pixel horizontal line 10 x 1)."""
     if len(xs) == 1:
         return 1.0, 1.0
-    points = np.column_stack([xs, ys]).astype(np.float32)
-    (_, _), (a, b), _ = cv2.minAreaRect(points)
+    (_, _), (a, b), _ = cv2.minAreaRect(row_ends(xs, ys))
     return float(max(a, b)) + 1.0, float(min(a, b)) + 1.0
+
+
+def row_ends(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """(P, 2) float32 (x, y) of the first and last pixel of each row of a region given in
+    row-major order: the only pixels that can be corners of its convex hull, hence of its
+    minimum-area rectangle (``cv2.minAreaRect`` of them equals that of every pixel, at a
+    fraction of the cost on a large region)."""
+    new_row = np.flatnonzero(np.diff(ys)) + 1
+    ends = np.unique(np.r_[0, new_row, new_row - 1, len(ys) - 1])
+    return np.column_stack([xs[ends], ys[ends]]).astype(np.float32)
 
 
 def region_hits(

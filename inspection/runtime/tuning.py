@@ -26,7 +26,7 @@ from inspection.core.model_record import utc_now
 from inspection.core.registry import Registry
 from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
-from inspection.runtime.golden import check_golden, executed_kernels, executed_precision
+from inspection.runtime.golden import GoldenDriftError, executed_kernels, executed_precision
 from inspection.runtime.hardware import (
     CpuInfo,
     cpu_info,
@@ -35,7 +35,6 @@ from inspection.runtime.hardware import (
     read_cpu_records,
 )
 from inspection.runtime.inspector import Inspector
-from inspection.runtime.model import BundleModel
 from inspection.runtime.predictor import Predictor, load_inspector
 from inspection.runtime.tiled import TiledInspector
 
@@ -259,23 +258,21 @@ MEASUREMENT_ROUNDS = 5
 
 
 def measure_bundles(
-    bundles: Sequence[tuple[Path, tuple[bool, str]]],
+    bundles: Sequence[tuple[Predictor, tuple[bool, str]]],
     images: Sequence[np.ndarray],
     *,
     samples: int = 40,
     throughput_images: int = 24,
     rounds: int = MEASUREMENT_ROUNDS,
 ) -> list[PrecisionMeasurement]:
-    """Time ``inspect`` (batch 1) and the async queue (none when tiled) of every (bundle,
-    gate) as the station loads it. The bundles take turns over ``rounds`` rounds, so a machine
-    whose speed drifts slows all alike and does not decide between two close precisions.
+    """Time ``inspect`` (batch 1) and the async queue (none when tiled) of every (bundle loaded
+    as the station loads it, ``checked_inspector``; gate). The bundles take turns over
+    ``rounds`` rounds, so a machine whose speed drifts slows all alike and does not decide
+    between two close precisions.
     """
     rounds = max(1, min(rounds, samples))
-    # synthetic probes: timed, never held against the bundle's input domain
-    latency = [load_inspector(path, input_check="off") for path, _ in bundles]
-    queued = [
-        _queued(path, inspector) for (path, _), inspector in zip(bundles, latency, strict=True)
-    ]
+    latency = [inspector for inspector, _ in bundles]
+    queued = [_queued(inspector) for inspector in latency]
     stream = [images[i % len(images)] for i in range(throughput_images)]
     for inspector, fast in zip(latency, queued, strict=True):
         for image in images[:3]:
@@ -302,19 +299,26 @@ def measure_bundles(
     ]
 
 
-def _queued(path: Path, inspector: Predictor) -> Inspector | None:
+def _queued(inspector: Predictor) -> Inspector | None:
     """The bundle for the async queue; None when tiled (one image at a time)."""
     if isinstance(inspector, TiledInspector):
         return None
-    return Inspector.from_bundle(path, performance_hint="THROUGHPUT", input_check="off")
+    return Inspector.from_bundle(
+        inspector.model.bundle_dir, performance_hint="THROUGHPUT", input_check="off"
+    )
 
 
-def golden_gate(bundle_dir: Path) -> tuple[bool, str]:
-    """Run the bundle's golden check on this CPU before it is timed: (passed, note)."""
-    check = check_golden(BundleModel.load(bundle_dir))
-    if check is None:
-        return True, "no golden outputs (older bundle, not checked)"
-    return check.passed, check.message()
+def checked_inspector(bundle_dir: Path) -> tuple[Predictor | None, str]:
+    """The bundle loaded as the station loads it (``load_inspector``; synthetic probes are never
+    held against its input domain), its golden outputs checked on this CPU by that very load:
+    (predictor, the check's note); (None, why) when the golden check refused it."""
+    try:
+        inspector = load_inspector(bundle_dir, input_check="off")
+    except GoldenDriftError as exc:
+        return None, str(exc)
+    if inspector.golden is None:
+        return inspector, "no golden outputs (older bundle, not checked)"
+    return inspector, inspector.golden.message()
 
 
 def _latencies(inspector: Predictor, images: Sequence[np.ndarray], count: int) -> list[float]:
@@ -368,10 +372,10 @@ def tune_product(
             say(f"{bundle_id}: not measured, {note}")
     gated = []
     for bundle_id, path, meta, gate in (c for c in candidates if c[3][0]):
-        passed, note = golden_gate(path)
-        say(f"{bundle_id}: {note}" if passed else f"{bundle_id}: not measured, {note}")
-        if passed:
-            gated.append((bundle_id, path, meta, gate))
+        inspector, note = checked_inspector(path)
+        say(f"{bundle_id}: {note}" if inspector else f"{bundle_id}: not measured, {note}")
+        if inspector is not None:
+            gated.append((bundle_id, inspector, meta, gate))
     if not gated:
         raise BundleError(f"{product}: no bundle of the live model passed its gates on this CPU")
     if images is None:
@@ -383,7 +387,7 @@ def tune_product(
         probes = [read_image(path, **reading) for path in images]
     names = ", ".join(f"{bundle_id} ({meta.precision})" for bundle_id, _, meta, _ in gated)
     say(f"measuring {names} in {MEASUREMENT_ROUNDS} interleaved rounds")
-    timed = [(path, gate) for _, path, _, gate in gated]
+    timed = [(inspector, gate) for _, inspector, _, gate in gated]
     measured = measure_bundles(timed, probes, samples=samples)
     chosen = choose_fastest(measured)
     record = TuningRecord(

@@ -286,6 +286,8 @@ class Converted:
 
     model: ov.Model
     input_domain: InputDomain
+    splits: ExportSplits
+    """The splits it was converted with, which every bundle of it is exported on."""
     knn_head: dict[str, Any] | None = None
     """``low_rank_knn``'s record (None: exact kNN, or not PatchCore)."""
     inputs: SplitInputs = field(default_factory=SplitInputs, compare=False)
@@ -320,7 +322,7 @@ def convert_version(
     pooled_layers = base.global_context.layers if base.global_context else ()
     model = convert_torch_model(torch_model, base.preprocessing.input_size, pooled_layers)
     knn_head = None if knn_rank is None else low_rank_knn(model, knn_rank, say)
-    return Converted(model, domain, knn_head)
+    return Converted(model, domain, splits, knn_head)
 
 
 def export_model(

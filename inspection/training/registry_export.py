@@ -100,7 +100,7 @@ def export_bundle(
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry, signed when the site holds
     its key. ``reference``: the same version's FP32 export's ``measured``; ``converted``: the
-    same version already converted (``convert_registered``)."""
+    same version already converted (``convert_registered``), on its splits."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = registry.bundles.version(product, source.version)
@@ -111,12 +111,15 @@ def export_bundle(
             f"it live with `inspection promote {product} {base.bundle_id}`, or export "
             f"another version with --version (latest: {registry.bundles.version(product).version})"
         )
-    dataset = _export_dataset(record, source.dataset_path)
-    torch_model = None if converted is not None else load_trained_model(record).model
+    if converted is None:
+        splits = export_splits(record, _export_dataset(record, source.dataset_path))
+        torch_model = load_trained_model(record).model
+    else:  # its files were checked against the record when it was converted
+        splits, torch_model = converted.splits, None
     with tempfile.TemporaryDirectory(prefix=f"export-{product}-") as scratch:
         result = export_model(
             torch_model, Path(scratch) / base.bundle_id, base=base,
-            splits=export_splits(record, dataset), options=options, progress=progress,
+            splits=splits, options=options, progress=progress,
             extra_files=_context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
             reference=reference, converted=converted,

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from inspection.core.regions import extract_regions
+from inspection.core.regions import extract_regions, row_ends
 from inspection.core.types import DefectRegion
 
 
@@ -55,3 +55,23 @@ def test_regions_match_the_component_statistics(seed: int) -> None:
 
 def test_empty_mask_has_no_regions() -> None:
     assert extract_regions(np.ones((4, 5), np.float32), np.zeros((4, 5), bool)) == ()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_row_ends_keep_the_minimum_area_rectangle(seed: int) -> None:
+    """Large, ragged regions (blobs with holes, rings, diagonal strokes): the rows' end pixels
+    give ``cv2.minAreaRect`` exactly what every pixel gives, at two points a row at most."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.random((256, 256)).astype(np.float32), (0, 0), 6.0)
+    stroke = np.zeros((256, 256), np.uint8)
+    cv2.line(stroke, (10, 200), (230, 30 + 20 * seed), 1, thickness=3 + seed)
+    for mask in (noise >= np.quantile(noise, 0.6), stroke.astype(bool)):
+        count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+        for label in range(1, count):
+            ys, xs = np.nonzero(labels == label)  # row-major
+            if len(xs) < 2:
+                continue
+            ends = row_ends(xs, ys)
+            assert len(ends) <= 2 * len(np.unique(ys))
+            every = np.column_stack([xs, ys]).astype(np.float32)
+            assert cv2.minAreaRect(ends) == cv2.minAreaRect(every)

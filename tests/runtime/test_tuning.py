@@ -18,6 +18,7 @@ from inspection.core.roi import RoiSpec
 from inspection.runtime.hardware import CpuInfo, cpu_info, parse_cpuinfo
 from inspection.runtime.tuning import (
     PrecisionMeasurement,
+    checked_inspector,
     choose_fastest,
     gate_status,
     measure_bundles,
@@ -179,8 +180,9 @@ def test_bundles_are_timed_in_interleaved_rounds(
     gate = (True, "test")
     image = probe_image(*read_bundle_metadata(fp32_bundle).preprocessing.input_size)
 
+    loaded = [checked_inspector(path)[0] for path in (fp32_bundle, fp16_bundle)]
     measured = measure_bundles(
-        [(fp32_bundle, gate), (fp16_bundle, gate)], [image], samples=6, rounds=3,
+        [(inspector, gate) for inspector in loaded], [image], samples=6, rounds=3,
         throughput_images=4,
     )  # fmt: skip
 
@@ -312,6 +314,38 @@ def test_tune_refuses_an_unsigned_live_bundle(fp32_bundle: Path, tmp_path: Path)
         BundleError, match="live bundle v0001-fp32 refused: the bundle is not signed"
     ):
         tune_product(registry, "brick", samples=5, public_key=load_public_key(keys.public))
+
+
+def test_tune_compiles_and_golden_checks_each_bundle_once_per_performance_hint(
+    fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The latency compile that is timed is the one whose golden outputs were checked (no
+    separate load just to check them), and the async queue's THROUGHPUT compile checks its own."""
+    from inspection.runtime import loader
+
+    registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle, "v0001-fp16": fp16_bundle})
+    loads: list[tuple[str, str]] = []
+    checks: list[str] = []
+    load, check = loader.BundleModel.load, loader.check_golden
+
+    def counted_load(path, **options):
+        loads.append((Path(path).name, options.get("performance_hint", "LATENCY")))
+        return load(path, **options)
+
+    def counted_check(model):
+        checks.append(model.bundle_dir.name)
+        return check(model)
+
+    monkeypatch.setattr(loader.BundleModel, "load", counted_load)
+    monkeypatch.setattr(loader, "check_golden", counted_check)
+
+    record = tune_product(registry, "brick", samples=4, write=False)
+
+    assert {m.bundle_id for m in record.measurements} == {"v0001-fp32", "v0001-fp16"}
+    for bundle in {name for name, _ in loads}:
+        assert sorted(h for name, h in loads if name == bundle) == ["LATENCY", "THROUGHPUT"]
+        assert checks.count(bundle) == 2
+    assert all(m.golden_drift is not None for m in record.measurements)
 
 
 def test_tune_checks_golden_outputs_before_timing(fp32_bundle: Path, tmp_path: Path) -> None:

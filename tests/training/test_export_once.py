@@ -169,7 +169,7 @@ def test_reread_takes_the_rewritten_metadata_on_the_compiled_model(
 def test_gated_exports_convert_the_version_once(
     trained_patchcore: TrainedProduct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from inspection.training import export
+    from inspection.training import export, registry_export
     from inspection.training.export import ExportOptions
     from inspection.training.registry_export import RegistryExport, export_gated
 
@@ -183,11 +183,20 @@ def test_gated_exports_convert_the_version_once(
         return convert(*args, **kwargs)
 
     monkeypatch.setattr(export, "convert_torch_model", counted)
+    loaded = []  # the dataset read, its split files hashed against the record: once too
+    load_dataset = registry_export.load_dataset
+
+    def counted_load(root):
+        loaded.append(root)
+        return load_dataset(root)
+
+    monkeypatch.setattr(registry_export, "load_dataset", counted_load)
     version = RegistryExport(version=trained_patchcore.record.version)
 
     gated = export_gated(Registry(root), "brick", ("fp32", "fp16"), version, ExportOptions())
 
     assert [r.metadata.precision for r in gated.results] == ["fp32", "fp16"], gated.refused
     assert len(conversions) == 1, conversions
+    assert len(loaded) == 1, loaded
     fp32, fp16 = gated.results
     assert fp16.metadata.input_domain == fp32.metadata.input_domain is not None
