@@ -355,9 +355,11 @@ class Forwarder:
         """The central ``inspections`` columns; also learns whether this is a station's role."""
         if self._columns is None:
             found = inspect(central.connection()).get_columns(Inspection.__tablename__)
-            self._columns = {column["name"] for column in found}
             group = f"pg_has_role(current_user, to_regrole('{STATION_GROUP}'), 'MEMBER')"
+            # learned together: a connection lost between the two caches neither (a station
+            # taken for the owner would write the rollups it may not, and its rows be refused)
             self._station = bool(central.scalar(text(f"SELECT coalesce({group}, false)")))
+            self._columns = {column["name"] for column in found}
         return self._columns
 
     def _with_blobs(self, row: Inspection, columns: set[str]) -> dict[str, Any]:

@@ -277,6 +277,34 @@ def test_the_central_side_killed_mid_batch_loses_and_doubles_nothing(
     forwarder.stop()
 
 
+def test_a_connection_lost_while_the_role_is_learned_is_learned_again(
+    central: Central, tmp_path: Path
+) -> None:
+    """The station's connection ended (as a restarting central side ends it) right after the
+    columns are read and before its role is: the next batch learns both again, so a station is
+    not taken for the owner, whose rollup writes its role may not make (every row refused)."""
+    local = _local(tmp_path, central.station, 3)
+    forwarder = Forwarder(local, central.url, central.blob_dir)
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    cut: list[int] = []
+
+    def end_before_the_role_query(connection, cursor, statement, *_: object) -> None:
+        if "pg_has_role" in statement and not cut:
+            cut.append(connection.connection.dbapi_connection.info.backend_pid)
+            with admin.connect() as own:  # waits until the backend has ended
+                own.execute(sa.text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": cut[0]})
+
+    sa.event.listen(forwarder.engine, "before_cursor_execute", end_before_the_role_query)
+    with pytest.raises(OperationalError):
+        forwarder.forward_once()
+    assert cut and backlog(local).rows == 3
+    assert forwarder.drain() == 3
+    assert backlog(local).quarantined == 0 and len(_central_keys(central)) == 3
+    assert _rollup_total(central) == 3
+    forwarder.stop()
+    admin.dispose()
+
+
 def _reports(central: Central) -> dict[str, sa.Row]:
     with central.store.session() as session:
         rows = session.execute(sa.text("SELECT * FROM station_backlog")).all()
