@@ -63,6 +63,10 @@ class Finished:
     finished: float
 
 
+IN_FLIGHT = 32
+"""Images a caller hands ``BundleModel.run_each`` at a time (their inputs held together)."""
+
+
 class BundleModel:
     """A verified bundle compiled for one device (``BundleModel.load``); thread-safe."""
 

@@ -28,7 +28,7 @@ from inspection.core.registry import Registry
 from inspection.core.validation_scores import read_validation_scores
 from inspection.data.dataset import GOOD, MASK_SUFFIX, Sample
 from inspection.runtime.hardware import CpuInfo, cpu_info, cpu_record_path, read_cpu_records
-from inspection.runtime.model import BundleModel
+from inspection.runtime.model import IN_FLIGHT, BundleModel
 from inspection.runtime.preprocess import model_input
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def file_input(model: BundleModel, path: Path) -> np.ndarray:
 
 
 def run_samples(
-    model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = 32
+    model: BundleModel, samples: Sequence[LabelledFile], *, batch_size: int = IN_FLIGHT
 ) -> RawOutputs:
     """Raw outputs of ``model`` on labelled ``samples`` through the station's inference path,
     each image run alone as on the line, ``batch_size`` of them in flight at a time

@@ -22,13 +22,10 @@ from inspection.core.errors import BundleError
 from inspection.core.outputs import RawOutputs
 from inspection.core.types import InspectionResult
 from inspection.runtime.inspector import Inspector, RawImageOutputs
-from inspection.runtime.model import BundleModel
+from inspection.runtime.model import IN_FLIGHT, BundleModel
 from inspection.runtime.preprocess import model_input
 from inspection.runtime.recalibration import LabelledFile, file_input
 from inspection.runtime.tiled import TiledInspector, tiled_outputs
-
-IN_FLIGHT = 32
-"""Images handed to ``BundleModel.run_each`` at a time (their inputs held together)."""
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from inspection.refine.select import CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.golden import golden_sources, record_golden
 from inspection.runtime.graph import fold_patch_distances, project_patch_distances
 from inspection.runtime.hardware import cpu_info
-from inspection.runtime.model import BundleModel
+from inspection.runtime.model import IN_FLIGHT, BundleModel
 from inspection.runtime.preprocess import normalize_score, preprocess
 from inspection.training.bundle_calibration import (
     Carried,
@@ -265,7 +265,7 @@ def _outputs_of(
     model: BundleModel,
     paths: Sequence[Path],
     meta: BundleMetadata,
-    batch_size: int = 32,
+    batch_size: int = IN_FLIGHT,
     *,
     images: bool = False,
 ) -> ModelOutputs:
