@@ -188,6 +188,26 @@ TRIALS = {
     "`blocks.0/1/2/4/6` are). `num_neighbors` was not the trial: with the default "
     "`image_score: map_peak` the map is the nearest row's distance and `num_neighbors` only "
     "reweights anomalib's patch score, so it changes nothing. Same protocol and rule as trial 9.",
+    "position8": "**Trial 11 (round 6), position as a soft constraint of the kNN** (design fixed "
+    "before its rows ran; `inspection/training/models/patchcore/position.py` at the commit "
+    "shown). `--set position_weight=8`: each patch row (PatchCore's layer concat and pooling, "
+    "at the bank's 32x32 grid) gets two more columns `w * (x, y)`, the patch centre in [0, 1] "
+    "of the grid's width and height; the coreset, the bank and the kNN run on these rows, all "
+    "else unchanged (score, map, calibration). `w = 8 * m`, `m` the median, over 1,024 seeded "
+    "training patches, of each one's nearest-neighbour distance (plain features) to the "
+    "patches of the other training images, so a displacement of 1/8 of the cell costs as much "
+    "as a typical good patch's distance (w and m in the version's record, `extra.position`). "
+    "The columns are a constant buffer concatenated in the torch model's embedding, so the "
+    "exported graph carries them. Why: the cells are aligned crops with a fixed layout; trial 1 "
+    "(a Gaussian per position) and trial 5 (the map standardised per position) were too rigid "
+    "for layouts that differ by a few pixels and between modules; here the bank stays "
+    "position-free, and a dark crack in the cell's middle is no longer matched by a dark edge "
+    "or busbar patch from elsewhere, while a shift of a few patches costs little (one patch, "
+    "1/32 of the cell: w/32 = m/4 in one coordinate). Run at mono seed 0 first; refused there "
+    "if image AUROC falls or defective misses rise; else seed 1; adopted only if both seeds "
+    "gain on both, then poly seed 0 (never tuned on) no worse beyond its seed-to-seed spread "
+    "(0.831-0.846 AUROC, 57-81 missed); as a default only by a rule on the data or with the "
+    "demo products and the untuned families re-run.",
 }
 """Each label's design, written before its rows were run (a trial's rule to adopt it)."""
 log = logging.getLogger("bench.real_data")
