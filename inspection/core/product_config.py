@@ -38,7 +38,6 @@ MODEL_KINDS: dict[str, dict[str, str]] = {
     "patchcore": {
         "image_score": "only a patchcore model chooses its image score",
         "bank_augment": "only a patchcore model has a memory bank",
-        "position_weight": "only a patchcore model has a memory bank",
         "supervised": "the mixed model's head fuses with a patchcore model",
     },
     "stfpm": {},
@@ -101,9 +100,6 @@ class ModelConfig:
     image_score: str = "patch"
     image_score_blur: float | Literal["auto"] = 0.0
     bank_augment: tuple[str, ...] = ()  # views of each training image added to the bank
-    # PatchCore: each patch row gets w * (x, y), its grid position, w = this x the median
-    # nearest other-image distance of training patches (training.models.patchcore.position)
-    position_weight: float = 0.0
     # the mixed model (training.models.mixed): a supervised head learned from the labelled
     # defects (train/<defect>) fused with PatchCore; auto: fitted where the dataset has them,
     # kept where it misses fewer defects out of fold (mixed.keep); true: always (the dataset
@@ -137,7 +133,6 @@ class ModelConfig:
         _check(0.0 <= self.val_fraction < 1.0, "val_fraction", "must be in [0, 1)")
         _check(0.0 < self.coreset_sampling_ratio <= 1.0, "coreset_sampling_ratio",
                "must be in (0, 1]")  # fmt: skip
-        _check(self.position_weight >= 0.0, "position_weight", "must be 0 (off) or more")
         _check(self.num_neighbors >= 1, "num_neighbors", "must be at least 1")
         _check(
             self.rows_budget_gb > 0, "rows_budget_gb", f"must be > 0 GB, got {self.rows_budget_gb}"

@@ -255,7 +255,6 @@ def train_model(
     fitted = context.context if context is not None and context.context.components else None
     save = None if fitted is None else (lambda directory: fitted.save(directory / CONTEXT_FILE))
     figures = FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test))
-    position = getattr(model, "position_record", None)  # PatchCore with position_weight
     record = register_version(
         registry, product, model, dataset, save, fingerprint, model_kind=config.kind,
         config=to_mapping(config), weights=weights.record(),
@@ -272,7 +271,6 @@ def train_model(
             **({"local_statistics": to_mapping(local_stats)} if local_stats else {}),
             **({"image_score": to_mapping(blur)} if blur else {}),
             **({"supervised": to_mapping(supervised)} if supervised else {}),
-            **({"position": to_mapping(position)} if position else {}),
             **training_roi_extra(roi, masks, model),
             **dict(lineage or {}),
         },

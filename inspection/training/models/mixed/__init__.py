@@ -127,7 +127,6 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
             num_neighbors=plain.num_neighbors,
         )  # fmt: skip
     mixed.feature_extractor = plain.feature_extractor  # its weights applied
-    mixed.position = plain.position  # position_weight's columns (None: off)
     if fused:  # its map peak head is set apart from its class
         mixed.map_peak = plain.map_peak
     model.model = mixed

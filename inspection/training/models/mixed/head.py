@@ -26,7 +26,6 @@ from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.training.models.patchcore.image_score import MapPeakPatchcoreModel
 from inspection.training.models.patchcore.local_stats import FusedPatchcoreModel
-from inspection.training.models.patchcore.position import PositionedPatchcoreModel
 
 HIDDEN = 32
 """Channels of the head's hidden layer."""
@@ -82,7 +81,7 @@ def head_network(channels: int) -> torch.nn.Sequential:
     )
 
 
-class MixedCore(PositionedPatchcoreModel):
+class MixedCore(PatchcoreModel):
     """anomalib's ``PatchcoreModel`` whose cell scores fuse a ``SupervisedHead`` (the
     unfused forward while training or while the head is off). Listed after a PatchCore head
     class (map peak, local statistics) so that their ``super().forward`` reaches this one."""

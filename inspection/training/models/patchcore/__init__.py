@@ -32,7 +32,6 @@ def build(config: ModelConfig, weights: ResolvedWeights) -> Patchcore:
             image_score=config.image_score,
             bank_augment=config.bank_augment,
             rows_budget_gb=config.rows_budget_gb,
-            position_weight=config.position_weight,
         )
     apply_weights(model.model.feature_extractor.feature_extractor, weights)
     return model

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
+from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.bootstrap import auroc_gain_interval
 from inspection.core.metrics import image_auroc
-from inspection.training.models.patchcore.position import PositionedPatchcoreModel
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class MapPeakHead(DynamicBufferMixin, torch.nn.Module):
         return InferenceBatch(pred_score=self.peaks(amap), anomaly_map=out.anomaly_map)
 
 
-class MapPeakPatchcoreModel(PositionedPatchcoreModel):
+class MapPeakPatchcoreModel(PatchcoreModel):
     """anomalib's ``PatchcoreModel`` scored by ``MapPeakHead`` (``image_score: map_peak``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

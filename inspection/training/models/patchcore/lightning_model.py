@@ -22,12 +22,6 @@ from inspection.training.augment import views
 from inspection.training.models.patchcore.coreset import grouped_coreset_rows, select_coreset
 from inspection.training.models.patchcore.image_score import MapPeakHead, MapPeakPatchcoreModel
 from inspection.training.models.patchcore.local_stats import FusedPatchcoreModel
-from inspection.training.models.patchcore.position import (
-    PositionColumns,
-    PositionedPatchcoreModel,
-    PositionWeight,
-    fit_weight,
-)
 from inspection.training.roi import TrainingRoi
 
 logger = logging.getLogger(__name__)
@@ -52,15 +46,13 @@ class Patchcore(AnomalibPatchcore):
         image_score: str = "patch",
         bank_augment: Sequence[str] = (),
         rows_budget_gb: float = 0.25,
-        position_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         map_peak = image_score == "map_peak"
-        if local_statistics or map_peak or position_weight:  # the same model, more heads
+        if local_statistics or map_peak:  # the same model with (still empty) extra heads
             inner = self.model
-            kind = (FusedPatchcoreModel if local_statistics
-                    else MapPeakPatchcoreModel if map_peak else PositionedPatchcoreModel)  # fmt: skip
+            kind = FusedPatchcoreModel if local_statistics else MapPeakPatchcoreModel
             with torch.random.fork_rng():  # seeded training draws as without the heads
                 self.model = kind(
                     backbone=inner.backbone, pre_trained=False, layers=inner.layers,
@@ -68,11 +60,6 @@ class Patchcore(AnomalibPatchcore):
                 )  # fmt: skip
             if local_statistics and map_peak:
                 self.model.map_peak = MapPeakHead()
-            if position_weight:
-                self.model.position = PositionColumns()
-        self.position_weight = position_weight
-        self.position_record: PositionWeight | None = None
-        """Set by ``fit`` where ``position_weight`` > 0 (``position.fit_weight``)."""
         self.memory_bank_max = memory_bank_max
         self.rows_budget_bytes = int(rows_budget_gb * 1024**3)
         self.expected_images = 0  # set by the trainer: do all rows fit the budget (``compact``)?
@@ -132,11 +119,6 @@ class Patchcore(AnomalibPatchcore):
         if not store:
             raise RuntimeError("no training embeddings collected: run the training epoch first")
         self._block = None  # the rows stay in ``train_rows`` until the out-of-fold scores
-        if self.position_weight:
-            self.position_record = fit_weight(
-                self.model.position, self.position_weight, self.train_rows, store
-            )
-            logger.info("position columns: %s", self.position_record)
         if self.compact:
             self.model.memory_bank = grouped_coreset_rows(
                 list(store), self.coreset_sampling_ratio, self.memory_bank_max,

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from anomalib.data import InferenceBatch
 from anomalib.models.components.base import DynamicBufferMixin
+from anomalib.models.image.patchcore.torch_model import PatchcoreModel
 
 from inspection.core.metrics import image_auroc, pixel_auroc
 from inspection.data.dataset import Sample
@@ -29,7 +30,6 @@ from inspection.training.backbones import channels_last
 from inspection.training.models.patchcore.coreset import seed_selection, select_coreset
 from inspection.training.models.patchcore.image_score import MapPeakHead
 from inspection.training.models.patchcore.out_of_fold import fold_banks, fold_of, model_inputs
-from inspection.training.models.patchcore.position import PositionedPatchcoreModel
 from inspection.training.roi import TrainingRoi, per_image_rows
 from inspection.training.samples import load_mask, mask_known
 
@@ -124,7 +124,7 @@ class LocalStatsHead(DynamicBufferMixin, torch.nn.Module):
         return nearest.reshape(-1, 1, height, width)
 
 
-class FusedPatchcoreModel(PositionedPatchcoreModel):
+class FusedPatchcoreModel(PatchcoreModel):
     """anomalib's ``PatchcoreModel`` with a ``LocalStatsHead`` fused into its outputs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
