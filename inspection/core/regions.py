@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from itertools import pairwise
 
 import cv2
@@ -83,8 +84,28 @@ def region_hits(
     is found when the (H, W) bool ``predicted`` mask covers at least ``min_overlap`` of it."""
     if not truth.any():
         return 0, 0
-    count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
-    area = np.bincount(labels.reshape(-1), minlength=count)
-    covered = np.bincount(labels[predicted & truth], minlength=count)
-    found = covered[1:] >= min_overlap * area[1:]
-    return int(found.sum()), count - 1
+    return TruthRegions.of(truth).hits(predicted, min_overlap)
+
+
+@dataclass(frozen=True)
+class TruthRegions:
+    """The 8-connected components of one (H, W) bool ground-truth mask, labelled once for all
+    the predictions scored against it (``region_hits``)."""
+
+    truth: np.ndarray
+    labels: np.ndarray
+    """(H, W) int32 component of each pixel, 0 outside the truth."""
+    area: np.ndarray
+    """(components + 1,) pixels of each label, the background's first."""
+
+    @classmethod
+    def of(cls, truth: np.ndarray) -> TruthRegions:
+        count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
+        return cls(truth, labels, np.bincount(labels.reshape(-1), minlength=count))
+
+    def hits(self, predicted: np.ndarray, min_overlap: float = REGION_OVERLAP) -> tuple[int, int]:
+        """``region_hits(predicted, truth, min_overlap)``."""
+        count = len(self.area)
+        covered = np.bincount(self.labels[predicted & self.truth], minlength=count)
+        found = covered[1:] >= min_overlap * self.area[1:]
+        return int(found.sum()), count - 1

@@ -17,8 +17,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from inspection.core.regions import region_hits
-from inspection.core.verdict import Segmentation, ng_mask, segment
+from inspection.core.regions import TruthRegions
+from inspection.core.verdict import FloorComponents, Segmentation, ng_mask, segment
 
 GOOD_PIXEL_QUANTILES = (0.99, 0.999, 0.9999)
 GOOD_PEAK_QUANTILES = (0.5, 0.9)
@@ -66,22 +66,36 @@ def kind_scores(
     grid: Sequence[Segmentation],
 ) -> tuple[np.ndarray, np.ndarray]:
     """(C, K) float (region recall + pixel F1) / 2 of each candidate on each defect kind
-    (sorted names) and (C,) its penalty for regions on good images (module docstring)."""
-    types = np.asarray(list(defect_types), dtype=object)
-    groups = [types == t for t in sorted(set(types.tolist()))]
-    scores = np.zeros((len(grid), len(groups)))
-    penalty = np.zeros(len(grid))
-    for row, seg in enumerate(grid):
-        predicted = np.stack([ng_mask(m, seg) for m in maps])
-        for column, group in enumerate(groups):
-            hits = [region_hits(p, t) for p, t in zip(predicted[group], masks[group], strict=True)]
-            total = sum(h[1] for h in hits)
-            recall = sum(h[0] for h in hits) / total if total else 1.0
-            tp = int((predicted[group] & masks[group]).sum())
-            f1 = 2 * tp / max(int(predicted[group].sum() + masks[group].sum()), 1)
-            scores[row, column] = (recall + f1) / 2
-        if len(good_maps):
-            penalty[row] = GOOD_REGION_PENALTY * np.mean([segment(m, seg).any() for m in good_maps])
+    (sorted names) and (C,) its penalty for regions on good images (module docstring). Each
+    map's components are labelled once per floor, each truth mask's once (``FloorComponents``,
+    ``TruthRegions``): the same figures as segmenting every map anew for every candidate."""
+    kinds = sorted(set(defect_types))
+    found = np.zeros((len(grid), len(kinds)), np.int64)
+    overlap = np.zeros_like(found)  # predicted & truth pixels
+    predicted_pixels = np.zeros_like(found)
+    truths, truth_pixels = np.zeros(len(kinds), np.int64), np.zeros(len(kinds), np.int64)
+    for amap, mask, kind in zip(maps, masks, defect_types, strict=True):
+        column, truth = kinds.index(kind), TruthRegions.of(mask)
+        truths[column] += len(truth.area) - 1
+        truth_pixels[column] += int(mask.sum())
+        components = FloorComponents(np.asarray(amap, dtype=np.float32))
+        for row, seg in enumerate(grid):
+            predicted = ng_mask(amap, seg, components)
+            found[row, column] += truth.hits(predicted)[0]
+            overlap[row, column] += int((predicted & mask).sum())
+            predicted_pixels[row, column] += int(predicted.sum())
+    scores = np.zeros((len(grid), len(kinds)))
+    for row, column in np.ndindex(scores.shape):
+        total = int(truths[column])
+        recall = int(found[row, column]) / total if total else 1.0
+        pixels = int(predicted_pixels[row, column] + truth_pixels[column])
+        f1 = 2 * int(overlap[row, column]) / max(pixels, 1)
+        scores[row, column] = (recall + f1) / 2
+    with_region = np.zeros(len(grid), np.int64)  # good images given a region
+    for amap in good_maps:
+        components = FloorComponents(np.asarray(amap, dtype=np.float32))
+        with_region += [segment(amap, seg, components).any() for seg in grid]
+    penalty = GOOD_REGION_PENALTY * (with_region / max(len(good_maps), 1))
     return scores, penalty
 
 

@@ -109,17 +109,23 @@ def judge(
     return Judgement("NG", mask, regions)
 
 
-def ng_mask(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
-    """(H, W) bool defect mask of an NG image: the segmented regions plus the peak's region."""
-    mask = segment(anomaly_map, segmentation)
+def ng_mask(
+    anomaly_map: np.ndarray, segmentation: Segmentation, components: FloorComponents | None = None
+) -> np.ndarray:
+    """(H, W) bool defect mask of an NG image: the segmented regions plus the peak's region
+    (``components``: as ``segment``)."""
+    mask = segment(anomaly_map, segmentation, components)
     peak = np.unravel_index(int(np.argmax(anomaly_map)), anomaly_map.shape)
     if not mask[peak]:
         mask |= peak_region(anomaly_map, segmentation, peak)
     return mask
 
 
-def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
-    """(H, W) bool defect pixels of ``anomaly_map`` by seeded hysteresis (see ``Segmentation``)."""
+def segment(
+    anomaly_map: np.ndarray, segmentation: Segmentation, components: FloorComponents | None = None
+) -> np.ndarray:
+    """(H, W) bool defect pixels of ``anomaly_map`` by seeded hysteresis (see ``Segmentation``);
+    ``components``: the map's ``FloorComponents``, shared by several segmentations of it."""
     if anomaly_map.ndim != 2:
         raise ValueError(f"anomaly_map must be (H, W), got shape {anomaly_map.shape}")
     amap = np.asarray(anomaly_map, dtype=np.float32)
@@ -127,23 +133,60 @@ def segment(anomaly_map: np.ndarray, segmentation: Segmentation) -> np.ndarray:
     if seg.relative_level == 0.0 and seg.floor == seg.seed_level:
         mask = amap >= seg.seed_level
     else:
-        mask = _hysteresis(amap, seg)
+        mask = _hysteresis(
+            amap, seg, components if components is not None else FloorComponents(amap)
+        )
     if seg.min_area_fraction > 0 and mask.any():
         mask = _drop_small(mask, seg.min_area_fraction * mask.size)
     return mask
 
 
-def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
+class FloorComponents:
+    """The 8-connected components of one (H, W) float32 map's pixels at or above a floor,
+    labelled once per floor and kept: ``segment`` of several segmentations of the map that share
+    a floor (``segmentation.kind_scores``) labels it once."""
+
+    def __init__(self, amap: np.ndarray) -> None:
+        self._amap = amap
+        self._by_floor: dict[float, _Low] = {}
+
+    def at(self, floor: float) -> _Low:
+        """The map's pixels at or above ``floor`` and their components."""
+        if floor not in self._by_floor:
+            low = self._amap >= floor
+            count, labels = cv2.connectedComponents(low.view(np.uint8), connectivity=8)
+            inside = np.flatnonzero(low)
+            self._by_floor[floor] = _Low(
+                count, labels.reshape(-1), inside, self._amap.reshape(-1)[inside],
+                labels.reshape(-1)[inside],
+            )  # fmt: skip
+        return self._by_floor[floor]
+
+
+@dataclass(frozen=True)
+class _Low:
+    count: int
+    """Components, the background's label 0 included."""
+    labels: np.ndarray
+    """(H * W,) int32 component of each pixel."""
+    inside: np.ndarray
+    """Flat indices of the pixels at or above the floor."""
+    values: np.ndarray
+    """The map at ``inside``."""
+    inside_labels: np.ndarray
+    """``labels`` at ``inside``."""
+
+
+def _hysteresis(amap: np.ndarray, seg: Segmentation, components: FloorComponents) -> np.ndarray:
     # A component is seeded iff it holds a pixel >= seed_level (>= floor, so inside ``low``),
     # and then its peak is among those pixels: the per-component max runs over the few seed
     # pixels, not all of ``low``. No seed (most good parts): no component is labelled.
     seeds = np.flatnonzero(amap >= seg.seed_level)
     if not seeds.size:
         return np.zeros(amap.shape, bool)
-    low = amap >= seg.floor
-    count, labels = cv2.connectedComponents(low.view(np.uint8), connectivity=8)
-    peaks = np.full(count, -np.inf, dtype=np.float32)
-    np.maximum.at(peaks, labels.reshape(-1)[seeds], amap.reshape(-1)[seeds])
+    low = components.at(seg.floor)
+    peaks = np.full(low.count, -np.inf, dtype=np.float32)
+    np.maximum.at(peaks, low.labels[seeds], amap.reshape(-1)[seeds])
     seeded = np.isfinite(peaks)
     seeded[0] = False
     peaks = np.where(seeded, peaks, np.float32(seg.floor))
@@ -151,10 +194,9 @@ def _hysteresis(amap: np.ndarray, seg: Segmentation) -> np.ndarray:
     levels = np.where(seeded, seg.floor + seg.relative_level * (peaks - seg.floor), np.inf)
     # only pixels of ``low`` can be kept: compare those alone with their component's level
     # (a gather over every pixel costs more than the rest of the segmentation)
-    inside = np.flatnonzero(low)
-    kept = amap.reshape(-1)[inside] >= levels.astype(np.float32)[labels.reshape(-1)[inside]]
+    kept = low.values >= levels.astype(np.float32)[low.inside_labels]
     mask = np.zeros(amap.shape, bool)
-    mask.reshape(-1)[inside] = kept
+    mask.reshape(-1)[low.inside] = kept
     return mask
 
 

@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 
 from inspection.core.metrics import compute_metrics, judge_all
+from inspection.core.regions import region_hits
 from inspection.core.segmentation import (
+    GOOD_REGION_PENALTY,
     PEAK_LEVELS,
     candidates,
     choose,
     held_out_score,
+    kind_scores,
     select_segmentation,
 )
-from inspection.core.verdict import Segmentation, ng_mask
+from inspection.core.verdict import Segmentation, ng_mask, segment
 from tests.core.test_metrics import blob_set
 
 
@@ -112,3 +115,46 @@ def test_a_level_that_fits_the_seen_kinds_but_fails_an_unseen_one_is_not_chosen(
     general[2, 2] = 0.7
     assert choose(grid, general, penalty) == adaptive
     assert choose(grid, overfit[:, :1], penalty) == adaptive  # one kind: nothing to hold out
+
+
+def test_kind_scores_label_each_map_once_per_floor_with_the_per_candidate_figures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each defective map's components are labelled once per floor and each truth mask's once
+    (not once per candidate), and the figures are those of segmenting every map anew for every
+    candidate: ``ng_mask``, ``segment`` and ``region_hits`` per (candidate, map)."""
+    rng = np.random.default_rng(5)
+
+    def smooth(count: int) -> np.ndarray:
+        maps = [cv2.GaussianBlur(rng.random((48, 48)).astype(np.float32), (0, 0), 3.0)
+                for _ in range(count)]  # fmt: skip
+        return np.stack([(m - m.min()) / (m.max() - m.min()) for m in maps])  # peak 1.0
+
+    maps, good = smooth(9), 0.7 * smooth(6)
+    masks = maps > 0.8
+    types = ["a", "b", "c"] * 3
+    grid = candidates(good)
+    calls = []
+    labelled = cv2.connectedComponents
+    monkeypatch.setattr(
+        cv2, "connectedComponents", lambda *a, **k: calls.append(1) or labelled(*a, **k)
+    )
+    scores, penalty = kind_scores(maps, masks, types, good, grid)
+    floors = len({seg.floor for seg in grid})
+    assert len(grid) > 2 * floors
+    assert len(calls) <= len(maps) * (floors + 1) + len(good) * floors
+
+    monkeypatch.setattr(cv2, "connectedComponents", labelled)
+    kinds = sorted(set(types))
+    for row, seg in enumerate(grid):
+        predicted = [ng_mask(m, seg) for m in maps]
+        for column, kind in enumerate(kinds):
+            rows = [i for i, t in enumerate(types) if t == kind]
+            hits = [region_hits(predicted[i], masks[i]) for i in rows]
+            total = sum(h[1] for h in hits)
+            recall = sum(h[0] for h in hits) / total if total else 1.0
+            tp = sum(int((predicted[i] & masks[i]).sum()) for i in rows)
+            pixels = sum(int(predicted[i].sum() + masks[i].sum()) for i in rows)
+            assert scores[row, column] == (recall + 2 * tp / max(pixels, 1)) / 2
+        with_region = np.mean([segment(m, seg).any() for m in good])
+        assert penalty[row] == GOOD_REGION_PENALTY * with_region
