@@ -356,8 +356,12 @@ def more_good_estimate(
 def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(threshold, F1): the value of ``scores`` maximising F1 of ``scores >= t`` vs ``labels``,
     as anomalib's ``F1AdaptiveThreshold`` (no positives: the highest score; none negative: the
-    lowest)."""
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    lowest). Float32 scores (pixel maps) are sorted as float32: widening is exact and keeps their
+    order, so the thresholds and F1 are those of float64, sorted several times faster."""
+    scores = np.asarray(scores)
+    scores = scores.reshape(-1).astype(
+        np.float32 if scores.dtype == np.float32 else np.float64, copy=False
+    )
     labels = np.asarray(labels).astype(bool).reshape(-1)
     if len(scores) == 0:
         raise ValueError("cannot calibrate a threshold on no values")
