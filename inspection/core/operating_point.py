@@ -370,9 +370,11 @@ def f1_adaptive_threshold(scores: np.ndarray, labels: np.ndarray) -> tuple[float
     if labels.all():
         return float(scores.min()), 1.0
     # scikit-learn's precision_recall_curve from plain sorts (an argsort of millions of pixels
-    # is slow): same thresholds, same floats
-    thresholds = np.unique(scores)
+    # is slow): same floats. Only positive scores are tried: raising t to the next positive
+    # score keeps every hit and drops at least the negative at t, so F1's maximum, and the
+    # lowest t reaching it, lie there
     positives, negatives = np.sort(scores[labels]), np.sort(scores[~labels])
+    thresholds = np.unique(positives)
     tp = len(positives) - np.searchsorted(positives, thresholds)
     fp = len(negatives) - np.searchsorted(negatives, thresholds)
     precision, recall = tp / (tp + fp), tp / len(positives)
