@@ -100,6 +100,7 @@ class TruthRegions:
 
     @classmethod
     def of(cls, truth: np.ndarray) -> TruthRegions:
+        """The components of ``truth`` ((H, W) bool), 8-connected (``cv2.connectedComponents``)."""
         count, labels = cv2.connectedComponents(truth.astype(np.uint8), connectivity=8)
         return cls(truth, labels, np.bincount(labels.reshape(-1), minlength=count))
 
