@@ -113,6 +113,14 @@ def test_a_constant_request_id_is_a_new_part_each_time(
     assert sum("replayed, no capture" in m for m in logged) == 0
 
 
+# The retry test's clock. Its on-time answers take 0.03-0.11 s over S7 and Modbus and 0.2-0.3 s
+# over EtherNet/IP, seen by the PLC (load 2.5); the late camera holds its part past TIMEOUT_S,
+# and the PLC's retry of it comes straight after that TIMEOUT, well inside RETRY_S of the
+# cycle's start. Only TIMEOUT_S bounds a wait on the happy path; the rest is time that must pass.
+TIMEOUT_S = 1.5  # the station's inspect_timeout_s
+RETRY_S = TIMEOUT_S + 2.5  # the link's retry_s
+
+
 def test_only_a_retry_of_this_cycle_is_replayed(
     plc: RegisterPlc, tmp_path: Path, fp32_bundle: Path, tiny_product: Path
 ) -> None:
@@ -123,10 +131,10 @@ def test_only_a_retry_of_this_cycle_is_replayed(
     (8 parts, 8 verdicts of their own), a serial re-inspected after rework, and the same id and
     PartId again after the link's ``retry_s`` (its first answer TIMEOUT)."""
     camera = camera_folder(tmp_path, tiny_product, count=6)
-    config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=3.0)
-    config = dataclasses.replace(config, links={plc.protocol: plc.config(poll_ms=5.0, retry_s=8.0)})
-    station = LineStation.build(config)
-    camera = slow_first_capture(station, hold_s=4.0)
+    config = line_config(tmp_path, fp32_bundle, camera, inspect_timeout_s=TIMEOUT_S)
+    section = plc.config(poll_ms=5.0, retry_s=RETRY_S)
+    station = LineStation.build(dataclasses.replace(config, links={plc.protocol: section}))
+    camera = slow_first_capture(station, hold_s=TIMEOUT_S + 0.5)  # its part always times out
     station.start()
     try:
         plc.connect(timeout_s=10)
@@ -138,8 +146,8 @@ def test_only_a_retry_of_this_cycle_is_replayed(
         plc.link.write(regs.REPLAYED, struct.pack(">h", 1))  # a re-initialised block: stale 1
         wrapped = [plc.trigger(str(n % 4), part_id=f"carrier-{n % 4}") for n in range(8)]
         camera.slow = 1
-        timed_out = plc.trigger("t-2", part_id="serial-2")  # TIMEOUT, 3 s after its cycle began
-        time.sleep(5.5)  # then past retry_s
+        timed_out = plc.trigger("t-2", part_id="serial-2")  # TIMEOUT_S after its cycle began
+        time.sleep(RETRY_S - TIMEOUT_S + 0.5)  # then past retry_s
         stale = plc.trigger("t-2", part_id="serial-2")
     finally:
         station.stop()
