@@ -236,10 +236,13 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
 @pytest.mark.slow
 def test_the_ray_head_refuses_a_driver_without_its_token() -> None:
     """The services head runs with token authentication: without it, anyone reaching the
-    port runs code there. A driver with a wrong token is refused (Ray retries for ~20 s)."""
+    port runs code there. A driver with a wrong token is refused. The driver tries twice
+    (``RAY_NUM_REDIS_GET_RETRIES``, 1 s apart) instead of Ray's 20: each refusal names the
+    token, and the twenty took ~20 s."""
     address = _ray_head()
     probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR')"
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
+           "RAY_NUM_REDIS_GET_RETRIES": "2"}  # fmt: skip
     refused = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=180
     )
