@@ -139,6 +139,8 @@ def _refused_connack(client: mqtt.Client, port: int) -> str:
 
     client.on_connect = on_connect
     client.on_connect_fail = lambda *_a: (outcome.append("connect failed"), done.set())
+    # a plaintext client on the TLS port: the broker drops the connection, with no CONNACK
+    client.on_disconnect = lambda *_a: (outcome.append("dropped"), done.set())
     client.connect_async("127.0.0.1", port)
     client.loop_start()
     done.wait(5)
