@@ -48,7 +48,10 @@ class Postmaster:
             self.port = probe.getsockname()[1]
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
-        self._pg("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust")
+        # --no-sync: initdb's closing fsync of a cluster no OS crash will test (a kill -9 keeps
+        # the page cache; the server itself still syncs its WAL): 3.3 s -> ~0.7 s a test
+        self._pg("initdb", "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
+                 "--no-sync")  # fmt: skip
         for name in ("postgres.pem", "postgres-key.pem"):  # the test server's TLS identity
             shutil.copyfile(PG_CA_FILE.with_name(name), self.dir / "data" / name)
             os.chmod(self.dir / "data" / name, 0o600)
