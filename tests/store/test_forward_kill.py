@@ -113,9 +113,16 @@ def test_the_postmaster_killed_inside_a_batch_keeps_none_of_it(
     waiting = (
         "SELECT count(*) FROM pg_stat_activity WHERE usename = :u AND wait_event_type = 'Lock'"
     )
+
+    def batch_waits() -> bool:
+        # pg_stat_activity is a snapshot for the rest of a transaction (the locker's): a fresh one
+        locker.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+        return bool(locker.scalar(sa.text(waiting), {"u": STATION}))
+
     deadline = time.monotonic() + 10
-    while not locker.scalar(sa.text(waiting), {"u": STATION}) and time.monotonic() < deadline:
+    while not batch_waits() and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert batch_waits(), "the batch's INSERT never waited on the lock"
     server.kill()  # the batch's INSERT is waiting inside its transaction
     worker.join(timeout=30)
     locker.invalidate()
