@@ -148,8 +148,9 @@ def _link_text(link) -> str:
 
 
 def _shot(driver, name: str) -> Path:
+    """The page as the test's checks saw it (no wait for charts to paint: no test reads these
+    pictures, and the README's come from ``scripts/dashboard_walk.py``, which waits)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    time.sleep(1.5)  # charts paint on a canvas after the text settles
     path = SHOTS / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
