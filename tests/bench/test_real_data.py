@@ -101,3 +101,41 @@ def test_the_good_tail_is_read_from_the_calibration_and_validation_good_scores(r
     assert tail["n_good_certifying"] == 11  # the defective validation cell is not good
     assert tail["good_median"] == 6.0
     assert real_data.good_tail({}, {"calibration": calibration}) == {}  # no threshold recorded
+
+
+def test_train_good_moves_only_good_non_test_cells(real_data, tmp_path: Path) -> None:
+    cells = fake_cells(tmp_path / "elpv")
+    work = tmp_path / "work"
+    splits = {
+        n: files(real_data.build_split("mono", 1, 0, work, cells, n)) for n in (100, 200, 350)
+    }
+    for parts in splits.values():
+        everything = [name for names in parts.values() for name in names]
+        assert len(everything) == len(set(everything))  # no cell in two parts
+    tests = [
+        {p: names for p, names in parts.items() if p.startswith("test/")}
+        for parts in splits.values()
+    ]
+    assert tests[0] == tests[1] == tests[2]  # the held-out split, cell for cell
+    train = {n: parts["train/good"] for n, parts in splits.items()}
+    calibration = {n: parts["calibration/good"] for n, parts in splits.items()}
+    assert [len(train[n]) for n in train] == [100, 200, 350]
+    assert train[100] < train[200] < train[350]
+    assert calibration[100] == calibration[200]
+    assert train[350] - train[200] == calibration[200] - calibration[350]  # 150 moved
+    shared = real_data.shared_calibration("mono", 1, cells)
+    assert len(shared) == 100 and shared == calibration[350]  # calibrate at every N
+
+
+def test_train_good_beyond_the_shared_calibration_cells_refused(real_data, tmp_path: Path) -> None:
+    cells = fake_cells(tmp_path / "elpv")
+    with pytest.raises(SystemExit, match="--train-good 351"):
+        real_data.build_split("mono", 0, 0, tmp_path / "work", cells, 351)
+
+
+def test_the_shared_tail_reads_only_the_shared_calibration_cells(real_data) -> None:
+    calibration = {f"calibration/good/cell{i:04d}.png": float(i) for i in range(1, 11)}
+    shared = {f"cell{i:04d}.png" for i in (2, 4, 6, 8)}  # scores 2, 4, 6, 8
+    tail = real_data.shared_tail({"calibration": calibration}, shared)
+    assert tail == {"n": 4, "second": 6.0, "median": 5.0, "ratio": 1.2}
+    assert real_data.shared_tail({"calibration": calibration}, {"cell0099.png"}) == {}
