@@ -41,8 +41,8 @@ from inspection.training.export import ExportOptions, ExportResult, export_model
 from inspection.training.quantize import import_nncf
 from inspection.training.registry_export import (
     RegistryExport,
-    _context_files,
     base_metadata,
+    context_files,
     convert_registered,
     with_part_setup,
 )
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             return export_model(
                 None, Path(scratch) / name, base=base, splits=converted.splits,
                 options=replace(options, precision=precision, **changes),
-                extra_files=_context_files(record) | parts, reference=reference,
+                extra_files=context_files(record) | parts, reference=reference,
                 converted=converted,
             )  # fmt: skip
 

@@ -120,7 +120,7 @@ def export_bundle(
         result = export_model(
             torch_model, Path(scratch) / base.bundle_id, base=base,
             splits=splits, options=options, progress=progress,
-            extra_files=_context_files(record) | part_files, knn_rank=_knn_rank(record),
+            extra_files=context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
             reference=reference, converted=converted,
         )  # fmt: skip
@@ -285,7 +285,7 @@ def with_part_setup(
     return meta, {config.alignment.file: config.reference}
 
 
-def _context_files(record: ModelRecord) -> dict[str, Path]:
+def context_files(record: ModelRecord) -> dict[str, Path]:
     """The global-context parameter file of a version (none without a global component)."""
     context = record.global_context()
     return {} if context is None else {context.file: record.file(context.file)}
