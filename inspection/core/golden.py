@@ -26,12 +26,14 @@ from inspection.core.threshold import check_threshold, is_ng
 
 GOLDEN_DIR = "golden"
 GOLDEN_IMAGES = 4
-"""Images per bundle: the first good and defective validation images, alternating."""
+"""Images per bundle: the first good and defective validation images, alternating, at least
+``MIN_MARGIN`` from the threshold."""
 NEAR_THRESHOLD = 4
 """Further golden images: those whose served score is nearest the threshold."""
 MIN_MARGIN = 0.002
-"""Nearest-threshold images sit at least this far from it (normalised units): one closer would
-refuse a bundle on any last-bit difference of a kernel."""
+"""Every golden image sits at least this far from the threshold (normalised units): one closer
+(a threshold set at a validation image's own score sits at 0) would refuse a bundle on any
+last-bit difference of a kernel, e.g. an AVX2 station running a bundle exported with AVX-512."""
 GRID = 4
 """A map summary keeps the mean of each cell of a GRID x GRID grid (and the map's maximum)."""
 NON_FINITE_DRIFT = 1e6
@@ -386,11 +388,12 @@ def golden_margins(served: np.ndarray, normalization: Normalization) -> np.ndarr
 def choose_golden(margins: np.ndarray) -> list[int]:
     """Indices of the golden images among candidates in preference order (good and defective
     alternating) with their (N,) ``margins``: the first ``GOLDEN_IMAGES``, then the
-    ``NEAR_THRESHOLD`` others nearest the threshold, at least ``MIN_MARGIN`` from it."""
-    first = list(range(min(GOLDEN_IMAGES, len(margins))))
-    rest = [i for i in np.argsort(margins, kind="stable") if i >= GOLDEN_IMAGES]
-    near = [int(i) for i in rest if margins[i] >= MIN_MARGIN][:NEAR_THRESHOLD]
-    return first + near
+    ``NEAR_THRESHOLD`` others nearest the threshold; none closer to it than ``MIN_MARGIN``."""
+    clear = [i for i in range(len(margins)) if margins[i] >= MIN_MARGIN]
+    first = clear[:GOLDEN_IMAGES]
+    later = set(clear[GOLDEN_IMAGES:])
+    rest = [int(i) for i in np.argsort(margins, kind="stable") if i in later]
+    return first + rest[:NEAR_THRESHOLD]
 
 
 def golden_outputs(

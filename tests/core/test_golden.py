@@ -127,6 +127,16 @@ def test_golden_images_are_the_first_ones_then_the_nearest_to_the_threshold() ->
     assert choose_golden(margins[:3]) == [0, 1, 2]
 
 
+def test_no_golden_image_sits_on_the_threshold() -> None:
+    """A first image whose score is the threshold (margin 0) would refuse the bundle on any
+    kernel's last bit: the next clear one takes its place."""
+    margins = np.array([0.5, 0.0, 0.3, MIN_MARGIN / 2, 0.2, 0.9, 0.05, 0.01, 0.6])
+    chosen = choose_golden(margins)
+    assert chosen[:GOLDEN_IMAGES] == [0, 2, 4, 5]
+    assert chosen[GOLDEN_IMAGES:] == [7, 6, 8][:NEAR_THRESHOLD]
+    assert all(margins[i] >= MIN_MARGIN for i in chosen)
+
+
 def test_nan_outputs_are_refused() -> None:
     maps = MAPS.copy()
     maps[0, 3, 3] = np.nan

@@ -44,14 +44,13 @@ def test_golden_margins_are_the_served_scores_distance_to_the_threshold(
     fp32_bundle: Path,
 ) -> None:
     """The images added after the first ones are the validation images nearest the threshold
-    (not closer than MIN_MARGIN); each margin is its served score's distance to it."""
+    (none closer than MIN_MARGIN); each margin is its served score's distance to it."""
     model = BundleModel.load(fp32_bundle)
     golden, norm = model.metadata.golden, model.metadata.normalization
     served = run_golden(model, golden_images(model), masked=True)[0]
     margins = np.array([image.margin for image in golden.images])
     np.testing.assert_allclose(margins, golden_margins(served, norm), atol=1e-5)
-    near = margins[GOLDEN_IMAGES:]
-    assert near.size and (near >= MIN_MARGIN).all()
+    assert margins[GOLDEN_IMAGES:].size and (margins >= MIN_MARGIN).all()
 
 
 def test_the_golden_check_passes_at_load_on_this_cpu(fp32_bundle: Path) -> None:
