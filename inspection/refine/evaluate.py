@@ -5,8 +5,9 @@ is ``0.5 * anomaly_map + 0.5 * mask``: mask pixels above all others, the map's o
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -68,14 +69,23 @@ def evaluate_refiners(
     ``latency_only``: refiners whose masks mean nothing (random SAM weights); ``max_side``:
     larger images are judged at full size, then refined and scored resized; ``bits``,
     ``value_range``: how the product's files read (``core.images.decode_reduced``);
-    ``workers``: how many of the refiners refine an image at once (threads; 1: one after the
-    other). A refiner's mask of an image depends only on that image and its raw result, so the
-    masks and every quality figure are the same for any ``workers``; the latencies are then
-    each refiner's beside the others. The refiners must be thread-safe, as the classical ones
-    are (GrabCut seeds OpenCV's per-thread generator before each call)."""
+    ``workers``: threads refining (1: one refinement at a time, the caller waiting); with
+    more, each image's refinements run while the next images are judged, at most ``workers``
+    images in flight. A refiner's mask of an image depends only on that image and its raw
+    result, so the masks and every quality figure are the same for any ``workers``; the
+    latencies are then each refinement's beside the others. The refiners must be thread-safe,
+    as the classical ones are (GrabCut seeds OpenCV's per-thread generator before each call)."""
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []
+    in_flight: deque[list[Future[tuple[InspectionResult, float | None]]]] = deque()
+
+    def record_oldest() -> None:
+        for name, refinement in zip(refiners, in_flight.popleft(), strict=True):
+            _record(runs[name], *refinement.result())
+        if on_image is not None:
+            on_image()
+
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="refine") as pool:
         for sample in samples:
             image, raw, gt = _judged(inspector, sample, max_side, bits, value_range)
@@ -85,12 +95,11 @@ def evaluate_refiners(
             ng.append(raw.is_defective)
             _record(runs["raw"], raw, None)
             refine = partial(_refined, image=image, raw=raw)
-            for name, (refined, elapsed) in zip(
-                refiners, pool.map(refine, refiners.values()), strict=True
-            ):
-                _record(runs[name], refined, elapsed)
-            if on_image is not None:
-                on_image()
+            in_flight.append([pool.submit(refine, refiner) for refiner in refiners.values()])
+            if len(in_flight) >= workers:
+                record_oldest()
+        while in_flight:
+            record_oldest()
     labels_arr, ng_arr = np.asarray(labels), np.asarray(ng)
     methods = {}
     for name, run in runs.items():
