@@ -207,24 +207,30 @@ def _f1_at(scores: np.ndarray, labels: np.ndarray, threshold: float) -> float | 
 
 def normalize_maps(maps: np.ndarray, norm: Normalization) -> np.ndarray:
     """Raw maps (any shape) -> float32 in [0, 1] with ``pixel_threshold_raw`` at 0.5."""
-    return _minmax(maps, norm.pixel_threshold_raw, norm.pixel_min, norm.pixel_max)
+    return normalize(maps, norm.pixel_threshold_raw, norm.pixel_min, norm.pixel_max)
 
 
 def normalize_scores(scores: np.ndarray, norm: Normalization) -> np.ndarray:
     """Raw image scores -> float32 in [0, 1] with ``image_threshold_raw`` at 0.5."""
-    return _minmax(scores, norm.image_threshold_raw, norm.image_min, norm.image_max)
+    return normalize(scores, norm.image_threshold_raw, norm.image_min, norm.image_max)
 
 
-def _minmax(raw: np.ndarray, threshold: float, low: float, high: float) -> np.ndarray:
-    """The station's rule (``inspection.runtime.preprocess.normalize``), vectorised."""
+def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
+    """Min-max normalise raw scores or maps (any shape) to float32 in [0, 1] with ``threshold``
+    mapped to 0.5 (anomalib's rule); a zero range maps above to 1, below to 0. The station's
+    rule (``runtime.preprocess``) and the calibration's alike, in one float32 buffer the size
+    of ``raw`` (a test split's maps: no four temporaries of their size)."""
     raw = np.asarray(raw, dtype=np.float32)
     span = float(high) - float(low)
     if span == 0.0:
         return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
             np.float32
         )
-    shifted = (raw - np.float32(threshold)) / np.float32(span) + 0.5
-    return np.clip(shifted, 0.0, 1.0).astype(np.float32)
+    # ``clip((raw - t) / span + 0.5)`` in float32, in one buffer
+    out = np.subtract(raw, np.float32(threshold), out=np.empty(raw.shape, np.float32))
+    np.divide(out, np.float32(span), out=out)
+    np.add(out, np.float32(0.5), out=out)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def calibrated_segmentation(

@@ -5,8 +5,11 @@ is ``0.5 * anomaly_map + 0.5 * mask``: mask pixels above all others, the map's o
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,32 +63,43 @@ def evaluate_refiners(
     max_side: int | None = None,
     bits: int = DEFAULT_SOURCE_BITS,
     value_range: tuple[float, float] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Compare the raw mask with each refiner on labelled samples; a JSON-ready dict.
     ``latency_only``: refiners whose masks mean nothing (random SAM weights); ``max_side``:
     larger images are judged at full size, then refined and scored resized; ``bits``,
-    ``value_range``: how the product's files read (``core.images.decode_reduced``)."""
+    ``value_range``: how the product's files read (``core.images.decode_reduced``);
+    ``workers``: threads refining (1: one refinement at a time, the caller waiting); with
+    more, each image's refinements run while the next images are judged, at most ``workers``
+    images in flight. A refiner's mask of an image depends only on that image and its raw
+    result, so the masks and every quality figure are the same for any ``workers``; the
+    latencies are then each refinement's beside the others. The refiners must be thread-safe,
+    as the classical ones are (GrabCut seeds OpenCV's per-thread generator before each call)."""
     latency_only = set(latency_only)
     runs = {name: _MethodRun([], [], [], [], {}) for name in ("raw", *refiners)}
     gts, labels, types, ng = [], [], [], []
-    for sample in samples:
-        image = read_image(sample.path, bits=bits, value_range=value_range)
-        raw = inspector.inspect(image)
-        gt = read_gt(sample, image.shape[:2])
-        size = budget_size(image.shape, max_side)
-        image, raw = shrink_result(image, raw, size)
-        gts.append(shrink_mask(gt, size))
-        labels.append(int(sample.label))
-        types.append(sample.defect_type)
-        ng.append(raw.is_defective)
-        _record(runs["raw"], raw, None)
-        for name, refiner in refiners.items():
-            start = time.perf_counter()
-            refined = refiner.refine_result(image, raw) if raw.is_defective else raw
-            elapsed = (time.perf_counter() - start) * 1e3 if raw.is_defective else None
-            _record(runs[name], refined, elapsed)
+    in_flight: deque[list[Future[tuple[InspectionResult, float | None]]]] = deque()
+
+    def record_oldest() -> None:
+        for name, refinement in zip(refiners, in_flight.popleft(), strict=True):
+            _record(runs[name], *refinement.result())
         if on_image is not None:
             on_image()
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="refine") as pool:
+        for sample in samples:
+            image, raw, gt = _judged(inspector, sample, max_side, bits, value_range)
+            gts.append(gt)
+            labels.append(int(sample.label))
+            types.append(sample.defect_type)
+            ng.append(raw.is_defective)
+            _record(runs["raw"], raw, None)
+            refine = partial(_refined, image=image, raw=raw)
+            in_flight.append([pool.submit(refine, refiner) for refiner in refiners.values()])
+            if len(in_flight) >= workers:
+                record_oldest()
+        while in_flight:
+            record_oldest()
     labels_arr, ng_arr = np.asarray(labels), np.asarray(ng)
     methods = {}
     for name, run in runs.items():
@@ -106,6 +120,34 @@ def evaluate_refiners(
         "score_map_for_aupro": "0.5 * anomaly_map + 0.5 * mask",
         "max_side": max_side,
     }
+
+
+def _judged(
+    inspector: MapSource,
+    sample: LabelledImage,
+    max_side: int | None,
+    bits: int,
+    value_range: tuple[float, float] | None,
+) -> tuple[np.ndarray, InspectionResult, np.ndarray]:
+    """(image, raw result, (H, W) bool truth) of one sample: judged at full size, then shrunk
+    to ``max_side`` (``refine.budget``)."""
+    image = read_image(sample.path, bits=bits, value_range=value_range)
+    raw = inspector.inspect(image)
+    gt = read_gt(sample, image.shape[:2])
+    size = budget_size(image.shape, max_side)
+    image, raw = shrink_result(image, raw, size)
+    return image, raw, shrink_mask(gt, size)
+
+
+def _refined(
+    refiner: MaskRefiner, *, image: np.ndarray, raw: InspectionResult
+) -> tuple[InspectionResult, float | None]:
+    """(``refiner``'s result on an NG ``raw``, its ms); an OK ``raw`` comes back with None."""
+    if not raw.is_defective:
+        return raw, None
+    start = time.perf_counter()
+    refined = refiner.refine_result(image, raw)
+    return refined, (time.perf_counter() - start) * 1e3
 
 
 def _record(run: _MethodRun, result: InspectionResult, elapsed_ms: float | None) -> None:

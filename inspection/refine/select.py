@@ -4,6 +4,7 @@ mask by ``min_gain`` and keeps its mean image IoU (``core.refinement.choose_meth
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -32,7 +33,9 @@ def choose_refiner(
 ) -> tuple[RefinementChoice, dict[str, Any]]:
     """(the choice, the ``evaluate_refiners`` result it was made from), on the defective
     samples with a mask (none: "none", nothing shows refinement helps), read at ``bits`` and
-    ``value_range`` (``core.images.decode_reduced``)."""
+    ``value_range`` (``core.images.decode_reduced``). The candidates refine on a thread per
+    CPU while the next images are judged (``evaluate_refiners``' ``workers``): the same masks
+    and figures as one refinement after the other."""
     defective = [s for s in samples if s.label == 1 and s.mask_path is not None]
     config = config or RefineConfig()
     if not defective:
@@ -40,7 +43,7 @@ def choose_refiner(
     refiners = {name: build_refiner(config, name) for name in candidates}
     results = evaluate_refiners(
         inspector, defective, refiners, with_aupro=False, max_side=max_side, bits=bits,
-        value_range=value_range,
+        value_range=value_range, workers=os.cpu_count() or 1,
     )  # fmt: skip
     quality = {name: entry["quality"] for name, entry in results["methods"].items()}
     pixel_f1 = {name: q["defective_images"]["f1"] for name, q in quality.items()}

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from inspection.core.bundle import Normalization, Preprocessing
+from inspection.core.calibration import normalize
 
 
 def check_image(image: object) -> np.ndarray:
@@ -76,22 +77,6 @@ def _value_table(
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
     rows = [(values - np.float32(mean[model_c])) / np.float32(std[model_c]) for model_c in order]
     return np.ascontiguousarray(np.stack(rows))
-
-
-def normalize(raw: np.ndarray | float, threshold: float, low: float, high: float) -> np.ndarray:
-    """Min-max normalise raw scores to [0, 1] with ``threshold`` mapped to 0.5 (anomalib's
-    rule); a zero range maps above to 1, below to 0."""
-    raw = np.asarray(raw, dtype=np.float32)
-    span = float(high) - float(low)
-    if span == 0.0:
-        return np.where(raw > threshold, 1.0, np.where(raw < threshold, 0.0, 0.5)).astype(
-            np.float32
-        )
-    # ``clip((raw - t) / span + 0.5)`` in float32, in one buffer
-    out = np.subtract(raw, np.float32(threshold), out=np.empty(raw.shape, np.float32))
-    np.divide(out, np.float32(span), out=out)
-    np.add(out, np.float32(0.5), out=out)
-    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def normalize_score(raw: float, stats: Normalization) -> float:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import re
+import tracemalloc
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from inspection.core.calibration import calibrate, f1_adaptive_threshold, normalize_scores
+from inspection.core.calibration import (
+    Normalization,
+    calibrate,
+    f1_adaptive_threshold,
+    normalize_maps,
+    normalize_scores,
+)
 from inspection.core.export_gate import (
     BundleFigures,
     GateTolerances,
@@ -232,3 +239,20 @@ def test_validation_good_scores_that_fitted_standardisers_set_no_threshold() -> 
     choice = calibration.operating
     assert choice.n_good == 120 and choice.good_sources == {"out_of_fold_train": 120}
     assert choice.threshold == choose_threshold(extra, OperatingPoint()).threshold < 2.0
+
+
+def test_normalised_maps_are_made_in_one_buffer_with_the_rule_s_values() -> None:
+    """The calibration's copy of the station's rule made five temporaries the size of a split's
+    maps (0.54 s of brick's two-bundle export); now it is the station's, one float32 buffer."""
+    rng = np.random.default_rng(3)
+    maps = rng.normal(0.4, 0.3, (8, 96, 128)).astype(np.float32)
+    norm = Normalization(0.7, 0.45, 0.1, 1.9, -0.2, 1.3)
+    tracemalloc.start()
+    normalised = normalize_maps(maps, norm)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.25 * maps.nbytes
+    span = np.float32(norm.pixel_max - norm.pixel_min)
+    rule = np.clip((maps - np.float32(norm.pixel_threshold_raw)) / span + np.float32(0.5), 0, 1)
+    np.testing.assert_array_equal(normalised, rule)  # bitwise: every recorded figure unchanged
+    assert normalised.dtype == np.float32 and 0.0 < normalised.mean() < 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from inspection.core.types import InspectionResult
+from inspection.refine.classical import ClassicalRefiner
 from inspection.refine.config import ClassicalConfig, RefineConfig
+from inspection.refine.evaluate import evaluate_refiners
 from inspection.refine.select import CANDIDATES, CHOICE_MAX_SIDE, choose_refiner
 from inspection.runtime.inspector import Inspector
 
@@ -58,6 +61,42 @@ def test_a_refiner_that_helps_is_chosen_with_its_figures(tmp_path: Path) -> None
     assert choice.region_iou[choice.method] >= choice.region_iou["raw"]
     assert set(choice.region_iou) == set(choice.pixel_f1)
     assert results["methods"]["raw"]["quality"]["aupro"] is None  # skipped: not needed
+
+
+class MeetingRefiner:
+    """A real classical refiner that refines an image only once every other refiner of the
+    barrier has started on it too: refiners run one after the other never meet."""
+
+    def __init__(self, method: str, config: RefineConfig, barrier: threading.Barrier) -> None:
+        self.refiner, self.name, self.barrier = ClassicalRefiner(method, config), method, barrier
+
+    def refine_result(self, image: np.ndarray, result: InspectionResult) -> InspectionResult:
+        self.barrier.wait()
+        return self.refiner.refine_result(image, result)
+
+
+def test_the_refiners_refine_each_image_at_once_with_the_masks_of_one_after_the_other(
+    tmp_path: Path,
+) -> None:
+    """The choice ran GrabCut and random walker one after the other on each NG image (2.2 s of
+    GrabCut and ~1.8 s of random walker for brick's two bundles, one core busy of two)."""
+    samples, maps = blob_samples(tmp_path, threshold=0.2, n=4)
+    config = RefineConfig(classical=ClassicalConfig(sure_bg_fraction=0.9))
+    alone = {name: ClassicalRefiner(name, config) for name in CANDIDATES}
+    barrier = threading.Barrier(len(CANDIDATES), timeout=20)
+    meeting = {name: MeetingRefiner(name, config, barrier) for name in CANDIDATES}
+    apart = evaluate_refiners(maps, samples, alone, with_aupro=False)
+    together = evaluate_refiners(maps, samples, meeting, with_aupro=False, workers=2)
+    assert not barrier.broken  # every image refined by both at once
+    for name in ("raw", *CANDIDATES):
+        assert together["methods"][name]["quality"] == apart["methods"][name]["quality"]
+        assert together["methods"][name]["mask_sources"] == apart["methods"][name]["mask_sources"]
+    assert apart["methods"]["grabcut"]["quality"] != apart["methods"]["raw"]["quality"]
+    with pytest.raises(threading.BrokenBarrierError):  # one after the other: they never meet
+        evaluate_refiners(
+            maps, samples[:1], {name: MeetingRefiner(name, config, threading.Barrier(2, timeout=1))
+                                for name in CANDIDATES}, with_aupro=False,
+        )  # fmt: skip
 
 
 def test_no_refiner_unless_it_beats_raw_by_min_gain(tmp_path: Path) -> None:
