@@ -383,9 +383,13 @@ def type_into(driver, label: str, text: str, submit: bool = False, timeout: floa
         element.send_keys(Keys.ENTER)
 
 
-def shot(driver, shots: Path, name: str, walk: Walk) -> None:
+PAINT_S = 1.2
+"""Seconds a screenshot waits for charts to paint on their canvas after the text settled."""
+
+
+def shot(driver, shots: Path, name: str, walk: Walk, paint_s: float = PAINT_S) -> None:
     shots.mkdir(parents=True, exist_ok=True)
-    time.sleep(1.2)  # charts paint on a canvas after the text settles
+    time.sleep(paint_s)
     path = shots / f"{name}.png"
     driver.save_screenshot(str(path))
     walk.shots.append(path)
@@ -412,8 +416,9 @@ def sign_in(driver, name: str, password: str) -> None:
     type_into(driver, "Password", password, submit=True)
 
 
-def drive(driver, url: str, shots: Path, walk: Walk) -> None:
-    """The browser part of the first-use path (see the module docstring)."""
+def drive(driver, url: str, shots: Path, walk: Walk, paint_s: float = PAINT_S) -> None:
+    """The browser part of the first-use path (see the module docstring); each screenshot
+    waits ``paint_s`` for the charts (0: the page as the walk's checks saw it)."""
 
     alert = '[data-testid="stAlertContainer"], [data-testid="stAlert"]'
     driver.get(f"{url}/thresholds?product={ALARM_PRODUCT}")  # a deep link, before signing in
@@ -440,23 +445,23 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
     settle(driver)
     walk.threshold_after = wait_text(driver, '[data-testid="stCaptionContainer"]', "Current")
     walk.steps.append("no audit sample for a budget; best-F1 threshold saved, page updated")
-    shot(driver, shots, "thresholds_budget", walk)
+    shot(driver, shots, "thresholds_budget", walk, paint_s)
 
     open_page(driver, "Overview")
     wait_text(driver, alert, "NOT LINE-READY")
-    shot(driver, shots, "alarm", walk)
+    shot(driver, shots, "alarm", walk, paint_s)
     driver.get(f"{url}/defects?product={ALARM_PRODUCT}&outcome=missed")  # the alarm's link
     wait_text(driver, "h1", "Defect kinds")
     settle(driver)
     walk.steps.append("deep link to the images behind the rates, signed in by the cookie")
-    shot(driver, shots, "defect_kinds", walk)
+    shot(driver, shots, "defect_kinds", walk, paint_s)
 
     open_page(driver, "Review queue")
     click(driver, "True defect")
     wait_text(driver, alert, "recorded")
     settle(driver)
     walk.steps.append("reviewed an item")
-    shot(driver, shots, "dashboard", walk)  # the README's top picture
+    shot(driver, shots, "dashboard", walk, paint_s)  # the README's top picture
 
     click(driver, "Sign out")
     wait_text(driver, "h1", "Sign in")
@@ -465,8 +470,12 @@ def drive(driver, url: str, shots: Path, walk: Walk) -> None:
     walk.steps.append("signed out, and a reload stays signed out")
 
 
-def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO, demo: Path | None = None) -> Walk:
-    """Run the whole walk in an empty ``workdir`` on a copy of ``demo`` (default: this one)."""
+def walk_first_use(
+    workdir: Path, shots: Path, repo: Path = REPO, demo: Path | None = None,
+    paint_s: float = PAINT_S,
+) -> Walk:  # fmt: skip
+    """Run the whole walk in an empty ``workdir`` on a copy of ``demo`` (default: this one);
+    ``paint_s``: ``drive``'s wait before each screenshot (the README's pictures keep it)."""
     started = time.monotonic()
     walk = Walk()
     if demo is None and not has_demo_site(repo):
@@ -480,7 +489,7 @@ def walk_first_use(workdir: Path, shots: Path, repo: Path = REPO, demo: Path | N
             wait_for_watch(workdir, ALARM_PRODUCT, WATCHED)
             walk.steps.append(f"README lines ran: {len(lines)}")
             try:
-                drive(driver, url, shots, walk)
+                drive(driver, url, shots, walk, paint_s)
             except Exception:
                 shots.mkdir(parents=True, exist_ok=True)
                 driver.save_screenshot(str(shots / "failure.png"))  # what the browser showed

@@ -255,14 +255,33 @@ def _stops_serving(port: int, within_s: float = 15.0) -> bool:
     return False
 
 
-def _stop_group(pgid: int) -> None:
-    """SIGTERM, then SIGKILL, to the walk's own process group (its shell and ``&`` jobs)."""
+def _stop_group(pgid: int, grace_s: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``, to the walk's own process group (its shell
+    and ``&`` jobs); returns once none of them runs (a zombie waiting for its parent's reap
+    has stopped)."""
     for signum in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, signum)
         except ProcessLookupError:
             return
-        time.sleep(2)
+        deadline = time.monotonic() + grace_s
+        while _running_in_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _running_in_group(pgid):
+            return
+
+
+def _running_in_group(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is running (``/proc/<pid>/stat``: state, ppid,
+    pgrp after the command's closing parenthesis; ``Z`` has exited)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):  # exited while read
+            continue
+        if fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def _split_log(walk: Walk) -> None:

@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -209,10 +210,13 @@ def test_the_plant_blocks_run_on_two_hosts(
     (line / "etc" / "registry.token").write_text(token, encoding="utf-8")
     _signed_live_bundle(central, line, shutil.copytree(fp32_bundle, tmp_path / "v0001-fp32"))
 
-    # the catalog and the line's sync: two processes, each running until stopped
+    # the catalog and the line's sync: two processes, each running until stopped; the line
+    # starts once the catalog listens (a sync that finds it down retries after --interval 10 s)
     logs = [tmp_path / "serve.log", tmp_path / "sync.log"]
-    processes = [_start(serve, central, replace, logs[0]), _start(sync, line, replace, logs[1])]
+    processes = [_start(serve, central, replace, logs[0])]
     try:
+        _wait_listening(port, processes[0], logs[0])
+        processes.append(_start(sync, line, replace, logs[1]))
         _wait_live(line / "var" / "registry" / "brick" / "live.json", processes, logs)
     finally:
         for process in processes:
@@ -229,6 +233,20 @@ def _wait_live(live: Path, processes: list[subprocess.Popen], logs: list[Path]) 
         assert time.monotonic() < deadline, f"nothing synced within 120 s:\n{said}"
         time.sleep(0.5)
     assert all(process.poll() is None for process in processes), "a --watch process ended"
+
+
+def _wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
+    """Until something accepts connections on ``port``, ``process`` running all along."""
+    deadline = time.monotonic() + 120
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert process.poll() is None, f"it ended:\n{log.read_text()}"
+        assert time.monotonic() < deadline, (
+            f"nothing listens on {port} after 120 s:\n{log.read_text()}"
+        )
+        time.sleep(0.2)
 
 
 def _start(code: str, cwd: Path, replace: dict[str, str], log: Path) -> subprocess.Popen:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,31 @@ def _readme_answer() -> dict[str, str]:
     block = step[step.index("```text") : step.index("```", step.index("```text") + 3)]
     fields = re.findall(r'"(\w+)":("[^"…]*"|[0-9.]+)[,}]', block)
     return {key: value.strip('"') for key, value in fields}
+
+
+@pytest.mark.parametrize("job", ["sleep 60 & sleep 60 & wait", "trap '' TERM; sleep 60 & sleep 60"])
+def test_the_walk_returns_only_when_its_group_has_stopped(job: str) -> None:
+    """``_stop_group`` returns once no process of the walk's group runs: at once where SIGTERM
+    ends them, after SIGKILL where the jobs ignore it (``trap '' TERM`` is inherited)."""
+    import subprocess
+
+    walk = load_script("newcomer_walk")
+    shell = subprocess.Popen(["bash", "-c", job], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(_group(shell.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(_group(shell.pid)) == 3  # the shell and its two jobs
+        walk._stop_group(shell.pid, grace_s=0.5)
+        assert not walk._running_in_group(shell.pid) and _group(shell.pid) == []
+    finally:
+        shell.wait(timeout=10)
+
+
+def _group(pgid: int) -> list[int]:
+    """The pids of group ``pgid`` that have not exited (``ps``'s view, not the walk's)."""
+    import subprocess
+
+    listed = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True)
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    return [int(pid) for pid, group, stat in rows if int(group) == pgid and stat[0] != "Z"]

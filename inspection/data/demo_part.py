@@ -8,6 +8,7 @@ supersampled. Defects nothing is tuned on: ``chip``, ``burr``, ``speck`` and ``m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 
 import cv2
 import numpy as np
@@ -21,6 +22,7 @@ OUTER = 0.36  # tooth tip radius, fraction of the side
 TOOTH_DEPTH = 0.05
 BORE = 0.09
 BOLT_RING, BOLT_RADIUS = 0.2, 0.028
+HOLES = 4
 BACKGROUND_RGB = np.asarray((46.0, 49.0, 54.0), np.float32)
 STEEL_RGB = np.asarray((168.0, 172.0, 180.0), np.float32)
 SPECK_RGB = np.asarray((40.0, 36.0, 34.0), np.float32)
@@ -34,26 +36,49 @@ def _outline_radius(theta: np.ndarray, size: float) -> np.ndarray:
     return size * (OUTER - TOOTH_DEPTH * (1.0 - tooth))
 
 
-def _coverage(size: int, pose: np.ndarray, holes: Sequence[bool], discs: list) -> np.ndarray:
-    """(size, size) float32 share of each output pixel covered by the part at ``pose`` (dx, dy,
-    degrees), the ``holes`` drilled and extra (x, y, radius, +1 add / -1 remove) ``discs``."""
+@cache
+def _centres(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(size * SUPERSAMPLE,)*2 float32 y and x of the supersampled pixel centres (px), read-only:
+    the same for every sample of a size."""
     big = size * SUPERSAMPLE
     yy, xx = (np.mgrid[0:big, 0:big].astype(np.float32) + 0.5) / SUPERSAMPLE
-    angle = np.deg2rad(pose[2])
-    x0, y0 = xx - size / 2 - pose[0], yy - size / 2 - pose[1]
-    x = np.cos(angle) * x0 + np.sin(angle) * y0
-    y = -np.sin(angle) * x0 + np.cos(angle) * y0
-    r = np.hypot(x, y)
-    inside = (r < _outline_radius(np.arctan2(y, x), size)) & (r > BORE * size)
-    for k, drilled in enumerate(holes):
-        if drilled:
-            a = 2 * np.pi * k / len(holes) + np.pi / 4
+    yy.flags.writeable = xx.flags.writeable = False
+    return yy, xx
+
+
+class _Part:
+    """The part at ``pose`` (dx, dy, degrees) on the supersampled grid: the body (inside the
+    outline, outside the bore) and the outside of each of ``HOLES`` bolt holes, computed once
+    for every coverage of one sample (clean and defective)."""
+
+    def __init__(self, size: int, pose: np.ndarray) -> None:
+        yy, xx = _centres(size)
+        angle = np.deg2rad(pose[2])
+        x0, y0 = xx - size / 2 - pose[0], yy - size / 2 - pose[1]
+        self.size = size
+        self.x = np.cos(angle) * x0 + np.sin(angle) * y0
+        self.y = -np.sin(angle) * x0 + np.cos(angle) * y0
+        r = np.hypot(self.x, self.y)
+        self.body = (r < _outline_radius(np.arctan2(self.y, self.x), size)) & (r > BORE * size)
+        self.outside_hole = []
+        for k in range(HOLES):
+            a = 2 * np.pi * k / HOLES + np.pi / 4
             cx, cy = BOLT_RING * size * np.cos(a), BOLT_RING * size * np.sin(a)
-            inside &= np.hypot(x - cx, y - cy) > BOLT_RADIUS * size
-    for cx, cy, radius, sign in discs:
-        disc = np.hypot(x - cx, y - cy) < radius
-        inside = (inside | disc) if sign > 0 else (inside & ~disc)
-    return cv2.resize(inside.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
+            self.outside_hole.append(np.hypot(self.x - cx, self.y - cy) > BOLT_RADIUS * size)
+
+    def coverage(self, holes: Sequence[bool], discs: list) -> np.ndarray:
+        """(size, size) float32 share of each output pixel covered by the part with the
+        ``holes`` (``HOLES`` flags) drilled and extra (x, y, radius, +1 add / -1 remove)
+        ``discs``."""
+        inside = self.body.copy()
+        for drilled, outside in zip(holes, self.outside_hole, strict=True):
+            if drilled:
+                inside &= outside
+        for cx, cy, radius, sign in discs:
+            disc = np.hypot(self.x - cx, self.y - cy) < radius
+            inside = (inside | disc) if sign > 0 else (inside & ~disc)
+        size = self.size
+        return cv2.resize(inside.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def _face(size: int, pose: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -91,8 +116,8 @@ def render_part_sample(
     face = _face(size, pose, base_rng)
     ground = BACKGROUND_RGB * (1.0 + 0.02 * base_rng.normal(0, 1, (size, size, 1)))
     ground = ground.astype(np.float32)
-    holes = [True] * 4
-    clean = _coverage(size, pose, holes, [])
+    part, holes = _Part(size, pose), [True] * HOLES
+    clean = part.coverage(holes, [])
     image = (ground * (1 - clean[:, :, None]) + face * clean[:, :, None]).astype(np.float32)
     level = float(image.mean())
     if kind is None:
@@ -113,13 +138,13 @@ def render_part_sample(
         out = np.where(alpha[:, :, None] > 0, out, image)
         return out.astype(np.float32), np.where(alpha > 0, 255, 0).astype(np.uint8), level
     if kind == "missing_hole":
-        holes[int(defect_rng.integers(0, 4))] = False
-        changed = _coverage(size, pose, holes, [])
+        holes[int(defect_rng.integers(0, HOLES))] = False
+        changed = part.coverage(holes, [])
     else:
         x, y = _edge_point(size, defect_rng)
         sign = -1 if kind == "chip" else 1
         radius = defect_rng.uniform(*((2.5, 5.0) if kind == "chip" else (2.0, 4.0))) * scale
-        changed = _coverage(size, pose, holes, [(x, y, radius, sign)])
+        changed = part.coverage(holes, [(x, y, radius, sign)])
     altered = np.abs(changed - clean) >= CUTOFF
     out = ground * (1 - changed[:, :, None]) + face * changed[:, :, None]
     out = np.where(altered[:, :, None], out, image)  # sub-cutoff changes dropped: exact mask

@@ -43,7 +43,8 @@ def test_first_use_path_from_the_readme(tmp_path: Path) -> None:
             pytest.skip(f"{binary} missing; run scripts/services.sh")
     # A clean clone (CI) has no demo site: `make demo`, the README's first command, runs first.
     demo = REPO if walk.has_demo_site(REPO) else walk.build_demo_site(tmp_path / "demo")
-    seen = walk.walk_first_use(tmp_path / "site", tmp_path / "shots", REPO, demo=demo)
+    # no test reads the screenshots: taken as the walk's checks saw each page, no paint wait
+    seen = walk.walk_first_use(tmp_path / "site", tmp_path / "shots", REPO, demo=demo, paint_s=0)
 
     assert seen.steps[1:] == [
         "deep link kept through sign-in",
