@@ -49,18 +49,21 @@ log = logging.getLogger("bench.elpv_ceiling")
 class ProbeCells:
     """File names of each role in the probe: ``negatives`` and ``positives`` teach the
     classifier; ``certifying`` good cells set its threshold; ``held_out`` (kind -> names) are
-    counted. ``ValueError`` when a teaching cell certifies or is held out, or a held-out cell
-    certifies: the leakage guard."""
+    counted; ``set_aside``: the product's validation defects (neither). ``ValueError`` when a
+    teaching cell is in any other role, or a held-out cell certifies: the leakage guard."""
 
     negatives: tuple[str, ...]
     positives: tuple[str, ...]
     certifying: tuple[str, ...]
     held_out: Mapping[str, tuple[str, ...]]
+    set_aside: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         teaching = set(self.negatives) | set(self.positives)
         held = {name for names in self.held_out.values() for name in names}
-        for what, names in (("certifying", set(self.certifying)), ("held-out", held)):
+        roles = {"certifying": set(self.certifying), "held-out": held,
+                 "set aside": set(self.set_aside)}  # fmt: skip
+        for what, names in roles.items():
             if shared := sorted(teaching & names):
                 raise ValueError(f"{len(shared)} teaching cells are also {what}: {shared[:3]}")
         if shared := sorted(held & set(self.certifying)):
@@ -87,6 +90,9 @@ def probe_cells(
         held_out={
             kind: tuple(n for n in cells if n not in validation) for kind, cells in test.items()
         },
+        set_aside=tuple(
+            n for kind, cells in test.items() if kind != "good" for n in cells if n in validation
+        ),
     )
 
 
@@ -301,7 +307,8 @@ def seed_rows(seed: int, ks: Sequence[int], work: Path) -> list[dict[str, Any]]:
     rows = [{**common, "k": 0, "classifier": "product score", "load_before": load,
              **judged(pool, product, point)}]  # fmt: skip
     for k in ks:
-        cells = ProbeCells(pool.negatives, pool.positives[:k], pool.certifying, pool.held_out)
+        cells = ProbeCells(pool.negatives, pool.positives[:k], pool.certifying, pool.held_out,
+                           pool.set_aside)  # fmt: skip
         x = np.stack([features[n] for n in (*cells.negatives, *cells.positives)])
         y = np.r_[np.zeros(len(cells.negatives)), np.ones(len(cells.positives))]
         judged_names = [*cells.certifying, *(n for v in cells.held_out.values() for n in v)]
