@@ -42,6 +42,8 @@ LABELLED_POOL = 163
 """Mono cells of probability 1 outside ``test/`` (313 - 150): the largest k."""
 CLASSIFIERS = ("lr", "svm")
 ORACLE_QUANTILE = 0.99
+TOP = 3
+"""Certifying good cells named per row, highest score first: which cells set the threshold."""
 log = logging.getLogger("bench.elpv_ceiling")
 
 
@@ -149,9 +151,12 @@ def auroc(good: np.ndarray, bad: np.ndarray) -> float:
 
 
 def judged(cells: ProbeCells, scores: Mapping[str, float], point: Any) -> dict[str, Any]:
-    """``certified_counts`` and image / per-kind AUROC of per-cell ``scores`` (name -> score)."""
+    """``certified_counts``, image / per-kind AUROC of per-cell ``scores`` (name -> score) and
+    the ``TOP`` highest-scoring certifying good cells ([name, score], highest first)."""
     held = {kind: np.array([scores[n] for n in names]) for kind, names in cells.held_out.items()}
     counts = certified_counts(np.array([scores[n] for n in cells.certifying]), held, point)
+    top = sorted(cells.certifying, key=lambda n: -scores[n])[:TOP]
+    counts["top_certifying"] = [[Path(n).stem, round(float(scores[n]), 3)] for n in top]
     bad = [held[kind] for kind in held if kind != "good"]
     counts["image_auroc"] = auroc(held["good"], np.concatenate(bad))
     for kind in held:
@@ -166,9 +171,9 @@ def judged(cells: ProbeCells, scores: Mapping[str, float], point: Any) -> dict[s
 def trained_registry(data: Path, root: Path) -> tuple[Path, dict[str, Any]]:
     """``inspection train -p elpv`` (the CLI defaults) on ``data`` with its registry under
     ``root`` (kept; reused when a version is there): (registry folder, how it was trained)."""
-    registry = root / "registry"
-    if list(registry.rglob("record.json")):
-        return registry, {"train": "reused"}
+    registry, trained = root / "registry", root / "train.json"
+    if list(registry.rglob("record.json")) and trained.is_file():
+        return registry, {**json.loads(trained.read_text()), "train": "reused"}
     root.mkdir(parents=True, exist_ok=True)
     site = root / "site.yaml"
     site.write_text(
@@ -182,7 +187,9 @@ def trained_registry(data: Path, root: Path) -> tuple[Path, dict[str, Any]]:
     stdout, code, wall, _, _ = measured(command)
     if code != 0:
         raise SystemExit(f"{' '.join(command)} exited {code}:\n{stdout[-3000:]}")
-    return registry, {"train": "trained", "train_s": round(wall, 1), "train_load": load}
+    facts = {"train": "trained", "train_s": round(wall, 1), "train_load": load}
+    trained.write_text(json.dumps(facts) + "\n")
+    return registry, facts
 
 
 def patch_rows(model: Any, samples: Sequence[Any], config: Any) -> np.ndarray:
@@ -335,7 +342,8 @@ def report(rows: list[dict]) -> None:
     headers = ["seed", "k", "classifier", "C (cv AUROC)", "defective missed", "likely missed",
                "good rejected", "oracle: defective missed", "oracle: likely missed",
                "image AUROC", "defective AUROC", "likely AUROC", "certified n (rank, bound)",
-               "OOF check", "features s", "load", "commit"]  # fmt: skip
+               "3 highest certifying good", "OOF check", "train s (load)", "features s",
+               "load", "commit"]  # fmt: skip
     body = [
         [r["seed"], r["k"], r["classifier"],
          f"{r['C']:.3g} ({r['cv_auroc']:.3f})" if "C" in r else "-",
@@ -343,7 +351,9 @@ def report(rows: list[dict]) -> None:
          f"{r['good']['rejected']}/{r['good']['n']}", _missed(r, "defective", "oracle_missed"),
          _missed(r, "likely", "oracle_missed"), f"{r['image_auroc']:.3f}",
          f"{r['defective']['auroc']:.3f}", f"{r['likely']['auroc']:.3f}",
-         f"{r['n_good']} ({r['rank']}, {r['bound']:.2%})", f"{r['oof_max_abs_diff']:g}",
+         f"{r['n_good']} ({r['rank']}, {r['bound']:.2%})",
+         ", ".join(f"{name} {score:.3g}" for name, score in r.get("top_certifying", ())) or "-",
+         f"{r['oof_max_abs_diff']:g}", f"{r['train_s']} ({r['train_load'].split()[0]})",
          r["features_s"], r["load_before"].split()[0], r["commit"]]
         for r in sorted(rows, key=lambda r: (r["seed"], r["k"], r["classifier"]))
     ]  # fmt: skip
