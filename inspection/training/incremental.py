@@ -30,7 +30,7 @@ from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.types import Progress
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
-from inspection.data.leaks import refuse_held_out
+from inspection.data.leaks import held_out_copies, prints_of, refuse_held_out
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
 from inspection.training.evaluate import metrics_of_predictions, predict
@@ -96,7 +96,7 @@ def update_bank(
         validation, test = _recorded_splits(parent, dataset)
         held_out = [s.path for s in (*validation, *test)]
         refuse_held_out(images, held_out, bits=config.image_bits, value_range=config.image_range)
-        digests = _check_unseen(registry, parent, dataset, images)
+        digests = _check_unseen(registry, parent, dataset, images, config)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
     with _timed(stages, "extract"):
@@ -224,18 +224,31 @@ def _check_images(images: Sequence[Path]) -> list[Path]:
 
 
 def _check_unseen(
-    registry: Registry, parent: ModelRecord, dataset: Dataset, images: Sequence[Path]
+    registry: Registry,
+    parent: ModelRecord,
+    dataset: Dataset,
+    images: Sequence[Path],
+    config: ModelConfig,
 ) -> tuple[str, ...]:
-    """The sha256 of each new image; ``DatasetError`` naming those already in the parent's bank
-    (its training images and earlier updates' images)."""
+    """The sha256 of each new image; ``DatasetError`` naming those already in the parent's bank:
+    its training images by decoded pixels (a renamed or re-saved copy: ``data.leaks``, read as
+    ``config`` reads them) and earlier updates' images by file."""
     recorded: dict[str, str] = parent.dataset.get("files") or {}
-    train = (relative_name(s.path, dataset.root) for s in dataset.train_samples)
-    banked = {recorded[r]: r for r in train if r in recorded} | _added_digests(registry, parent)
+    trained = {
+        s.path: rel for s in dataset.train_samples
+        if (rel := relative_name(s.path, dataset.root)) in recorded
+    }  # fmt: skip
+    added = _added_digests(registry, parent)
     digests = tuple(sha256_file(p) for p in images)
-    seen = [
-        f"{path} is already in the bank ({banked[d]})"
-        for path, d in zip(images, digests, strict=True) if d in banked
-    ]  # fmt: skip
+    banked = {path: added[d] for path, d in zip(images, digests, strict=True) if d in added}
+    reading = {"bits": config.image_bits, "value_range": config.image_range}
+    copies = held_out_copies(
+        prints_of([p for p in images if p not in banked], **reading),
+        prints_of(list(trained), **reading),
+        **reading,
+    )
+    banked |= {path: trained[match] for path, match in copies.items()}
+    seen = [f"{path} is already in the bank ({banked[path]})" for path in images if path in banked]
     if seen:
         raise DatasetError(
             f"{len(seen)} of the new images are not new to {parent.model_version}: "
