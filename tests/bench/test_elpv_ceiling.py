@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inspection.core.operating_point import OperatingPoint
+from tests.bench import bench_module
 from tests.bench.test_real_data import fake_cells
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.fixture(scope="module")
 def ceiling():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import elpv_ceiling
-    finally:
-        sys.path.remove(str(BENCH))
-    return elpv_ceiling
+    return bench_module("elpv_ceiling")
 
 
 @pytest.fixture

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def real_data():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import real_data
-    finally:
-        sys.path.remove(str(BENCH))
-    return real_data
+    return bench_module("real_data")
 
 
 def fake_cells(folder: Path) -> tuple[Path, np.ndarray, np.ndarray, np.ndarray]:

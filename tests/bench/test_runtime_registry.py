@@ -3,24 +3,17 @@ a site's, where a station would meet its gate-refused bundles."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 from inspection.core.signing import init_keys, site_keys_dir
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 @pytest.fixture
 def scratch_registry():
-    sys.path.insert(0, str(BENCH))
-    try:
-        from runtime import scratch_registry
-    finally:
-        sys.path.remove(str(BENCH))
-    return scratch_registry
+    return bench_module("runtime").scratch_registry
 
 
 def test_a_sites_registry_is_refused(scratch_registry, tmp_path: Path, monkeypatch) -> None:

@@ -3,8 +3,6 @@ back, rollups that count the rows, rows evenly spread and already pruned of thei
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -14,22 +12,12 @@ from sqlalchemy import Integer, cast, func, inspect, select
 from inspection.store.models import Inspection
 from inspection.store.rollups import HourlyRollup, ScoreRollup
 from inspection.store.store import Store
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def soak():
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_soak", BENCH / "soak.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_soak"] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("soak")
 
 
 def test_bulk_load_restores_indexes_and_fills_rollups(soak, store_url: str, tmp_path: Path):

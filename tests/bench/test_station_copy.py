@@ -4,21 +4,16 @@ site key serves them (a pointer the bench signed itself, or not at all, would be
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from inspection.core.registry import Registry
 from inspection.core.signing import init_keys, load_public_key, site_keys_dir, verify_record
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 def test_a_scratch_copy_keeps_the_sites_signed_records(fp32_bundle: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(BENCH))
-    try:
-        from _station import serve_live_copy, signature_policy
-    finally:
-        sys.path.remove(str(BENCH))
+    station = bench_module("_station")
+    serve_live_copy, signature_policy = station.serve_live_copy, station.signature_policy
     site = Registry(tmp_path / "site" / "registry")
     keys = init_keys(site_keys_dir(site.root))
     site.bundles.add_bundle("brick", fp32_bundle, fp32_bundle.name)

@@ -5,8 +5,6 @@ signed decision lets the same bundle serve."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -17,22 +15,12 @@ from typer.testing import CliRunner
 from inspection.cli import app
 from inspection.core.signing import bundle_digest
 from inspection.station.metrics import ServiceMetrics
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench import bench_module
 
 
 @pytest.fixture(scope="module")
 def tamper() -> ModuleType:
-    sys.path.insert(0, str(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_tamper", BENCH / "tamper.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["bench_tamper"] = module  # its dataclasses look their module up
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(BENCH))
+    return bench_module("tamper")
 
 
 ROWS = (
