@@ -15,9 +15,12 @@ $(PYTHON):
 	$(BASE_PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# torch first, pinned, so no other requirement swaps it for another build.
+# torch first, pinned, so no other requirement swaps it for another build. PyPI's x86_64 wheel
+# carries CUDA libraries (~3 GB unused on a CPU): with PyTorch's own index reachable,
+# `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs the CPU build.
+TORCH_INDEX ?=
 $(STAMP): pyproject.toml | $(PYTHON)
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[all]"
 	@touch $(STAMP)
 

@@ -188,7 +188,8 @@ def step_export(ctx: DemoContext) -> None:
             )
         if not gated.results:
             continue
-        verdict = recorded_check(gated.results[0].metadata).readiness().word
+        readiness = recorded_check(gated.results[0].metadata).readiness()
+        verdict = readiness.word
         ctx.registry.journal.promote(
             product, gated.results[0].bundle_id, actor="demo", reason=f"inspection demo ({verdict})"
         )
@@ -198,8 +199,9 @@ def step_export(ctx: DemoContext) -> None:
                 ctx.registry, product, actor="demo", progress=status.update, public_key=key
             )
         timings = ", ".join(f"{m.precision} {m.p50_ms:.1f} ms" for m in record.measurements)
+        trial = "" if readiness.ready else f", {verdict}: live as the demo's trial"
         ctx.notes.append(
-            f"{product}: live bundle {record.chosen_bundle_id} (fastest gated here, p50: "
+            f"{product}: live bundle {record.chosen_bundle_id}{trial} (fastest gated here, p50: "
             f"{timings}; {cpu_info().summary()})"
         )
 
@@ -277,8 +279,8 @@ def demo_command(
     site: str = SITE_OPTION,
     verbose: bool = VERBOSE_OPTION,
 ) -> None:
-    """Main job: demo data -> train PatchCore (+ STFPM on brick) -> evaluate -> export (INT8 on
-    the first product) -> inspect."""
+    """Main job: demo data -> train PatchCore (+ STFPM on brick) -> evaluate -> export FP32 +
+    INT8 (+ bf16 on the first product where this CPU runs it) -> inspect."""
     _offline()
     site_config = load_site_config(site)
     products_list = [p.strip() for p in products.split(",") if p.strip()]
