@@ -17,18 +17,21 @@ image-deduplication tools pair a perceptual hash with an exact check:
    of contrast c through a block by c/8 (c/16 where it runs along a block border), a stain by
    its depth. ``reports/data/leak_check.md`` has the figures.
 
-``data check``, ``train``, ``train --update`` and ``retrain`` ask it.
+``data check``, ``train``, ``train --update`` and ``retrain`` ask it. A trained version keeps
+its training images' thumbnails (``TrainPrints``), so that ``train --update`` does not decode
+them again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from inspection.core.errors import DatasetError, ImageDecodeError
+from inspection.core.errors import DatasetError, ImageDecodeError, RegistryError
 from inspection.core.images import DEFAULT_SOURCE_BITS, read_image
 
 THUMB_SIDE = 32
@@ -56,6 +59,8 @@ ASPECT_CHANGE = 0.01
 """Largest relative aspect-ratio difference of a copy saved at another size."""
 NAMED = 5
 """Names one message lists before "and N more" (``listed``)."""
+PRINTS_FILE = "train_prints.npz"
+"""The file of a trained version holding its ``TrainPrints``."""
 
 
 def pixel_print(image: np.ndarray) -> np.ndarray:
@@ -183,23 +188,64 @@ def prints_of(
 
 
 def refuse_held_out(
-    paths: Sequence[Path],
+    prints: Mapping[Path, np.ndarray],
     held_out: Sequence[Path],
     *,
     bits: int = DEFAULT_SOURCE_BITS,
     value_range: tuple[float, float] | None = None,
 ) -> None:
-    """``DatasetError`` naming each of ``paths`` that is a copy of a ``held_out`` image (both
-    decoded at ``bits`` over ``value_range``, as ``prints_of``)."""
-    reading = (bits, value_range)
-    copies = held_out_copies(
-        prints_of(paths, *reading),
-        prints_of(held_out, *reading),
-        bits=bits,
-        value_range=value_range,
-    )
+    """``DatasetError`` naming each image of ``prints`` (path -> its ``prints_of`` print at
+    ``bits`` over ``value_range``) that is a copy of a ``held_out`` image, decoded as it."""
+    held = prints_of(held_out, bits, value_range)
+    copies = held_out_copies(prints, held, bits=bits, value_range=value_range)
     if copies:
         raise DatasetError(leak_message(copies))
+
+
+@dataclass(frozen=True, eq=False)
+class TrainPrints:
+    """``pixel_print`` of each image a version was trained on, by its name under the dataset
+    root: row i of ``prints``, (n, THUMB_SIDE, THUMB_SIDE) float32, is ``names[i]``'s.
+    Training writes it to the version (``PRINTS_FILE``); ``train --update`` reads it."""
+
+    names: tuple[str, ...]
+    prints: np.ndarray
+
+    def __post_init__(self) -> None:
+        if not all(isinstance(name, str) for name in self.names):
+            raise ValueError(
+                f"names: expected str, got {sorted({type(n).__name__ for n in self.names})}"
+            )
+        expected = (len(self.names), THUMB_SIDE, THUMB_SIDE)
+        if self.prints.shape != expected or self.prints.dtype != np.float32:
+            got = f"{self.prints.shape} {self.prints.dtype}"
+            raise ValueError(f"prints: expected {expected} float32, got {got}")
+
+    @classmethod
+    def of(cls, prints: Mapping[str, np.ndarray]) -> TrainPrints:
+        """From name -> ``pixel_print``."""
+        empty = np.empty((0, THUMB_SIDE, THUMB_SIDE), np.float32)
+        return cls(tuple(prints), np.stack(list(prints.values())) if prints else empty)
+
+    def by_name(self) -> dict[str, np.ndarray]:
+        """Name -> its (THUMB_SIDE, THUMB_SIDE) print."""
+        return dict(zip(self.names, self.prints, strict=True))
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` (numpy's ``.npz``: ``names`` and ``prints``)."""
+        np.savez_compressed(path, names=np.array(self.names, dtype=np.str_), prints=self.prints)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainPrints:
+        """Read what ``save`` wrote; ``RegistryError`` naming ``path`` when it does not hold that."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(tuple(data["names"].tolist()), data["prints"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise RegistryError(
+                f"{path} does not hold training prints ({exc}): restore the version folder "
+                "from a backup, or train the product again"
+            ) from exc
 
 
 def leak_message(copies: Mapping[Path, Path]) -> str:

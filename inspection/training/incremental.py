@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +30,13 @@ from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.core.types import Progress
 from inspection.data.dataset import GOOD, Dataset, Sample, load_dataset
-from inspection.data.leaks import held_out_copies, prints_of, refuse_held_out
+from inspection.data.leaks import (
+    PRINTS_FILE,
+    TrainPrints,
+    held_out_copies,
+    prints_of,
+    refuse_held_out,
+)
 from inspection.training.augment import views
 from inspection.training.backbones import channels_last
 from inspection.training.evaluate import metrics_of_predictions, predict
@@ -95,8 +101,9 @@ def update_bank(
         dataset = dataset or load_dataset(parent.dataset_root())
         validation, test = _recorded_splits(parent, dataset)
         held_out = [s.path for s in (*validation, *test)]
-        refuse_held_out(images, held_out, bits=config.image_bits, value_range=config.image_range)
-        digests = _check_unseen(registry, parent, dataset, images, config)
+        prints = prints_of(images, config.image_bits, config.image_range)  # each decoded once
+        refuse_held_out(prints, held_out, bits=config.image_bits, value_range=config.image_range)
+        digests = _check_unseen(registry, parent, dataset, images, prints, config)
         model = load_trained_model(parent)
     say(f"extracting patches of {len(images)} new images")
     with _timed(stages, "extract"):
@@ -228,11 +235,13 @@ def _check_unseen(
     parent: ModelRecord,
     dataset: Dataset,
     images: Sequence[Path],
+    prints: Mapping[Path, np.ndarray],
     config: ModelConfig,
 ) -> tuple[str, ...]:
     """The sha256 of each new image; ``DatasetError`` naming those already in the parent's bank:
     its training images by decoded pixels (a renamed or re-saved copy: ``data.leaks``, read as
-    ``config`` reads them) and earlier updates' images by file."""
+    ``config`` reads them; ``prints``: the new images' ``prints_of``) and earlier updates'
+    images by file."""
     recorded: dict[str, str] = parent.dataset.get("files") or {}
     trained = {
         s.path: rel for s in dataset.train_samples
@@ -243,8 +252,8 @@ def _check_unseen(
     banked = {path: added[d] for path, d in zip(images, digests, strict=True) if d in added}
     reading = {"bits": config.image_bits, "value_range": config.image_range}
     copies = held_out_copies(
-        prints_of([p for p in images if p not in banked], **reading),
-        prints_of(list(trained), **reading),
+        {path: print_ for path, print_ in prints.items() if path not in banked},
+        _trained_prints(parent, trained, reading),
         **reading,
     )
     banked |= {path: trained[match] for path, match in copies.items()}
@@ -256,6 +265,23 @@ def _check_unseen(
             "never seen"
         )
     return digests
+
+
+def _trained_prints(
+    parent: ModelRecord, trained: Mapping[Path, str], reading: Mapping[str, Any]
+) -> dict[Path, np.ndarray]:
+    """``pixel_print`` of each of ``trained`` (path -> name under the dataset root) as ``parent``
+    recorded it (``PRINTS_FILE``); one it did not record (a version recorded before training
+    kept prints) decoded by ``reading`` (``prints_of``'s bits, value range)."""
+    recorded = (
+        TrainPrints.load(parent.file(PRINTS_FILE)).by_name() if PRINTS_FILE in parent.files else {}
+    )
+    decoded = prints_of([path for path, name in trained.items() if name not in recorded], **reading)
+    return {
+        path: recorded[name] if name in recorded else decoded[path]
+        for path, name in trained.items()
+        if name in recorded or path in decoded
+    }
 
 
 def _added_digests(registry: Registry, record: ModelRecord) -> dict[str, str]:
@@ -431,11 +457,13 @@ def _register(
     metrics: dict[str, Any],
     images: Sequence[Path],
 ) -> ModelRecord:
-    """The new version, keeping a copy of each added image (``ADDED_DIR``) for later retrains;
-    ``calibrated``: its calibration and good scores."""
+    """The new version, keeping a copy of each added image (``ADDED_DIR``) for later retrains
+    and the parent's ``PRINTS_FILE``; ``calibrated``: its calibration and good scores."""
     calibration, scores = calibrated
 
     def keep_added(directory: Path) -> None:
+        if PRINTS_FILE in parent.files:  # the parent's training images are the child's too
+            shutil.copyfile(parent.file(PRINTS_FILE), directory / PRINTS_FILE)
         (directory / ADDED_DIR).mkdir()
         for path, digest in zip(images, lineage.added_digests, strict=True):
             shutil.copyfile(path, directory / ADDED_DIR / f"{digest}{path.suffix.lower()}")

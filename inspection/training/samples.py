@@ -63,13 +63,22 @@ def load_image(
     """Read (16-bit at ``bits``, signed and float over ``value_range``) and resize to (H, W, 3)
     float32 RGB in [0, 1], bilinear."""
     height, width = image_size
-    rgb = KEPT.take(Path(path), bits, value_range)  # the dataset check's or a held decoding
-    if rgb is None:
-        rgb = read_image(path, bits=bits, value_range=value_range)
-        KEPT.offer(Path(path), bits, rgb, value_range)  # kept inside ``KEPT.held()`` only
+    rgb = decoded_image(path, bits, value_range)
     if rgb.shape[:2] != (height, width):
         rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_LINEAR)
     return rgb.astype(np.float32) / 255.0
+
+
+def decoded_image(
+    path: Path, bits: int = DEFAULT_SOURCE_BITS, value_range: tuple[float, float] | None = None
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of ``path`` (``core.images.read_image``): the dataset check's or a
+    held decoding (``KEPT``) where there is one."""
+    rgb = KEPT.take(Path(path), bits, value_range)
+    if rgb is None:
+        rgb = read_image(path, bits=bits, value_range=value_range)
+        KEPT.offer(Path(path), bits, rgb, value_range)  # kept inside ``KEPT.held()`` only
+    return rgb
 
 
 def load_mask(sample: Sample, image_size: tuple[int, int]) -> np.ndarray:

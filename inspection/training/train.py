@@ -36,6 +36,7 @@ from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
 from inspection.data.dataset import MIN_TEST_GOOD, NEEDS_TEST_GOOD, Dataset, Sample
 from inspection.data.decoded import KEPT
+from inspection.data.leaks import PRINTS_FILE, TrainPrints, pixel_print
 from inspection.training.backbones import (
     ResolvedWeights,
     in_process,
@@ -65,7 +66,7 @@ from inspection.training.operating import (
     held_aside_scores,
 )
 from inspection.training.roi import TrainingRoi, masked_predictions
-from inspection.training.samples import Predictions, SampleDataset
+from inspection.training.samples import Predictions, SampleDataset, decoded_image
 from inspection.training.shared_features import shared_backbone
 
 logger = logging.getLogger(__name__)
@@ -253,7 +254,14 @@ def train_model(
     clock.lap("evaluation")
     set_post_processor(model, normalization)
     fitted = context.context if context is not None and context.context.components else None
-    save = None if fitted is None else (lambda directory: fitted.save(directory / CONTEXT_FILE))
+    prints = train_prints(dataset, config)
+    clock.lap("train_prints")
+
+    def save(directory: Path) -> None:
+        prints.save(directory / PRINTS_FILE)
+        if fitted is not None:
+            fitted.save(directory / CONTEXT_FILE)
+
     figures = FitFigures(fit_seconds=round(fit_seconds, 2), test_images=len(test))
     record = register_version(
         registry, product, model, dataset, save, fingerprint, model_kind=config.kind,
@@ -492,6 +500,18 @@ def version_extra(
         "splits": to_mapping(DataSplits(*(_names(dataset, samples) for samples in splits))),
         "train_images": len(dataset.train_samples),
     }
+
+
+def train_prints(dataset: Dataset, config: ModelConfig) -> TrainPrints:
+    """``pixel_print`` of each training image by its name under ``dataset.root``, decoded as
+    ``config`` reads it (inside ``train_model``: the decodings the fit kept)."""
+    reading = (config.image_bits, config.image_range)
+    return TrainPrints.of(
+        {
+            relative_name(s.path, dataset.root): pixel_print(decoded_image(s.path, *reading))
+            for s in dataset.train_samples
+        }
+    )
 
 
 def _names(dataset: Dataset, samples: Sequence[Sample]) -> tuple[str, ...]:

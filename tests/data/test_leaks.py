@@ -3,6 +3,7 @@ are found, a copy with a thin defect added and distinct look-alike parts are not
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -12,8 +13,11 @@ import skimage.data
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from inspection.core.errors import RegistryError
 from inspection.data.leaks import (
     CANDIDATE_LEVELS,
+    THUMB_SIDE,
+    TrainPrints,
     held_out_copies,
     pixel_print,
     prints_of,
@@ -121,3 +125,30 @@ def test_black_text_on_white_survives_jpeg_clipping() -> None:
     cv2.putText(other, "7", (230, 120), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     assert same_picture(label, jpeg)
     assert not same_picture(label, other)
+
+
+def test_train_prints_read_back_as_written_and_refuse_another_file(tmp_path: Path) -> None:
+    """A version's training prints come back with their names (one not UTF-8 among them);
+    a file that holds something else, or prints of another size, is refused naming it."""
+    written = {
+        "train/good/000.png": pixel_print(_brick()),
+        "train/good/\udcff.png": pixel_print(_cell(1)),
+    }
+    TrainPrints.of(written).save(tmp_path / "prints.npz")
+    read = TrainPrints.load(tmp_path / "prints.npz").by_name()
+    assert read.keys() == written.keys()
+    assert all(
+        np.array_equal(read[n], p) and read[n].dtype == np.float32 for n, p in written.items()
+    )
+    TrainPrints.of({}).save(tmp_path / "none.npz")
+    assert TrainPrints.load(tmp_path / "none.npz").names == ()
+
+    np.savez(
+        tmp_path / "other.npz", names=np.array(["a.png"]), prints=np.zeros((1, 16, 16), np.float32)
+    )
+    (tmp_path / "text.npz").write_text("not numpy")
+    side = f"expected (1, {THUMB_SIDE}, {THUMB_SIDE}) float32, got (1, 16, 16)"
+    for name, why in [("other.npz", side), ("text.npz", "does not hold training prints")]:
+        with pytest.raises(RegistryError, match=re.escape(why)) as refused:
+            TrainPrints.load(tmp_path / name)
+        assert str(tmp_path / name) in str(refused.value)

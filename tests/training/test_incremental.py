@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -13,9 +16,13 @@ from typer.testing import CliRunner
 
 from inspection.cli import app
 from inspection.core.errors import ConfigError, DatasetError
-from inspection.core.fingerprint import sha256_file
-from inspection.core.model_record import ADDED_DIR
+from inspection.core.fingerprint import relative_name, sha256_file
+from inspection.core.model_record import ADDED_DIR, RECORD_FILE, ModelRecord
 from inspection.core.registry import Registry
+from inspection.data import leaks
+from inspection.data.dataset import load_dataset
+from inspection.data.leaks import PRINTS_FILE, TrainPrints
+from inspection.training import incremental
 from inspection.training.incremental import _check_parent, extend_bank
 from inspection.training.train import load_trained_model
 from tests.training.models.patchcore.test_coreset import coverage_radius
@@ -141,6 +148,73 @@ def test_update_refuses_held_out_and_banked_images(
         expected = f"copy held-out test images (same decoded pixels): {copy} is held-out "
         assert expected + str(root / names[0]) in str(refused.value)
     assert registry.bundles.version("brick").version == parent.version
+
+
+@pytest.fixture
+def printed(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
+    """How often the leak check decoded and printed each file (``leaks.prints_of``)."""
+    counts: Counter[Path] = Counter()
+    prints_of = leaks.prints_of
+
+    def counted(paths, *args, **kwargs):
+        counts.update(Path(p) for p in paths)
+        return prints_of(paths, *args, **kwargs)
+
+    monkeypatch.setattr(leaks, "prints_of", counted)
+    monkeypatch.setattr(incremental, "prints_of", counted)
+    return counts
+
+
+def test_update_prints_each_new_image_once_and_reads_the_training_prints(
+    registry: Registry, trained_patchcore, new_good: list[Path], printed: Counter[Path]
+) -> None:
+    """An update printed each new image twice (the held-out check, then the bank check) and
+    decoded every training image of the parent again: training records their prints, the
+    update reads them and its child keeps them."""
+    parent = registry.bundles.version("brick", trained_patchcore.record.version)
+    dataset = load_dataset(trained_patchcore.dataset_root)
+    train = {relative_name(s.path, dataset.root): s.path for s in dataset.train_samples}
+    recorded = TrainPrints.load(parent.file(PRINTS_FILE)).by_name()
+    decoded = leaks.prints_of(list(train.values()))
+    assert recorded.keys() == train.keys()
+    assert all(np.array_equal(recorded[name], decoded[path]) for name, path in train.items())
+    printed.clear()
+
+    child = incremental.update_bank(registry, "brick", new_good).record
+
+    assert [printed[path] for path in new_good] == [1] * len(new_good)
+    assert not printed.keys() & set(train.values())
+    assert max(printed.values()) == 1  # the held-out images once each too
+    assert child.files[PRINTS_FILE] == parent.files[PRINTS_FILE]
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["prints", "recorded before prints"])
+def test_a_re_saved_training_image_is_refused_with_or_without_recorded_prints(
+    registry: Registry, trained_patchcore, tmp_path: Path, printed: Counter[Path], recorded: bool
+) -> None:
+    """A version recorded before training kept prints has its training images decoded again."""
+    parent = registry.bundles.version("brick", trained_patchcore.record.version)
+    if not recorded:
+        parent = _recorded_before_prints(registry, parent)
+    root = trained_patchcore.dataset_root
+    copy = tmp_path / "new" / "000.jpg"
+    copy.parent.mkdir()
+    Image.open(root / "train/good/000.png").save(copy)
+
+    with pytest.raises(DatasetError, match=r"already in the bank \(train/good/000.png\)"):
+        incremental.update_bank(registry, "brick", [copy])
+
+    train = [s.path for s in load_dataset(root).train_samples]
+    assert [printed[path] for path in train] == [0 if recorded else 1] * len(train)
+
+
+def _recorded_before_prints(registry: Registry, record: ModelRecord) -> ModelRecord:
+    """``record`` as a version trained before training recorded its prints."""
+    (record.path / PRINTS_FILE).unlink()
+    data = json.loads((record.path / RECORD_FILE).read_text(encoding="utf-8"))
+    del data["files"][PRINTS_FILE]
+    (record.path / RECORD_FILE).write_text(json.dumps(data), encoding="utf-8")
+    return registry.bundles.version(record.product, record.version)
 
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
