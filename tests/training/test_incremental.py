@@ -193,9 +193,8 @@ def test_a_re_saved_training_image_is_refused_with_or_without_recorded_prints(
     registry: Registry, trained_patchcore, tmp_path: Path, printed: Counter[Path], recorded: bool
 ) -> None:
     """A version recorded before training kept prints has its training images decoded again."""
-    parent = registry.bundles.version("brick", trained_patchcore.record.version)
     if not recorded:
-        parent = _recorded_before_prints(registry, parent)
+        _recorded_before_prints(registry.bundles.version("brick", trained_patchcore.record.version))
     root = trained_patchcore.dataset_root
     copy = tmp_path / "new" / "000.jpg"
     copy.parent.mkdir()
@@ -208,13 +207,12 @@ def test_a_re_saved_training_image_is_refused_with_or_without_recorded_prints(
     assert [printed[path] for path in train] == [0 if recorded else 1] * len(train)
 
 
-def _recorded_before_prints(registry: Registry, record: ModelRecord) -> ModelRecord:
-    """``record`` as a version trained before training recorded its prints."""
+def _recorded_before_prints(record: ModelRecord) -> None:
+    """Make ``record`` a version trained before training recorded its prints."""
     (record.path / PRINTS_FILE).unlink()
     data = json.loads((record.path / RECORD_FILE).read_text(encoding="utf-8"))
     del data["files"][PRINTS_FILE]
     (record.path / RECORD_FILE).write_text(json.dumps(data), encoding="utf-8")
-    return registry.bundles.version(record.product, record.version)
 
 
 def test_extend_bank_adds_uncovered_picks_and_respects_the_cap() -> None:
