@@ -1,6 +1,7 @@
 """Images the dataset check decoded, handed on once to the training that follows in the
 process, and (``DecodedImages.held``) every image a training decodes, kept for its next pass
-(keyed by path, bits, value range, size and modification time; at most ``BUDGET_BYTES``)."""
+(keyed by path, bits, value range, size and modification time; at most ``BUDGET_BYTES``), with
+its ``data.leaks.pixel_print`` past that budget too (the version records them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from inspection.data.leaks import pixel_print
 
 BUDGET_BYTES = 256 << 20
 """Decoded bytes kept at most: a plant's thousands of images are decoded again, not held."""
@@ -31,6 +34,7 @@ class DecodedImages:
 
     def __init__(self, budget_bytes: int = BUDGET_BYTES) -> None:
         self._arrays: dict[_Key, np.ndarray] = {}
+        self._prints: dict[_Key, np.ndarray] = {}
         self._left = budget_bytes
         self._holding = 0  # open ``held`` blocks
 
@@ -50,11 +54,20 @@ class DecodedImages:
     def offer(
         self, path: Path, bits: int, array: np.ndarray, value_range: ValueRange = None
     ) -> None:
-        """``keep`` a decoding made inside ``held`` (made read-only: later passes share it);
-        outside, nothing is kept."""
+        """``keep`` a decoding made inside ``held`` (made read-only: later passes share it) and
+        its ``pixel_print`` (4 KB, kept past the budget); outside, nothing is kept."""
         if self._holding:
             array.flags.writeable = False
             self.keep(path, bits, array, value_range)
+            key = _key(path, bits, value_range)
+            if key is not None and key not in self._prints:
+                self._prints[key] = pixel_print(array)
+
+    def print_of(self, path: Path, bits: int, value_range: ValueRange = None) -> np.ndarray | None:
+        """The ``pixel_print`` of ``path``'s decoding at ``bits`` and ``value_range`` offered
+        inside ``held``, or None."""
+        key = _key(path, bits, value_range)
+        return None if key is None else self._prints.get(key)
 
     def keep(
         self, path: Path, bits: int, array: np.ndarray, value_range: ValueRange = None
@@ -82,6 +95,7 @@ class DecodedImages:
     def clear(self) -> None:
         while self._arrays:
             self._left += self._arrays.popitem()[1].nbytes
+        self._prints.clear()
 
 
 KEPT = DecodedImages()

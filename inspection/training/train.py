@@ -504,13 +504,15 @@ def version_extra(
 
 def train_prints(dataset: Dataset, config: ModelConfig) -> TrainPrints:
     """``pixel_print`` of each training image by its name under ``dataset.root``, decoded as
-    ``config`` reads it (inside ``train_model``: the decodings the fit kept)."""
+    ``config`` reads it (inside ``train_model``: of the fit's decodings, ``KEPT``)."""
     reading = (config.image_bits, config.image_range)
+
+    def print_of(path: Path) -> np.ndarray:
+        kept = KEPT.print_of(path, *reading)
+        return kept if kept is not None else pixel_print(decoded_image(path, *reading))
+
     return TrainPrints.of(
-        {
-            relative_name(s.path, dataset.root): pixel_print(decoded_image(s.path, *reading))
-            for s in dataset.train_samples
-        }
+        {relative_name(s.path, dataset.root): print_of(s.path) for s in dataset.train_samples}
     )
 
 

@@ -12,6 +12,7 @@ from inspection.core.images import read_image
 from inspection.data.check import check_dataset
 from inspection.data.dataset import load_dataset
 from inspection.data.decoded import KEPT, DecodedImages
+from inspection.data.leaks import pixel_print
 
 
 def test_the_check_keeps_what_read_image_decodes(twelve_bit_pair: tuple[Path, Path]) -> None:
@@ -66,3 +67,18 @@ def test_held_decodings_are_shared_read_only_until_the_outermost_block_ends(
         assert not shared.flags.writeable
         assert np.array_equal(kept.take(second, 16), read_image(second))
     assert kept.take(first, 16) is None and kept.take(second, 16) is None
+
+
+def test_a_held_decoding_past_the_budget_keeps_its_print(tiny_product: Path) -> None:
+    """A training records its images' prints: each decoding offered inside ``held`` keeps
+    its 32x32 print, however many images are past the budget of kept decodings."""
+    first = sorted((tiny_product / "train" / "good").iterdir())[0]
+    kept = DecodedImages(budget_bytes=0)
+    kept.offer(first, 16, read_image(first))
+    assert kept.print_of(first, 16) is None  # outside ``held``: nothing offered is kept
+    with kept.held():
+        kept.offer(first, 16, read_image(first))
+        assert kept.take(first, 16) is None  # past the budget
+        assert np.array_equal(kept.print_of(first, 16), pixel_print(read_image(first)))
+        assert kept.print_of(first, 12) is None  # other bits: another decoding
+    assert kept.print_of(first, 16) is None

@@ -31,6 +31,7 @@ from inspection.training.train import (
     evaluation_splits,
     load_trained_model,
     train_model,
+    train_prints,
 )
 
 pytestmark = pytest.mark.slow
@@ -163,6 +164,40 @@ def test_training_decodes_each_image_once(
     assert set(decoded) == {s.path for s in dataset.samples}
     assert set(decoded.values()) == {1}
     assert KEPT.take(dataset.train_samples[0].path, 16) is None
+
+
+def test_training_prints_are_of_the_fits_decodings_past_the_budget_too(
+    tiny_product: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version's training prints (``data.leaks.TrainPrints``) decode no image again, not
+    even one past the budget of kept decodings, and are the leak check's prints of the files."""
+    from inspection.core.fingerprint import relative_name
+    from inspection.data.decoded import DecodedImages
+    from inspection.data.leaks import prints_of
+    from inspection.training import samples
+
+    none_kept = DecodedImages(budget_bytes=0)
+    monkeypatch.setattr(samples, "KEPT", none_kept)
+    monkeypatch.setattr(sys.modules["inspection.training.train"], "KEPT", none_kept)
+    decoded: Counter[Path] = Counter()
+    read_image = samples.read_image
+
+    def counted(path: Path, **reading: object) -> np.ndarray:
+        decoded[Path(path)] += 1
+        return read_image(path, **reading)
+
+    monkeypatch.setattr(samples, "read_image", counted)
+    dataset = load_dataset(tiny_product)
+    config = load_model_config("patchcore", overrides=TINY)
+    with none_kept.held():
+        for sample in dataset.train_samples:  # as the fit decodes them
+            samples.decoded_image(sample.path, config.image_bits, config.image_range)
+        decoded.clear()
+        prints = train_prints(dataset, config).by_name()
+    assert not decoded
+    files = prints_of([s.path for s in dataset.train_samples])
+    assert prints.keys() == {relative_name(path, tiny_product) for path in files}
+    assert all(np.array_equal(prints[relative_name(p, tiny_product)], v) for p, v in files.items())
 
 
 def test_rows_past_the_budget_are_held_as_float16_and_grouped(
