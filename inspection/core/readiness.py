@@ -92,12 +92,9 @@ def line_readiness(held: HeldOut) -> Readiness:
     lacks: list[str] = []
     advice: list[str] = []
     cert = held.certificate
-    if cert is not None and not cert.certified:
-        lacks.append(
-            f"its false alarms are not shown within the {cert.budget:.1%} budget: "
-            f"{cert.n_good} good images bound them at {cert.false_reject_bound:.2%}, "
-            f"{cert.n_needed} are needed"
-        )
+    shortfall = None if cert is None else cert.shortfall()
+    if cert is not None and shortfall is not None:
+        lacks.append(shortfall)
         advice.append(
             f"add {cert.still_needed()} good images in calibration/good/ (never trained on) "
             "to show the budget"
@@ -144,7 +141,7 @@ def _kind_lacks(
     few = [
         f"{m.n} {m.kind} held out ({m.missed} missed) are too few to show at most {bound:.0%} "
         f"missed: that takes at least {n} {m.kind} images with "
-        + (f"no miss beyond these {m.missed}" if m.missed else "no miss")
+        + (f"no miss beyond the {m.missed} already missed" if m.missed else "no miss")
         for m, n in unshown
     ]
     names = ", ".join(m.kind for m in over)
@@ -153,7 +150,10 @@ def _kind_lacks(
         "mixed model learns from them, `supervised: auto`), add good training images, or "
         "train another model (--model)"
     ]
-    show = [f"hold out {n} {m.kind} images in test/{m.kind}/ to show it" for m, n in unshown]
+    show = [
+        f"hold out {n - m.n} more {m.kind} images in test/{m.kind}/ ({n} in all) to show it"
+        for m, n in unshown
+    ]
     return (missing, few), (lower if over else [], show)
 
 
@@ -165,8 +165,11 @@ def _summary(held: HeldOut) -> str:
         missed = sum(m.missed for m in held.kinds.values())
         per_kind = ", ".join(f"{m.kind} {m.missed}/{m.n}" for m in held.kinds.values())
         text += f", misses {missed} of {n} defects ({per_kind})"
-    if held.certificate is not None:
-        text += f", false alarms <= {held.certificate.false_reject_bound:.2%}"
+    cert = held.certificate
+    if cert is not None and cert.certified:
+        text += f", false alarms <= {cert.marginal()} ({cert.n_good} never-trained good images)"
+    elif cert is not None:
+        text += f", false alarms <= {cert.false_reject_bound:.2%}"
     return text
 
 

@@ -115,7 +115,7 @@ class ModelHealth:
         if self.readiness is not None and self.line_ready:
             return (
                 f"{where}: {READY} at threshold {self.threshold:.4g} — "
-                f"{self.readiness.summary} ({self.split} split){caveat}"
+                f"{self.readiness.summary}; held-out parts: the {self.split} split{caveat}"
             )
         state = "health unknown" if not self.known else NOT_READY
         return f"{where}: {state} — " + "; ".join(self.reasons) + caveat

@@ -48,14 +48,24 @@ def health_alarm(item: health.ModelHealth, *, compact: bool = False) -> None:
 
 
 def caveats(item: health.ModelHealth) -> list[str]:
-    """Sample-size caveats: too few good parts to check the budget, or small defect kinds."""
+    """Sample-size caveats: fewer held-out good parts than show the budget (where the bound
+    comes from instead, when a certificate gives it), or small defect kinds."""
     notes = []
     needed = n_needed(item.point.budget)
+    cert = item.certificate
     if item.known and item.n_good < needed:
-        notes.append(
-            f"Only {item.n_good} held-out good parts: checking a "
-            f"{item.point.budget:.1%} budget needs {needed}; treat the reject rate as rough."
-        )
+        rejects = f"{item.rejected_good} of {item.n_good} held-out good parts rejected"
+        if cert is not None and cert.certified:
+            notes.append(
+                f"The false-alarm bound comes from {cert.n_good} never-trained good images; "
+                f"the {rejects} only check it (alone they could not show a "
+                f"{item.point.budget:.1%} budget: that takes {needed})."
+            )
+        else:
+            notes.append(
+                f"Only {item.n_good} held-out good parts: showing a {item.point.budget:.1%} "
+                f"budget takes {needed}; treat their reject rate as rough."
+            )
     small = [k for k in item.kinds if k.n < 20]
     if small:
         notes.append(

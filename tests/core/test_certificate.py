@@ -169,7 +169,7 @@ def test_out_of_fold_scores_set_the_threshold_only_below_n_needed() -> None:
     assert pools_out_of_fold(0.01, 98) and not pools_out_of_fold(0.01, 99)
     _, pooled = _choice(np.r_[oof, never[:60]], sources[:300])
     assert pooled.sources == {"out_of_fold_train": 240, "calibration": 60}
-    assert not pooled.certified and "not exchangeable with new parts" in pooled.describe()
+    assert not pooled.certified and "which do not certify new parts" in pooled.describe()
     # audited parts count as never-trained: 60 + 39 audited drop the out-of-fold scores
     _, later = _choice(np.r_[oof, never[:60]], sources[:300], _parts(never[60:], "b"))
     assert later.sources == {"calibration": 60, "audited_good": 39}
@@ -204,7 +204,7 @@ def test_the_certificate_says_its_bound_is_marginal_with_the_95_quantile() -> No
     quantile = beta.ppf(0.95, 200 + 1 - cert.rank, cert.rank)
     assert cert.realised_quantile() == pytest.approx(quantile)
     assert (
-        f"marginal: averaged over calibration sets; this line's own rate is below "
+        f"bound {cert.false_reject_bound:.2%} on average over calibration sets, below "
         f"{quantile:.2%} with 95% probability" in cert.describe()
     )
     assert f"{quantile:.2%}" == "2.35%"  # docs/statistics.md's n = 200 figure

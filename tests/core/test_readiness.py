@@ -3,9 +3,12 @@ what lacks in."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+from scipy.stats import beta
 
-from inspection.core.certificate import Certificate
+from inspection.core.certificate import Certificate, certified_choice
+from inspection.core.operating_point import OperatingPoint
 from inspection.core.readiness import HeldOut, kind_misses, line_readiness
 
 SHOWN = {"crack": (0, 36), "stain": (0, 40)}
@@ -17,13 +20,63 @@ def _held(counts=SHOWN, *, certificate=CERTIFIED, rejected=0, n_good=42) -> Held
     return HeldOut("p/v1", n_good, rejected, kind_misses(counts), 0.01, 0.10, certificate)
 
 
-def test_line_ready_names_its_counts() -> None:
+def test_line_ready_names_its_counts_and_what_its_bound_is() -> None:
+    """The bound is marginal (averaged over calibration sets): the line says so and carries
+    the 95 % quantile of this calibration set's own rate, from the certificate's one wording."""
     readiness = line_readiness(_held())
     assert readiness.ready and readiness.word == "LINE-READY"
+    quantile = beta.ppf(0.95, 218 + 1 - 217, 217)
     assert readiness.line("inspection serve") == (
         "LINE-READY p/v1: rejects 0 of 42 good held-out parts, misses 0 of 76 defects "
-        "(crack 0/36, stain 0/40), false alarms <= 0.91%. Next: inspection serve"
+        "(crack 0/36, stain 0/40), false alarms <= 0.91% on average over calibration sets, "
+        f"below {quantile:.2%} with 95% probability (218 never-trained good images). "
+        "Next: inspection serve"
     )
+
+
+def test_a_certified_bound_is_not_called_not_for_the_line_beside_line_ready() -> None:
+    """138 never-trained good images certify 1 %: LINE-READY, and the certificate says what
+    is not yet done (checked on audited parts), not a second verdict."""
+    _, cert = certified_choice(
+        np.linspace(0, 1, 138), np.ones(138), ["calibration"] * 138, [],
+        OperatingPoint(budget=0.01), "p/v1",
+    )  # fmt: skip
+    assert line_readiness(_held(certificate=cert)).ready
+    assert "not yet for the line" not in cert.describe()
+    assert cert.describe().endswith("not yet checked on the line's own audited parts (none audited)")
+    assert cert.marginal() in line_readiness(_held(certificate=cert)).summary
+
+
+def test_out_of_fold_scores_lack_never_trained_images_not_a_none_count() -> None:
+    """40 calibration images (58 never-trained scores) and 60 out-of-fold training scores: the
+    bound is within the budget but not exchangeable. The lack says so in counts (it once
+    printed "None are needed") and the advice counts the never-trained images still to add
+    (it once said 81, ignoring the 58): adding that many certifies it."""
+    rng = np.random.default_rng(0)
+    oof, never = rng.uniform(0, 0.5, 60), rng.uniform(0, 1, 99)
+    sources = ["out_of_fold_train"] * 60 + ["calibration"] * 99
+    point = OperatingPoint(budget=0.01)
+    _, pooled = certified_choice(np.r_[oof, never[:58]], np.ones(118), sources[:118], [], point, "p")
+    assert pooled.n_needed is None and not pooled.certified
+    readiness = line_readiness(_held(certificate=pooled))
+    assert "None" not in readiness.line()
+    assert (
+        "its false alarms are not shown within the 1.0% budget: 60 of its 118 good scores come "
+        "from training images, which do not certify new parts: 99 never-trained good images "
+        "are needed, it has 58" in readiness.lacks
+    )
+    add = pooled.still_needed()
+    assert f"add {add} good images in calibration/good/ (never trained on) to show the budget" in (
+        readiness.advice
+    )
+    assert pooled.shortfall() in pooled.describe()  # one wording, in the certificate's text too
+    _, added = certified_choice(
+        np.r_[oof, never[: 58 + add]], np.ones(118 + add), sources[: 118 + add], [], point, "p"
+    )
+    _, one_short = certified_choice(
+        np.r_[oof, never[: 57 + add]], np.ones(117 + add), sources[: 117 + add], [], point, "p"
+    )
+    assert added.certified and not one_short.certified
 
 
 @pytest.mark.parametrize(
@@ -39,7 +92,11 @@ def test_line_ready_names_its_counts() -> None:
         (_held({"crack": (0, 35)}), "35 crack held out (0 missed) are too few to show at most "
          "10% missed: that takes at least 36 crack images with no miss"),
         (_held({"crack": (1, 36)}), "36 crack held out (1 missed) are too few to show at most "
-         "10% missed: that takes at least 54 crack images with no miss beyond these 1"),
+         "10% missed: that takes at least 54 crack images with no miss beyond the 1 already "
+         "missed"),
+        (_held({"crack": (2, 36)}), "36 crack held out (2 missed) are too few to show at most "
+         "10% missed: that takes at least 70 crack images with no miss beyond the 2 already "
+         "missed"),
         (_held(n_good=0), "no held-out good parts: its false alarms are not measured"),
     ],
 )  # fmt: skip
@@ -62,4 +119,6 @@ def test_a_kind_missing_too_many_comes_first_and_so_does_what_lowers_it() -> Non
         "36 scratch held out",
     ]
     assert readiness.advice[0].startswith("to miss fewer crack, hole: label more crack, hole")
-    assert readiness.advice[-1] == "hold out 54 scratch images in test/scratch/ to show it"
+    assert readiness.advice[-1] == (
+        "hold out 18 more scratch images in test/scratch/ (54 in all) to show it"
+    )

@@ -153,5 +153,5 @@ def test_images_needed_are_counted_from_the_kinds_own_misses(missed: int, needed
     )  # fmt: skip
     assert item.reasons[-1].endswith(
         f"that takes at least {needed} scratch images with "
-        + ("no miss" if not missed else f"no miss beyond these {missed}")
+        + ("no miss" if not missed else f"no miss beyond the {missed} already missed")
     )

@@ -100,11 +100,11 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     assert readiness.lacks == (
         "misses 8 of 21 crack (38%; up to 62% at 95 %, the bound is 10%)",
         "41 stain held out (1 missed) are too few to show at most 10% missed: that takes at least "
-        "54 stain images with no miss beyond these 1",
+        "54 stain images with no miss beyond the 1 already missed",
     )
     # the first advice lowers the misses; showing them comes after, with its own count
     assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
-    assert readiness.advice[1] == "hold out 54 stain images in test/stain/ to show it"
+    assert readiness.advice[1] == "hold out 13 more stain images in test/stain/ (54 in all) to show it"
     assert "(crack 8/21; stain 1/41)" in check.summary()
     many = replace(figures, false_reject_rate=3 / 42)
     lacks = LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).readiness()
