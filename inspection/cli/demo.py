@@ -207,10 +207,13 @@ def step_export(ctx: DemoContext) -> None:
 
 
 def gate_text(gate: GateRecord) -> str:
+    """'passed (false reject 0/42 vs FP32 0/42, miss 7/144 vs FP32 7/144)': counts, as the
+    verdict gives them."""
     own, fp32 = gate.figures, gate.reference_fp32
     figures = (
         f"false reject {own.rejected_good()}/{own.n_good} vs FP32 "
-        f"{fp32.rejected_good()}/{fp32.n_good}, miss {own.miss_rate:.3f} vs {fp32.miss_rate:.3f}"
+        f"{fp32.rejected_good()}/{fp32.n_good}, miss {own.missed()}/{own.n_defective} vs FP32 "
+        f"{fp32.missed()}/{fp32.n_defective}"
     )
     return f"passed ({figures})" if gate.passed else f"refused ({gate.refusal()}; {figures})"
 

@@ -23,7 +23,7 @@ from inspection.cli.console import (
     quiet_logs,
     verbose_requested,
 )
-from inspection.cli.operating import fmt, subset_miss_text
+from inspection.cli.operating import fmt, rate_of, subset_miss_text
 from inspection.cli.users import ADMIN_PASSWORD_ENV, authenticated_admin
 from inspection.core.bundle import PRECISIONS
 from inspection.core.config import load_site_config
@@ -301,9 +301,11 @@ def _gate_refusal_exits(log_file: Path | None) -> Iterator[None]:
         raise typer.Exit(EXIT_GATE_REFUSED) from exc
 
 
+GATE_RATES = {"false_reject_rate": ("false reject", "n_good"), "miss_rate": ("miss", "n_defective")}
+"""Rates printed in percent of their count, as ``train`` and the verdict print them:
+{figure: (column, the count it is a rate of)}."""
 GATE_COLUMNS = {
-    "false_reject_rate": "FRR",
-    "miss_rate": "miss",
+    **{name: column for name, (column, _) in GATE_RATES.items()},
     "image_auroc": "img AUROC",
     "pixel_auroc": "px AUROC",
     "aupro": "AUPRO",
@@ -313,8 +315,14 @@ GATE_COLUMNS = {
 
 
 def _figures(figures: BundleFigures) -> list[str]:
-    """The gated figures; a miss rate without defective parts is unknown ("-"), not 0."""
-    return [
-        "-" if name == "miss_rate" and not figures.n_defective else fmt(getattr(figures, name), 4)
-        for name in GATE_COLUMNS
-    ]
+    """The gated figures: the ``GATE_RATES`` as '4.9% of 144' (none measured: "-", not 0),
+    the others as fractions."""
+    cells = []
+    for name in GATE_COLUMNS:
+        value = getattr(figures, name)
+        if name in GATE_RATES:
+            n = getattr(figures, GATE_RATES[name][1])
+            cells.append(rate_of(value if n else None, n))
+        else:
+            cells.append(fmt(value, 4))
+    return cells

@@ -59,6 +59,14 @@ def fmt(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
+def rate_of(rate: float | None, n: int | None) -> str:
+    """'0.0% of 42': a rate in percent with the count it is measured on ('-': unknown), as
+    ``train`` and ``export`` print false rejects and misses."""
+    if rate is None:
+        return "-"
+    return f"{rate:.1%}" if n is None else f"{rate:.1%} of {n}"
+
+
 def operating_text(choice: ThresholdChoice | None) -> str:
     """``ThresholdChoice`` in a table cell (n, guaranteed bound, whether it rests on out-of-fold
     scores, what is lacking)."""

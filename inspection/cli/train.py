@@ -26,7 +26,13 @@ from inspection.cli.console import (
     verbose_requested,
 )
 from inspection.cli.data import check_with_progress
-from inspection.cli.operating import fmt, operating_text, subset_miss_text, train_verdict
+from inspection.cli.operating import (
+    fmt,
+    operating_text,
+    rate_of,
+    subset_miss_text,
+    train_verdict,
+)
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import DatasetError
 from inspection.core.fingerprint import shown_name
@@ -466,11 +472,10 @@ def operating_table(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> Table:
     table = Table("model", "operating point", "false reject", "miss per defect kind [95 %]")
     for record, metrics in rows:
         o = metrics.overall
-        rejected = "-" if o.false_reject_rate is None else f"{o.false_reject_rate:.1%}"
         table.add_row(
             record.model_version,
             operating_text(metrics.calibration.operating if metrics.calibration else None),
-            f"{rejected} of {o.n_good}" if o.n_good is not None else rejected,
+            rate_of(o.false_reject_rate, o.n_good),
             subset_miss_text(metrics),
         )
     return table  # logs and CI: never let the figures collapse to '1.…'

@@ -61,6 +61,9 @@ class BundleFigures:
     def rejected_good(self) -> int:
         return round(self.false_reject_rate * self.n_good)
 
+    def missed(self) -> int:
+        return round(self.miss_rate * self.n_defective)
+
 
 @dataclass(frozen=True)
 class GateDecision:

@@ -56,3 +56,20 @@ def test_demo_quantizes_every_product() -> None:
     assert "int8" in demo_precisions("brick", products)
     assert demo_precisions("grass", products) == demo_precisions("gravel", products)
     assert demo_precisions("gravel", products) == ("fp32", "int8")
+
+
+def test_the_demo_gate_line_gives_misses_in_counts_like_false_rejects() -> None:
+    """It once printed 'false reject 0/42 vs FP32 0/42, miss 0.049 vs 0.049': a fraction
+    beside counts."""
+    from dataclasses import replace
+
+    from inspection.cli.demo import gate_text
+    from inspection.core.export_gate import BundleFigures, GateRecord, GateTolerances
+
+    fp32 = BundleFigures(
+        false_reject_rate=0.0, miss_rate=7 / 144, image_auroc=0.99, pixel_auroc=None,
+        aupro=None, region_recall=None, ng_without_region=0, n_good=42, n_defective=144,
+    )  # fmt: skip
+    int8 = replace(fp32, false_reject_rate=1 / 42, miss_rate=8 / 144)
+    gate = GateRecord(True, int8, fp32, GateTolerances())
+    assert gate_text(gate) == "passed (false reject 1/42 vs FP32 0/42, miss 8/144 vs FP32 7/144)"

@@ -3,6 +3,7 @@ gate table is printed uncut."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
     said = " ".join(result.output.split())  # 3 held-out parts a kind show no 10 % miss bound
     last = said[said.index("NOT LINE-READY brick/v0001-fp32: ") :]  # the verdict last
     assert re.search(r"\d+ crack held out \(\d+ missed\)|misses \d+ of \d+ crack", last)
-    assert re.search(r"Next: (to miss fewer \w|hold out \d+ \w+ images in test/)", last)
+    assert re.search(r"Next: (to miss fewer \w|hold out \d+ more \w+ images in test/)", last)
     assert (
         "UNSIGNED: stations that pin a key refuse brick/v0001-fp32. Next: inspection keys " in last
     )
@@ -143,3 +144,20 @@ def test_export_without_version_refuses_a_challenger_retraining_kept_out(
         "the latest version of brick, v0002, is the challenger retrain run 20261127T020000Z" in said
     )
     assert "kept out (image_auroc 0.91 vs 0.97 > tolerance)" in said and "--version v0002" in said
+
+
+def test_the_gate_table_prints_false_rejects_and_misses_as_train_does() -> None:
+    """Export once printed 'FRR 0.0000' and 'miss 0.0486' (fractions, 'FRR' defined nowhere)
+    where train prints 'false reject 0.0% of 42': the same words, percent and counts now."""
+    from inspection.cli.export import GATE_COLUMNS, _figures
+    from inspection.core.export_gate import BundleFigures
+
+    figures = BundleFigures(
+        false_reject_rate=0.0, miss_rate=7 / 144, image_auroc=0.98765, pixel_auroc=None,
+        aupro=None, region_recall=None, ng_without_region=0, n_good=42, n_defective=144,
+    )  # fmt: skip
+    cells = dict(zip(GATE_COLUMNS.values(), _figures(figures), strict=True))
+    assert cells["false reject"] == "0.0% of 42" and cells["miss"] == "4.9% of 144"
+    assert cells["img AUROC"] == "0.9877" and cells["px AUROC"] == "-"
+    good_only = dataclasses.replace(figures, miss_rate=0.0, n_defective=0)
+    assert dict(zip(GATE_COLUMNS.values(), _figures(good_only), strict=True))["miss"] == "-"

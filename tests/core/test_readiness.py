@@ -43,7 +43,9 @@ def test_a_certified_bound_is_not_called_not_for_the_line_beside_line_ready() ->
     )  # fmt: skip
     assert line_readiness(_held(certificate=cert)).ready
     assert "not yet for the line" not in cert.describe()
-    assert cert.describe().endswith("not yet checked on the line's own audited parts (none audited)")
+    assert cert.describe().endswith(
+        "not yet checked on the line's own audited parts (none audited)"
+    )
     assert cert.marginal() in line_readiness(_held(certificate=cert)).summary
 
 
@@ -56,7 +58,9 @@ def test_out_of_fold_scores_lack_never_trained_images_not_a_none_count() -> None
     oof, never = rng.uniform(0, 0.5, 60), rng.uniform(0, 1, 99)
     sources = ["out_of_fold_train"] * 60 + ["calibration"] * 99
     point = OperatingPoint(budget=0.01)
-    _, pooled = certified_choice(np.r_[oof, never[:58]], np.ones(118), sources[:118], [], point, "p")
+    _, pooled = certified_choice(
+        np.r_[oof, never[:58]], np.ones(118), sources[:118], [], point, "p"
+    )
     assert pooled.n_needed is None and not pooled.certified
     readiness = line_readiness(_held(certificate=pooled))
     assert "None" not in readiness.line()

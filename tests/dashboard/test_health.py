@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,32 @@ def test_images_needed_are_counted_from_the_kinds_own_misses(missed: int, needed
         f"that takes at least {needed} scratch images with "
         + ("no miss" if not missed else f"no miss beyond the {missed} already missed")
     )
+
+
+def test_a_line_ready_summary_names_where_its_bound_and_its_counts_come_from() -> None:
+    """The bound comes from the calibration images, the rejects from the held-out split: the
+    summary once ended '(test split)' after the bound, and the caveat on 42 held-out good parts
+    ('treat the reject rate as rough') read as doubting the verdict it sat under."""
+    from inspection.core.bootstrap import count_interval
+    from inspection.core.certificate import certified_choice
+    from inspection.core.operating_point import KindMiss
+    from inspection.dashboard.panels import caveats
+
+    point = OperatingPoint(budget=0.01, miss_bound=0.10)
+    _, cert = certified_choice(
+        np.linspace(0, 1, 138), np.ones(138), ["calibration"] * 138, [], point, "b"
+    )
+    item = health.ModelHealth(
+        "p", "b", 0.5, point, split="test", n_good=42,
+        kinds=(KindMiss("crack", 36, 0, count_interval(0, 36)),), certificate=cert,
+    )  # fmt: skip
+    assert item.line_ready
+    summary = item.summary()
+    assert summary.endswith("(138 never-trained good images); held-out parts: the test split")
+    assert "(test split)" not in summary
+    [note] = caveats(item)
+    assert note.startswith("The false-alarm bound comes from 138 never-trained good images; ")
+    assert "0 of 42 held-out good parts rejected only check it" in note
+    assert "rough" not in note
+    uncertified = replace(item, certificate=None)
+    assert "treat their reject rate as rough" in caveats(uncertified)[0]

@@ -104,7 +104,9 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     )
     # the first advice lowers the misses; showing them comes after, with its own count
     assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
-    assert readiness.advice[1] == "hold out 13 more stain images in test/stain/ (54 in all) to show it"
+    assert (
+        readiness.advice[1] == "hold out 13 more stain images in test/stain/ (54 in all) to show it"
+    )
     assert "(crack 8/21; stain 1/41)" in check.summary()
     many = replace(figures, false_reject_rate=3 / 42)
     lacks = LiveCheck("p/v0001", many, many, decision, miss=miss, operating=choice).readiness()

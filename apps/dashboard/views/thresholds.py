@@ -297,8 +297,8 @@ else:
         "The false-reject bound of the live bundle's threshold: its good calibration scores "
         "and the random audit sample's parts reviewers confirmed good (Review queue, *Show: "
         "Audit sample*: blind, oldest first, in whole windows), each weighed by its audit "
-        "rate. The bound is marginal (over calibration sets); the line's own rate's 95 % "
-        "quantile is quoted beside it. *Certify* derives the threshold again on them without "
+        "rate. The bound is an average over calibration sets; beside it, the rate this set's "
+        "threshold gives with 95 % probability. *Certify* derives the threshold again on them without "
         "retraining, if the bundle's export gate, per defect kind too, still passes on its "
         "held-out parts; it refuses when NG and OK audit parts were reviewed unevenly."
     )
