@@ -311,18 +311,15 @@ class Certificate:
     def shortfall(self) -> str | None:
         """Why the bound does not certify its budget, in counts and a QA engineer's words (None:
         it does); the verdict's lack and ``describe``'s refusal both print it."""
+        bound = f"{self.n_good} good images bound them at {self.false_reject_bound:.2%}"
         if not self.exchangeable:
-            trained = self.n_good - self.never_trained
             why = (
-                f"{trained} of its {self.n_good} good scores come from training images, which "
-                f"do not certify new parts: {n_needed(self.budget)} never-trained good images "
-                f"are needed, it has {self.never_trained}"
+                f"{bound}, but {self.n_good - self.never_trained} of the {self.n_good} come from "
+                f"training images, which do not certify new parts: {n_needed(self.budget)} "
+                f"never-trained good images are needed, it has {self.never_trained}"
             )
         elif self.n_needed is not None:
-            why = (
-                f"{self.n_good} good images bound them at {self.false_reject_bound:.2%}, "
-                f"{self.n_needed} are needed"
-            )
+            why = f"{bound}, {self.n_needed} are needed"
         else:
             return None
         return f"its false alarms are not shown within the {self.budget:.1%} budget: {why}"
@@ -336,15 +333,16 @@ class Certificate:
         )
 
     def describe(self) -> str:
-        head = f"budget {self.budget:.1%}: n={self.n_good} good ({self.n_audited} audited), bound"
         shortfall = self.shortfall()
         if shortfall is not None:
-            more = self.still_needed()
             return (
-                f"{head} {self.false_reject_bound:.2%}; NOT certified: {shortfall}; "
-                f"{more} more never-trained or audited good parts certify it"
+                f"NOT certified ({self.n_audited} audited): {shortfall}; "
+                f"{self.still_needed()} more never-trained or audited good parts certify it"
             )
-        text = f"{head} {self.marginal()}"
+        text = (
+            f"budget {self.budget:.1%}: n={self.n_good} good ({self.n_audited} audited), bound "
+            f"{self.marginal()}"
+        )
         line = self.line_bound
         if line is None:
             return (

@@ -67,10 +67,10 @@ def test_the_command_records_the_certified_threshold_of_the_bundles_own_parts(si
     assert (version.bundle_id, version.budget) == (BUNDLE, certificate.budget)
     assert f"{PRODUCT}: threshold v1 = {version.value:.4f}" in result.output
     text = " ".join(result.output.split())  # rich wraps long lines
-    assert "(marginal: averaged over calibration sets; this line's own rate is below" in text
+    assert "on average over calibration sets, below" in text and "with 95% probability" in text
     assert "audit parts reviewed by verdict: NG 1/1 (100%), OK 30/30 (100%)" in text
     assert "1 left out: scored by another bundle" in text
-    assert "marginal" in version.reason  # the journal's record says it too
+    assert "on average over calibration sets" in version.reason  # the journal's record too
 
 
 def test_a_product_without_a_live_bundle_is_refused_with_the_reason(site: Path) -> None:

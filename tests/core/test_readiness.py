@@ -65,9 +65,9 @@ def test_out_of_fold_scores_lack_never_trained_images_not_a_none_count() -> None
     readiness = line_readiness(_held(certificate=pooled))
     assert "None" not in readiness.line()
     assert (
-        "its false alarms are not shown within the 1.0% budget: 60 of its 118 good scores come "
-        "from training images, which do not certify new parts: 99 never-trained good images "
-        "are needed, it has 58" in readiness.lacks
+        "its false alarms are not shown within the 1.0% budget: 118 good images bound them at "
+        "0.84%, but 60 of the 118 come from training images, which do not certify new parts: "
+        "99 never-trained good images are needed, it has 58" in readiness.lacks
     )
     add = pooled.still_needed()
     assert f"add {add} good images in calibration/good/ (never trained on) to show the budget" in (
