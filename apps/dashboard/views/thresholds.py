@@ -297,10 +297,11 @@ else:
         "The false-reject bound of the live bundle's threshold: its good calibration scores "
         "and the random audit sample's parts reviewers confirmed good (Review queue, *Show: "
         "Audit sample*: blind, oldest first, in whole windows), each weighed by its audit "
-        "rate. The bound is an average over calibration sets; beside it, the rate this set's "
-        "threshold gives with 95 % probability. *Certify* derives the threshold again on them without "
-        "retraining, if the bundle's export gate, per defect kind too, still passes on its "
-        "held-out parts; it refuses when NG and OK audit parts were reviewed unevenly."
+        "rate. The bound is an average over calibration sets; the figure beside it is the most "
+        "this set's threshold rejects with 95 % probability. *Certify* derives the threshold "
+        "again on them without retraining, if the bundle's export gate, per defect kind too, "
+        "still passes on its held-out parts; it refuses when NG and OK audit parts were "
+        "reviewed unevenly."
     )
     st.button(
         f"Certify {product} from audited parts", disabled=not admin, on_click=_certify,
