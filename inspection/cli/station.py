@@ -36,6 +36,7 @@ from inspection.station.config import UNSIGNED_WARNING, check_registry_dir, pinn
 from inspection.station.limits import ImageLimits
 
 if TYPE_CHECKING:
+    from inspection.core.certificate import Certificate
     from inspection.runtime.hardware import CpuInfo
     from inspection.station.config import StationCoreConfig
     from inspection.store.outbox import SinkBacklog
@@ -278,14 +279,15 @@ def status(config: Path = LINE_OPTION) -> None:
             colour = "green" if check.startswith(("signed", "not checked")) else "red"
             console.print(f"{product}: live bundle {live.bundle_id} [{colour}]{check}[/]")
             _print_limits(registry, product, live.bundle_id, limits)
-            _print_certificate(registry, store, product)
-            _print_readiness(registry, product, live.bundle_id)
+            served = _print_certificate(registry, store, product)
+            _print_readiness(registry, product, live.bundle_id, served)
     finally:
         if store is not None:
             store.engine.dispose()
 
 
-def _print_certificate(registry: Registry, store: Store | None, product: str) -> None:
+def _print_certificate(registry: Registry, store: Store | None, product: str) -> Certificate | None:
+    """Print the live bundle's certificate as served (with the line's audited parts); return it."""
     # deferred: sqlalchemy
     from inspection.station.certify import product_certificate
 
@@ -293,21 +295,25 @@ def _print_certificate(registry: Registry, store: Store | None, product: str) ->
         certificate = product_certificate(registry, store, product)
     except (InspectionError, OSError) as exc:
         console.print(f"{product}: certificate [red]unreadable[/]: {escape(str(exc))}")
-        return
+        return None
     shown = certificate.certificate
     held = shown is not None and shown.certified
     colour = "green" if held and shown.certified_for_line else "yellow" if held else "red"
     console.print(f"{product}: certificate [{colour}]{escape(certificate.describe())}[/]")
+    return shown
 
 
-def _print_readiness(registry: Registry, product: str, bundle_id: str) -> None:
-    """The live bundle's LINE-READY verdict on the held-out parts its export measured."""
+def _print_readiness(
+    registry: Registry, product: str, bundle_id: str, served: Certificate | None
+) -> None:
+    """The live bundle's LINE-READY verdict on the held-out parts its export measured, with
+    the ``served`` certificate (the line's audited parts) where there is one."""
     # deferred: openvino
     from inspection.runtime.self_check import recorded_check
 
     try:
         metadata = read_bundle_metadata(registry.bundles.bundle_dir(product, bundle_id))
-        readiness = recorded_check(metadata).readiness()
+        readiness = recorded_check(metadata).readiness(served)
     except (InspectionError, OSError) as exc:
         console.print(f"{product}: verdict [red]unreadable[/]: {escape(str(exc))}")
         return

@@ -324,6 +324,19 @@ class Certificate:
             return None
         return f"its false alarms are not shown within the {self.budget:.1%} budget: {why}"
 
+    def line_shortfall(self) -> str | None:
+        """Why the line's own audited good parts do not keep the budget, with their bounds (None:
+        they do, or nothing is audited); the verdict's lack and ``describe`` both print it."""
+        line = self.line_bound
+        over = {s: b for s, b in (self.stations or {}).items() if b > self.budget + 1e-12}
+        if line is None or (line <= self.budget + 1e-12 and not over):
+            return None
+        where = "".join(f", station {s} {b:.2%}" for s, b in over.items())
+        return (
+            f"on the line's {self.n_audited} audited good parts its false alarms are bound at "
+            f"{line:.2%}{where}, above the {self.budget:.1%} budget"
+        )
+
     def marginal(self) -> str:
         """'0.72% on average over calibration sets, below 2.15% with 95% probability': what the
         bound is (marginal over the draw of the n good scores) and the ``realised_quantile``."""
@@ -361,7 +374,7 @@ class Certificate:
         where = ", ".join(over) if over else "the line"
         return (
             f"{text}; certified for parts exchangeable with its calibration set, NOT for "
-            f"{'station(s) ' if over else ''}{where}: above the budget there"
+            f"{'station(s) ' if over else ''}{where}: {self.line_shortfall()}"
         )
 
 

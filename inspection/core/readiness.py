@@ -99,6 +99,13 @@ def line_readiness(held: HeldOut) -> Readiness:
             f"add {cert.still_needed()} good images in calibration/good/ (never trained on) "
             "to show the budget"
         )
+    line = None if cert is None or shortfall is not None else cert.line_shortfall()
+    if line is not None:
+        lacks.append(line)
+        advice.append(
+            "retrain with good parts from the line in train/good/ (its audited ones), or certify "
+            "again (`inspection operating certify`) once more parts are audited"
+        )
     budget = UNBUDGETED_REJECTS if held.budget is None else held.budget
     if held.n_good == 0:
         lacks.append("no held-out good parts: its false alarms are not measured")

@@ -8,10 +8,11 @@ gate recorded, within ``GateTolerances``. ``inspection demo`` fails on a refusal
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from inspection.core.bundle import BundleMetadata, verify_bundle
+from inspection.core.certificate import Certificate
 from inspection.core.errors import BundleError, RegistryError
 from inspection.core.export_gate import (
     BundleFigures,
@@ -55,16 +56,16 @@ class LiveCheck:
     def passed(self) -> bool:
         return self.decision.passed and not self.unreadable and not self.refused
 
-    def readiness(self) -> Readiness:
+    def readiness(self, served: Certificate | None = None) -> Readiness:
         """The LINE-READY verdict on these figures (``core.readiness``): absolute shortfalls no
-        relative gate catches, as an FP32 reference that itself misses defects."""
+        relative gate catches, as an FP32 reference that itself misses defects. ``served``: the
+        certificate a station serves instead of the export's (with the line's audited parts)."""
         f = self.figures
         miss = self.miss
         if not miss and f.n_defective:  # kinds unknown: every defect as one kind
             miss = kind_misses({"defects": (round(f.miss_rate * f.n_defective), f.n_defective)})
-        return line_readiness(
-            held_out_at(self.bundle, f.n_good, f.rejected_good(), miss, self.operating)
-        )
+        held = held_out_at(self.bundle, f.n_good, f.rejected_good(), miss, self.operating)
+        return line_readiness(held if served is None else replace(held, certificate=served))
 
     def summary(self) -> str:
         f = self.figures

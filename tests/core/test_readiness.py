@@ -49,6 +49,28 @@ def test_a_certified_bound_is_not_called_not_for_the_line_beside_line_ready() ->
     assert cert.marginal() in line_readiness(_held(certificate=cert)).summary
 
 
+def test_audited_line_parts_above_the_budget_are_never_line_ready() -> None:
+    """A certified bound whose line's audited good parts bound the false alarms above the
+    budget (as a whole or at one station) is NOT LINE-READY, saying so in counts; within it,
+    LINE-READY."""
+    from dataclasses import replace
+
+    over_line = replace(CERTIFIED, n_audited=60, line=0.031, stations={"s1": 0.004})
+    over_station = replace(CERTIFIED, n_audited=60, line=0.008, stations={"s1": 0.02, "s2": 0.0})
+    within = replace(CERTIFIED, n_audited=60, line=0.008, stations={"s1": 0.009})
+    for cert, said in (
+        (over_line, "bound at 3.10%, above the 1.0% budget"),
+        (over_station, "bound at 0.80%, station s1 2.00%, above the 1.0% budget"),
+    ):
+        readiness = line_readiness(_held(certificate=cert))
+        assert not readiness.ready
+        assert readiness.lacks == (
+            f"on the line's 60 audited good parts its false alarms are {said}",
+        )
+        assert "audited" in readiness.advice[0] and said in cert.describe()
+    assert line_readiness(_held(certificate=within)).ready
+
+
 def test_out_of_fold_scores_lack_never_trained_images_not_a_none_count() -> None:
     """40 calibration images (58 never-trained scores) and 60 out-of-fold training scores: the
     bound is within the budget but not exchangeable. The lack says so in counts (it once
