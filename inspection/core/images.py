@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import logging
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -422,11 +421,12 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def _decoding(name: str, formats: tuple[str, ...] | None) -> Iterator[None]:
-    """Turn Pillow's exceptions (and its decompression-bomb warning) into ``ImageDecodeError``."""
+    """Turn Pillow's exceptions into ``ImageDecodeError``. Its decompression-bomb warning is
+    not relied on (``_check_size`` refuses what it warns of): warnings filters are one per
+    process, so a thread leaving ``warnings.catch_warnings`` can drop another thread's filter.
+    Where the warning is an error (``-W error``), it is refused here as one."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
+        yield
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -451,7 +451,15 @@ def _target_size(size: tuple[int, int], work_side: int | None) -> tuple[int, int
 
 
 def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
+    """``ImageTooLarge`` above ``max_pixels`` or ``max_side``; ``ImageDecodeError`` above
+    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), whatever ``max_pixels``."""
     width, height = size
+    bomb = Image.MAX_IMAGE_PIXELS
+    if bomb is not None and width * height > bomb:
+        raise ImageDecodeError(
+            f"{name}: image too large: {width}x{height} = {width * height} pixels, above "
+            f"Pillow's decompression-bomb limit of {bomb}"
+        )
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{name}: image is {width}x{height} = {width * height} pixels, "

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import io
+import threading
+import warnings
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile
 
 from inspection.core.errors import ImageDecodeError
 from inspection.core.images import (
     decode_image,
+    decode_reduced,
     defect_pixels,
     is_binary_mask,
     list_images,
@@ -45,6 +48,50 @@ def test_bad_bytes_raise_specific_errors(data: bytes, message: str) -> None:
 def test_too_many_pixels_is_refused() -> None:
     with pytest.raises(ImageDecodeError, match="above the limit of 1000"):
         decode_image(_encode(RGB), max_pixels=1000)
+
+
+class _OpeningWaits(ImageFile.ImageFile):
+    """A format whose header claims 10,000 x 10,000 px (Pillow warns of a decompression bomb,
+    below its error limit) and whose opening waits until another thread ignores warnings."""
+
+    format = "WAITS"
+    opening = threading.Event()
+    ignoring = threading.Event()
+
+    def _open(self) -> None:
+        if self.fp.read(5) != b"WAITS":
+            raise SyntaxError("not a WAITS file")
+        self._mode, self._size = "L", (10_000, 10_000)
+        self.opening.set()
+        assert self.ignoring.wait(10), "the other thread never entered catch_warnings"
+
+
+def test_the_bomb_guard_holds_while_another_thread_ignores_warnings(monkeypatch) -> None:
+    # warnings filters are one per process: another thread ignoring warnings inside
+    # catch_warnings (as NNCF's quantisation does) while an image opens must not let a bomb through
+    monkeypatch.setitem(Image.OPEN, "WAITS", (_OpeningWaits, None))
+    monkeypatch.setattr(Image, "ID", [*Image.ID, "WAITS"])
+    _OpeningWaits.opening.clear()
+    _OpeningWaits.ignoring.clear()
+    done = threading.Event()
+
+    def ignore_warnings() -> None:
+        _OpeningWaits.opening.wait(10)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _OpeningWaits.ignoring.set()
+            done.wait(10)
+
+    filters = list(warnings.filters)
+    other = threading.Thread(target=ignore_warnings)
+    other.start()
+    try:
+        with pytest.raises(ImageDecodeError, match="image too large: 10000x10000"):
+            decode_reduced(b"WAITS", max_pixels=200_000_000, formats=("WAITS",), name="bomb")
+    finally:
+        done.set()
+        other.join()
+    assert warnings.filters == filters  # and decoding left no filter behind
 
 
 def test_rgb_round_trips() -> None:
