@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -338,13 +338,16 @@ def export_model(
     domain_tolerance: DomainTolerance | None = None,
     reference: Measured | None = None,
     converted: Converted | None = None,
+    quantised: Quantised | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
     bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
     copied in; ``knn_rank``: the kNN runs on the bank's top principal directions
     (``low_rank_knn``); ``reference``: the version's FP32 bundle already measured, else a
     non-FP32 export measures one itself; ``converted``: the version already converted
-    (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused)."""
+    (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused);
+    ``quantised``: an INT8 export's model already quantised (``int8_quantisation`` of
+    ``converted``'s model with ``options.calibration_size``)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -367,12 +370,10 @@ def export_model(
     if options.precision == "bf16":
         meta = replace(meta, inference_precision=_bf16_here())  # type: ignore[arg-type]
     if options.precision == "int8":
-        if base.tiling is not None:
-            raise BundleError(
-                "INT8 export of a tiled model is not supported (its calibration set would be "
-                "whole resized images, not tiles); export fp32 or fp16"
-            )
-        model, meta = _quantised(fp32_model, meta, splits, options, say)
+        if quantised is None:
+            quantise = int8_quantisation(fp32_model, base, splits, options.calibration_size, say)
+            quantised = quantise()
+        model, meta = quantised.model, replace(meta, quantization_set=quantised.quantization_set)
     meta, outputs, runs = _calibrated_bundle(
         model, out_dir, meta, splits, say, extra_files, inputs=converted.inputs,
         refine=options.refine,
@@ -459,19 +460,42 @@ def _own(meta: BundleMetadata) -> Calibration:
     return meta.output_calibration
 
 
-def _quantised(
-    fp32_model: ov.Model,
-    meta: BundleMetadata,
-    splits: ExportSplits,
-    options: ExportOptions,
-    say: Progress,
-) -> tuple[ov.Model, BundleMetadata]:
-    """INT8 model and metadata naming its calibration set and what it kept in FP32."""
-    # NNCF (heavy) for INT8 only
-    from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
+@dataclass(frozen=True)
+class Quantised:
+    """A version's INT8 model (NNCF) and the record of its calibration set."""
 
-    prep = meta.preprocessing
-    calibration_paths = sorted(splits.train_images)[: options.calibration_size]
+    model: ov.Model
+    quantization_set: QuantizationSet
+
+
+def int8_quantisation(
+    fp32_model: ov.Model,
+    base: BundleMetadata,
+    splits: ExportSplits,
+    calibration_size: int,
+    say: Progress,
+) -> Callable[[], Quantised]:
+    """The INT8 quantisation of ``fp32_model`` (``training.quantize.quantize_int8``) on the first
+    ``calibration_size`` good training images, what it keeps in FP32 named. The images are read
+    and NNCF imported now, on the calling thread; the returned call only quantises (NNCF), so it
+    may run on another thread while ``fp32_model`` is left to it. ``BundleError`` for a tiled
+    model (its calibration set would be whole resized images, not tiles)."""
+    # NNCF (heavy) for INT8 only
+    from inspection.training.quantize import (
+        STEM_DEPTH,
+        describe_kept,
+        import_nncf,
+        kept_fp32,
+        quantize_int8,
+    )
+
+    if base.tiling is not None:
+        raise BundleError(
+            "INT8 export of a tiled model is not supported (its calibration set would be "
+            "whole resized images, not tiles); export fp32 or fp16"
+        )
+    prep = base.preprocessing
+    calibration_paths = sorted(splits.train_images)[:calibration_size]
     reading = {"bits": prep.source_bits, "value_range": prep.source_range}
     # NNCF quantises the float graph, fed as before; the INT8 graph then gets the same
     # preprocessing in the graph as every bundle (``_calibrated_bundle``)
@@ -479,7 +503,6 @@ def _quantised(
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
         + "; ".join(describe_kept(kept)))  # fmt: skip
-    model = quantize_int8(fp32_model, calibration, stem_depth=STEM_DEPTH)
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     quantization_set = QuantizationSet(
         split="train", label="good", size=fingerprint["count"], sha256=fingerprint["sha256"],
@@ -487,4 +510,10 @@ def _quantised(
         seven_bit_weights=True,
         kept_fp32=describe_kept(kept),
     )  # fmt: skip
-    return model, replace(meta, quantization_set=quantization_set)
+    import_nncf()  # its import is not left to another thread
+
+    def quantise() -> Quantised:
+        model = quantize_int8(fp32_model, calibration, stem_depth=STEM_DEPTH)
+        return Quantised(model, quantization_set)
+
+    return quantise

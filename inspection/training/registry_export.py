@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +39,10 @@ from inspection.training.export import (
     LabelledSample,
     Measured,
     Progress,
+    Quantised,
     convert_version,
     export_model,
+    int8_quantisation,
 )
 from inspection.training.models import model_kind
 from inspection.training.train import load_trained_model
@@ -97,10 +100,12 @@ def export_bundle(
     progress: Progress | None = None,
     reference: Measured | None = None,
     converted: Converted | None = None,
+    quantised: Quantised | None = None,
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry, signed when the site holds
     its key. ``reference``: the same version's FP32 export's ``measured``; ``converted``: the
-    same version already converted (``convert_registered``), on its splits."""
+    same version already converted (``convert_registered``), on its splits; ``quantised``: its
+    INT8 model already quantised (``training.export.int8_quantisation``)."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = registry.bundles.version(product, source.version)
@@ -122,7 +127,7 @@ def export_bundle(
             splits=splits, options=options, progress=progress,
             extra_files=context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
-            reference=reference, converted=converted,
+            reference=reference, converted=converted, quantised=quantised,
         )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
@@ -176,27 +181,42 @@ def export_gated(
     progress: Progress | None = None,
 ) -> GatedExports:
     """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
-    gate reference); a refused bundle is not registered and the others go on."""
+    gate reference); a refused bundle is not registered and the others go on. An INT8 model is
+    quantised on a second thread while the FP32 bundle is calibrated, measured and gated (NNCF's
+    graph work is mostly Python, the FP32 bundle's scoring mostly OpenVINO): the same model as
+    quantised after it."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
     fp32 = None  # the FP32 bundle's figures, the others' gate reference
     try:
         converted = convert_registered(registry, product, source, progress=say)
+        record = registry.bundles.version(product, source.version)
     except (BundleError, RegistryError) as exc:  # every precision refused alike
         return GatedExports((), {precision: str(exc) for precision in precisions})
-    for precision in sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32"):
-        say(f"exporting {source.version or 'the latest version'} ({precision})")
-        try:
-            result = export_bundle(
-                registry, product, replace(options, precision=precision, force=False), source,
-                progress=say, reference=fp32, converted=converted,
-            )  # fmt: skip
-        except (GateRefusal, BundleError, RegistryError) as exc:
-            refused[precision] = str(exc)
-            continue
-        results.append(result)
-        fp32 = result.measured if precision == "fp32" else fp32
+    ordered = sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32")
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantise") as beside:
+        int8: Future[Quantised] | None = None
+        base = base_metadata(record, "int8")
+        if "int8" in ordered[1:] and base.tiling is None:  # tiled: refused by export_model
+            quantise = int8_quantisation(
+                converted.model.clone(), base, converted.splits, options.calibration_size, say
+            )
+            int8 = beside.submit(quantise)
+        for precision in ordered:
+            say(f"exporting {source.version or 'the latest version'} ({precision})")
+            try:
+                quantised = int8.result() if int8 is not None and precision == "int8" else None
+                result = export_bundle(
+                    registry, product, replace(options, precision=precision, force=False),
+                    source, progress=say, reference=fp32, converted=converted,
+                    quantised=quantised,
+                )  # fmt: skip
+            except (GateRefusal, BundleError, RegistryError) as exc:
+                refused[precision] = str(exc)
+                continue
+            results.append(result)
+            fp32 = result.measured if precision == "fp32" else fp32
     return GatedExports(tuple(results), refused)
 
 

@@ -200,3 +200,83 @@ def test_gated_exports_convert_the_version_once(
     assert len(loaded) == 1, loaded
     fp32, fp16 = gated.results
     assert fp16.metadata.input_domain == fp32.metadata.input_domain is not None
+
+
+def _bundle_files(bundle: Path) -> dict[str, object]:
+    """A bundle's files as bytes, the numbers OpenVINO gives the nodes it names (``Model12``,
+    ``Multiply_33176``: counted per process, so a second export in one process names them
+    otherwise) masked in ``model.xml`` and ``metadata.json``, which is parsed without
+    ``created_at`` and ``model.xml``'s digest."""
+    import json
+    import re
+
+    files: dict[str, object] = {}
+    for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+        name, content = str(path.relative_to(bundle)), path.read_bytes()
+        if name in ("model.xml", "metadata.json"):
+            content = re.sub(rb"(Model|_)\d+", rb"\1#", content)
+        files[name] = content
+        if name == "metadata.json":
+            meta = json.loads(content)
+            del meta["created_at"], meta["files"]["model.xml"]
+            files[name] = meta
+    return files
+
+
+@pytest.mark.slow
+def test_int8_is_quantised_while_the_fp32_bundle_calibrates_into_the_same_bundles(
+    trained_patchcore: TrainedProduct, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from inspection.core.export_gate import GateTolerances
+    from inspection.training import export, quantize
+    from inspection.training.export import ExportOptions
+    from inspection.training.registry_export import (
+        RegistryExport,
+        convert_registered,
+        export_bundle,
+        export_gated,
+    )
+
+    def registry(name: str) -> Registry:
+        root = Path(shutil.copytree(trained_patchcore.registry.root, tmp_path / name))
+        shutil.rmtree(root / "brick" / "bundles", ignore_errors=True)  # the session's exports
+        return Registry(root)
+
+    version = RegistryExport(version=trained_patchcore.record.version)
+    everything = GateTolerances(*[1.0] * len(dataclasses.fields(GateTolerances)))
+    options = ExportOptions(tolerances=everything)  # the tiny INT8 falls far behind FP32
+    # one after the other: FP32 exported, then INT8 quantised, calibrated and gated against it
+    alone = registry("one-after-the-other")
+    converted = convert_registered(alone, "brick", version)
+    fp32 = export_bundle(alone, "brick", options, version, converted=converted)
+    int8 = export_bundle(
+        alone, "brick", dataclasses.replace(options, precision="int8"), version,
+        converted=converted, reference=fp32.measured,
+    )  # fmt: skip
+
+    # at once: NNCF waits for the FP32 calibration to start, which waits for NNCF to start,
+    # so they meet only when the quantisation runs beside the FP32 bundle's calibration
+    quantising, calibrating, met = threading.Event(), threading.Event(), []
+    quantize_int8, calibrate_bundle = quantize.quantize_int8, export.calibrate_bundle
+
+    def waiting_quantize(*args, **kwargs):
+        quantising.set()
+        calibrating.wait(30)
+        return quantize_int8(*args, **kwargs)
+
+    def waiting_calibrate(*args, **kwargs):
+        if not calibrating.is_set():  # the first bundle calibrated: FP32
+            calibrating.set()
+            met.append(quantising.wait(30))
+        return calibrate_bundle(*args, **kwargs)
+
+    monkeypatch.setattr(quantize, "quantize_int8", waiting_quantize)
+    monkeypatch.setattr(export, "calibrate_bundle", waiting_calibrate)
+    gated = export_gated(registry("at-once"), "brick", ("fp32", "int8"), version, options)
+
+    assert met == [True], "the FP32 bundle was calibrated before INT8 quantisation began"
+    assert [r.metadata.precision for r in gated.results] == ["fp32", "int8"], gated.refused
+    for sequential, overlapped in zip((fp32, int8), gated.results, strict=True):
+        assert _bundle_files(overlapped.bundle_dir) == _bundle_files(sequential.bundle_dir)
