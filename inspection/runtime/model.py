@@ -167,6 +167,14 @@ class BundleModel:
             throughput=self._compile_throughput,
         )  # fmt: skip
 
+    def throughput(self) -> BundleModel:
+        """This bundle on its THROUGHPUT compile (``run_each``'s, made on first use) for
+        ``async_queue``: the same verified bytes and rewritten graph, nothing read, checked or
+        rewritten again (itself when loaded for THROUGHPUT)."""
+        if self._compile_throughput is None:
+            return self
+        return BundleModel(self._compile_throughput(), self.verified, batched=self._compile_batched)
+
     @property
     def context(self) -> GlobalContext | None:
         return self._context

@@ -26,7 +26,12 @@ from inspection.core.model_record import utc_now
 from inspection.core.registry import Registry
 from inspection.core.signing import sign_record, site_signing_key, verify_signed_bundle
 from inspection.core.types import Progress
-from inspection.runtime.golden import GoldenDriftError, executed_kernels, executed_precision
+from inspection.runtime.golden import (
+    GoldenDriftError,
+    check_golden,
+    executed_kernels,
+    executed_precision,
+)
 from inspection.runtime.hardware import (
     CpuInfo,
     cpu_info,
@@ -300,12 +305,18 @@ def measure_bundles(
 
 
 def _queued(inspector: Predictor) -> Inspector | None:
-    """The bundle for the async queue; None when tiled (one image at a time)."""
+    """The bundle for the async queue: the latency load's bundle on its THROUGHPUT compile
+    (``BundleModel.throughput``), whose own golden outputs are checked here
+    (``GoldenDriftError``); None when tiled (one image at a time)."""
     if isinstance(inspector, TiledInspector):
         return None
-    return Inspector.from_bundle(
-        inspector.model.bundle_dir, performance_hint="THROUGHPUT", input_check="off"
-    )
+    model = inspector.model.throughput()
+    check = check_golden(model)
+    if check is not None and not check.passed:
+        raise GoldenDriftError(check)
+    queued = Inspector(model, input_check="off")
+    queued.golden = check
+    return queued
 
 
 def checked_inspector(bundle_dir: Path) -> tuple[Predictor | None, str]:

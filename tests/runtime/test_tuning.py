@@ -316,35 +316,39 @@ def test_tune_refuses_an_unsigned_live_bundle(fp32_bundle: Path, tmp_path: Path)
         tune_product(registry, "brick", samples=5, public_key=load_public_key(keys.public))
 
 
-def test_tune_compiles_and_golden_checks_each_bundle_once_per_performance_hint(
+def test_tune_reads_each_bundle_once_and_golden_checks_each_performance_hint(
     fp32_bundle: Path, fp16_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The latency compile that is timed is the one whose golden outputs were checked (no
-    separate load just to check them), and the async queue's THROUGHPUT compile checks its own."""
-    from inspection.runtime import loader
+    separate load just to check them); the async queue's THROUGHPUT compile is made from that
+    same load (the bundle not read, verified and rewritten again) and checks its own."""
+    from inspection.runtime import loader, model, tuning
 
     registry = _registry(tmp_path, {"v0001-fp32": fp32_bundle, "v0001-fp16": fp16_bundle})
-    loads: list[tuple[str, str]] = []
-    checks: list[str] = []
-    load, check = loader.BundleModel.load, loader.check_golden
+    reads: list[str] = []
+    checks: list[tuple[str, str]] = []
+    read, check = model.read_verified, loader.check_golden
 
-    def counted_load(path, **options):
-        loads.append((Path(path).name, options.get("performance_hint", "LATENCY")))
-        return load(path, **options)
+    def counted_read(path, *args):
+        reads.append(Path(path).name)
+        return read(path, *args)
 
-    def counted_check(model):
-        checks.append(model.bundle_dir.name)
-        return check(model)
+    def counted_check(checked):
+        hint = checked.compiled.get_property("PERFORMANCE_HINT")
+        checks.append((checked.bundle_dir.name, str(hint)))
+        return check(checked)
 
-    monkeypatch.setattr(loader.BundleModel, "load", counted_load)
+    monkeypatch.setattr(model, "read_verified", counted_read)
     monkeypatch.setattr(loader, "check_golden", counted_check)
+    monkeypatch.setattr(tuning, "check_golden", counted_check)
 
     record = tune_product(registry, "brick", samples=4, write=False)
 
     assert {m.bundle_id for m in record.measurements} == {"v0001-fp32", "v0001-fp16"}
-    for bundle in {name for name, _ in loads}:
-        assert sorted(h for name, h in loads if name == bundle) == ["LATENCY", "THROUGHPUT"]
-        assert checks.count(bundle) == 2
+    assert sorted(reads) == ["v0001-fp16", "v0001-fp32"]  # once each
+    for bundle in reads:
+        hints = sorted(h for name, h in checks if name == bundle)
+        assert hints == ["LATENCY", "THROUGHPUT"], checks
     assert all(m.golden_drift is not None for m in record.measurements)
 
 
