@@ -164,14 +164,18 @@ def _calibrated_bundle(
     *,
     inputs: SplitInputs,
     refine: RefineConfig | None = None,
+    saved: Callable[[], object] | None = None,
 ) -> tuple[BundleMetadata, RawOutputs, BundleRuns]:
-    """Save ``model`` with its preprocessing in the graph (``with_preprocessing``), calibrate
-    it on its own validation outputs (and choose its mask refiner with ``refine``), then run it
-    on the test split; the bundle's runs, compiled once, fed the version's ``inputs``."""
+    """Save ``model`` with its preprocessing in the graph (``with_preprocessing``; then call
+    ``saved``), calibrate it on its own validation outputs (and choose its mask refiner with
+    ``refine``), then run it on the test split; the bundle's runs, compiled once, fed the
+    version's ``inputs``."""
     model = with_preprocessing(model, meta.preprocessing)
     meta = replace(meta, preprocessing=replace(meta.preprocessing, in_graph=True))
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
+    if saved is not None:
+        saved()
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, target / name)
     write_bundle_metadata(target, meta)
@@ -293,12 +297,12 @@ class Converted:
     inputs: SplitInputs = field(default_factory=SplitInputs, compare=False)
     """The split images as its bundles take them, made once for all of them."""
 
-    def applied(self, base: BundleMetadata) -> tuple[ov.Model, BundleMetadata]:
-        """A copy of the model to quantise or save, and ``base`` with what converting measured."""
+    def applied(self, base: BundleMetadata) -> BundleMetadata:
+        """``base`` with what converting measured."""
         base = replace(base, input_domain=base.input_domain or self.input_domain)
         if self.knn_head is not None:
             base = replace(base, extra={**base.extra, "knn_head": self.knn_head})
-        return self.model.clone(), base
+        return base
 
 
 def convert_version(
@@ -339,6 +343,7 @@ def export_model(
     reference: Measured | None = None,
     converted: Converted | None = None,
     quantised: Quantised | None = None,
+    saved: Callable[[], object] | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
     bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
@@ -347,7 +352,8 @@ def export_model(
     non-FP32 export measures one itself; ``converted``: the version already converted
     (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused);
     ``quantised``: an INT8 export's model already quantised (``int8_quantisation`` of
-    ``converted``'s model with ``options.calibration_size``)."""
+    ``converted``'s model with ``options.calibration_size``); ``saved``: called once the
+    bundle's graph file is written."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -357,7 +363,10 @@ def export_model(
             torch_model, base, splits, knn_rank=knn_rank, domain_tolerance=domain_tolerance,
             progress=say,
         )  # fmt: skip
-    fp32_model, base = converted.applied(base)
+    base = converted.applied(base)
+    # one copy of the model a bundle, the INT8 one made for ``quantised``: OpenVINO numbers the
+    # nodes it names by one count a process, so the same copies keep the graph files the same
+    fp32_model = converted.model if quantised is not None else converted.model.clone()
     if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta, scratch_dir = replace(base, precision="fp32"), Path(scratch) / "bundle"
@@ -376,7 +385,7 @@ def export_model(
         model, meta = quantised.model, replace(meta, quantization_set=quantised.quantization_set)
     meta, outputs, runs = _calibrated_bundle(
         model, out_dir, meta, splits, say, extra_files, inputs=converted.inputs,
-        refine=options.refine,
+        refine=options.refine, saved=saved,
     )  # fmt: skip
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))

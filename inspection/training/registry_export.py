@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -101,11 +101,13 @@ def export_bundle(
     reference: Measured | None = None,
     converted: Converted | None = None,
     quantised: Quantised | None = None,
+    saved: Callable[[], object] | None = None,
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry, signed when the site holds
     its key. ``reference``: the same version's FP32 export's ``measured``; ``converted``: the
     same version already converted (``convert_registered``), on its splits; ``quantised``: its
-    INT8 model already quantised (``training.export.int8_quantisation``)."""
+    INT8 model already quantised (``training.export.int8_quantisation``); ``saved``: called once
+    the bundle's graph file is written (``export_model``)."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = registry.bundles.version(product, source.version)
@@ -127,7 +129,7 @@ def export_bundle(
             splits=splits, options=options, progress=progress,
             extra_files=context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
-            reference=reference, converted=converted, quantised=quantised,
+            reference=reference, converted=converted, quantised=quantised, saved=saved,
         )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
@@ -182,35 +184,40 @@ def export_gated(
 ) -> GatedExports:
     """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
     gate reference); a refused bundle is not registered and the others go on. An INT8 model is
-    quantised on a second thread while the FP32 bundle is calibrated, measured and gated (NNCF's
-    graph work is mostly Python, the FP32 bundle's scoring mostly OpenVINO): the same model as
-    quantised after it."""
+    quantised on a second thread while the first bundle is calibrated, measured and gated
+    (NNCF's graph work is mostly Python, the first bundle's mostly OpenVINO and numpy): the same
+    bundles as one after the other. It starts once the first bundle's graph file is written:
+    OpenVINO numbers the nodes it names by one count a process, and no node may be made beside
+    those of a graph being saved."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
     fp32 = None  # the FP32 bundle's figures, the others' gate reference
     try:
         converted = convert_registered(registry, product, source, progress=say)
-        record = registry.bundles.version(product, source.version)
+        base = base_metadata(registry.bundles.version(product, source.version), "int8")
     except (BundleError, RegistryError) as exc:  # every precision refused alike
         return GatedExports((), {precision: str(exc) for precision in precisions})
-    ordered = sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32")
+    first, *others = sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32")
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantise") as beside:
-        int8: Future[Quantised] | None = None
-        base = base_metadata(record, "int8")
-        if "int8" in ordered[1:] and base.tiling is None:  # tiled: refused by export_model
+        int8: list[Future[Quantised]] = []
+
+        def quantise_beside() -> None:
             quantise = int8_quantisation(
                 converted.model.clone(), base, converted.splits, options.calibration_size, say
             )
-            int8 = beside.submit(quantise)
-        for precision in ordered:
+            int8.append(beside.submit(quantise))
+
+        for precision in (first, *others):
             say(f"exporting {source.version or 'the latest version'} ({precision})")
+            # tiled: no INT8 (export_model refuses it)
+            beside_first = precision == first and "int8" in others and base.tiling is None
             try:
-                quantised = int8.result() if int8 is not None and precision == "int8" else None
+                quantised = int8[0].result() if precision == "int8" and int8 else None
                 result = export_bundle(
                     registry, product, replace(options, precision=precision, force=False),
                     source, progress=say, reference=fp32, converted=converted,
-                    quantised=quantised,
+                    quantised=quantised, saved=quantise_beside if beside_first else None,
                 )  # fmt: skip
             except (GateRefusal, BundleError, RegistryError) as exc:
                 refused[precision] = str(exc)
