@@ -364,8 +364,8 @@ def export_model(
             progress=say,
         )  # fmt: skip
     base = converted.applied(base)
-    # one copy of the model a bundle, the INT8 one made for ``quantised``: OpenVINO numbers the
-    # nodes it names by one count a process, so the same copies keep the graph files the same
+    # one copy of the model a bundle (an INT8 one's made for ``quantised``): OpenVINO names the
+    # nodes it makes from one count a process, so one copy more would rename later graphs' nodes
     fp32_model = converted.model if quantised is not None else converted.model.clone()
     if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:

@@ -184,11 +184,11 @@ def export_gated(
 ) -> GatedExports:
     """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
     gate reference); a refused bundle is not registered and the others go on. An INT8 model is
-    quantised on a second thread while the first bundle is calibrated, measured and gated
-    (NNCF's graph work is mostly Python, the first bundle's mostly OpenVINO and numpy): the same
-    bundles as one after the other. It starts once the first bundle's graph file is written:
-    OpenVINO numbers the nodes it names by one count a process, and no node may be made beside
-    those of a graph being saved."""
+    quantised (NNCF, mostly one core) on a second thread while the first bundle is scored,
+    calibrated, gated and its refiner chosen: the same bundles as one after the other. It starts
+    once the first bundle's graph file is written, from the one copy of the model the INT8
+    bundle takes: OpenVINO names the nodes it makes from one count a process, so a node made
+    beside a graph being built, or one copy more, would rename that graph's nodes."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
