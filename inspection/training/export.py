@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -164,18 +164,14 @@ def _calibrated_bundle(
     *,
     inputs: SplitInputs,
     refine: RefineConfig | None = None,
-    saved: Callable[[], object] | None = None,
 ) -> tuple[BundleMetadata, RawOutputs, BundleRuns]:
-    """Save ``model`` with its preprocessing in the graph (``with_preprocessing``; then call
-    ``saved``), calibrate it on its own validation outputs (and choose its mask refiner with
-    ``refine``), then run it on the test split; the bundle's runs, compiled once, fed the
-    version's ``inputs``."""
+    """Save ``model`` with its preprocessing in the graph (``with_preprocessing``), calibrate
+    it on its own validation outputs (and choose its mask refiner with ``refine``), then run it
+    on the test split; the bundle's runs, compiled once, fed the version's ``inputs``."""
     model = with_preprocessing(model, meta.preprocessing)
     meta = replace(meta, preprocessing=replace(meta.preprocessing, in_graph=True))
     target.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, target / meta.model_file, compress_to_fp16=meta.precision == "fp16")
-    if saved is not None:
-        saved()
     for name, source in (extra_files or {}).items():
         shutil.copyfile(source, target / name)
     write_bundle_metadata(target, meta)
@@ -297,12 +293,12 @@ class Converted:
     inputs: SplitInputs = field(default_factory=SplitInputs, compare=False)
     """The split images as its bundles take them, made once for all of them."""
 
-    def applied(self, base: BundleMetadata) -> BundleMetadata:
-        """``base`` with what converting measured."""
+    def applied(self, base: BundleMetadata) -> tuple[ov.Model, BundleMetadata]:
+        """A copy of the model to quantise or save, and ``base`` with what converting measured."""
         base = replace(base, input_domain=base.input_domain or self.input_domain)
         if self.knn_head is not None:
             base = replace(base, extra={**base.extra, "knn_head": self.knn_head})
-        return base
+        return self.model.clone(), base
 
 
 def convert_version(
@@ -342,18 +338,13 @@ def export_model(
     domain_tolerance: DomainTolerance | None = None,
     reference: Measured | None = None,
     converted: Converted | None = None,
-    quantised: Quantised | None = None,
-    saved: Callable[[], object] | None = None,
 ) -> ExportResult:
     """Convert, (quantise), save, calibrate, measure and gate one bundle in ``out_dir``; a refused
     bundle is removed unless ``options.force``. ``extra_files`` ({name in bundle: source}) are
     copied in; ``knn_rank``: the kNN runs on the bank's top principal directions
     (``low_rank_knn``); ``reference``: the version's FP32 bundle already measured, else a
     non-FP32 export measures one itself; ``converted``: the version already converted
-    (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused);
-    ``quantised``: an INT8 export's model already quantised (``int8_quantisation`` of
-    ``converted``'s model with ``options.calibration_size``); ``saved``: called once the
-    bundle's graph file is written."""
+    (``convert_version``; ``torch_model``, ``knn_rank`` and ``domain_tolerance`` unused)."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise BundleError(f"{out_dir} already exists; refusing to overwrite a bundle")
@@ -363,10 +354,7 @@ def export_model(
             torch_model, base, splits, knn_rank=knn_rank, domain_tolerance=domain_tolerance,
             progress=say,
         )  # fmt: skip
-    base = converted.applied(base)
-    # one copy of the model a bundle (an INT8 one's made for ``quantised``): OpenVINO names the
-    # nodes it makes from one count a process, so one copy more would rename later graphs' nodes
-    fp32_model = converted.model if quantised is not None else converted.model.clone()
+    fp32_model, base = converted.applied(base)
     if options.precision != "fp32" and reference is None:
         with tempfile.TemporaryDirectory(prefix="fp32-reference-") as scratch:
             ref_meta, scratch_dir = replace(base, precision="fp32"), Path(scratch) / "bundle"
@@ -379,13 +367,15 @@ def export_model(
     if options.precision == "bf16":
         meta = replace(meta, inference_precision=_bf16_here())  # type: ignore[arg-type]
     if options.precision == "int8":
-        if quantised is None:
-            quantise = int8_quantisation(fp32_model, base, splits, options.calibration_size, say)
-            quantised = quantise()
-        model, meta = quantised.model, replace(meta, quantization_set=quantised.quantization_set)
+        if base.tiling is not None:
+            raise BundleError(
+                "INT8 export of a tiled model is not supported (its calibration set would be "
+                "whole resized images, not tiles); export fp32 or fp16"
+            )
+        model, meta = _quantised(fp32_model, meta, splits, options, say)
     meta, outputs, runs = _calibrated_bundle(
         model, out_dir, meta, splits, say, extra_files, inputs=converted.inputs,
-        refine=options.refine, saved=saved,
+        refine=options.refine,
     )  # fmt: skip
     _write_validation_scores(out_dir, outputs.scores, splits.test, meta)
     metrics, figures = outputs.measure(_own(meta))
@@ -469,42 +459,19 @@ def _own(meta: BundleMetadata) -> Calibration:
     return meta.output_calibration
 
 
-@dataclass(frozen=True)
-class Quantised:
-    """A version's INT8 model (NNCF) and the record of its calibration set."""
-
-    model: ov.Model
-    quantization_set: QuantizationSet
-
-
-def int8_quantisation(
+def _quantised(
     fp32_model: ov.Model,
-    base: BundleMetadata,
+    meta: BundleMetadata,
     splits: ExportSplits,
-    calibration_size: int,
+    options: ExportOptions,
     say: Progress,
-) -> Callable[[], Quantised]:
-    """The INT8 quantisation of ``fp32_model`` (``training.quantize.quantize_int8``) on the first
-    ``calibration_size`` good training images, what it keeps in FP32 named. The images are read
-    and NNCF imported now, on the calling thread; the returned call only quantises (NNCF), so it
-    may run on another thread while ``fp32_model`` is left to it. ``BundleError`` for a tiled
-    model (its calibration set would be whole resized images, not tiles)."""
+) -> tuple[ov.Model, BundleMetadata]:
+    """INT8 model and metadata naming its calibration set and what it kept in FP32."""
     # NNCF (heavy) for INT8 only
-    from inspection.training.quantize import (
-        STEM_DEPTH,
-        describe_kept,
-        import_nncf,
-        kept_fp32,
-        quantize_int8,
-    )
+    from inspection.training.quantize import STEM_DEPTH, describe_kept, kept_fp32, quantize_int8
 
-    if base.tiling is not None:
-        raise BundleError(
-            "INT8 export of a tiled model is not supported (its calibration set would be "
-            "whole resized images, not tiles); export fp32 or fp16"
-        )
-    prep = base.preprocessing
-    calibration_paths = sorted(splits.train_images)[:calibration_size]
+    prep = meta.preprocessing
+    calibration_paths = sorted(splits.train_images)[: options.calibration_size]
     reading = {"bits": prep.source_bits, "value_range": prep.source_range}
     # NNCF quantises the float graph, fed as before; the INT8 graph then gets the same
     # preprocessing in the graph as every bundle (``_calibrated_bundle``)
@@ -512,6 +479,7 @@ def int8_quantisation(
     kept = kept_fp32(fp32_model, STEM_DEPTH)
     say(f"quantising to INT8 on {len(calibration)} good training images; kept in FP32: "
         + "; ".join(describe_kept(kept)))  # fmt: skip
+    model = quantize_int8(fp32_model, calibration, stem_depth=STEM_DEPTH)
     fingerprint = fingerprint_files(calibration_paths, splits.dataset_root)
     quantization_set = QuantizationSet(
         split="train", label="good", size=fingerprint["count"], sha256=fingerprint["sha256"],
@@ -519,10 +487,4 @@ def int8_quantisation(
         seven_bit_weights=True,
         kept_fp32=describe_kept(kept),
     )  # fmt: skip
-    import_nncf()  # its import is not left to another thread
-
-    def quantise() -> Quantised:
-        model = quantize_int8(fp32_model, calibration, stem_depth=STEM_DEPTH)
-        return Quantised(model, quantization_set)
-
-    return quantise
+    return model, replace(meta, quantization_set=quantization_set)

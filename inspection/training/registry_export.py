@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -39,10 +38,8 @@ from inspection.training.export import (
     LabelledSample,
     Measured,
     Progress,
-    Quantised,
     convert_version,
     export_model,
-    int8_quantisation,
 )
 from inspection.training.models import model_kind
 from inspection.training.train import load_trained_model
@@ -100,14 +97,10 @@ def export_bundle(
     progress: Progress | None = None,
     reference: Measured | None = None,
     converted: Converted | None = None,
-    quantised: Quantised | None = None,
-    saved: Callable[[], object] | None = None,
 ) -> ExportResult:
     """Export a registered version and add the bundle to the registry, signed when the site holds
     its key. ``reference``: the same version's FP32 export's ``measured``; ``converted``: the
-    same version already converted (``convert_registered``), on its splits; ``quantised``: its
-    INT8 model already quantised (``training.export.int8_quantisation``); ``saved``: called once
-    the bundle's graph file is written (``export_model``)."""
+    same version already converted (``convert_registered``), on its splits."""
     signing_key = site_signing_key(registry.root)
     source = source or RegistryExport()
     record = registry.bundles.version(product, source.version)
@@ -129,7 +122,7 @@ def export_bundle(
             splits=splits, options=options, progress=progress,
             extra_files=context_files(record) | part_files, knn_rank=_knn_rank(record),
             domain_tolerance=load_product_config(product, source.configs_dir).input_domain,
-            reference=reference, converted=converted, quantised=quantised, saved=saved,
+            reference=reference, converted=converted,
         )  # fmt: skip
         if signing_key is not None:
             sign_bundle(result.bundle_dir, signing_key)
@@ -183,47 +176,27 @@ def export_gated(
     progress: Progress | None = None,
 ) -> GatedExports:
     """Export ``source``'s version to each of ``precisions``, never forced, FP32 first (the others'
-    gate reference); a refused bundle is not registered and the others go on. An INT8 model is
-    quantised (NNCF, mostly one core) on a second thread while the first bundle is scored,
-    calibrated, gated and its refiner chosen: the same bundles as one after the other. It starts
-    once the first bundle's graph file is written, from the one copy of the model the INT8
-    bundle takes: OpenVINO names the nodes it makes from one count a process, so a node made
-    beside a graph being built, or one copy more, would rename that graph's nodes."""
+    gate reference); a refused bundle is not registered and the others go on."""
     say = progress or log.info
     results: list[ExportResult] = []
     refused: dict[str, str] = {}
     fp32 = None  # the FP32 bundle's figures, the others' gate reference
     try:
         converted = convert_registered(registry, product, source, progress=say)
-        base = base_metadata(registry.bundles.version(product, source.version), "int8")
     except (BundleError, RegistryError) as exc:  # every precision refused alike
         return GatedExports((), {precision: str(exc) for precision in precisions})
-    first, *others = sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32")
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="quantise") as beside:
-        int8: list[Future[Quantised]] = []
-
-        def quantise_beside() -> None:
-            quantise = int8_quantisation(
-                converted.model.clone(), base, converted.splits, options.calibration_size, say
-            )
-            int8.append(beside.submit(quantise))
-
-        for precision in (first, *others):
-            say(f"exporting {source.version or 'the latest version'} ({precision})")
-            # tiled: no INT8 (export_model refuses it)
-            beside_first = precision == first and "int8" in others and base.tiling is None
-            try:
-                quantised = int8[0].result() if precision == "int8" and int8 else None
-                result = export_bundle(
-                    registry, product, replace(options, precision=precision, force=False),
-                    source, progress=say, reference=fp32, converted=converted,
-                    quantised=quantised, saved=quantise_beside if beside_first else None,
-                )  # fmt: skip
-            except (GateRefusal, BundleError, RegistryError) as exc:
-                refused[precision] = str(exc)
-                continue
-            results.append(result)
-            fp32 = result.measured if precision == "fp32" else fp32
+    for precision in sorted(dict.fromkeys(precisions), key=lambda p: p != "fp32"):
+        say(f"exporting {source.version or 'the latest version'} ({precision})")
+        try:
+            result = export_bundle(
+                registry, product, replace(options, precision=precision, force=False), source,
+                progress=say, reference=fp32, converted=converted,
+            )  # fmt: skip
+        except (GateRefusal, BundleError, RegistryError) as exc:
+            refused[precision] = str(exc)
+            continue
+        results.append(result)
+        fp32 = result.measured if precision == "fp32" else fp32
     return GatedExports(tuple(results), refused)
 
 
