@@ -206,7 +206,7 @@ def decode_reduced(
     check_source_bits(bits)
     with _decoding(name, formats):
         image = Image.open(io.BytesIO(data), formats=formats)
-        _check_size(image.size, max_pixels, max_side, name)
+        _check_opened(image, max_pixels, max_side, name)
         kind = _kind(image)
         _check_depth(image, data, kind, bits, value_range, name)
         stored = image.size
@@ -422,7 +422,7 @@ def _grey_to_rgb(grey: np.ndarray) -> np.ndarray:
 @contextmanager
 def _decoding(name: str, formats: tuple[str, ...] | None) -> Iterator[None]:
     """Turn Pillow's exceptions into ``ImageDecodeError``. Its decompression-bomb warning is
-    not relied on (``_check_size`` refuses what it warns of): warnings filters are one per
+    not relied on (``_check_opened`` refuses what it warns of): warnings filters are one per
     process, so a thread leaving ``warnings.catch_warnings`` can drop another thread's filter.
     Where the warning is an error (``-W error``), it is refused here as one."""
     try:
@@ -450,16 +450,22 @@ def _target_size(size: tuple[int, int], work_side: int | None) -> tuple[int, int
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
-    """``ImageTooLarge`` above ``max_pixels`` or ``max_side``; ``ImageDecodeError`` above
-    Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``), whatever ``max_pixels``."""
-    width, height = size
+def _check_opened(image: Image.Image, max_pixels: int, max_side: int, name: str) -> None:
+    """``_check_size`` of a file Pillow opened (its header read, no pixels), first refused
+    above Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) whatever ``max_pixels``
+    (``ImageDecodeError``): what Pillow only warns of, never left to a warnings filter."""
+    width, height = image.size
     bomb = Image.MAX_IMAGE_PIXELS
     if bomb is not None and width * height > bomb:
         raise ImageDecodeError(
             f"{name}: image too large: {width}x{height} = {width * height} pixels, above "
             f"Pillow's decompression-bomb limit of {bomb}"
         )
+    _check_size(image.size, max_pixels, max_side, name)
+
+
+def _check_size(size: tuple[int, int], max_pixels: int, max_side: int, name: str) -> None:
+    width, height = size
     if width * height > max_pixels:
         raise ImageTooLarge(
             f"{name}: image is {width}x{height} = {width * height} pixels, "
@@ -515,7 +521,7 @@ def probe_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tu
         if Path(path).stat().st_size == 0:
             raise ImageDecodeError(f"{name}: empty file (0 bytes)")
         with Image.open(path) as image:
-            _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
+            _check_opened(image, max_pixels, DEFAULT_MAX_SIDE, name)
             return image.size[::-1] if _orientation(image) in TURNED else image.size
     except ImageDecodeError:
         raise
@@ -579,7 +585,7 @@ def mask_levels(
         raise ImageDecodeError(f"{name}: empty file (0 bytes)")
     with _decoding(name, None):
         image = Image.open(io.BytesIO(data))
-        _check_size(image.size, max_pixels, DEFAULT_MAX_SIDE, name)
+        _check_opened(image, max_pixels, DEFAULT_MAX_SIDE, name)
         image.load()
         image = _upright(image)
     image = _mask_mode(image)
