@@ -142,12 +142,8 @@ def test_same_seed_same_scores(tiny_product: Path, tmp_path: Path) -> None:
     assert [r.record.version for r in runs] == ["v0001", "v0002"]
 
 
-def test_training_decodes_each_image_once(
-    tiny_product: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The fit, the out-of-fold and validation passes and the evaluation read the same files:
-    each is decoded once (``KEPT.held``), and nothing stays kept after the training."""
-    from inspection.data.decoded import KEPT
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
+    """Decodings of each file by the training's image reader, counted from now on."""
     from inspection.training import samples
 
     decoded: Counter[Path] = Counter()
@@ -158,6 +154,17 @@ def test_training_decodes_each_image_once(
         return read_image(path, **reading)
 
     monkeypatch.setattr(samples, "read_image", counted)
+    return decoded
+
+
+def test_training_decodes_each_image_once(
+    tiny_product: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fit, the out-of-fold and validation passes and the evaluation read the same files:
+    each is decoded once (``KEPT.held``), and nothing stays kept after the training."""
+    from inspection.data.decoded import KEPT
+
+    decoded = _count_decodes(monkeypatch)
     dataset = load_dataset(tiny_product)
     config = load_model_config("patchcore", overrides=TINY)
     train_model(config, dataset, product="brick", registry=Registry(tmp_path), progress=False)
@@ -179,14 +186,7 @@ def test_training_prints_are_of_the_fits_decodings_past_the_budget_too(
     none_kept = DecodedImages(budget_bytes=0)
     monkeypatch.setattr(samples, "KEPT", none_kept)
     monkeypatch.setattr(sys.modules["inspection.training.train"], "KEPT", none_kept)
-    decoded: Counter[Path] = Counter()
-    read_image = samples.read_image
-
-    def counted(path: Path, **reading: object) -> np.ndarray:
-        decoded[Path(path)] += 1
-        return read_image(path, **reading)
-
-    monkeypatch.setattr(samples, "read_image", counted)
+    decoded = _count_decodes(monkeypatch)
     dataset = load_dataset(tiny_product)
     config = load_model_config("patchcore", overrides=TINY)
     with none_kept.held():
