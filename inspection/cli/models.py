@@ -9,7 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION, ProductArg, group, site_registry
+from inspection.cli.console import print_table
 from inspection.cli.operating import fmt
+from inspection.core.readiness import held_out_of, line_readiness
 
 models_app = group("models", "Browse the model registry.")
 console = Console()
@@ -20,25 +22,30 @@ def list_models(
     product: str = typer.Option(None, "--product", "-p", help="Only this product."),
     site: str = SITE_OPTION,
 ) -> None:
-    """List model versions with their key metrics, and the live bundle per product."""
+    """List model versions with their key metrics, the verdict ``train`` gave each on its
+    held-out parts (LINE-READY or NOT LINE-READY), and the live bundle per product."""
     registry = site_registry(site)
     table = Table(
-        "product", "version", "model", "created", "image AUROC", "pixel AUROC", "AUPRO", "live"
-    )
+        "product", "version", "model", "created (UTC)", "image AUROC", "pixel AUROC", "AUPRO",
+        "verdict", "live",
+    )  # fmt: skip
     for name in [product] if product else registry.bundles.products():
         live = registry.journal.live(name)
         for record in registry.bundles.versions(name):
-            overall = record.evaluation().overall
+            metrics = record.evaluation()
+            overall = metrics.overall
             is_live = live is not None and live.bundle_id.startswith(record.version + "-")
+            held = held_out_of(f"{name}/{record.version}", metrics)
             table.add_row(
                 name,
                 record.version,
                 record.model_kind,
-                record.created_at,
+                record.created_at[:16].replace("T", " "),  # to the minute, UTC
                 *(fmt(v) for v in (overall.image_auroc, overall.pixel_auroc, overall.aupro)),
+                line_readiness(held).word,
                 live.bundle_id if is_live else "",
             )
-    console.print(table)
+    print_table(console, table)  # uncut in a log or pipe
 
 
 @models_app.command("show")
