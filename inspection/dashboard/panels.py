@@ -76,6 +76,17 @@ def caveats(item: health.ModelHealth) -> list[str]:
     return notes
 
 
+def product_select(products: list[str], key: str, where: Any = st) -> str:
+    """The page's product select box (in ``where``: a column, or the page), preset from a
+    ``?product=`` link and written back to it, so a page's address names what it shows."""
+    wanted = st.query_params.get("product")
+    if wanted in products and key not in st.session_state:
+        st.session_state[key] = wanted
+    product = where.selectbox("Product", products, key=key)
+    st.query_params["product"] = product
+    return product
+
+
 def stop_with(note: str, icon: str = ":material/info:") -> NoReturn:
     """Show ``note`` (what to do first) and end the page's run."""
     st.info(note, icon=icon)

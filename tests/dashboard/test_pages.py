@@ -428,6 +428,22 @@ def test_models_promote_and_rollback_with_audit(seeded_site, site_env) -> None:
     assert registry.journal.events("brick")[-1]["action"] == "rollback"
 
 
+def test_models_page_opens_on_the_product_its_link_names(seeded_site, site_env) -> None:
+    """models?product=grass shows grass, as thresholds?product=grass does, and the address
+    follows the product chosen."""
+    site_env(seeded_site)
+    _ensure_user("dana", "reviewer")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.session_state["identity"] = ("dana", "reviewer")
+    at.session_state["login_at"] = datetime.now(timezone.utc)
+    at.query_params["product"] = "grass"
+    at.switch_page(PAGES["models"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="md_product").value == "grass"
+    at.selectbox(key="md_product").set_value("brick").run()
+    assert at.query_params["product"] == "brick"
+
+
 def test_models_promote_needs_who_and_why(seeded_site, site_env) -> None:
     site_env(seeded_site)
     at = _open("models", user="carol", role="admin")

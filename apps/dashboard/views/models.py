@@ -22,7 +22,7 @@ if not products:
         "and export bundles with `inspection export`; they appear here with their metrics."
     )
 
-product = st.selectbox("Product", products, key="md_product")
+product = panels.product_select(products, "md_product")  # models?product=grass
 live = app_state.live_state(site, product)
 if live is None:
     st.warning(f"No bundle of {product} is live yet: promote one below.", icon=":material/warning:")

@@ -45,11 +45,7 @@ if not products:
     )
 
 top = st.columns([2, 2, 3])
-wanted = st.query_params.get("product")  # deep links: thresholds?product=grass
-if wanted in products and "th_product" not in st.session_state:
-    st.session_state["th_product"] = wanted
-product = top[0].selectbox("Product", products, key="th_product")
-st.query_params["product"] = product
+product = panels.product_select(products, "th_product", top[0])  # thresholds?product=grass
 bundles = board.registry.bundles.bundle_ids(product)
 default = thresholds.default_bundle(board.registry, product)
 bundle_id = top[1].selectbox(
