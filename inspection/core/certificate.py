@@ -278,14 +278,7 @@ class Certificate:
     @property
     def certified_for_line(self) -> bool:
         """``certified`` and the audited parts alone keep the budget, at every station."""
-        line = self.line_bound
-        stations = (self.stations or {}).values()
-        return (
-            self.certified
-            and line is not None
-            and line <= self.budget + 1e-12
-            and all(b <= self.budget + 1e-12 for b in stations)
-        )
+        return self.certified and self.line_bound is not None and self.line_shortfall() is None
 
     def realised_quantile(self, level: float = MARGINAL_QUANTILE) -> float:
         """The ``level`` quantile of the realised rate over calibration draws of this n and
