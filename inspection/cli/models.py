@@ -10,8 +10,7 @@ from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION, ProductArg, group, site_registry
 from inspection.cli.console import print_table
-from inspection.cli.operating import fmt
-from inspection.core.readiness import held_out_of, line_readiness
+from inspection.cli.operating import fmt, version_readiness
 
 models_app = group("models", "Browse the model registry.")
 console = Console()
@@ -35,14 +34,13 @@ def list_models(
             metrics = record.evaluation()
             overall = metrics.overall
             is_live = live is not None and live.bundle_id.startswith(record.version + "-")
-            held = held_out_of(f"{name}/{record.version}", metrics)
             table.add_row(
                 name,
                 record.version,
                 record.model_kind,
                 record.created_at[:16].replace("T", " "),  # to the minute, UTC
                 *(fmt(v) for v in (overall.image_auroc, overall.pixel_auroc, overall.aupro)),
-                line_readiness(held).word,
+                version_readiness(name, record.version, metrics).word,
                 live.bundle_id if is_live else "",
             )
     print_table(console, table)  # uncut in a log or pipe

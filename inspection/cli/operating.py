@@ -14,7 +14,7 @@ from inspection.cli._site import SITE_OPTION, group
 from inspection.core.config import load_site_config
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
-from inspection.core.readiness import held_out_of, line_readiness
+from inspection.core.readiness import Readiness, held_out_of, line_readiness
 from inspection.core.registry import Registry
 
 console = Console()
@@ -102,9 +102,15 @@ def subset_miss_text(metrics: EvaluationMetrics) -> str:
     return "\n".join(lines)
 
 
-def train_verdict(product: str, version: str, metrics: EvaluationMetrics | None) -> str:
-    """The last line of ``train``: the LINE-READY verdict on its held-out figures, and the
-    next step (export) when it is line-ready."""
+def version_readiness(product: str, version: str, metrics: EvaluationMetrics | None) -> Readiness:
+    """The LINE-READY verdict on a trained version's held-out figures (``train``'s last line,
+    ``models list``)."""
     subject = f"{product}/{version}"
-    readiness = line_readiness(held_out_of(subject, metrics or EvaluationMetrics(SubsetMetrics())))
+    return line_readiness(held_out_of(subject, metrics or EvaluationMetrics(SubsetMetrics())))
+
+
+def train_verdict(product: str, version: str, metrics: EvaluationMetrics | None) -> str:
+    """The last line of ``train``: ``version_readiness``, and the next step (export) when it
+    is line-ready."""
+    readiness = version_readiness(product, version, metrics)
     return readiness.line(f"inspection export --product {product} --version {version}")
