@@ -58,6 +58,8 @@ def test_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         plc = _output_of(done, "softplc_local.sh")
         assert len(re.findall(r"^opcua plc-\d: (OK|NG) ", plc, re.MULTILINE)) == 3, plc
         assert len(re.findall(r"^mqtt  mqtt-\d: (OK|NG)", plc, re.MULTILINE)) == 3, plc
+        for quoted_line in _readme_plc_lines():  # the README's example has today's form
+            assert re.search(_line_form(quoted_line), plc, re.MULTILINE), (quoted_line, plc)
 
 
 def _output_of(done: object, command: str) -> str:
@@ -73,6 +75,20 @@ def _readme_answer() -> dict[str, str]:
     block = step[step.index("```text") : step.index("```", step.index("```text") + 3)]
     fields = re.findall(r'"(\w+)":("[^"…]*"|[0-9.]+)[,}]', block)
     return {key: value.strip('"') for key, value in fields}
+
+
+def _readme_plc_lines() -> list[str]:
+    """The lines README step 7's example output quotes (its notes and ``…`` left out)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    step = text[text.index("**7. A PLC trial**") :]
+    block = step[step.index("```text") + 7 : step.index("```", step.index("```text") + 7)]
+    return [line.split("   ")[0].rstrip() for line in block.splitlines() if line.strip("… ")]
+
+
+def _line_form(line: str) -> str:
+    """A pattern for a printed line shaped like ``line``: its numbers and verdict may differ."""
+    form = re.sub(r"\d+(\\\.\d+)?", lambda _: r"\d+(\.\d+)?", re.escape(line))
+    return "^" + form.replace("NG", "(OK|NG)")
 
 
 @pytest.mark.parametrize("job", ["sleep 60 & sleep 60 & wait", "trap '' TERM; sleep 60 & sleep 60"])
