@@ -44,6 +44,7 @@ Custom folders (``load_folder_spec``), paths relative to the YAML file::
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 from collections import Counter
@@ -216,7 +217,8 @@ def load_mvtec(root: str | Path) -> Dataset:
     """Read one MVTec AD or MVTec LOCO category folder (``<product>/train/good``, ``test/*``,
     ``ground_truth``; module docstring)."""
     root = Path(root).resolve()
-    _require_dir(root, "dataset folder not found")
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}{_nearest(root)}")
     train_dir = root / "train" / GOOD
     if not train_dir.is_dir() and (loose := list_images(root)):
         raise DatasetError(
@@ -422,6 +424,19 @@ def load_dataset(path: str | Path) -> Dataset:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+
+
+def _nearest(missing: Path) -> str:
+    """Where a missing folder's path stops existing, or its look-alike siblings, as a hint."""
+    existing = next(p for p in missing.parents if p.is_dir())
+    if existing != missing.parent:
+        return (
+            f" (there is no {existing / missing.relative_to(existing).parts[0]}: unpack the "
+            "data set there, or pass the folder where it is)"
+        )
+    siblings = [p.name for p in existing.iterdir() if p.is_dir()]
+    near = difflib.get_close_matches(missing.name, siblings, n=3)
+    return f" (in {existing}: {', '.join(near)}?)" if near else ""
 
 
 def _require_dir(path: Path, message: str) -> None:

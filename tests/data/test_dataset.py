@@ -113,6 +113,14 @@ def test_a_folder_of_loose_images_is_refused_with_the_yaml_layout_named(
     assert "normal_dir: ." in str(info.value) and "datasets/README.md" in str(info.value)
 
 
+def test_a_missing_folder_names_where_its_path_stops_or_its_look_alikes(tmp_path: Path) -> None:
+    (tmp_path / "mvtec" / "bottle_v2").mkdir(parents=True)
+    with pytest.raises(DatasetError, match=re.escape(f"(in {tmp_path / 'mvtec'}: bottle_v2?)")):
+        load_dataset(tmp_path / "mvtec" / "bottle")
+    with pytest.raises(DatasetError, match=re.escape(f"(there is no {tmp_path / 'data'}: unpack")):
+        load_dataset(tmp_path / "data" / "mvtec_ad" / "bottle")
+
+
 def test_missing_root_and_wrong_file(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError, match=re.escape(f"dataset folder not found: {tmp_path / 'nope'}")
