@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,8 @@ SOURCE_BITS_RANGE = (8, 16)
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 upright, 2..8 stored mirrored and/or turned
 
 log = logging.getLogger(__name__)
+READERS = min(4, os.cpu_count() or 1)
+"""Image files a reader pool decodes at once (Pillow and OpenCV release the GIL decoding)."""
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -28,7 +29,13 @@ import cv2
 import numpy as np
 
 from inspection.core.errors import InputDomainError
-from inspection.core.images import DEFAULT_SOURCE_BITS, DecodedImage, probe_image, read_image
+from inspection.core.images import (
+    DEFAULT_SOURCE_BITS,
+    READERS,
+    DecodedImage,
+    probe_image,
+    read_image,
+)
 
 log = logging.getLogger(__name__)
 ColourMode = Literal["grey", "colour", "mixed"]
@@ -389,13 +396,19 @@ def measure_input_domain(
         raise ValueError("an input domain needs at least one image to measure")
     sizes = [probe_image(path) for path in size_paths]  # (width, height)
     file_bytes = [Path(path).stat().st_size for path in size_paths]
-    spreads, quantiles, trained = [], [], set(training)
-    for path in colour_paths:
+    trained = set(training)
+
+    def measured(path: Path) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
+        """``path``'s channel spread and, for a training image, its (grey, colour) quantiles."""
         image = read_image(path, bits=bits, value_range=value_range)
-        spreads.append(channel_spread(image))
-        if path in trained:
-            rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))
-            quantiles.append(rows)
+        if path not in trained:
+            return channel_spread(image), None
+        rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))
+        return channel_spread(image), rows
+
+    with ThreadPoolExecutor(READERS) as pool:  # decoding releases the GIL
+        spreads, of_training = zip(*pool.map(measured, colour_paths), strict=True)
+    quantiles = [rows for rows in of_training if rows is not None]
     colour = colour_mode(spreads)
     widths = [w for w, _ in sizes]
     heights = [h for _, h in sizes]

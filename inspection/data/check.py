@@ -20,6 +20,7 @@ from inspection.core.images import (
     DECLARED_RANGE_KINDS,
     DEFAULT_SOURCE_BITS,
     IMAGE_SUFFIXES,
+    READERS,
     UNMEASURED_RULE,
     DecodedImage,
     decode_reduced,
@@ -47,8 +48,6 @@ VALIDATION_SHARE = 0.3
 """The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
-READERS = min(4, os.cpu_count() or 1)
-"""Images decoded at once."""
 SMALLER_THAN_TILE = "smaller_than_tile"
 BROKEN_LINK = "broken_link"
 UNREADABLE = "unreadable"

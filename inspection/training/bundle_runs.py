@@ -12,13 +12,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from inspection.core.errors import BundleError
+from inspection.core.images import READERS
 from inspection.core.outputs import RawOutputs
 from inspection.core.types import InspectionResult
 from inspection.runtime.inspector import Inspector, RawImageOutputs
@@ -46,8 +49,9 @@ class SplitInputs:
         self._inputs: dict[Path, np.ndarray] = {}
         self._feed: tuple[Any, ...] | None = None
 
-    def of(self, model: BundleModel, path: Path) -> np.ndarray:
-        """``path``'s input to ``model``; those kept are dropped first when ``model`` is fed
+    def of(self, model: BundleModel, paths: Sequence[Path]) -> list[np.ndarray]:
+        """Each of ``paths``' input to ``model``, those not made yet decoded ``READERS`` at a
+        time (decoding releases the GIL); those kept are dropped first when ``model`` is fed
         otherwise (another preprocessing, colour, alignment or ROI) than they were made for."""
         meta = model.metadata
         colour = None if meta.input_domain is None else meta.input_domain.colour
@@ -55,10 +59,12 @@ class SplitInputs:
         if feed != self._feed:
             self._inputs.clear()
             self._feed = feed
-        made = self._inputs.get(path)
-        if made is None:
-            made = self._inputs[path] = file_input(model, path)
-        return made
+        missing = [path for path in dict.fromkeys(paths) if path not in self._inputs]
+        if missing:
+            with ThreadPoolExecutor(READERS) as pool:
+                made = pool.map(partial(file_input, model), missing)
+                self._inputs.update(zip(missing, made, strict=True))
+        return [self._inputs[path] for path in paths]
 
 
 class BundleRuns:
@@ -96,7 +102,7 @@ class BundleRuns:
             tiled = self.predictor()
             scores, maps, _ = tiled_outputs(tiled, [s.path for s in samples])  # type: ignore[arg-type]
             return RawOutputs.of_samples(samples, scores, maps)
-        done = self._run([self._inputs.of(self.model, Path(s.path)) for s in samples])
+        done = self._run(self._inputs.of(self.model, [Path(s.path) for s in samples]))
         scores = np.asarray([raw.score for raw in done])
         return RawOutputs.of_samples(samples, scores, np.stack([raw.map for raw in done]))
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from inspection.core import input_domain
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.config import from_mapping, to_mapping
 from inspection.core.errors import ConfigError, InputDomainError
@@ -34,6 +35,7 @@ from inspection.core.input_domain import (
     intensity_quantiles,
     measure_input_domain,
 )
+from tests.readers import two_at_once
 
 COLOUR = InputDomain(
     colour="colour",
@@ -437,3 +439,19 @@ def test_a_product_may_widen_or_turn_off_the_intensity_check(
 def _refuse(domain: InputDomain, image: np.ndarray) -> None:
     if problems := _problems(domain, image):
         raise InputDomainError("; ".join(problems))
+
+
+def test_measuring_files_decodes_two_at_once_with_the_figures_of_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = [_save(tmp_path / f"{i}.png", _colourful(40 + i, 60, seed=i)) for i in range(6)]
+    training = files[::2]
+    with monkeypatch.context() as one_reader:
+        one_reader.setattr(input_domain, "READERS", 1)
+        alone = measure_input_domain(files, files, training=training)
+
+    monkeypatch.setattr(input_domain, "READERS", 2)
+    monkeypatch.setattr(input_domain, "read_image", two_at_once(input_domain.read_image))
+    pooled = measure_input_domain(files, files, training=training)  # serial: BrokenBarrierError
+
+    assert to_mapping(pooled) == to_mapping(alone) and pooled.intensity is not None

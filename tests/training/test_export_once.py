@@ -18,9 +18,12 @@ from inspection.core.roi import RoiSpec
 from inspection.runtime.inspector import Inspector
 from inspection.runtime.model import BundleModel
 from inspection.runtime.preprocess import model_batch
+from inspection.runtime.recalibration import file_input
+from inspection.training import bundle_runs
 from inspection.training.bundle_runs import BundleRuns, SplitInputs, run_bundle
 from inspection.training.export import LabelledSample
 from tests.conftest import TrainedProduct
+from tests.readers import two_at_once
 
 
 def _samples(trained: TrainedProduct) -> list[LabelledSample]:
@@ -116,11 +119,8 @@ def test_the_bundles_of_a_version_decode_each_image_once(
     trained_patchcore: TrainedProduct,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from inspection.training import bundle_runs
-
     samples = _samples(trained_patchcore)
     made: list[Path] = []
-    file_input = bundle_runs.file_input
 
     def counted(model: BundleModel, path: Path) -> np.ndarray:
         made.append(path)
@@ -142,6 +142,21 @@ def test_the_bundles_of_a_version_decode_each_image_once(
     made.clear()
     BundleRuns(other, inputs).outputs(samples[:2])
     assert made == [Path(s.path) for s in samples[:2]]
+
+
+def test_the_split_images_are_decoded_two_at_once_each_as_alone(
+    fp32_bundle: Path, trained_patchcore: TrainedProduct, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [Path(s.path) for s in _samples(trained_patchcore)]
+    model = BundleModel.load(fp32_bundle)
+    monkeypatch.setattr(bundle_runs, "READERS", 2)
+    monkeypatch.setattr(bundle_runs, "file_input", two_at_once(bundle_runs.file_input))
+
+    made = SplitInputs().of(model, [*paths, paths[0]])  # one at a time: BrokenBarrierError
+
+    assert len(made) == len(paths) + 1 and made[-1] is made[0]
+    for path, model_input in zip([*paths, paths[0]], made, strict=True):
+        np.testing.assert_array_equal(model_input, file_input(model, path))
 
 
 def test_reread_takes_the_rewritten_metadata_on_the_compiled_model(
