@@ -85,6 +85,19 @@ def test_rate_interval_narrows_with_data_and_refuses_nothing_or_nonsense() -> No
         count_interval(11, 10)
 
 
+def test_a_count_s_exact_interval_is_searched_once() -> None:
+    """A verdict asks ``defects_needed`` on every page render: its walk over n asks the same
+    exact intervals again, answered from the first search (the same interval object)."""
+    from inspection.core.operating_point import defects_needed
+
+    first = defects_needed(0.1, 0.95, 4)
+    before = count_interval.cache_info()
+    assert defects_needed(0.1, 0.95, 4) == first == 100
+    after = count_interval.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
+    assert count_interval(4, 100) is count_interval(4, 100)
+
+
 def test_gain_interval_is_the_per_resample_loop_with_ties() -> None:
     """The resamples' AUROCs in blocks: the same draws and figures as one resample at a time."""
 

@@ -196,6 +196,32 @@ def test_one_good_outlier_does_not_decide_the_head() -> None:
     assert not swapped[0] and swapped[2]["error_change_bound"] > 0
 
 
+def test_each_distinct_draw_of_the_good_images_is_scored_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Of 1,000 draws of 4 good images only 35 hold different images: each side's threshold is
+    set once per distinct draw, and the mean and bound are scipy's over all 1,000 draws."""
+    from scipy.stats import bootstrap
+
+    sides = [keep.Peaks(GOOD, np.array([2.0, 5.0, 6.0])), keep.Peaks(GOOD, np.array([3.0, 6.0]))]
+
+    def statistic(rows: np.ndarray) -> np.ndarray:
+        counts = [sum(keep.errors(keep.Peaks(s.good[rows], s.defect), F1)) for s in sides]
+        return np.array([*counts, counts[1] - counts[0]], float)
+
+    every = bootstrap(
+        (np.arange(4),), statistic, vectorized=False, n_resamples=keep.DRAWS,
+        method="percentile", alternative="less", rng=0,
+    )  # fmt: skip
+    calls = []
+    errors = keep.errors
+    monkeypatch.setattr(keep, "errors", lambda *a: calls.append(a) or errors(*a))
+    mean, bound = keep._drawn(sides, F1)
+    assert len(calls) <= 2 * 35
+    np.testing.assert_array_equal(mean, every.bootstrap_distribution.mean(axis=-1))
+    np.testing.assert_array_equal(bound, every.confidence_interval.high)
+
+
 def test_nothing_to_judge_keeps_the_head() -> None:
     empty = keep.Peaks(GOOD, np.zeros(0))
     decided, reason, _ = keep.decide(empty, empty, BUDGET, 3)
