@@ -112,7 +112,9 @@ class BundleModel:
         public_key: Ed25519PublicKey | None = None,
     ) -> BundleModel:
         """Read the bundle once into memory, verify it there (``core.signing.read_verified``)
-        and compile those very bytes: a file swapped after the check is never loaded.
+        and compile those very bytes: a file swapped after the check is never loaded. A compile
+        of the same bytes with the same settings made earlier in the process is taken again
+        (``_compiled``): its golden outputs are checked by the caller on every load all the same.
         ``optimize``: output-preserving rewrites (``runtime.graph``) and a static batch of one."""
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
