@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,9 @@ class BundleModel:
         public_key: Ed25519PublicKey | None = None,
     ) -> BundleModel:
         """Read the bundle once into memory, verify it there (``core.signing.read_verified``)
-        and compile those very bytes: a file swapped after the check is never loaded.
+        and compile those very bytes: a file swapped after the check is never loaded. A compile
+        of the same bytes with the same settings made earlier in the process is taken again
+        (``_compiled``): its golden outputs are checked by the caller on every load all the same.
         ``optimize``: output-preserving rewrites (``runtime.graph``) and a static batch of one."""
         bundle_dir = Path(path)
         if performance_hint not in PERFORMANCE_HINTS:
@@ -133,24 +135,12 @@ class BundleModel:
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = int(num_threads)
         try:
-            model = core.read_model(
-                model=verified.file(metadata.model_file),
-                weights=ov.Tensor(np.frombuffer(verified.file(metadata.weights_file), np.uint8)),
-            )
-            batched = None
-            if optimize:
-                optimize_graph(model)
-                single = _batch_of_one(model)
-                if single is not model:  # compiled once, shared by ``reread`` copies
-                    batched = cache(partial(core.compile_model, model, device, config))
-                model = single
-            compiled = core.compile_model(model, device, config)
+            compiled, batched, throughput = _compiled(
+                verified.file(metadata.model_file), verified.file(metadata.weights_file),
+                device, tuple(config.items()), optimize,
+            )  # fmt: skip
         except RuntimeError as exc:
             raise BundleError(f"{bundle_dir}: OpenVINO cannot load the model: {exc}") from exc
-        throughput = None
-        if performance_hint != "THROUGHPUT":  # else ``compiled`` is that compile
-            streams = {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
-            throughput = cache(partial(core.compile_model, model, device, streams))
         log.info("loaded bundle %s on %s (%s)", metadata.bundle_id, device, performance_hint)
         return cls(compiled, verified, batched=batched, throughput=throughput)
 
@@ -348,6 +338,44 @@ def _aligner(verified: VerifiedBundle) -> Aligner | None:
     except ImageDecodeError as exc:
         raise BundleError(f"{verified.directory}: unreadable alignment reference: {exc}") from exc
     return Aligner(reference, spec, verified.metadata.roi)
+
+
+COMPILED_KEPT = 2
+"""Compiled bundles ``BundleModel.load`` keeps for a later load of the same verified bytes with
+the same settings: export checks a product's FP32 and INT8 bundles, then ``promote_fastest``
+times both, in one process. A station that swapped its model holds at most this many old ones."""
+
+
+@lru_cache(maxsize=COMPILED_KEPT)
+def _compiled(
+    model_xml: bytes,
+    weights: bytes,
+    device: str,
+    config_items: tuple[tuple[str, object], ...],
+    optimize: bool,
+) -> tuple[
+    ov.CompiledModel, Callable[[], ov.CompiledModel] | None, Callable[[], ov.CompiledModel] | None
+]:
+    """``model_xml`` and ``weights`` (verified bytes; the cache key is those bytes, so a load
+    never gets another model's compile) compiled on ``device`` with ``config_items``: the
+    compiled model, the compile for other batch sizes and the THROUGHPUT compile (both made on
+    first use; None when not needed). ``RuntimeError`` when OpenVINO cannot read or compile it."""
+    core = ov.Core()
+    config = dict(config_items)
+    model = core.read_model(model=model_xml, weights=ov.Tensor(np.frombuffer(weights, np.uint8)))
+    batched = None
+    if optimize:
+        optimize_graph(model)
+        single = _batch_of_one(model)
+        if single is not model:  # compiled once, shared by ``reread`` copies
+            batched = cache(partial(core.compile_model, model, device, config))
+        model = single
+    compiled = core.compile_model(model, device, config)
+    throughput = None
+    if config["PERFORMANCE_HINT"] != "THROUGHPUT":  # else ``compiled`` is that compile
+        streams = {**config, "PERFORMANCE_HINT": "THROUGHPUT"}
+        throughput = cache(partial(core.compile_model, model, device, streams))
+    return compiled, batched, throughput
 
 
 def _output_index(compiled: ov.CompiledModel, name: str, bundle_dir: Path) -> int:

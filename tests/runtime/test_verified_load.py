@@ -26,6 +26,7 @@ from inspection.core.signing import (
 )
 from inspection.refine.config import RefineConfig
 from inspection.runtime import model as model_module
+from inspection.runtime.model import BundleModel
 from inspection.runtime.predictor import load_inspector
 from inspection.station.live import LiveModels, default_loader, station_loader
 
@@ -130,3 +131,14 @@ def test_the_station_refuses_a_loader_that_did_not_check_the_signature(signed, t
     models.refresh()
     assert "did not verify the bundle's signature" in models.status()[PRODUCT]["problem"]
     assert not models.status()[PRODUCT]["loaded"]
+
+
+def test_a_second_load_of_the_same_verified_bytes_reuses_their_compiles(signed, tmp_path):
+    bundle, key = signed
+    first = BundleModel.load(bundle, public_key=key)
+    again = BundleModel.load(bundle, public_key=key)
+    assert again.compiled is first.compiled
+    assert again.throughput().compiled is first.throughput().compiled
+    assert BundleModel.load(bundle, performance_hint="THROUGHPUT").compiled is not first.compiled
+    other = write_mean_bundle(tmp_path / "other", input_size=(16, 16), product=PRODUCT)
+    assert BundleModel.load(other).compiled is not first.compiled
