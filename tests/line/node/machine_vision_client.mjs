@@ -19,7 +19,6 @@
 import { readFileSync } from "node:fs";
 import {
   AttributeIds,
-  ClientMonitoredItem,
   DataType,
   MessageSecurityMode,
   NodeId,
@@ -213,8 +212,9 @@ async function conformance() {
       publishingEnabled: true,
     });
     const names = options.fields;
-    const item = ClientMonitoredItem.create(
-      subscription,
+    // awaited: the server has the item before the first job (a job started earlier, while a
+    // busy machine still creates it, raises its ResultReady event to nobody)
+    const item = await subscription.monitor(
       { nodeId: system, attributeId: AttributeIds.EventNotifier },
       { queueSize: 10, filter: constructEventFilter(names.map((n) => `${mv}:${n}`)) },
       TimestampsToReturn.Neither,
@@ -315,8 +315,7 @@ async function flow() {
       publishingEnabled: true,
     });
     const fields = ["EventType", `${mv}:ResultId`, `${mv}:ResultState`, `${mv}:JobId`];
-    const item = ClientMonitoredItem.create(
-      subscription,
+    const item = await subscription.monitor(  // created on the server before the job starts
       { nodeId: system, attributeId: AttributeIds.EventNotifier },
       { queueSize: 10, filter: constructEventFilter(fields) },
       TimestampsToReturn.Neither,
