@@ -401,9 +401,9 @@ def measure_input_domain(
     def measured(path: Path) -> tuple[float, tuple[np.ndarray, np.ndarray] | None]:
         """``path``'s channel spread and, for a training image, its (grey, colour) quantiles."""
         image = read_image(path, bits=bits, value_range=value_range)
-        if path not in trained:
-            return channel_spread(image), None
-        rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))
+        rows = None
+        if path in trained:
+            rows = (intensity_quantiles(image, grey=True), intensity_quantiles(image))
         return channel_spread(image), rows
 
     with ThreadPoolExecutor(READERS) as pool:  # decoding releases the GIL
