@@ -68,20 +68,24 @@ def _output_of(done: object, command: str) -> str:
     return next(output for block, output in pairs if command in block.code)
 
 
+def _readme_example(step: str) -> str:
+    """The ```text example that follows README walkthrough ``step`` (its bold heading)."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    after = text[text.index(step) :]
+    start = after.index("```text") + len("```text")
+    return after[start : after.index("```", start)]
+
+
 def _readme_answer() -> dict[str, str]:
     """The fields README step 5's example answer quotes in full (``…`` ones left out)."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    step = text[text.index("**5. A request and its answer.**") :]
-    block = step[step.index("```text") : step.index("```", step.index("```text") + 3)]
+    block = _readme_example("**5. A request and its answer.**")
     fields = re.findall(r'"(\w+)":("[^"…]*"|[0-9.]+)[,}]', block)
     return {key: value.strip('"') for key, value in fields}
 
 
 def _readme_plc_lines() -> list[str]:
     """The lines README step 7's example output quotes (its notes and ``…`` left out)."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    step = text[text.index("**7. A PLC trial**") :]
-    block = step[step.index("```text") + 7 : step.index("```", step.index("```text") + 7)]
+    block = _readme_example("**7. A PLC trial**")
     return [line.split("   ")[0].rstrip() for line in block.splitlines() if line.strip("… ")]
 
 
