@@ -434,9 +434,9 @@ def _nearest(missing: Path) -> str:
             f" (there is no {existing / missing.relative_to(existing).parts[0]}: unpack the "
             "data set there, or pass the folder where it is)"
         )
-    siblings = [p.name for p in existing.iterdir() if p.is_dir()]
-    near = difflib.get_close_matches(missing.name, siblings, n=3)
-    return f" (in {existing}: {', '.join(near)}?)" if near else ""
+    siblings = {p.name.lower(): p.name for p in existing.iterdir() if p.is_dir()}  # any case
+    near = difflib.get_close_matches(missing.name.lower(), siblings, n=3)
+    return f" (in {existing}: {', '.join(siblings[n] for n in near)}?)" if near else ""
 
 
 def _require_dir(path: Path, message: str) -> None:
@@ -451,7 +451,8 @@ def _spec_dir(yaml_path: Path, rel: object, key: str) -> Path:
             f"{yaml_path}: {key} of the dataset spec needs a folder path, got {rel!r}"
         )
     path = Path(os.path.normpath(yaml_path.resolve().parent / rel))  # links keep their names
-    _require_dir(path, f"{key} of the dataset spec: folder not found")
+    if not path.is_dir():
+        raise DatasetError(f"{key} of the dataset spec: folder not found: {path}{_nearest(path)}")
     return path
 
 

@@ -121,6 +121,15 @@ def test_a_missing_folder_names_where_its_path_stops_or_its_look_alikes(tmp_path
         load_dataset(tmp_path / "data" / "mvtec_ad" / "bottle")
 
 
+def test_a_spec_folder_that_is_not_there_names_its_look_alikes(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    tree = _custom_tree(tiny_product, tmp_path / "w", test_good=False)
+    (tree / "spec.yaml").write_text("name: w\nnormal_dir: images/OK\n")
+    with pytest.raises(DatasetError, match=re.escape(f"(in {tree / 'images'}: ok?)")):
+        load_dataset(tree / "spec.yaml")
+
+
 def test_missing_root_and_wrong_file(tmp_path: Path) -> None:
     with pytest.raises(
         DatasetError, match=re.escape(f"dataset folder not found: {tmp_path / 'nope'}")
