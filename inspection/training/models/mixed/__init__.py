@@ -496,14 +496,28 @@ def _cells(
     return torch.cat(grids), torch.cat(distances)
 
 
+OWN_ROW_TOLERANCE = 1e-5
+"""A bank row is one of an image's own where its squared distance to the image's nearest cell,
+taken as a difference, is at most this share of its squared norm: the fit's rows, recomputed
+(another batch, layout or thread count; float16 rows of a large fit), differ by rounding."""
+
+
 def _without_own_rows(grid: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, 1, h, w) distance of each cell to the nearest bank row that is not one of its own
-    image's rows (a bank row equal to one of the image's cells came from that image)."""
+    image's rows (a bank row equal to one of the image's cells came from that image, up to
+    ``OWN_ROW_TOLERANCE``). Equality is judged on the difference of each bank row and its
+    nearest cell (recomputed own rows came back bit-equal, other rows >= 0.5 % of the squared
+    norm away): ``cdist``'s ``|x|^2 + |b|^2 - 2 x.b`` leaves a rounding residue of the squared
+    norms (500 to 8,000: ~1e-3, about the old absolute tolerance) that hid ~40 % of the own
+    rows, which ones varying with the thread count (and the keep rule's good peaks with them)."""
     out = []
+    bank = bank.float()
+    norms = bank.square().sum(1)
     for cells in grid:
         rows = cells.flatten(1).T.float()  # (h * w, C)
-        squared = torch.cdist(rows, bank.float()).square()
-        own = squared.amin(0) <= 1e-6 * rows.shape[1]
+        squared = torch.cdist(rows, bank).square()
+        nearest = rows[squared.argmin(0)]  # (K, C): each bank row's nearest cell
+        own = (nearest - bank).square().sum(1) <= OWN_ROW_TOLERANCE * norms
         squared[:, own] = float("inf")
         out.append(squared.amin(1).sqrt().reshape(1, *cells.shape[-2:]))
     return torch.stack(out)

@@ -128,6 +128,22 @@ def test_leave_own_out_distances_skip_the_images_own_bank_rows() -> None:
     assert float(distance.min()) > 0
 
 
+def test_leave_own_out_finds_own_rows_of_real_feature_norms() -> None:
+    """Backbone rows (1,536 non-negative numbers, squared norms ~25,000) given back exactly or
+    float16-rounded (a large fit's bank) are the image's own: ``cdist``'s rounding residue of
+    the norms hid many of them, so the cells next to them scored ~0 (and which ones varied with
+    the thread count)."""
+    generator = torch.Generator().manual_seed(0)
+    rows = (torch.rand(1024, 1536, generator=generator) * 3).square()
+    other = (torch.rand(64, 1536, generator=generator) * 3).square()
+    bank = torch.cat([rows[::40], rows[20::40].half().float(), other])
+    grid = rows.T.reshape(1, 1536, 32, 32)
+    expected = torch.cdist(rows, other).amin(1).reshape(1, 1, 32, 32)
+    for count in (1, 2):
+        with threads(count):
+            torch.testing.assert_close(_without_own_rows(grid, bank), expected)
+
+
 def test_the_bundle_carries_the_head(
     mixed: TrainOutcome, registry: Registry, labelled_product: Path
 ) -> None:
