@@ -18,7 +18,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.connection import Connection, wait
@@ -103,8 +104,8 @@ def retrain_task(
     budget = memory_budget_gb(product, config, options)
     minutes = config.job(product).timeout_minutes
     if budget is None and minutes is None:
-        _limit_threads(options.cpus_per_task)
-        return _retrain(product, site, config, options)
+        with _limited_threads(options.cpus_per_task):
+            return _retrain(product, site, config, options)
     started = time.perf_counter()
     spawn = multiprocessing.get_context("spawn")  # never fork a process running Ray's threads
     receive, send = spawn.Pipe(duplex=False)
@@ -138,16 +139,18 @@ def _retrain_within(
     import inspection.retrain.pipeline  # noqa: F401
 
     threading.Thread(target=_exit_with_parent, daemon=True).start()
-    _limit_threads(options.cpus_per_task)
-    if budget is None:
-        outcome = _retrain(product, site, config, options)
-    elif (held := _data_in_use_gb()) >= budget:  # the first allocation would fail, unrecorded
-        detail = f"its libraries already take {held:.2f} GB, over {_budget_hint(product, budget)}"
-        _record_failure(site, product, options.actor, detail, stage="budget")
-        outcome = FleetOutcome(product, "failed", detail, 0.0, where=_here())
-    else:
-        resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
-        outcome = _retrain(product, site, config, options, budget)
+    with _limited_threads(options.cpus_per_task):
+        if budget is None:
+            outcome = _retrain(product, site, config, options)
+        elif (held := _data_in_use_gb()) >= budget:  # the first allocation would fail, unrecorded
+            detail = (
+                f"its libraries already take {held:.2f} GB, over {_budget_hint(product, budget)}"
+            )
+            _record_failure(site, product, options.actor, detail, stage="budget")
+            outcome = FleetOutcome(product, "failed", detail, 0.0, where=_here())
+        else:
+            resource.setrlimit(resource.RLIMIT_DATA, (int(budget * 1e9), resource.RLIM_INFINITY))
+            outcome = _retrain(product, site, config, options, budget)
     send.send(outcome)
 
 
@@ -377,16 +380,33 @@ def absolute_config(config: RetrainConfig) -> RetrainConfig:
     return dataclasses.replace(config, work_dir=Path(config.work_dir).resolve(), products=products)
 
 
-def _limit_threads(cpus: float) -> None:
+@contextmanager
+def _limited_threads(cpus: float) -> Iterator[None]:
+    """Run on ``cpus`` threads (torch and the BLAS/OpenMP variables), then put the caller's back:
+    an in-process task leaves its caller as found (a process left on one thread changes its later
+    trainings' rounding, and their speed)."""
     threads = max(1, int(cpus))
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(threads)
+    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, str(threads)))
     try:
         # deferred: torch
         import torch
     except ImportError:
-        return
-    torch.set_num_threads(threads)
+        torch = None
+    previous = None if torch is None else torch.get_num_threads()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(previous)
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _budget_hint(product: str, budget: float) -> str:

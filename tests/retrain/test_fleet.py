@@ -45,9 +45,22 @@ def _config(tmp_path: Path):
     )
 
 
-def test_in_process_a_failed_product_never_promotes(tmp_path: Path, tiny_product: Path) -> None:
+def test_in_process_a_failed_product_never_promotes(
+    tmp_path: Path, tiny_product: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
     site = scratch_site(tmp_path, tiny_product.parent)
-    outcomes = run_fleet(["ghost", "ghost"], site, _config(tmp_path), FleetOptions())
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    before = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    try:
+        outcomes = run_fleet(["ghost", "ghost"], site, _config(tmp_path), FleetOptions())
+        # the task ran on its one thread and left this process's threads as it found them
+        assert (torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")) == (2, before[1])
+        assert "MKL_NUM_THREADS" not in os.environ
+    finally:
+        torch.set_num_threads(before[0])
     [ghost] = outcomes  # each product once
     assert ghost.status == "failed" and "'ghost' has no trained model" in ghost.detail
     assert ghost.where.endswith(f":{os.getpid()}")
