@@ -218,7 +218,7 @@ def train_model(
         stages=stages,
     )  # fmt: skip
     clock.lap("fit")
-    with shared_backbone(model):  # the validation images' backbone pass serves all three
+    with shared_backbone(model):  # validation images: one backbone and PatchCore pass
         supervised = fit_supervised(model, config, dataset, validation, masks, gate=gate)
         clock.lap("supervised")
         local_stats = _fit_local_statistics(model, config, dataset.train_samples, validation, masks)
