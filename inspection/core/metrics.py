@@ -75,7 +75,7 @@ def pixel_figures(
     if maps.shape != masks.shape:
         raise ValueError(f"maps {maps.shape} and masks {masks.shape} differ in shape")
     defects = DefectPixels.of(maps, masks)
-    return defects.figures(np.ones(len(maps), bool), maps, masks, extra, fpr_limit)
+    return defects.figures(np.ones(len(maps), bool), (extra, np.sort(maps[~masks])), fpr_limit)
 
 
 @dataclass(frozen=True)
@@ -103,22 +103,21 @@ class DefectPixels:
     def figures(
         self,
         keep: np.ndarray,
-        maps: np.ndarray,
-        masks: np.ndarray,
-        negatives: np.ndarray,
+        negatives: Sequence[np.ndarray],
         fpr_limit: float = AUPRO_FPR_LIMIT,
     ) -> tuple[float | None, float | None]:
-        """``pixel_figures`` of the images ``keep`` (N,) bool selects (``maps``, ``masks``: all
-        N, as ``of`` took them), with more ``negatives`` (ascending)."""
-        if len(negatives) and not np.isfinite(negatives[[0, -1]]).all():
+        """``pixel_figures`` of the images ``keep`` (N,) bool selects, against the non-defect
+        pixels ``negatives`` holds: ascending arrays (the kept images' own and any more; a
+        plain float32 sort is cheaper than an argsort, and parts sorted once serve many
+        subsets: the curves count pixels, whichever array holds them)."""
+        if any(len(part) and not np.isfinite(part[[0, -1]]).all() for part in negatives):
             raise ValueError("anomaly maps contain NaN or infinite values")
         kept = keep[self.images]
         values = self.values[kept]
-        if not len(values) or (len(values) == masks[keep].size and not len(negatives)):
+        if not len(values) or not sum(len(part) for part in negatives):
             return None, None
         weights = self.inverse_areas[kept] / int(self.regions[keep].sum())
-        own = np.sort(maps[keep][~masks[keep]])  # a plain float32 sort: cheaper than an argsort
-        return _curve_figures(values, weights, (negatives, own), fpr_limit)
+        return _curve_figures(values, weights, negatives, fpr_limit)
 
 
 def _curve_figures(
@@ -431,7 +430,7 @@ def compute_metrics(
         clean &= ~pixels[1].reshape(n, -1).any(1)
     negatives = None if pixels is None else sorted_pixels(pixels[0][clean])
     counts = None if pixels is None else mask_counts(judged, pixels[1])
-    rest = _rest(pixels, known & ~clean)
+    rest = _rest(pixels, known & ~clean, np.where(labels == 0, "", types))
     data = _Data(scores, labels, pixels, judged, known, clean, negatives, rest, counts)
     per_defect = {
         str(t): _subset(data, good | (types == t)) for t in sorted(set(types[labels == 1]))
@@ -468,13 +467,37 @@ class _Rest:
     maps: np.ndarray
     masks: np.ndarray
     defects: DefectPixels
+    groups: np.ndarray
+    """(R,) each of these images' group: its defect type ("" for a good image)."""
+    negatives: dict[str, np.ndarray]
+    """Each group's non-defect pixels, ascending: sorted once for the subsets it is whole in."""
+
+    def negatives_of(self, keep: np.ndarray) -> list[np.ndarray]:
+        """The non-defect pixels of the images (R,) ``keep`` selects, as ascending parts."""
+        parts = []
+        for group, part in self.negatives.items():
+            members = self.groups == group
+            if keep[members].all():
+                parts.append(part)
+            elif keep[members].any():
+                some = members & keep
+                parts.append(np.sort(self.maps[some][~self.masks[some]]))
+        return parts
 
 
-def _rest(pixels: tuple[np.ndarray, np.ndarray] | None, images: np.ndarray) -> _Rest | None:
+def _rest(
+    pixels: tuple[np.ndarray, np.ndarray] | None, images: np.ndarray, groups: np.ndarray
+) -> _Rest | None:
+    """The ``images`` (N,) bool with known masks that are not clean good ones, in ``groups``
+    (N,) whose members every subset takes or leaves together (``compute_metrics``)."""
     if pixels is None or not pixels[1][images].any():
         return None
-    maps, masks = pixels[0][images].astype(np.float32), pixels[1][images]
-    return _Rest(images, maps, masks, DefectPixels.of(maps, masks))
+    maps, masks, groups = pixels[0][images].astype(np.float32), pixels[1][images], groups[images]
+    negatives = {
+        str(group): np.sort(maps[groups == group][~masks[groups == group]])
+        for group in dict.fromkeys(groups)
+    }
+    return _Rest(images, maps, masks, DefectPixels.of(maps, masks), groups, negatives)
 
 
 def _rate(hits: np.ndarray) -> float | None:
@@ -517,7 +540,8 @@ def _pixel_figures(data: _Data, select: np.ndarray) -> dict[str, Any]:
     rest = data.rest  # has a defect pixel: ``truth`` has one; the clean are ``data.negatives``
     assert rest is not None and data.negatives is not None
     keep = (select & ~data.clean)[rest.images]
-    auroc, pro = rest.defects.figures(keep, rest.maps, rest.masks, data.negatives)
+    negatives = [data.negatives, *rest.negatives_of(keep)]
+    auroc, pro = rest.defects.figures(keep, negatives)
     total = int(counts.total.sum())
     return figures | dict(
         pixel_auroc=auroc, aupro=pro, gt_regions=total, regions_found=int(counts.found.sum())
