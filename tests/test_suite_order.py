@@ -29,7 +29,7 @@ def test_files_with_slow_tests_run_first_then_the_largest(tmp_path: Path) -> Non
     (tmp_path / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow\n    browser\n")
     collected = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=tmp_path, env={**_without_addopts(), "PYTHONPATH": str(REPO)},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert collected.returncode == 0, collected.stdout + collected.stderr
@@ -43,3 +43,9 @@ def test_files_with_slow_tests_run_first_then_the_largest(tmp_path: Path) -> Non
         "test_a_three.py::test_3",
         "test_e_one.py::test_1",
     ]
+
+
+def _without_addopts() -> dict[str, str]:
+    """This environment without ``PYTEST_ADDOPTS``: a ``-v`` given to the outer run would change
+    the listing the inner one is read from."""
+    return {name: value for name, value in os.environ.items() if name != "PYTEST_ADDOPTS"}

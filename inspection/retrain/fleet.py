@@ -389,19 +389,14 @@ def _limited_threads(cpus: float) -> Iterator[None]:
     names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
     before = {name: os.environ.get(name) for name in names}
     os.environ.update(dict.fromkeys(names, str(threads)))
-    try:
-        # deferred: torch
-        import torch
-    except ImportError:
-        torch = None
-    previous = None if torch is None else torch.get_num_threads()
-    if torch is not None:
-        torch.set_num_threads(threads)
+    import torch  # deferred: the training stack, which every retraining runs
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         yield
     finally:
-        if torch is not None:
-            torch.set_num_threads(previous)
+        torch.set_num_threads(previous)
         for name, value in before.items():
             if value is None:
                 os.environ.pop(name, None)
