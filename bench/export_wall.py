@@ -44,6 +44,8 @@ from _report import (
     table,
 )
 
+from inspection.runtime.hardware import forced_isa
+
 STEM = "export_wall"
 CHILD = """
 import json, sys, time
@@ -88,7 +90,6 @@ print(json.dumps({"imports_s": round(imported - start, 2), "export_s": round(exp
                   "promote_s": round(promote_s, 2), "cpu_s": round(time.process_time(), 1),
                   "products": products}))
 """
-ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OV_CPU_MAX_ISA")
 
 
 def run_export(site: Path, exports: list[str], promote: bool, tree: Path) -> dict[str, Any]:
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = rounds({label: partial(_round, args, Path(tree)) for label, tree in trees.items()},
                   args.rounds)  # fmt: skip
     report = previous_report(args.out, STEM) or {"labels": {}}
-    isa = " ".join(f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ)
+    isa = forced_isa()
     for label, tree in trees.items():
         git = ["git", "-C", tree, "rev-parse", "--short", "HEAD"]
         commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or tree

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from scipy.stats import spearmanr
 from inspection.core.config import load_site_config
 from inspection.core.registry import Registry
 from inspection.refine.config import refine_config_in
+from inspection.runtime.hardware import forced_isa
 from inspection.training.export import ExportOptions, ExportResult, export_model
 from inspection.training.quantize import import_nncf
 from inspection.training.registry_export import (
@@ -48,7 +48,6 @@ from inspection.training.registry_export import (
 )
 
 STEM = "int8_calibration"
-ISA_ENV = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "OV_CPU_MAX_ISA")
 
 
 def nncf_with(variant: str) -> Callable[[], None]:
@@ -156,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rows = run(args)
     report = previous_report(args.out, STEM) or {"rows": []}
-    isa = " ".join(f"{k}={os.environ[k]}" for k in ISA_ENV if k in os.environ)
+    isa = forced_isa()
     for row in rows:
         report["rows"].append({**row, "cpu": cpu_description(), "isa_env": isa})
     save_report(args.out, STEM, report)

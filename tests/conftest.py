@@ -45,14 +45,11 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def pytest_report_header() -> list[str]:
     """The CPU and its load at the start, so every run's timings say where they were taken
     (``runtime.hardware``; forced-ISA variables shown when set)."""
-    from inspection.runtime.hardware import cpu_info
+    from inspection.runtime.hardware import cpu_info, forced_isa
 
-    forced = [f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY",
-              "OV_CPU_MAX_ISA") if k in os.environ]  # fmt: skip
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    return [
-        f"cpu: {cpu_info().summary()}; load {load}" + (f"; {' '.join(forced)}" if forced else "")
-    ]
+    forced = forced_isa()
+    return [f"cpu: {cpu_info().summary()}; load {load}" + (f"; {forced}" if forced else "")]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

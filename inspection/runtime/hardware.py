@@ -34,6 +34,24 @@ ISA_FLAGS = (
     "amx_bf16",
 )
 
+AVX2_ONLY = {
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: torch's convolutions, OpenVINO's CPU plugin
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
+    "OV_CPU_MAX_ISA": "AVX2",  # OpenVINO, where the release honours it
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # torch's MKL
+    "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS: AVX2 kernels
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's AVX-512 loops
+    "OPENCV_CPU_DISABLE": "AVX512F,AVX512-SKX,AVX512-COMMON",  # OpenCV's AVX-512 dispatch
+}
+"""The environment that holds every library the product runs to its AVX2 kernels on an AVX-512
+CPU (each library's documented switch), to time an AVX2 line PC's instruction set there. Not an
+AVX2 CPU: its cores, caches and clocks stay the AVX-512 machine's."""
+
+
+def forced_isa() -> str:
+    """``AVX2_ONLY``'s variables set in this process's environment, as ``NAME=value`` words."""
+    return " ".join(f"{k}={os.environ[k]}" for k in AVX2_ONLY if k in os.environ)
+
 
 @dataclass(frozen=True)
 class CpuInfo:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import pytest
 
-from inspection.runtime.hardware import CpuInfo, cpu_info, parse_cpuinfo
+from inspection.runtime.hardware import AVX2_ONLY, CpuInfo, cpu_info, forced_isa, parse_cpuinfo
 
 AVX2 = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma f16c\n"
 SAPPHIRE_RAPIDS = (
@@ -50,3 +55,40 @@ def test_this_cpu_agrees_with_openvino() -> None:
 
     native = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert cpu_info().has_bf16 is native
+
+
+KERNELS_IN_USE = """
+import json
+import cv2, torch
+from numpy._core._multiarray_umath import __cpu_features__ as numpy_features
+from threadpoolctl import threadpool_info
+print(json.dumps({
+    "numpy_avx512": numpy_features.get("X86_V4", False),
+    "opencv_avx512": cv2.checkHardwareSupport(13),  # CV_CPU_AVX_512F
+    "openblas": sorted({i["architecture"] for i in threadpool_info() if i["internal_api"] == "openblas"}),
+    "torch": torch.backends.cpu.get_cpu_capability(),
+}))
+"""
+
+
+def test_avx2_only_holds_each_library_to_its_avx2_kernels() -> None:
+    """``AVX2_ONLY`` takes effect in every library it names (a library renaming its switch would
+    leave its AVX-512 kernels on, and a forced-AVX2 timing would read faster than it is)."""
+    env = {**os.environ, **AVX2_ONLY}
+    done = subprocess.run(
+        [sys.executable, "-c", KERNELS_IN_USE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "unknown CPU feature" not in done.stderr, done.stderr  # OpenCV's word for a bad name
+    used = json.loads(done.stdout.splitlines()[-1])
+    assert used == {
+        "numpy_avx512": False, "opencv_avx512": False, "openblas": ["Haswell"], "torch": "AVX2"
+    }, used  # fmt: skip
+
+
+def test_forced_isa_names_the_variables_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in AVX2_ONLY:
+        monkeypatch.delenv(name, raising=False)
+    assert forced_isa() == ""
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    assert forced_isa() == "OPENBLAS_CORETYPE=Haswell"
