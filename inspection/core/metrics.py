@@ -106,10 +106,10 @@ class DefectPixels:
         negatives: Sequence[np.ndarray],
         fpr_limit: float = AUPRO_FPR_LIMIT,
     ) -> tuple[float | None, float | None]:
-        """``pixel_figures`` of the images ``keep`` (N,) bool selects, against the non-defect
-        pixels ``negatives`` holds: ascending arrays (the kept images' own and any more; a
-        plain float32 sort is cheaper than an argsort, and parts sorted once serve many
-        subsets: the curves count pixels, whichever array holds them)."""
+        """``pixel_figures`` of the images ``keep`` (N,) bool selects: their defect pixels
+        against ``negatives``, ascending arrays that must hold the kept images' own non-defect
+        pixels and may hold more (the curves count pixels, whichever array holds them). (None,
+        None) without a defect pixel kept or a negative; ``ValueError`` on NaN or infinity."""
         if any(len(part) and not np.isfinite(part[[0, -1]]).all() for part in negatives):
             raise ValueError("anomaly maps contain NaN or infinite values")
         kept = keep[self.images]
@@ -469,7 +469,7 @@ class _Rest:
     defects: DefectPixels
     groups: np.ndarray
     """(R,) each of these images' group: its defect type ("" for a good image)."""
-    negatives: dict[str, np.ndarray]
+    negatives: dict[object, np.ndarray]
     """Each group's non-defect pixels, ascending: sorted once for the subsets it is whole in."""
 
     def negatives_of(self, keep: np.ndarray) -> list[np.ndarray]:
@@ -477,7 +477,7 @@ class _Rest:
         parts = []
         for group, part in self.negatives.items():
             members = self.groups == group
-            if keep[members].all():
+            if keep[members].all():  # a group has a member: ``_rest`` made it from one
                 parts.append(part)
             elif keep[members].any():
                 some = members & keep
@@ -493,10 +493,10 @@ def _rest(
     if pixels is None or not pixels[1][images].any():
         return None
     maps, masks, groups = pixels[0][images].astype(np.float32), pixels[1][images], groups[images]
-    negatives = {
-        str(group): np.sort(maps[groups == group][~masks[groups == group]])
-        for group in dict.fromkeys(groups)
-    }
+    negatives = {}
+    for group in dict.fromkeys(groups):
+        members = groups == group
+        negatives[group] = np.sort(maps[members][~masks[members]])
     return _Rest(images, maps, masks, DefectPixels.of(maps, masks), groups, negatives)
 
 

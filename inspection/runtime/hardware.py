@@ -35,17 +35,18 @@ ISA_FLAGS = (
 )
 
 AVX2_ONLY = {
-    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: torch's convolutions, OpenVINO's CPU plugin
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN: torch's convolutions and OpenVINO's CPU plugin
     "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
-    "OV_CPU_MAX_ISA": "AVX2",  # OpenVINO, where the release honours it
+    "OV_CPU_MAX_ISA": "AVX2",  # OpenVINO's own switch: honoured by its debug builds only
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # torch's MKL
     "OPENBLAS_CORETYPE": "Haswell",  # numpy's and scipy's OpenBLAS: AVX2 kernels
     "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # numpy's AVX-512 loops
     "OPENCV_CPU_DISABLE": "AVX512F,AVX512-SKX,AVX512-COMMON",  # OpenCV's AVX-512 dispatch
 }
 """The environment that holds every library the product runs to its AVX2 kernels on an AVX-512
-CPU (each library's documented switch), to time an AVX2 line PC's instruction set there. Not an
-AVX2 CPU: its cores, caches and clocks stay the AVX-512 machine's."""
+CPU (each library's own switch; numpy's names are numpy >= 2.4's), to time an AVX2 line PC's
+instruction set there. Not an AVX2 CPU: its cores, caches and clocks stay the AVX-512 machine's.
+On an AVX2 CPU it changes nothing."""
 
 
 def forced_isa() -> str:

@@ -280,20 +280,25 @@ def test_good_pixels_sorted_apart_give_the_same_figures(levels: int | None) -> N
         pixel_figures(maps[3:], masks[3:], negatives=np.array([0.0, np.nan], np.float32))
 
 
-@pytest.mark.parametrize("levels", [3, None])
-def test_each_subsets_pixel_figures_are_those_of_its_images_alone(levels: int | None) -> None:
+@pytest.mark.parametrize(("levels", "numbered"), [(3, False), (None, False), (None, True)])
+def test_each_subsets_pixel_figures_are_those_of_its_images_alone(
+    levels: int | None, numbered: bool
+) -> None:
     """``compute_metrics`` sorts each kind's non-defect pixels once for every subset it is in
     (``_Rest``): each subset's pixel AUROC and AUPRO are those of its images in one sort, ties
-    across kinds included, with a good image whose mask is not empty among them."""
+    across kinds included, with a good image whose mask is not empty among them, and kinds
+    named by numbers."""
     scores, labels, maps, masks, types = blob_set(np.random.default_rng(5), n_good=5, n_bad=8)
     if levels is not None:
         maps = np.round(maps * levels) / levels
+    if numbered:
+        types = [{"good": 0, "faint": 1, "strong": 2}[t] for t in types]
     masks[0, :3, :3] = True  # a good image with a marked region: in every subset
     judged = judge_all(scores, maps, 0.3, Segmentation.global_threshold(0.5))
     metrics = compute_metrics(
         scores, labels, maps, masks, types, judged, image_threshold=0.3, segmentation="g"
     )
-    kinds = np.array(types)
+    kinds = np.array(types).astype(str)
     for name, subset in [("overall", metrics.overall), *metrics.per_defect.items()]:
         keep = np.ones(len(kinds), bool) if name == "overall" else (labels == 0) | (kinds == name)
         expected = pixel_figures(maps[keep], masks[keep])
