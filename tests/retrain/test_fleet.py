@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,28 +70,50 @@ def test_in_process_a_failed_product_never_promotes(
     assert registry.journal.events("ghost") == [] and "ghost" not in registry.bundles.products()
 
 
-def _ray_head() -> str:
-    """The address of a running Ray head, starting one like scripts/services.sh if needed
-    (token authentication on, the token in Ray's default file)."""
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a running Ray head: the services' (``scripts/services.sh``) when one
+    answers, else one started here as that script starts it (token authentication on, the
+    token in Ray's default file, ``--block`` under a PID of its own) and stopped after this
+    file's tests by that PID: no head outlives the tests that started it."""
     pytest.importorskip("ray")
     host, port = RAY_ADDRESS.rsplit(":", 1)
-    with socket.socket() as sock:
-        if sock.connect_ex((host, int(port))) == 0:
-            return RAY_ADDRESS
+    if _answers(host, int(port)):
+        yield RAY_ADDRESS
+        return
     ray_bin = Path(sys.executable).with_name("ray")
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     if not RAY_DEFAULT_TOKEN.expanduser().is_file():
         subprocess.run([str(ray_bin), "get-auth-token", "--generate"], env=env, check=True,
                        capture_output=True, timeout=60)  # fmt: skip
     RAY_DEFAULT_TOKEN.expanduser().chmod(0o600)
-    started = subprocess.run(
-        [str(ray_bin), "start", "--head", f"--node-ip-address={host}", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-        capture_output=True, text=True, timeout=180, env=env,
-    )  # fmt: skip
-    if started.returncode != 0:
-        pytest.skip(f"Ray cannot start here: {started.stderr.strip()[-300:]}")
-    return RAY_ADDRESS
+    log = tmp_path_factory.mktemp("ray-head") / "ray.log"
+    with log.open("w") as out:
+        head = subprocess.Popen(
+            [str(ray_bin), "start", "--head", "--block", f"--node-ip-address={host}",
+             f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+             "--disable-usage-stats"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers(host, int(port)):
+            if head.poll() is not None or time.monotonic() > deadline:
+                pytest.skip(f"Ray cannot start here: {log.read_text()[-300:]}")
+            time.sleep(0.5)
+        yield RAY_ADDRESS
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the head and every process it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+def _answers(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) == 0
 
 
 def _libraries_gb() -> float:
@@ -208,13 +231,15 @@ def _child_named(name: str, seconds: float = 30.0) -> multiprocessing.process.Ba
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a worker starved of memory once hung the fleet for good
-def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: Path) -> None:
+def test_ray_fleet_retrains_through_the_registry(
+    tmp_path: Path, tiny_product: Path, ray_head: str
+) -> None:
     """Three products in Ray workers: one retrained, one without a model, one with a memory
     budget (``memory_gb`` in retrain.yaml) above its libraries but too small to retrain: it
     fails alone, its reason recorded, and the run ends."""
     import ray
 
-    address = _ray_head()
+    address = ray_head
     site, registry, champions = _site_with_champions(tmp_path, tiny_product, ["brick", "twin"])
     budget = round(_libraries_gb() + 0.35, 2)  # a Ray child holds more; too little to retrain
     grown = str(_with_one_more_good(tiny_product, tmp_path))  # something new to learn
@@ -247,13 +272,12 @@ def test_ray_fleet_retrains_through_the_registry(tmp_path: Path, tiny_product: P
 
 
 @pytest.mark.slow
-def test_the_ray_head_refuses_a_driver_without_its_token() -> None:
+def test_the_ray_head_refuses_a_driver_without_its_token(ray_head: str) -> None:
     """The services head runs with token authentication: without it, anyone reaching the
     port runs code there. A driver with a wrong token is refused. The driver tries twice
     (``RAY_NUM_REDIS_GET_RETRIES``, 1 s apart) instead of Ray's 20: each refusal names the
     token, and the twenty took ~20 s."""
-    address = _ray_head()
-    probe = f"import ray; ray.init(address={address!r}, logging_level='ERROR')"
+    probe = f"import ray; ray.init(address={ray_head!r}, logging_level='ERROR')"
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64,
            "RAY_NUM_REDIS_GET_RETRIES": "2"}  # fmt: skip
     refused = subprocess.run(
