@@ -37,7 +37,7 @@ from typing import Any
 
 from _report import REPO, cpu_description, load_average, previous_report, save_report, table
 
-from inspection.runtime.hardware import AVX2_ONLY, cpu_info
+from inspection.runtime.hardware import AVX2_ONLY, cpu_info, forced_isa
 
 STEM = "first_hour"
 STEP_LINE = re.compile(r"step (\w+) done in (\d+) s")
@@ -113,7 +113,7 @@ def measure(rev: str, *, force_avx2: bool, label: str, keep: bool) -> dict[str, 
     run = {
         "label": label, "commit": commit, "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu, "cpu_kind": cpu_kind(cpu_info().isa, force_avx2), "forced_avx2": force_avx2,
-        "forced_env": " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) if force_avx2 else "",
+        "forced_env": forced_isa(env),
         "exit": code, "ci_run_s": round(wall), "load_before": load_before,
         "load_highest": round(highest, 2), "load_after": load_average(), **parse_log(log),
     }  # fmt: skip

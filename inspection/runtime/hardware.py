@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -49,9 +50,11 @@ instruction set there. Not an AVX2 CPU: its cores, caches and clocks stay the AV
 On an AVX2 CPU it changes nothing."""
 
 
-def forced_isa() -> str:
-    """``AVX2_ONLY``'s variables set in this process's environment, as ``NAME=value`` words."""
-    return " ".join(f"{k}={os.environ[k]}" for k in AVX2_ONLY if k in os.environ)
+def forced_isa(env: Mapping[str, str] | None = None) -> str:
+    """``AVX2_ONLY``'s variables set in ``env`` (default: this process's environment), as
+    ``NAME=value`` words."""
+    env = os.environ if env is None else env
+    return " ".join(f"{k}={env[k]}" for k in AVX2_ONLY if k in env)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,5 @@ def test_forced_isa_names_the_variables_set(monkeypatch: pytest.MonkeyPatch) -> 
     assert forced_isa() == ""
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
     assert forced_isa() == "OPENBLAS_CORETYPE=Haswell"
+    child = {"CI": "true", "OPENBLAS_CORETYPE": "Zen", "OPENCV_CPU_DISABLE": "AVX512F"}
+    assert forced_isa(child) == "OPENBLAS_CORETYPE=Zen OPENCV_CPU_DISABLE=AVX512F"
