@@ -38,11 +38,12 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
-# pytest: two workers, each test file whole on one (reports/tests/suite_time.md); a dead worker
+# pytest: three workers on two cores (with two, a fifth of the cores idled while tests waited on a
+# server, a station or a timer: reports/tests/suite_time.md), each test file whole on one; a dead worker
 # fails the run (pyproject: --max-worker-restart=0, a 600 s timeout per test).
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts
 	$(VENV)/bin/lint-imports --no-cache
-	$(PYTHON) -m pytest -n 2 --dist loadfile --no-loadscope-reorder; rc=$$?; \
+	$(PYTHON) -m pytest -n 3 --dist loadfile --no-loadscope-reorder; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
