@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -64,7 +65,8 @@ def test_bad_path_is_one_line_exit_2_through_main(tmp_path: Path) -> None:
     assert proc.stderr.strip() == f"error: dataset folder not found: {tmp_path / 'nope'}"
 
 
-def test_demo_and_sheet_commands(tmp_path: Path) -> None:
+def test_demo_and_sheet_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # its log goes to ./var/logs: here, not the checkout's
     args = ["data", "demo", "--out", str(tmp_path), "--size", "48", "--products", "grass"]
     result = runner.invoke(app, [*args, "--train", "2", "--test-good", "1", "--per-defect", "1"])
     assert result.exit_code == 0, result.output

@@ -89,9 +89,15 @@ def _signed_copy(source: Path, target: Path, bundle_id: str, keys: SiteKeys) -> 
 
 @pytest.mark.parametrize("case", list(TAMPERING))
 def test_tampered_bundles_are_refused_and_the_live_model_keeps_serving(
-    case: str, tmp_path: Path, bundles: Bundles, keys: SiteKeys, sample_images: dict[str, bytes]
+    case: str,
+    tmp_path: Path,
+    bundles: Bundles,
+    keys: SiteKeys,
+    sample_images: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tamper, message = TAMPERING[case]
+    monkeypatch.chdir(tmp_path)  # `inspect` without --site logs to ./var/logs: the scratch site's
     registry = _keyed_registry(tmp_path, keys)
     registry.bundles.add_bundle(PRODUCT, _signed_copy(bundles.v1, tmp_path / "v1", V1, keys), V1)
     registry.journal.promote(PRODUCT, V1, actor="tests", reason="initial")
