@@ -38,9 +38,9 @@ lint: install
 	$(VENV)/bin/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: that is a failure here, like any other.
-# pytest: three workers on two cores (with two, a fifth of the cores idled while tests waited on a
-# server, a station or a timer: reports/tests/suite_time.md), each test file whole on one; a dead worker
-# fails the run (pyproject: --max-worker-restart=0, a 600 s timeout per test).
+# pytest: three workers on two cores (with two, a fifth of the cores idled while tests waited on
+# a server, a station or a timer: reports/tests/suite_time.md), each test file whole on one; a
+# dead worker fails the run (pyproject: --max-worker-restart=0, a 600 s timeout per test).
 # lint-imports: the layer, torch-boundary and no-cycle contracts of pyproject.toml.
 test: install services
 	$(PYTHON) -m ruff check inspection apps tests bench scripts

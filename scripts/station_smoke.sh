@@ -45,5 +45,15 @@ echo "== inspection inspect"
 # The console script imports the installed package (its sys.path has no working directory).
 "$venv/bin/inspection" inspect "$bundle" "$@"
 # A serving station also builds its retention settings (croniter validates the prune schedule).
-(cd / && "$venv/bin/python" -c "import sys, inspection.runtime.inspector, inspection.cli.inspect; from inspection.store.retention import RetentionConfig; RetentionConfig(); assert 'torch' not in sys.modules")
+(cd / && "$venv/bin/python" - <<'PY'
+import sys
+
+import inspection.cli.inspect
+import inspection.runtime.inspector
+from inspection.store.retention import RetentionConfig
+
+RetentionConfig()
+assert "torch" not in sys.modules
+PY
+)
 echo "== station smoke test passed"
