@@ -515,6 +515,27 @@ def defects_needed(bound: float, level: float = 0.95, missed: int = 0) -> int | 
     return n
 
 
+DEFAULT_VAL_FRACTION = 0.3
+"""The share of each test/<kind>/ (and of test/good) that sets the threshold (``val_fraction``);
+the rest is held out and measures the model."""
+
+
+def validation_count(n: int, fraction: float = DEFAULT_VAL_FRACTION) -> int:
+    """How many of a test kind's ``n`` images set the threshold: ``round(n * fraction)``, at
+    least one of two or more and never all (``training.train.split_validation``)."""
+    count = round(n * fraction)
+    return min(max(count, 1), n - 1) if n >= 2 and fraction > 0 else count
+
+
+def folder_count(held_out: int, fraction: float = DEFAULT_VAL_FRACTION) -> int:
+    """The fewest images in test/<kind>/ that leave ``held_out`` of them held out once
+    ``validation_count`` set the threshold (36 held out at 0.3: 52)."""
+    n = held_out
+    while n - validation_count(n, fraction) < held_out:
+        n += 1
+    return n
+
+
 # --------------------------------------------------------------- curve, pixels
 @dataclass(frozen=True)
 class CurvePoint:

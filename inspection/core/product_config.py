@@ -27,7 +27,7 @@ from inspection.core.errors import ConfigError
 from inspection.core.global_context import GLOBAL_COMPONENTS
 from inspection.core.images import DEFAULT_SOURCE_BITS, check_source_bits, check_value_range
 from inspection.core.input_domain import DomainTolerance
-from inspection.core.operating_point import OperatingPoint
+from inspection.core.operating_point import DEFAULT_VAL_FRACTION, OperatingPoint
 from inspection.core.roi import RoiSpec
 from inspection.core.tiling import TilingSpec
 from inspection.core.units import PhysicalUnits
@@ -86,7 +86,7 @@ class ModelConfig:
     seed: int = 0
     batch_size: int = 8
     num_workers: int = 0
-    val_fraction: float = 0.3
+    val_fraction: float = DEFAULT_VAL_FRACTION
     # PatchCore
     coreset_sampling_ratio: float = 0.01
     num_neighbors: int = 9

@@ -19,10 +19,12 @@ from inspection.core.certificate import Certificate
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.operating_point import (
     DEFAULT_MISS_BOUND,
+    DEFAULT_VAL_FRACTION,
     KindMiss,
     ThresholdChoice,
     allowed_rejects,
     defects_needed,
+    folder_count,
     lacking_kinds,
     within_budget,
 )
@@ -131,7 +133,7 @@ def _kind_lacks(
         needed = defects_needed(bound)
         return (
             ([], ["nothing shows what it misses: no defective parts held out"]),
-            ([], [f"hold out at least {needed} images of each defect kind in test/<kind>/"]),
+            ([], [f"hold out at least {needed} images of each defect kind: {_folder(needed)}"]),
         )
     lacking = lacking_kinds(kinds, bound)
     over = sorted((kinds[k] for k in lacking if kinds[k].rate > bound), key=lambda m: -m.rate)
@@ -158,10 +160,19 @@ def _kind_lacks(
         "train another model (--model)"
     ]
     show = [
-        f"hold out {n - m.n} more {m.kind} images in test/{m.kind}/ ({n} in all) to show it"
+        f"hold out {n} {m.kind} images to show it, {n - m.n} more than now: "
+        + _folder(n, f"test/{m.kind}/")
         for m, n in unshown
     ]
     return (missing, few), (lower if over else [], show)
+
+
+def _folder(held_out: int, folder: str = "test/<kind>/") -> str:
+    """'51 in test/crack/ (...)': the folder's images that leave ``held_out`` held out."""
+    return (
+        f"{folder_count(held_out)} in {folder} (the default val_fraction, "
+        f"{DEFAULT_VAL_FRACTION:g}, of them sets the threshold)"
+    )
 
 
 def _summary(held: HeldOut) -> str:

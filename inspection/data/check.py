@@ -28,7 +28,12 @@ from inspection.core.images import (
     is_binary_mask,
     read_mask_levels,
 )
-from inspection.core.operating_point import DEFAULT_BUDGET, n_needed
+from inspection.core.operating_point import (
+    DEFAULT_BUDGET,
+    DEFAULT_VAL_FRACTION,
+    n_needed,
+    validation_count,
+)
 from inspection.core.tiling import SmallerThanTile, TilingSpec
 from inspection.data.dataset import (
     GOOD,
@@ -44,8 +49,6 @@ from inspection.data.decoded import KEPT
 from inspection.data.leaks import held_out_copies, listed, pixel_print
 
 Severity = Literal["error", "warning"]
-VALIDATION_SHARE = 0.3
-"""The default ``val_fraction``: the share of test/good that calibrates (the rest measures)."""
 NARROW_16_BIT = 4096
 """16-bit images whose values all stay below this (12 bits) lose their contrast at 8 bits."""
 SMALLER_THAN_TILE = "smaller_than_tile"
@@ -493,14 +496,14 @@ def budget_note(
     # PatchCore: every training image (out of fold) + the validation share of test/good +
     # every calibration image
     test_good = sum(s.label == 0 for s in dataset.test_samples)
-    n_good = len(dataset.train_samples) + round(VALIDATION_SHARE * test_good)
+    n_good = len(dataset.train_samples) + validation_count(test_good)
     n_good += len(dataset.calibration_samples)
     needed = n_needed(budget)
     if n_good >= needed:
         return None
     where = f"operating_point.budget in {product_file}" if product_file else "the budget"
     return (
-        f"about {n_good} good calibration images (train/good + {VALIDATION_SHARE:.0%} of "
+        f"about {n_good} good calibration images (train/good + {DEFAULT_VAL_FRACTION:.0%} of "
         f"test/good + calibration/good): the {budget:.1%} false-reject budget needs {needed} for its "
         f"guarantee; the bound is then 1/{n_good + 1} (add good images to calibration/good, "
         f"or raise {where})"

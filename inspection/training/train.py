@@ -31,6 +31,7 @@ from inspection.core.fingerprint import package_versions, relative_name
 from inspection.core.global_context import GlobalContext
 from inspection.core.metrics import EvaluationMetrics
 from inspection.core.model_record import DataSplits, FitFigures, ModelRecord
+from inspection.core.operating_point import validation_count
 from inspection.core.product_config import ModelConfig, model_config_from_mapping
 from inspection.core.registry import Registry
 from inspection.core.roi import RoiSpec, RoiTraining
@@ -79,17 +80,14 @@ def split_validation(
     samples: Sequence[Sample], fraction: float, seed: int
 ) -> tuple[list[Sample], list[Sample]]:
     """Split test samples into (validation, test), stratified by defect type, seeded: each
-    type gives ``round(n * fraction)`` (at least one of two or more) to validation."""
+    type gives ``core.operating_point.validation_count`` of its images to validation."""
     if fraction <= 0:
         return [], list(samples)
     rng = np.random.default_rng(seed)
     validation: set[Path] = set()
     for defect in sorted({s.defect_type for s in samples}):
         group = sorted((s for s in samples if s.defect_type == defect), key=lambda s: str(s.path))
-        n_val = round(len(group) * fraction)
-        if len(group) >= 2:
-            n_val = min(max(n_val, 1), len(group) - 1)
-        for index in rng.permutation(len(group))[:n_val]:
+        for index in rng.permutation(len(group))[: validation_count(len(group), fraction)]:
             validation.add(group[index].path)
     return (
         [s for s in samples if s.path in validation],

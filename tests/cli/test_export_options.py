@@ -41,7 +41,10 @@ def test_the_gate_table_is_not_cut_off_a_terminal(
     said = " ".join(result.output.split())  # 3 held-out parts a kind show no 10 % miss bound
     last = said[said.index("NOT LINE-READY brick/v0001-fp32: ") :]  # the verdict last
     assert re.search(r"\d+ crack held out \(\d+ missed\)|misses \d+ of \d+ crack", last)
-    assert re.search(r"Next: (to miss fewer \w|hold out \d+ more \w+ images in test/)", last)
+    assert re.search(
+        r"Next: (to miss fewer \w|hold out \d+ \w+ images to show it, \d+ more than now: \d+ in test/)",
+        last,
+    )
     assert (
         "UNSIGNED: stations that pin a key refuse brick/v0001-fp32. Next: inspection keys " in last
     )

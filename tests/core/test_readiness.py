@@ -146,5 +146,6 @@ def test_a_kind_missing_too_many_comes_first_and_so_does_what_lowers_it() -> Non
     ]
     assert readiness.advice[0].startswith("to miss fewer crack, hole: label more crack, hole")
     assert readiness.advice[-1] == (
-        "hold out 18 more scratch images in test/scratch/ (54 in all) to show it"
+        "hold out 54 scratch images to show it, 18 more than now: 77 in test/scratch/ "
+        "(the default val_fraction, 0.3, of them sets the threshold)"
     )

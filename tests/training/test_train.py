@@ -379,3 +379,20 @@ def test_checked_dataset_reads_at_the_products_declared_bits(
     assert "set image_bits: 12" in " ".join(capsys.readouterr().out.split())
     checked_dataset(product, image_bits=12)
     assert "image_bits" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.2, 0.5])
+def test_the_advice_s_folder_count_is_what_the_split_holds_out(fraction: float) -> None:
+    """A newcomer told to hold out 36 put 36 in test/scratch/ and got 25 held out: the advice
+    now names the folder count, and the split it counts for is the one training makes."""
+    from inspection.core.operating_point import folder_count
+    from inspection.data.dataset import Sample
+    from inspection.training.train import split_validation
+
+    def held_out(n: int) -> int:
+        kind = [Sample(Path(f"test/scratch/{i:03d}.png"), "test", 1, "scratch") for i in range(n)]
+        return len(split_validation(kind, fraction, seed=0)[1])
+
+    for wanted in (1, 3, 22, 36, 54):
+        n = folder_count(wanted, fraction)
+        assert held_out(n) >= wanted > held_out(n - 1), (wanted, n)
