@@ -15,6 +15,7 @@ from rich.table import Table
 
 from inspection.cli._site import group, site_option
 from inspection.core.config import SiteConfig, load_site_config
+from inspection.core.errors import InspectionError
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
@@ -53,10 +54,26 @@ def add(
         return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    else:
+    elif sys.stdin.isatty():
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = _piped_password()
     user = add_user(store, name, role, password)
     console.print(f"added {user.role} {user.name!r}")
+
+
+def _piped_password() -> str:
+    """The password and its repetition, two lines of a stdin that is no terminal."""
+    first = sys.stdin.readline().rstrip("\r\n")
+    again = sys.stdin.readline().rstrip("\r\n")
+    if not first:
+        raise InspectionError(
+            "no terminal to ask the password on and none on stdin: run the command in a "
+            "terminal, or pipe the password with --password-stdin"
+        )
+    if first != again:
+        raise InspectionError("the two passwords on stdin differ")
+    return first
 
 
 @users_app.command("list")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -114,3 +116,26 @@ def test_users_cli_add_list_remove(tmp_path: Path) -> None:
     assert "admin 'ada' exists: unchanged" in same.output
     removed = runner.invoke(app, ["users", "remove", "ada", "--site", str(site)])
     assert removed.exit_code == 0 and "removed 'ada'" in removed.output
+
+
+def test_users_add_without_a_terminal_reads_two_piped_lines_or_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """No terminal: the password and its repetition come from stdin; nothing there (a newcomer's
+    `< /dev/null`, a CI step) or two that differ is one clear line, never getpass's warning."""
+    site = tmp_path / "site.yaml"
+    site.write_text(f"store_url: sqlite:///{tmp_path / 'site.db'}\nblob_dir: {tmp_path / 'b'}\n")
+    Store.migrated(f"sqlite:///{tmp_path / 'site.db'}", tmp_path / "b").engine.dispose()
+
+    def add(name: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "inspection", "users", "add", name, "--site", str(site)]
+        return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=120)
+
+    empty = add("ada", "")
+    assert empty.returncode == 2 and "Warning" not in empty.stderr, empty.stderr
+    assert "none on stdin" in empty.stderr and "--password-stdin" in empty.stderr
+    differ = add("ada", f"{PASSWORD}\n{PASSWORD}x\n")
+    assert differ.returncode == 2 and "the two passwords on stdin differ" in differ.stderr
+    piped = add("bob", f"{PASSWORD}\n{PASSWORD}\n")
+    assert piped.returncode == 0 and "added reviewer 'bob'" in piped.stdout, piped.stderr
+    assert "Warning" not in piped.stderr, piped.stderr
