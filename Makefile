@@ -20,6 +20,7 @@ $(PYTHON):
 # `make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu` installs the CPU build.
 TORCH_INDEX ?=
 $(STAMP): pyproject.toml | $(PYTHON)
+	@echo "installing torch and the project into $(VENV): a few minutes the first time"
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PIP) install -q -e ".[all]"
 	@touch $(STAMP)

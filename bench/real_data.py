@@ -1,4 +1,4 @@
-"""Real parts, real defects: the ELPV solar cells, the CLI defaults against plain anomalib (#91).
+"""Real parts, real defects: the ELPV solar cells, the CLI defaults against plain anomalib.
 
     python bench/real_data.py run --label before [--families mono,poly] [--seeds 0,1]
         [--k 0,10,30,100] [--train-good 100,200,350] [--anomalib] [--set key=value ...]
@@ -655,16 +655,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("run", "report", "anomalib-child"))
     parser.add_argument("--label", default="now", help="run: the rows' label (before, a trial)")
-    parser.add_argument("--families", default="mono,poly")
-    parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--k", default="0")
+    parser.add_argument(
+        "--families", default="mono,poly", help="run: cell types, comma-separated (mono, poly)"
+    )
+    parser.add_argument("--seeds", default="0,1", help="run: split seeds, comma-separated")
+    parser.add_argument(
+        "--k", default="0", help="run: labelled defective cells that train, comma-separated"
+    )
     parser.add_argument(
         "--train-good", default=str(N_TRAIN),
-        help="run: good training cells, comma-separated (200: the issue's split; fewer: the "
+        help="run: good training cells, comma-separated (200: the default split; fewer: the "
         "first of the 200; more, up to 350: plus the first calibration cells; test/ unchanged)",
     )  # fmt: skip
     parser.add_argument("--anomalib", action="store_true", help="run: plain anomalib at k = 0")
-    parser.add_argument("--work", default=str(WORK))
+    parser.add_argument("--work", default=str(WORK), help="run: where the splits are written")
     parser.add_argument("--data", help="anomalib-child: the split folder")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
