@@ -17,10 +17,9 @@ from typing import NoReturn
 import click
 import typer
 import typer.core
-from rich.console import Console
 from rich.markup import escape
 
-from inspection.cli.console import os_error_line, show_file_names
+from inspection.cli.console import os_error_line, screen, show_file_names
 from inspection.core.errors import InspectionError
 
 HELP_MARKUP = "markdown"
@@ -34,7 +33,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=HELP_MARKUP,
 )
-err_console = Console(stderr=True)
+err_console = screen(stderr=True)
 
 IMPORT_TIME_NOISE = r"(timm|anomalib)\."
 """Libraries whose deprecation notices fire on import (timm's ``models.layers``, anomalib's

@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from inspection.cli.console import screen
 from inspection.core.config import DEFAULT_SITE_CONFIG, SITE_CONFIG_ENV, load_site_config
 from inspection.core.registry import Registry
 
-err_console = Console(stderr=True)
+err_console = screen(stderr=True)
 
 
 def site_option(what: str = "Site config YAML", *, announce: bool = True) -> Any:

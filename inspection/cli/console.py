@@ -164,6 +164,13 @@ class StepProgress:
         self._progress.advance(self._task)
 
 
+def screen(*, stderr: bool = False) -> Console:
+    """A command's console: words wrap on a terminal; off one (a pipe, a log file, CI) every
+    line stays whole, as rich would otherwise break it at 80 columns mid-sentence."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=not stream.isatty())
+
+
 def file_progress() -> Progress:
     """A transient bar over files, drawn on stderr."""
     return Progress(

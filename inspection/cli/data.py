@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 from PIL import Image
-from rich.console import Console
 from rich.table import Column, Table
 
 from inspection.cli._site import group, site_option
@@ -18,6 +17,7 @@ from inspection.cli.console import (
     log_dir,
     quiet_logs,
     ready_to_write,
+    screen,
     verbose_requested,
 )
 from inspection.core.config import load_site_config
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from inspection.data.dataset import Dataset
 
 data_app = group("data", "Datasets: demo generator, validation, previews.")
-console = Console()
+console = screen()
 OUT_DIR_OPTION = typer.Option(Path("datasets"), "--out", help="Folder to write products into.")
 SEED_OPTION = typer.Option(0, "--seed", min=0, help="Random seed; same seed, same bytes.")
 DATASET_ARG = typer.Argument(..., help="MVTec-style product folder or a folder-spec .yaml.")

@@ -11,16 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
 from inspection.cli._site import announce_env_site, group, site_from_env, site_option
+from inspection.cli.console import screen
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
 
 if TYPE_CHECKING:
     from inspection.store.store import Store
 
-console = Console()
+console = screen()
 db_app = group("db", "Results database schema (Alembic migrations).")
 store_app = group("store", "What the results store keeps (retention.yaml).")
 STATION_OPTION = typer.Option(

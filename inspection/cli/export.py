@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -21,6 +20,7 @@ from inspection.cli.console import (
     print_log_file,
     print_table,
     quiet_logs,
+    screen,
     verbose_requested,
 )
 from inspection.cli.operating import fmt, rate_of, subset_miss_text
@@ -35,8 +35,8 @@ from inspection.core.signing import require_site_key, site_signing_key
 from inspection.refine.config import refine_config_in
 
 commands = typer.Typer()
-console = Console()
-err_console = Console(stderr=True)
+console = screen()
+err_console = screen(stderr=True)
 EXIT_GATE_REFUSED = 3
 """Exit code of an export the gate refused (a measured outcome; 2 is a usage or setup error)."""
 EXIT_NOT_READY = 4

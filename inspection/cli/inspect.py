@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import track
 from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION
-from inspection.cli.console import log_dir, quiet_logs, ready_to_write, verbose_requested
+from inspection.cli.console import log_dir, quiet_logs, ready_to_write, screen, verbose_requested
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
 from inspection.core.input_domain import input_check_mode  # light: numpy and OpenCV, no OpenVINO
@@ -34,8 +33,8 @@ if TYPE_CHECKING:
 
 
 commands = typer.Typer()
-console = Console()
-errors = Console(stderr=True)
+console = screen()
+errors = screen(stderr=True)
 FORMATS = ("csv", "json")
 CSV_FIELDS = (
     "path",

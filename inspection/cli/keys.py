@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from inspection.cli._site import group, site_option
+from inspection.cli.console import screen
 from inspection.core.bundle import verify_bundle
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import ConfigError
@@ -39,7 +39,7 @@ from inspection.station.config import (
     write_trust,
 )
 
-console = Console()
+console = screen()
 keys_app = group("keys", "The site's Ed25519 signing keys, pinned by fingerprint.")
 bundle_app = group("bundle", "Sign and verify model bundles.")
 BundleArg = Annotated[Path, typer.Argument(help="Bundle folder (with metadata.json).")]

@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION, ProductArg, group, site_registry
-from inspection.cli.console import print_table
+from inspection.cli.console import print_table, screen
 from inspection.cli.operating import fmt, version_readiness
 
 models_app = group("models", "Browse the model registry.")
-console = Console()
+console = screen()
 
 
 @models_app.command("list")

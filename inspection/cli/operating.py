@@ -7,17 +7,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from inspection.cli._site import SITE_OPTION, group
+from inspection.cli.console import screen
 from inspection.core.config import load_site_config
 from inspection.core.metrics import EvaluationMetrics, SubsetMetrics
 from inspection.core.operating_point import KindMiss, ThresholdChoice
 from inspection.core.readiness import Readiness, held_out_of, line_readiness
 from inspection.core.registry import Registry
 
-console = Console()
+console = screen()
 operating_app = group("operating", "Operating points: certify a live bundle from audited parts.")
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from tqdm import tqdm
 
 from inspection.cli._site import group, site_option
+from inspection.cli.console import screen
 from inspection.core.config import load_site_config
 from inspection.core.signing import key_id, sign_bundle, site_keys_dir, site_signing_key
 from inspection.data.dataset import load_dataset
@@ -20,7 +20,7 @@ from inspection.refine.factory import build_refiner
 from inspection.refine.report import write_report
 
 refine_app = group("refine", "Defect-mask refinement (SAM, GrabCut).")
-console = Console()
+console = screen()
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="Refine config YAML.")]
 
 

@@ -8,7 +8,6 @@ import time
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from inspection.cli._signals import Terminated, stop_on_signals, terminate_as_interrupt
@@ -18,6 +17,7 @@ from inspection.cli.console import (
     os_error_line,
     print_log_file,
     quiet_logs,
+    screen,
     verbose_requested,
 )
 from inspection.core.config import DEFAULT_SITE_CONFIG, SiteConfig, load_site_config
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from inspection.retrain.pipeline import RetrainResult
     from inspection.store.retention import PruneReport
 
-console = Console()
+console = screen()
 commands = typer.Typer()
 log = logging.getLogger(__name__)
 CONFIG_OPTION = typer.Option(

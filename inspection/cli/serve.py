@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import SITE_OPTION, group
-from inspection.cli.console import check_port_free
+from inspection.cli.console import check_port_free, screen
 from inspection.cli.station import CONFIG_OPTION, announce_signatures
 from inspection.core.config import load_site_config
 from inspection.service.config import load_station_config
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from inspection.service.watch import WatchFolder
     from inspection.store.store import Store
 
-console = Console()
+console = screen()
 # Alembic logs every plugin it sets up at INFO on each start; operators need none of it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 commands = typer.Typer()

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from inspection.cli._signals import stop_on_signals
 from inspection.cli._site import group
-from inspection.cli.console import logs_beside, print_table, quiet_logs, verbose_requested
+from inspection.cli.console import logs_beside, print_table, quiet_logs, screen, verbose_requested
 from inspection.core.bundle import read_bundle_metadata
 from inspection.core.errors import ConfigError, InspectionError
 from inspection.core.registry import Registry
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from inspection.store.outbox import SinkBacklog
     from inspection.store.store import Store
 
-console = Console()
+console = screen()
 station_app = group("station", "Line-station maintenance commands.")
 TOKEN_ENV = "INSPECTION_REGISTRY_TOKEN"
 CONFIG_OPTION = typer.Option(

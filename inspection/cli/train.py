@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -22,6 +21,7 @@ from inspection.cli.console import (
     print_log_file,
     print_table,
     quiet_logs,
+    screen,
     summary_table,
     verbose_requested,
 )
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from inspection.core.metrics import EvaluationMetrics
     from inspection.core.tiling import TilingSpec
 
-console = Console()
+console = screen()
 commands = typer.Typer()
 log = logging.getLogger(__name__)
 

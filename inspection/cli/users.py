@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from inspection.cli._site import group, site_option
+from inspection.cli.console import screen
 from inspection.core.config import SiteConfig, load_site_config
 from inspection.core.errors import InspectionError
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 ADMIN_PASSWORD_ENV = "INSPECTION_ADMIN_PASSWORD"
 """The admin's password for a command run without a terminal (CI); a terminal asks for it."""
-console = Console()
+console = screen()
 users_app = group("users", "Dashboard logins (reviewers and admins).")
 SITE_OPTION = site_option("Site config YAML whose store holds the users")
 NameArg = Annotated[str, typer.Argument(help="Login name, e.g. j.smith.")]

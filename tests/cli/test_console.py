@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from inspection.cli.console import StepProgress, print_table, quiet_logs, summary_table
+from inspection.cli.console import StepProgress, print_table, quiet_logs, screen, summary_table
 
 
 def test_quiet_logs_sends_info_and_warnings_to_the_file_and_restores(tmp_path: Path) -> None:
@@ -111,3 +111,13 @@ def test_library_deprecation_notices_at_import_show_only_with_verbose(argv, show
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert ("FutureWarning" in result.stderr) is shown, result.stderr[-2000:]
+
+
+def test_output_off_a_terminal_keeps_each_line_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped to a file or a CI log, rich broke the demo's and export's lines at 80 columns
+    ("(mode" / "0600)"): a command's console keeps them whole there (``screen``)."""
+    line = f"created bundles key 0123: private {'/very/long' * 12}/site-signing.key (mode 0600)"
+    screen().print(line)
+    screen(stderr=True).print(line)
+    said = capsys.readouterr()
+    assert said.out == said.err == line + "\n"
