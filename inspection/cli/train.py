@@ -443,10 +443,11 @@ def _print_metrics(rows: list[tuple[ModelRecord, EvaluationMetrics]]) -> None:
         column.no_wrap = True
     for record, metrics in rows:
         o = metrics.overall
+        f1s = (o.image_f1, o.pixel_f1) if o.n_defective else (None, None)  # no defect: no F1
         table.add_row(
             record.model_version,
             record.model_kind,
-            *(fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, o.image_f1, o.pixel_f1)),
+            *(fmt(v) for v in (o.image_auroc, o.pixel_auroc, o.aupro, *f1s)),
             fmt(o.region_recall),
             "-" if o.ng_without_region is None else str(o.ng_without_region),
             fmt(record.fit_figures().fit_seconds, 1),

@@ -81,11 +81,14 @@ def test_good_only_product_trains_exports_and_serves(good_only: Path, tmp_path: 
         )
 
 
-def test_a_product_with_only_train_good_trains(tiny_product: Path, tmp_path: Path) -> None:
+def test_a_product_with_only_train_good_trains(
+    tiny_product: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """README step 1 says only ``train/good`` is required; ``train`` refused a folder without
     ``test/``. It now holds good images out of it (``data.dataset.hold_out_good``): they and
     the out-of-fold scores set the threshold, and the verdict says nothing shows what it misses."""
     from inspection.cli.operating import train_verdict
+    from inspection.cli.train import _print_metrics
     from inspection.core.operating_point import OUT_OF_FOLD
     from inspection.core.product_config import model_config_from_mapping
     from inspection.data.dataset import load_dataset
@@ -108,3 +111,7 @@ def test_a_product_with_only_train_good_trains(tiny_product: Path, tmp_path: Pat
     advice = train_verdict("brick", record.version, record.evaluation())
     assert advice.startswith(f"NOT LINE-READY brick/{record.version}: ")
     assert "nothing shows what it misses: no defective parts held out" in advice
+    _print_metrics([(record, record.evaluation())])  # no defect: no F1 (it said 0.000)
+    row = next(line for line in capsys.readouterr().out.splitlines() if "patchcore" in line)
+    cells = [cell.strip() for cell in row.split("│")[1:-1]]
+    assert cells[5:7] == ["-", "-"], row  # img F1, px F1
