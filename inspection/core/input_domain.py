@@ -142,9 +142,10 @@ class IntensityReference:
         """(rows,) the largest distance accepted per row at ``margin`` times its spread."""
         return np.maximum(HISTOGRAM_FLOOR, margin * np.asarray(self.spread, np.float32))
 
-    def problem(self, image: np.ndarray, margin: float) -> str | None:
+    def problem(self, image: np.ndarray, margin: float, cause: str | None = None) -> str | None:
         """Why (H, W, 3) uint8 RGB ``image``'s intensities are unlike the training images'
-        at ``margin`` (None: alike)."""
+        at ``margin`` (None: alike); ``cause``: the likely cause said, instead of a changed
+        camera or swapped channels."""
         reference, limits = np.asarray(self.quantiles, np.float32), self.limits(margin)
         grey = reference.shape[0] == 1
         own = intensity_quantiles(image, grey=grey)
@@ -159,12 +160,14 @@ class IntensityReference:
             return None
         rows = np.arange(3, 5) if swapped else np.arange(min(3, far.size))  # what refused it
         worst = int(rows[np.argmax(far[rows] / limits[rows])])
-        cause = (
-            "its red and blue channels are swapped (BGR sent for RGB): fix the channel order "
-            "in the camera or its driver"
-            if swapped
-            else "a camera's gain, exposure or lighting changed? Set it back; if the line "
-            "really changed, train again"
+        if swapped:
+            cause = (
+                "its red and blue channels are swapped (BGR sent for RGB): fix the channel "
+                "order in the camera or its driver"
+            )
+        cause = cause or (
+            "a camera's gain, exposure or lighting changed? Set it back; if the line really "
+            "changed, train again"
         )
         row = (GREY_ROWS if grey else COLOUR_ROWS)[worst]
         return (
@@ -342,8 +345,18 @@ class InputDomain:
             )
         margin = self.tolerance.histogram_margin
         if self.intensity is not None and margin > 0:
-            found.append(self.intensity.problem(picked, margin))
+            found.append(self.intensity.problem(picked, margin, self._colour_under_grey(picked)))
         return tuple(problem for problem in found if problem is not None)
+
+    def _colour_under_grey(self, picked: np.ndarray) -> str | None:
+        """Why a colour image's grey copy may read unlike a grey bundle's images (None: the
+        bundle is not grey, or the image is)."""
+        if self.colour != "grey" or (spread := channel_spread(picked)) <= GREY_SPREAD:
+            return None
+        return (
+            f"it is a colour image (channel spread {spread:.1f}), judged in grey by a bundle "
+            "trained on grey images: send the camera's grey (mono) frames, or train on colour"
+        )
 
 
 def _span(pair: tuple[float, float], spec: str) -> str:

@@ -425,6 +425,23 @@ def test_a_wrong_gain_is_refused(brick_domain: tuple[InputDomain, list[Path]], g
     assert "a camera's gain, exposure or lighting changed? Set it back" in problem
 
 
+def test_a_colour_image_under_a_grey_bundle_is_named_as_colour(
+    tiny_product: Path, tmp_path: Path
+) -> None:
+    """A grey bundle judges a colour image in grey; unlike its images, the refusal blamed the
+    camera's gain. It now says the image is colour and what to send instead."""
+    train = sorted((tiny_product / "train" / "good").glob("*.png"))
+    grey = [_save(tmp_path / p.name, _grey(read_image(p)), mode="L") for p in train]
+    domain = measure_input_domain(grey, grey, training=grey)
+    assert domain.colour == "grey" and domain.intensity is not None
+    brighter = np.clip(read_image(train[0]).astype(np.float32) * 1.6, 0, 255).astype(np.uint8)
+    (colour,) = _problems(domain, brighter)
+    assert colour.startswith("image intensities unlike the training images' (luma ")
+    assert "it is a colour image (channel spread" in colour and "gain" not in colour, colour
+    (grey_too,) = _problems(domain, _grey(brighter))
+    assert "a camera's gain, exposure or lighting changed?" in grey_too
+
+
 def test_a_product_may_widen_or_turn_off_the_intensity_check(
     brick_domain: tuple[InputDomain, list[Path]],
 ) -> None:
