@@ -281,6 +281,7 @@ def test_the_readme_numbers_are_todays() -> None:
         conformal_bound,
         conformal_rank,
         defects_needed,
+        folder_count,
         n_needed,
     )
     from inspection.data.dataset import held_out_count
@@ -295,6 +296,7 @@ def test_the_readme_numbers_are_todays() -> None:
         f"17 good images bound them at {bound:.2%}, {n_needed(DEFAULT_BUDGET)} are needed" in flat
     )
     assert f"(20 images: {held_out_count(20)})" in flat
+    assert f"36 held-out images of each defect kind: {folder_count(36)} in `test/<defect>/`" in flat
     [row] = [line for line in text.splitlines() if line.startswith("| This README")]
     lines, words = re.search(r"\| ([\d,]+) lines, ([\d,]+) words \|", row).groups()
     assert (int(lines.replace(",", "")), int(words.replace(",", ""))) == (
@@ -315,6 +317,7 @@ def test_the_readme_demo_verdicts_follow_from_its_demo_table() -> None:
     rows = [line for line in section.splitlines() if line.startswith("| ") and "/" in line]
     verdicts = re.findall(r"^(?:NOT )?LINE-READY \S+: .*$", section, re.MULTILINE)
     assert rows and len(verdicts) == len(rows), (rows, verdicts)
+    headline = {}  # the README's first paragraph quotes these counts
     for row, verdict in zip(rows, verdicts, strict=True):
         bundle, point, rejected, misses = (cell.strip() for cell in row.strip("|").split("|"))
         budget, n, bound = re.search(r"budget ([\d.]+)%, n=(\d+), bound ([\d.]+)%", point).groups()
@@ -334,3 +337,13 @@ def test_the_readme_demo_verdicts_follow_from_its_demo_table() -> None:
             DEFAULT_MISS_BOUND, cert,
         )  # fmt: skip
         assert line_readiness(held).line().split(" Next: ")[0] == verdict  # advice left out
+        product = bundle.strip("`").split("/")[0]
+        missed = sum(m for m, _ in counts.values())
+        headline[product] = (good_rejected, n_good, missed, sum(n for _, n in counts.values()))
+    brick, grass, gravel = (headline[p] for p in ("brick", "grass", "gravel"))
+    flat = " ".join(text.split())
+    assert (
+        f"rejects {brick[0]} of {brick[1]} good held-out parts and misses {brick[2]} of "
+        f"{brick[3]} defects; on grass and gravel it misses {grass[2]} and {gravel[2]} of "
+        f"{grass[3]}" in flat
+    ) and grass[3] == gravel[3]
