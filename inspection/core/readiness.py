@@ -30,6 +30,7 @@ from inspection.core.operating_point import (
 )
 
 READY = "LINE-READY"
+UNSHOWABLE = "set operating_point.miss_bound above 0: no number of images shows a 0% miss rate"
 NOT_READY = "NOT LINE-READY"
 UNBUDGETED_REJECTS = 0.10
 """The share of held-out good parts a threshold set without a false-reject budget (F1, max
@@ -129,12 +130,14 @@ def _kind_lacks(
 ) -> tuple[tuple[list[str], list[str]], tuple[list[str], list[str]]]:
     """((kinds that miss too many, worst first; kinds too few to show the bound), (what lowers
     the misses; what would show them))."""
+    needed = defects_needed(bound)
     if not kinds:
-        needed = defects_needed(bound)
-        return (
-            ([], ["nothing shows what it misses: no defective parts held out"]),
-            ([], [f"hold out at least {needed} images of each defect kind: {_folder(needed)}"]),
+        show = (
+            f"hold out at least {needed} images of each defect kind: {_folder(needed)}"
+            if needed
+            else UNSHOWABLE
         )
+        return ([], ["nothing shows what it misses: no defective parts held out"]), ([], [show])
     lacking = lacking_kinds(kinds, bound)
     over = sorted((kinds[k] for k in lacking if kinds[k].rate > bound), key=lambda m: -m.rate)
     unshown = [
@@ -151,6 +154,8 @@ def _kind_lacks(
         f"{m.n} {m.kind} held out ({m.missed} missed) are too few to show at most {bound:.0%} "
         f"missed: that takes at least {n} {m.kind} images with "
         + (f"no miss beyond the {m.missed} already missed" if m.missed else "no miss")
+        if n
+        else f"{m.n} {m.kind} held out: no number of images shows a 0% miss rate"
         for m, n in unshown
     ]
     names = ", ".join(m.kind for m in over)
@@ -160,18 +165,20 @@ def _kind_lacks(
         "train another model (--model)"
     ]
     show = [
-        f"hold out {n} {m.kind} images to show it, {n - m.n} more than now: "
-        + _folder(n, f"test/{m.kind}/")
+        f"hold out {n} {m.kind} images to show it ({m.n} now): {_folder(n, f'test/{m.kind}/')}"
         for m, n in unshown
+        if n
     ]
+    if needed is None and unshown:
+        show.append(UNSHOWABLE)
     return (missing, few), (lower if over else [], show)
 
 
 def _folder(held_out: int, folder: str = "test/<kind>/") -> str:
-    """'51 in test/crack/ (...)': the folder's images that leave ``held_out`` held out."""
+    """'51 in test/crack/, as ...': the folder's images that leave ``held_out`` held out."""
     return (
-        f"{folder_count(held_out)} in {folder} (the default val_fraction, "
-        f"{DEFAULT_VAL_FRACTION:g}, of them sets the threshold)"
+        f"{folder_count(held_out)} in {folder}, as training keeps {DEFAULT_VAL_FRACTION:.0%} of "
+        f"a test folder to set the threshold (val_fraction {DEFAULT_VAL_FRACTION:g}, the default)"
     )
 
 

@@ -9,7 +9,7 @@ from scipy.stats import beta
 
 from inspection.core.certificate import Certificate, certified_choice
 from inspection.core.operating_point import OperatingPoint
-from inspection.core.readiness import HeldOut, kind_misses, line_readiness
+from inspection.core.readiness import UNSHOWABLE, HeldOut, kind_misses, line_readiness
 
 SHOWN = {"crack": (0, 36), "stain": (0, 40)}
 """Kinds each shown to be missed at most 10 % (0 of 36 is the fewest that shows it)."""
@@ -146,6 +146,16 @@ def test_a_kind_missing_too_many_comes_first_and_so_does_what_lowers_it() -> Non
     ]
     assert readiness.advice[0].startswith("to miss fewer crack, hole: label more crack, hole")
     assert readiness.advice[-1] == (
-        "hold out 54 scratch images to show it, 18 more than now: 77 in test/scratch/ "
-        "(the default val_fraction, 0.3, of them sets the threshold)"
+        "hold out 54 scratch images to show it (36 now): 77 in test/scratch/, as training keeps "
+        "30% of a test folder to set the threshold (val_fraction 0.3, the default)"
     )
+
+
+@pytest.mark.parametrize("counts", [{}, {"scratch": (0, 3)}])
+def test_a_zero_miss_bound_says_no_sample_shows_it(counts: dict[str, tuple[int, int]]) -> None:
+    """``miss_bound: 0`` is a valid config; no finite sample shows a 0 % miss rate, and the
+    verdict said "at least None images" (or failed) instead of saying so."""
+    held = HeldOut("p/v1", 60, 0, kind_misses(counts), 0.01, miss_bound=0.0)
+    readiness = line_readiness(held)
+    assert not readiness.ready and "None" not in readiness.line()
+    assert readiness.advice[-1] == UNSHOWABLE

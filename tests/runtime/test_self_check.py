@@ -105,8 +105,8 @@ def test_not_line_ready_names_the_kinds_missed_beyond_the_bound() -> None:
     # the first advice lowers the misses; showing them comes after, with its own count
     assert readiness.advice[0].startswith("to miss fewer crack: label more crack images")
     assert readiness.advice[1] == (
-        "hold out 54 stain images to show it, 13 more than now: 77 in test/stain/ "
-        "(the default val_fraction, 0.3, of them sets the threshold)"
+        "hold out 54 stain images to show it (41 now): 77 in test/stain/, as training keeps 30% "
+        "of a test folder to set the threshold (val_fraction 0.3, the default)"
     )
     assert "(crack 8/21; stain 1/41)" in check.summary()
     many = replace(figures, false_reject_rate=3 / 42)
