@@ -164,11 +164,23 @@ class StepProgress:
         self._progress.advance(self._task)
 
 
+class _Screen(Console):
+    """A console whose words wrap on a terminal; off one (a pipe, a log file, CI) each line
+    stays whole, as rich would otherwise break it at 80 columns mid-sentence. Decided at each
+    print by rich's own ``is_terminal`` (a missing or replaced stream, ``FORCE_TERMINAL``)."""
+
+    @property  # type: ignore[override]
+    def soft_wrap(self) -> bool:
+        return not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, _value: bool) -> None:  # Console.__init__ sets it
+        pass
+
+
 def screen(*, stderr: bool = False) -> Console:
-    """A command's console: words wrap on a terminal; off one (a pipe, a log file, CI) every
-    line stays whole, as rich would otherwise break it at 80 columns mid-sentence."""
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, soft_wrap=not stream.isatty())
+    """A command's console (``_Screen``): on stdout, or on stderr."""
+    return _Screen(stderr=stderr)
 
 
 def file_progress() -> Progress:

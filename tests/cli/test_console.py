@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import subprocess
 import sys
 import warnings
@@ -121,3 +122,13 @@ def test_output_off_a_terminal_keeps_each_line_whole(capsys: pytest.CaptureFixtu
     screen(stderr=True).print(line)
     said = capsys.readouterr()
     assert said.out == said.err == line + "\n"
+
+
+def test_a_command_with_its_stdout_closed_ends_without_a_traceback() -> None:
+    """A service manager or `>&-` may start a command with no stdout: the consoles must not
+    ask a missing stream whether it is a terminal at import."""
+    run = subprocess.run(
+        [sys.executable, "-m", "inspection", "users", "--help"],
+        preexec_fn=lambda: os.close(1), stderr=subprocess.PIPE, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
