@@ -54,7 +54,7 @@ def add(
         return
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
+    elif sys.stdin is not None and sys.stdin.isatty():
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     else:
         password = _piped_password()
@@ -64,12 +64,12 @@ def add(
 
 def _piped_password() -> str:
     """The password and its repetition, two lines of a stdin that is no terminal."""
-    first = sys.stdin.readline().rstrip("\r\n")
-    again = sys.stdin.readline().rstrip("\r\n")
-    if not first:
+    lines = [sys.stdin.readline() for _ in range(2)] if sys.stdin is not None else ["", ""]
+    first, again = (line.rstrip("\r\n") for line in lines)
+    if not first or not lines[1]:
         raise InspectionError(
-            "no terminal to ask the password on and none on stdin: run the command in a "
-            "terminal, or pipe the password with --password-stdin"
+            "stdin is not a terminal and does not hold the password twice: run the command "
+            "in a terminal, or pipe the password once with --password-stdin"
         )
     if first != again:
         raise InspectionError("the two passwords on stdin differ")

@@ -133,7 +133,10 @@ def test_users_add_without_a_terminal_reads_two_piped_lines_or_says_what_to_do(
 
     empty = add("ada", "")
     assert empty.returncode == 2 and "Warning" not in empty.stderr, empty.stderr
-    assert "none on stdin" in empty.stderr and "--password-stdin" in empty.stderr
+    assert "does not hold the password twice" in empty.stderr, empty.stderr
+    assert "--password-stdin" in empty.stderr
+    once = add("ada", f"{PASSWORD}\n")  # once, without --password-stdin
+    assert once.returncode == 2 and "does not hold the password twice" in once.stderr
     differ = add("ada", f"{PASSWORD}\n{PASSWORD}x\n")
     assert differ.returncode == 2 and "the two passwords on stdin differ" in differ.stderr
     piped = add("bob", f"{PASSWORD}\n{PASSWORD}\n")
