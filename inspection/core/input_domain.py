@@ -350,8 +350,8 @@ class InputDomain:
 
     def _colour_under_grey(self, picked: np.ndarray) -> str | None:
         """Why a colour image's grey copy may read unlike a grey bundle's images (None: the
-        bundle is not grey, or the image is)."""
-        if self.colour != "grey" or (spread := channel_spread(picked)) <= GREY_SPREAD:
+        bundle is not grey, or the image is not clearly colour)."""
+        if self.colour != "grey" or (spread := channel_spread(picked)) < CLEAR_COLOUR_SPREAD:
             return None
         return (
             f"it is a colour image (channel spread {spread:.1f}), judged in grey by a bundle "

@@ -521,15 +521,18 @@ the rest is held out and measures the model."""
 
 
 def validation_count(n: int, fraction: float = DEFAULT_VAL_FRACTION) -> int:
-    """How many of a test kind's ``n`` images set the threshold: ``round(n * fraction)``, at
-    least one of two or more and never all (``training.train.split_validation``)."""
+    """How many of a test kind's ``n`` images set the threshold: ``round(n * fraction)``, and
+    of two or more at least one and never all (``training.train.split_validation``)."""
     count = round(n * fraction)
     return min(max(count, 1), n - 1) if n >= 2 and fraction > 0 else count
 
 
 def folder_count(held_out: int, fraction: float = DEFAULT_VAL_FRACTION) -> int:
     """The fewest images in test/<kind>/ that leave ``held_out`` of them held out once
-    ``validation_count`` set the threshold (36 held out at 0.3: 52)."""
+    ``validation_count`` set the threshold (36 held out at 0.3: 51); ``ValueError`` for a
+    ``fraction`` outside [0, 1) (``ModelConfig.val_fraction``'s range)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction!r}")
     n = held_out
     while n - validation_count(n, fraction) < held_out:
         n += 1

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from inspection.core.operating_point import OperatingPoint
+from inspection.core.operating_point import OperatingPoint, validation_count
 from tests.bench import bench_module
 from tests.bench.test_real_data import fake_cells
 
@@ -27,7 +27,7 @@ def split(ceiling, tmp_path: Path):
     validation = {
         Path(cell).name
         for part in ("test/good", "test/defective", "test/likely")
-        for cell in rng.permutation(parts[part])[: round(0.3 * len(parts[part]))]
+        for cell in rng.permutation(parts[part])[: validation_count(len(parts[part]))]
     }
     return parts, validation
 
