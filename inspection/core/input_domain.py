@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -142,10 +143,12 @@ class IntensityReference:
         """(rows,) the largest distance accepted per row at ``margin`` times its spread."""
         return np.maximum(HISTOGRAM_FLOOR, margin * np.asarray(self.spread, np.float32))
 
-    def problem(self, image: np.ndarray, margin: float, cause: str | None = None) -> str | None:
+    def problem(
+        self, image: np.ndarray, margin: float, cause: Callable[[], str | None] = lambda: None
+    ) -> str | None:
         """Why (H, W, 3) uint8 RGB ``image``'s intensities are unlike the training images'
-        at ``margin`` (None: alike); ``cause``: the likely cause said, instead of a changed
-        camera or swapped channels."""
+        at ``margin`` (None: alike); ``cause``, asked only for an image refused: the likely
+        cause to say instead of a changed camera (None: that one)."""
         reference, limits = np.asarray(self.quantiles, np.float32), self.limits(margin)
         grey = reference.shape[0] == 1
         own = intensity_quantiles(image, grey=grey)
@@ -160,20 +163,21 @@ class IntensityReference:
             return None
         rows = np.arange(3, 5) if swapped else np.arange(min(3, far.size))  # what refused it
         worst = int(rows[np.argmax(far[rows] / limits[rows])])
-        if swapped:
-            cause = (
-                "its red and blue channels are swapped (BGR sent for RGB): fix the channel "
-                "order in the camera or its driver"
+        said = (
+            "its red and blue channels are swapped (BGR sent for RGB): fix the channel order "
+            "in the camera or its driver"
+            if swapped
+            else (
+                cause()
+                or "a camera's gain, exposure or lighting changed? Set it back; if the line "
+                "really changed, train again"
             )
-        cause = cause or (
-            "a camera's gain, exposure or lighting changed? Set it back; if the line really "
-            "changed, train again"
         )
         row = (GREY_ROWS if grey else COLOUR_ROWS)[worst]
         return (
             f"image intensities unlike the training images' ({row} histogram distance "
             f"{far[worst]:.1f} levels, training images within {self.spread[worst]:.1f} of each "
-            f"other, accepted up to {limits[worst]:.1f}): {cause}"
+            f"other, accepted up to {limits[worst]:.1f}): {said}"
         )
 
 
@@ -345,7 +349,8 @@ class InputDomain:
             )
         margin = self.tolerance.histogram_margin
         if self.intensity is not None and margin > 0:
-            found.append(self.intensity.problem(picked, margin, self._colour_under_grey(picked)))
+            colour = partial(self._colour_under_grey, picked)  # only for an image refused
+            found.append(self.intensity.problem(picked, margin, colour))
         return tuple(problem for problem in found if problem is not None)
 
     def _colour_under_grey(self, picked: np.ndarray) -> str | None:

@@ -426,7 +426,7 @@ def test_a_wrong_gain_is_refused(brick_domain: tuple[InputDomain, list[Path]], g
 
 
 def test_a_colour_image_under_a_grey_bundle_is_named_as_colour(
-    tiny_product: Path, tmp_path: Path
+    tiny_product: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A grey bundle judges a colour image in grey; unlike its images, the refusal blamed the
     camera's gain. It now says the image is colour and what to send instead."""
@@ -440,6 +440,9 @@ def test_a_colour_image_under_a_grey_bundle_is_named_as_colour(
     assert "it is a colour image (channel spread" in colour and "gain" not in colour, colour
     (grey_too,) = _problems(domain, _grey(brighter))
     assert "a camera's gain, exposure or lighting changed?" in grey_too
+    measured = []  # a grey bundle measures an image's colour only for a refusal
+    monkeypatch.setattr(input_domain, "channel_spread", lambda image: measured.append(1) or 0.0)
+    assert _problems(domain, _grey(read_image(train[0]))) == () and measured == []
 
 
 def test_a_product_may_widen_or_turn_off_the_intensity_check(
